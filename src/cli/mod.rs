@@ -1,0 +1,185 @@
+//! The `seqrec` command line: one subcommand per job, each a thin layer over
+//! the library. Summaries go to stdout, progress and logs to stderr.
+
+mod data_cmd;
+mod fetch_cmd;
+mod synth_cmd;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::data::readers::GenericFormat;
+use crate::data::{download, DataSource, ReadOptions, SplitConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "seqrec",
+    version,
+    about = "Sequential recommender: train, evaluate and serve a GRU4Rec two-tower model on a CPU"
+)]
+pub struct Cli {
+    /// Silence progress bars (summaries and errors still print).
+    #[arg(long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Download a MovieLens release into the cache (ml-1m, ml-100k, ml-20m, ml-25m, ml-32m, ml-latest-small).
+    Fetch(fetch_cmd::FetchArgs),
+    /// Inspect a dataset.
+    Data {
+        #[command(subcommand)]
+        command: data_cmd::DataCommand,
+    },
+    /// Write synthetic MovieLens-1M-format data with planted sequential structure.
+    Synth(synth_cmd::SynthArgs),
+}
+
+/// Where the data comes from and how it becomes examples; shared by every
+/// command that reads data.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// A MovieLens folder (ml-1m, ml-100k, CSV releases) or an interaction file (CSV/TSV).
+    #[arg(value_name = "DATA")]
+    pub data: Option<PathBuf>,
+    /// A named dataset, fetched into the cache on first use (e.g. ml-1m).
+    #[arg(long, conflicts_with = "data")]
+    pub dataset: Option<String>,
+    /// Cache folder for downloaded datasets [default: the XDG cache dir, seqrec/].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Drop ratings below this value (the reference's MIN_RATING).
+    #[arg(long, default_value_t = 2.0)]
+    pub min_rating: f32,
+    /// Keep every rating, whatever its value.
+    #[arg(long)]
+    pub no_rating_filter: bool,
+    /// Items of history per example (MAX_CONTEXT_LENGTH).
+    #[arg(long, default_value_t = 10)]
+    pub context_len: usize,
+    /// Skip users with fewer ratings (MIN_SEQUENCE_LENGTH).
+    #[arg(long, default_value_t = 3)]
+    pub min_sequence_len: usize,
+    /// Count and skip malformed lines instead of stopping at the first.
+    #[arg(long)]
+    pub skip_bad_lines: bool,
+    /// Generic files: field delimiter (default: tab for .tsv, else comma).
+    #[arg(long, value_name = "CHAR")]
+    pub delimiter: Option<char>,
+    /// Generic files: the user column's name.
+    #[arg(long, default_value = "user_id")]
+    pub user_col: String,
+    /// Generic files: the item column's name.
+    #[arg(long, default_value = "item_id")]
+    pub item_col: String,
+    /// Generic files: the timestamp column's name.
+    #[arg(long, default_value = "timestamp")]
+    pub time_col: String,
+    /// Generic files: the rating column's name (none by default: no filter).
+    #[arg(long)]
+    pub rating_col: Option<String>,
+    /// Generic files: an item-title file (CSV/TSV with a header).
+    #[arg(long, value_name = "FILE")]
+    pub titles_file: Option<PathBuf>,
+    /// Title file: the item column's name.
+    #[arg(long, default_value = "item_id")]
+    pub title_item_col: String,
+    /// Title file: the title column's name.
+    #[arg(long, default_value = "title")]
+    pub title_col: String,
+}
+
+impl DataArgs {
+    pub fn source(&self) -> Result<DataSource> {
+        match (&self.data, &self.dataset) {
+            (Some(p), None) => Ok(DataSource::Path(p.clone())),
+            (None, Some(n)) => Ok(DataSource::Named(n.clone())),
+            (None, None) => bail!("no data given: pass a MovieLens folder or interaction file, or --dataset NAME (e.g. --dataset ml-1m)"),
+            (Some(_), Some(_)) => bail!("give either DATA or --dataset, not both"),
+        }
+    }
+
+    pub fn read_options(&self) -> ReadOptions {
+        ReadOptions {
+            min_rating: (!self.no_rating_filter).then_some(self.min_rating),
+            skip_bad_lines: self.skip_bad_lines,
+        }
+    }
+
+    pub fn generic_format(&self) -> Result<GenericFormat> {
+        let delimiter = match self.delimiter {
+            None => None,
+            Some(c) if c.is_ascii() => Some(c as u8),
+            Some(c) => bail!("--delimiter: expected a single ASCII character, found {c:?}"),
+        };
+        Ok(GenericFormat {
+            delimiter,
+            user_col: self.user_col.clone(),
+            item_col: self.item_col.clone(),
+            time_col: self.time_col.clone(),
+            rating_col: self.rating_col.clone(),
+            titles: self.titles_file.clone(),
+            title_item_col: self.title_item_col.clone(),
+            title_col: self.title_col.clone(),
+        })
+    }
+
+    pub fn split_config(&self) -> Result<SplitConfig> {
+        if self.context_len == 0 {
+            bail!("--context-len: expected at least 1");
+        }
+        if self.min_sequence_len < 2 {
+            bail!("--min-sequence-len: expected at least 2 (one context item and one label)");
+        }
+        Ok(SplitConfig {
+            context_len: self.context_len,
+            min_sequence_len: self.min_sequence_len,
+        })
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(download::default_cache_dir)
+    }
+
+    pub fn load(&self, quiet: bool) -> Result<crate::data::Dataset> {
+        crate::data::load(
+            &self.source()?,
+            &self.generic_format()?,
+            &self.read_options(),
+            &self.cache_dir(),
+            !quiet,
+        )
+    }
+}
+
+/// Runs the command line; returns the process exit code. Errors print to
+/// stderr with their chain of causes.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            1
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Fetch(a) => fetch_cmd::fetch(a, quiet),
+        Command::Data { command } => data_cmd::data(command, quiet),
+        Command::Synth(a) => synth_cmd::synth(a, quiet),
+    }
+}

@@ -1,0 +1,779 @@
+//! Readers for every input format seqrec takes. Each turns a file into the same
+//! two things: `Interactions` (who picked what, when, in file order, ratings
+//! below the minimum already dropped) and a `Catalog` (what each item id is).
+//!
+//! A malformed line is an error naming file, line and what was expected, or,
+//! with `skip_bad_lines`, it is counted and left out.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{}:{line}: {msg}", file.display())]
+    Malformed {
+        file: PathBuf,
+        line: usize,
+        msg: String,
+    },
+    #[error("{}: {source}", file.display())]
+    Io {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn io_err(file: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
+    move |source| DataError::Io {
+        file: file.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    /// Ratings below this are dropped while reading (the reference's MIN_RATING).
+    pub min_rating: Option<f32>,
+    /// Count and skip malformed lines instead of failing on the first.
+    pub skip_bad_lines: bool,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            min_rating: Some(2.0),
+            skip_bad_lines: false,
+        }
+    }
+}
+
+/// Kept ratings in file order, as parallel columns so each rating is stored once.
+#[derive(Debug, Default, Clone)]
+pub struct Interactions {
+    /// Dense user index, numbered in order of first appearance.
+    pub users: Vec<u32>,
+    /// Item id as the model sees it (the MovieLens id, or a dense 1..N id).
+    pub items: Vec<u32>,
+    pub timestamps: Vec<i64>,
+    /// The user id as written in the file, by dense index.
+    pub user_keys: Vec<String>,
+    /// Data lines read (header and blank lines excluded).
+    pub lines_read: usize,
+    /// Ratings dropped by the minimum-rating filter.
+    pub below_min_rating: usize,
+    /// Malformed lines skipped (only with `skip_bad_lines`).
+    pub skipped_lines: usize,
+}
+
+impl Interactions {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// What each item id means. Id 0 is padding and never an item.
+#[derive(Debug, Default, Clone)]
+pub struct Catalog {
+    /// Title by id ("" where unknown); its length is the vocabulary size.
+    pub titles: Vec<String>,
+    /// Whether the id is a real item (listed in the item file or rated).
+    pub is_item: Vec<bool>,
+    /// The item's original key for datasets whose ids were renumbered.
+    pub keys: Option<Vec<String>>,
+}
+
+impl Catalog {
+    /// Number of embedding rows: largest id + 1 (MovieLens' `movies_count + 1`).
+    pub fn vocab_size(&self) -> usize {
+        self.titles.len()
+    }
+    pub fn num_items(&self) -> usize {
+        self.is_item.iter().filter(|&&b| b).count()
+    }
+    pub fn title(&self, id: u32) -> &str {
+        self.titles
+            .get(id as usize)
+            .map(|s| s.as_str())
+            .unwrap_or("")
+    }
+    /// The id as a user knows it: the original key when ids were renumbered.
+    pub fn key(&self, id: u32) -> String {
+        match &self.keys {
+            Some(k) => k.get(id as usize).cloned().unwrap_or_default(),
+            None => id.to_string(),
+        }
+    }
+
+    fn grow_to(&mut self, id: usize) {
+        if self.titles.len() <= id {
+            self.titles.resize(id + 1, String::new());
+            self.is_item.resize(id + 1, false);
+        }
+    }
+
+    fn set(&mut self, id: u32, title: String) {
+        self.grow_to(id as usize);
+        self.titles[id as usize] = title;
+        self.is_item[id as usize] = true;
+    }
+
+    /// Makes every rated id a known item and the vocabulary cover them.
+    fn cover(&mut self, items: &[u32]) {
+        if self.titles.is_empty() {
+            self.grow_to(0);
+        }
+        let max = items.iter().copied().max().unwrap_or(0) as usize;
+        self.grow_to(max);
+        for &i in items {
+            self.is_item[i as usize] = true;
+        }
+    }
+}
+
+/// Maps user keys to dense indices in order of first appearance.
+#[derive(Default)]
+struct UserIndex {
+    small: Vec<u32>,
+    other: HashMap<String, u32>,
+    keys: Vec<String>,
+}
+
+impl UserIndex {
+    const SMALL_LIMIT: u64 = 1 << 24;
+
+    fn numeric(&mut self, key: u64) -> u32 {
+        if key < Self::SMALL_LIMIT {
+            let k = key as usize;
+            if self.small.len() <= k {
+                self.small.resize(k + 1, u32::MAX);
+            }
+            if self.small[k] == u32::MAX {
+                self.small[k] = self.keys.len() as u32;
+                self.keys.push(key.to_string());
+            }
+            self.small[k]
+        } else {
+            self.text(&key.to_string())
+        }
+    }
+
+    fn text(&mut self, key: &str) -> u32 {
+        if let Ok(n) = key.parse::<u64>() {
+            if n < Self::SMALL_LIMIT && n.to_string() == key {
+                return self.numeric(n);
+            }
+        }
+        if let Some(&i) = self.other.get(key) {
+            return i;
+        }
+        let i = self.keys.len() as u32;
+        self.other.insert(key.to_string(), i);
+        self.keys.push(key.to_string());
+        i
+    }
+}
+
+/// Latin-1 bytes to text: each byte is the code point of the same value.
+pub fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| b as char).collect()
+}
+
+/// UTF-8 where valid, else Latin-1 (older MovieLens CSVs mix both).
+fn utf8_or_latin1(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_string(),
+        Err(_) => latin1(bytes),
+    }
+}
+
+/// Streams a file's lines as bytes with 1-based line numbers, without the
+/// line ending, skipping blank lines.
+fn for_each_line(
+    path: &Path,
+    mut f: impl FnMut(usize, &[u8]) -> Result<(), DataError>,
+) -> Result<(), DataError> {
+    let file = File::open(path).map_err(io_err(path))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut buf = Vec::with_capacity(256);
+    let mut line_no = 0usize;
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            return Ok(());
+        }
+        line_no += 1;
+        let mut line = buf.as_slice();
+        while let Some((&last, rest)) = line.split_last() {
+            if last == b'\n' || last == b'\r' {
+                line = rest;
+            } else {
+                break;
+            }
+        }
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        f(line_no, line)?;
+    }
+}
+
+/// Splits `line` on a multi-byte separator into at most `N` fields; the last
+/// field keeps any further separators. Returns how many fields were found.
+fn split_fields<'a, const N: usize>(line: &'a [u8], sep: &[u8], out: &mut [&'a [u8]; N]) -> usize {
+    let mut start = 0;
+    let mut n = 0;
+    let mut i = 0;
+    while n + 1 < N && i + sep.len() <= line.len() {
+        if &line[i..i + sep.len()] == sep {
+            out[n] = &line[start..i];
+            n += 1;
+            i += sep.len();
+            start = i;
+        } else {
+            i += 1;
+        }
+    }
+    out[n] = &line[start..];
+    n + 1
+}
+
+fn parse_num<T: std::str::FromStr>(field: &[u8]) -> Option<T> {
+    std::str::from_utf8(field).ok()?.trim().parse().ok()
+}
+
+/// Timestamps are integers; decimal seconds are accepted and truncated.
+fn parse_timestamp(field: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(field).ok()?.trim();
+    s.parse::<i64>().ok().or_else(|| {
+        s.parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .map(|v| v as i64)
+    })
+}
+
+/// Collects kept ratings, applying the rating filter and the bad-line policy.
+struct Collector<'o> {
+    opts: &'o ReadOptions,
+    file: PathBuf,
+    users: UserIndex,
+    out: Interactions,
+}
+
+impl<'o> Collector<'o> {
+    fn new(opts: &'o ReadOptions, file: &Path) -> Self {
+        Collector {
+            opts,
+            file: file.to_path_buf(),
+            users: UserIndex::default(),
+            out: Interactions::default(),
+        }
+    }
+
+    fn bad(&mut self, line: usize, msg: String) -> Result<(), DataError> {
+        if self.opts.skip_bad_lines {
+            self.out.skipped_lines += 1;
+            Ok(())
+        } else {
+            Err(DataError::Malformed {
+                file: self.file.clone(),
+                line,
+                msg,
+            })
+        }
+    }
+
+    fn push(&mut self, user: u32, item: u32, rating: Option<f32>, ts: i64) {
+        if let (Some(min), Some(r)) = (self.opts.min_rating, rating) {
+            if r < min {
+                self.out.below_min_rating += 1;
+                return;
+            }
+        }
+        self.out.users.push(user);
+        self.out.items.push(item);
+        self.out.timestamps.push(ts);
+    }
+
+    /// One `user SEP item SEP rating SEP timestamp` line with numeric ids.
+    fn numeric_line(&mut self, line_no: usize, line: &[u8], sep: &[u8]) -> Result<(), DataError> {
+        self.out.lines_read += 1;
+        let mut f = [&line[..0]; 4];
+        let n = split_fields(line, sep, &mut f);
+        let sep_name = String::from_utf8_lossy(sep).replace('\t', "TAB");
+        if n != 4 {
+            return self.bad(
+                line_no,
+                format!(
+                    "expected 4 fields `user{0}item{0}rating{0}timestamp`, found {n}",
+                    sep_name
+                ),
+            );
+        }
+        let Some(user) = parse_num::<u64>(f[0]) else {
+            return self.bad(
+                line_no,
+                format!("user id: expected an integer, found {:?}", latin1(f[0])),
+            );
+        };
+        let item = match parse_num::<u32>(f[1]) {
+            Some(i) if i > 0 => i,
+            _ => {
+                return self.bad(
+                    line_no,
+                    format!(
+                        "item id: expected a positive integer, found {:?}",
+                        latin1(f[1])
+                    ),
+                )
+            }
+        };
+        let Some(rating) = parse_num::<f32>(f[2]).filter(|r| r.is_finite()) else {
+            return self.bad(
+                line_no,
+                format!("rating: expected a number, found {:?}", latin1(f[2])),
+            );
+        };
+        let Some(ts) = parse_timestamp(f[3]) else {
+            return self.bad(
+                line_no,
+                format!("timestamp: expected an integer, found {:?}", latin1(f[3])),
+            );
+        };
+        let user = self.users.numeric(user);
+        self.push(user, item, Some(rating), ts);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Interactions {
+        self.out.user_keys = std::mem::take(&mut self.users.keys);
+        self.out
+    }
+}
+
+/// MovieLens-1M `ratings.dat` (`UserID::MovieID::Rating::Timestamp`).
+pub fn read_ml1m_ratings(path: &Path, opts: &ReadOptions) -> Result<Interactions, DataError> {
+    let mut c = Collector::new(opts, path);
+    for_each_line(path, |n, line| c.numeric_line(n, line, b"::"))?;
+    Ok(c.finish())
+}
+
+/// MovieLens-1M `movies.dat` (`MovieID::Title::Genres`, Latin-1).
+pub fn read_ml1m_movies(path: &Path, opts: &ReadOptions) -> Result<Catalog, DataError> {
+    read_title_lines(path, opts, b"::", 1)
+}
+
+/// MovieLens-100K `u.data` (`user TAB item TAB rating TAB timestamp`).
+pub fn read_ml100k_ratings(path: &Path, opts: &ReadOptions) -> Result<Interactions, DataError> {
+    let mut c = Collector::new(opts, path);
+    for_each_line(path, |n, line| c.numeric_line(n, line, b"\t"))?;
+    Ok(c.finish())
+}
+
+/// MovieLens-100K `u.item` (`id|title|date|...|19 genre flags`, Latin-1).
+pub fn read_ml100k_items(path: &Path, opts: &ReadOptions) -> Result<Catalog, DataError> {
+    read_title_lines(path, opts, b"|", 1)
+}
+
+/// A Latin-1 item file with a numeric id in field 0 and the title in field
+/// `title_field`.
+fn read_title_lines(
+    path: &Path,
+    opts: &ReadOptions,
+    sep: &[u8],
+    title_field: usize,
+) -> Result<Catalog, DataError> {
+    let mut cat = Catalog::default();
+    cat.grow_to(0);
+    let sep_name = String::from_utf8_lossy(sep).to_string();
+    for_each_line(path, |line_no, line| {
+        let mut f = [&line[..0]; 3];
+        let n = split_fields(line, sep, &mut f);
+        let fail = |msg: String| {
+            if opts.skip_bad_lines {
+                Ok(())
+            } else {
+                Err(DataError::Malformed {
+                    file: path.to_path_buf(),
+                    line: line_no,
+                    msg,
+                })
+            }
+        };
+        if n <= title_field {
+            return fail(format!(
+                "expected `id{sep_name}title{sep_name}...`, found {n} field(s)"
+            ));
+        }
+        let id = match parse_num::<u32>(f[0]) {
+            Some(i) if i > 0 => i,
+            _ => {
+                return fail(format!(
+                    "item id: expected a positive integer, found {:?}",
+                    latin1(f[0])
+                ))
+            }
+        };
+        let title = f[title_field];
+        cat.set(id, latin1(title));
+        Ok(())
+    })?;
+    Ok(cat)
+}
+
+/// Options of the generic interaction-file reader.
+#[derive(Debug, Clone)]
+pub struct GenericFormat {
+    /// Field delimiter; by default tab for `.tsv`/`.tab` files, else comma.
+    pub delimiter: Option<u8>,
+    pub user_col: String,
+    pub item_col: String,
+    pub time_col: String,
+    pub rating_col: Option<String>,
+    /// Optional item-title file (same delimiter rules) with its two columns.
+    pub titles: Option<PathBuf>,
+    pub title_item_col: String,
+    pub title_col: String,
+}
+
+impl Default for GenericFormat {
+    fn default() -> Self {
+        GenericFormat {
+            delimiter: None,
+            user_col: "user_id".into(),
+            item_col: "item_id".into(),
+            time_col: "timestamp".into(),
+            rating_col: None,
+            titles: None,
+            title_item_col: "item_id".into(),
+            title_col: "title".into(),
+        }
+    }
+}
+
+fn delimiter_for(path: &Path, given: Option<u8>) -> u8 {
+    given.unwrap_or_else(|| {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+        {
+            Some(e) if e == "tsv" || e == "tab" => b'\t',
+            _ => b',',
+        }
+    })
+}
+
+fn csv_reader(path: &Path, delimiter: u8) -> Result<csv::Reader<File>, DataError> {
+    let file = File::open(path).map_err(io_err(path))?;
+    Ok(csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(true)
+        .flexible(true)
+        .buffer_capacity(1 << 20)
+        .from_reader(file))
+}
+
+fn column(
+    path: &Path,
+    headers: &csv::ByteRecord,
+    name: &str,
+    flag: &str,
+) -> Result<usize, DataError> {
+    headers
+        .iter()
+        .position(|h| h.trim_ascii() == name.as_bytes())
+        .ok_or_else(|| {
+            let have: Vec<String> = headers.iter().map(utf8_or_latin1).collect();
+            DataError::Malformed {
+                file: path.to_path_buf(),
+                line: 1,
+                msg: format!(
+                    "header has no column {name:?} (set it with {flag}); columns are {}",
+                    have.join(", ")
+                ),
+            }
+        })
+}
+
+/// Iterates CSV records with their line numbers, turning csv errors into
+/// located errors.
+fn for_each_record(
+    path: &Path,
+    rdr: &mut csv::Reader<File>,
+    mut f: impl FnMut(usize, &csv::ByteRecord) -> Result<(), DataError>,
+) -> Result<(), DataError> {
+    let mut rec = csv::ByteRecord::new();
+    loop {
+        match rdr.read_byte_record(&mut rec) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {
+                let line = rec.position().map(|p| p.line() as usize).unwrap_or(0);
+                if rec.len() == 1 && rec[0].trim_ascii().is_empty() {
+                    continue;
+                }
+                f(line, &rec)?;
+            }
+            Err(e) => {
+                let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
+                return Err(DataError::Malformed {
+                    file: path.to_path_buf(),
+                    line,
+                    msg: format!("unreadable CSV: {e}"),
+                });
+            }
+        }
+    }
+}
+
+/// MovieLens CSV releases (`ratings.csv`: `userId,movieId,rating,timestamp`).
+pub fn read_movielens_csv_ratings(
+    path: &Path,
+    opts: &ReadOptions,
+) -> Result<Interactions, DataError> {
+    let mut rdr = csv_reader(path, b',')?;
+    let headers = rdr
+        .byte_headers()
+        .map_err(|e| DataError::Malformed {
+            file: path.to_path_buf(),
+            line: 1,
+            msg: format!("unreadable header: {e}"),
+        })?
+        .clone();
+    let cols = [
+        column(path, &headers, "userId", "the file's header")?,
+        column(path, &headers, "movieId", "the file's header")?,
+        column(path, &headers, "rating", "the file's header")?,
+        column(path, &headers, "timestamp", "the file's header")?,
+    ];
+    let mut c = Collector::new(opts, path);
+    for_each_record(path, &mut rdr, |line, rec| {
+        c.out.lines_read += 1;
+        let get = |i: usize| rec.get(cols[i]);
+        let (Some(u), Some(m), Some(r), Some(t)) = (get(0), get(1), get(2), get(3)) else {
+            return c.bad(
+                line,
+                format!(
+                    "expected 4 fields `userId,movieId,rating,timestamp`, found {}",
+                    rec.len()
+                ),
+            );
+        };
+        let Some(u) = parse_num::<u64>(u) else {
+            return c.bad(
+                line,
+                format!("userId: expected an integer, found {:?}", latin1(u)),
+            );
+        };
+        let m = match parse_num::<u32>(m) {
+            Some(m) if m > 0 => m,
+            _ => {
+                return c.bad(
+                    line,
+                    format!(
+                        "movieId: expected a positive integer, found {:?}",
+                        latin1(m)
+                    ),
+                )
+            }
+        };
+        let Some(r) = parse_num::<f32>(r).filter(|r| r.is_finite()) else {
+            return c.bad(
+                line,
+                format!("rating: expected a number, found {:?}", latin1(r)),
+            );
+        };
+        let Some(t) = parse_timestamp(t) else {
+            return c.bad(
+                line,
+                format!("timestamp: expected an integer, found {:?}", latin1(t)),
+            );
+        };
+        let u = c.users.numeric(u);
+        c.push(u, m, Some(r), t);
+        Ok(())
+    })?;
+    Ok(c.finish())
+}
+
+/// MovieLens CSV releases (`movies.csv`: `movieId,title,genres`, titles quoted
+/// when they hold commas).
+pub fn read_movielens_csv_movies(path: &Path, opts: &ReadOptions) -> Result<Catalog, DataError> {
+    let mut rdr = csv_reader(path, b',')?;
+    let headers = rdr
+        .byte_headers()
+        .map_err(|e| DataError::Malformed {
+            file: path.to_path_buf(),
+            line: 1,
+            msg: format!("unreadable header: {e}"),
+        })?
+        .clone();
+    let id_col = column(path, &headers, "movieId", "the file's header")?;
+    let title_col = column(path, &headers, "title", "the file's header")?;
+    let mut cat = Catalog::default();
+    cat.grow_to(0);
+    for_each_record(path, &mut rdr, |line, rec| {
+        let id = rec
+            .get(id_col)
+            .and_then(parse_num::<u32>)
+            .filter(|&i| i > 0);
+        match (id, rec.get(title_col)) {
+            (Some(id), Some(t)) => {
+                cat.set(id, utf8_or_latin1(t));
+                Ok(())
+            }
+            _ if opts.skip_bad_lines => Ok(()),
+            _ => Err(DataError::Malformed {
+                file: path.to_path_buf(),
+                line,
+                msg: "expected `movieId,title,genres` with a positive integer movieId".into(),
+            }),
+        }
+    })?;
+    Ok(cat)
+}
+
+/// A generic interaction file: a header row, columns chosen by name, any
+/// strings as user and item ids. Items get dense ids 1..N in order of first
+/// appearance; the optional title file names them.
+pub fn read_generic(
+    path: &Path,
+    fmt: &GenericFormat,
+    opts: &ReadOptions,
+) -> Result<(Interactions, Catalog), DataError> {
+    let mut rdr = csv_reader(path, delimiter_for(path, fmt.delimiter))?;
+    let headers = rdr
+        .byte_headers()
+        .map_err(|e| DataError::Malformed {
+            file: path.to_path_buf(),
+            line: 1,
+            msg: format!("unreadable header: {e}"),
+        })?
+        .clone();
+    let user_col = column(path, &headers, &fmt.user_col, "--user-col")?;
+    let item_col = column(path, &headers, &fmt.item_col, "--item-col")?;
+    let time_col = column(path, &headers, &fmt.time_col, "--time-col")?;
+    let rating_col = match &fmt.rating_col {
+        Some(name) => Some(column(path, &headers, name, "--rating-col")?),
+        None => None,
+    };
+    let mut item_ids: HashMap<String, u32> = HashMap::new();
+    let mut item_keys: Vec<String> = vec![String::new()];
+    let mut c = Collector::new(opts, path);
+    for_each_record(path, &mut rdr, |line, rec| {
+        c.out.lines_read += 1;
+        let field = |col: usize, name: &str| -> Result<&[u8], String> {
+            match rec.get(col) {
+                Some(v) if !v.trim_ascii().is_empty() => Ok(v.trim_ascii()),
+                Some(_) => Err(format!("column {name:?} is empty")),
+                None => Err(format!(
+                    "expected a value in column {name:?} (field {}), the line has {} field(s)",
+                    col + 1,
+                    rec.len()
+                )),
+            }
+        };
+        let (u, i, t) = match (
+            field(user_col, &fmt.user_col),
+            field(item_col, &fmt.item_col),
+            field(time_col, &fmt.time_col),
+        ) {
+            (Ok(u), Ok(i), Ok(t)) => (u, i, t),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return c.bad(line, e),
+        };
+        let Some(ts) = parse_timestamp(t) else {
+            return c.bad(
+                line,
+                format!(
+                    "column {:?}: expected an integer timestamp, found {:?}",
+                    fmt.time_col,
+                    utf8_or_latin1(t)
+                ),
+            );
+        };
+        let rating = match rating_col {
+            Some(col) => match field(col, fmt.rating_col.as_deref().unwrap_or("")) {
+                Ok(r) => match parse_num::<f32>(r).filter(|r| r.is_finite()) {
+                    Some(r) => Some(r),
+                    None => {
+                        return c.bad(
+                            line,
+                            format!(
+                                "column {:?}: expected a number, found {:?}",
+                                fmt.rating_col.as_deref().unwrap_or(""),
+                                utf8_or_latin1(r)
+                            ),
+                        )
+                    }
+                },
+                Err(e) => return c.bad(line, e),
+            },
+            None => None,
+        };
+        let user = c.users.text(&utf8_or_latin1(u));
+        let key = utf8_or_latin1(i);
+        let next = item_keys.len() as u32;
+        let item = *item_ids.entry(key).or_insert_with_key(|k| {
+            item_keys.push(k.clone());
+            next
+        });
+        c.push(user, item, rating, ts);
+        Ok(())
+    })?;
+    let interactions = c.finish();
+    let mut cat = Catalog::default();
+    cat.cover(&[]);
+    cat.grow_to(item_keys.len() - 1);
+    for id in 1..item_keys.len() {
+        cat.is_item[id] = true;
+    }
+    if let Some(tpath) = &fmt.titles {
+        let mut trdr = csv_reader(tpath, delimiter_for(tpath, fmt.delimiter))?;
+        let th = trdr
+            .byte_headers()
+            .map_err(|e| DataError::Malformed {
+                file: tpath.to_path_buf(),
+                line: 1,
+                msg: format!("unreadable header: {e}"),
+            })?
+            .clone();
+        let ic = column(tpath, &th, &fmt.title_item_col, "--title-item-col")?;
+        let tc = column(tpath, &th, &fmt.title_col, "--title-col")?;
+        for_each_record(tpath, &mut trdr, |line, rec| {
+            match (rec.get(ic), rec.get(tc)) {
+                (Some(k), Some(t)) => {
+                    if let Some(&id) = item_ids.get(&utf8_or_latin1(k.trim_ascii())) {
+                        cat.titles[id as usize] = utf8_or_latin1(t);
+                    }
+                    Ok(())
+                }
+                _ if opts.skip_bad_lines => Ok(()),
+                _ => Err(DataError::Malformed {
+                    file: tpath.to_path_buf(),
+                    line,
+                    msg: format!(
+                        "expected columns {:?} and {:?}",
+                        fmt.title_item_col, fmt.title_col
+                    ),
+                }),
+            }
+        })?;
+    }
+    cat.keys = Some(item_keys);
+    Ok((interactions, cat))
+}
+
+/// Makes the catalogue cover every rated id (a rated id missing from the item
+/// file still gets an embedding row, with an empty title).
+pub fn complete_catalog(cat: &mut Catalog, interactions: &Interactions) {
+    cat.cover(&interactions.items);
+}

@@ -1,0 +1,151 @@
+//! Per-user sequences and the reference's train/test examples.
+//!
+//! Each kept rating is stored once, in `Sequences::items` (users one after
+//! another, each in time order). An example is just the position of its label
+//! in that array; its context window is cut when a batch is made.
+
+use rayon::prelude::*;
+
+use super::readers::{DataError, Interactions};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SplitConfig {
+    /// Items of history in each example (the reference's MAX_CONTEXT_LENGTH).
+    pub context_len: usize,
+    /// Users with fewer kept ratings are skipped (MIN_SEQUENCE_LENGTH).
+    pub min_sequence_len: usize,
+}
+
+impl Default for SplitConfig {
+    fn default() -> Self {
+        SplitConfig {
+            context_len: 10,
+            min_sequence_len: 3,
+        }
+    }
+}
+
+/// Users' item sequences, concatenated. Sequence `s` is
+/// `items[offsets[s]..offsets[s + 1]]`, in time order (ties in file order).
+#[derive(Debug, Clone, Default)]
+pub struct Sequences {
+    pub offsets: Vec<u32>,
+    pub items: Vec<u32>,
+    /// The dense user index (into `Interactions::user_keys`) of each sequence.
+    pub users: Vec<u32>,
+}
+
+impl Sequences {
+    /// Groups ratings by user in order of first appearance, sorts each user's
+    /// ratings by timestamp with a stable sort, and drops users with fewer
+    /// than `min_len` ratings.
+    pub fn build(inter: &Interactions, min_len: usize) -> Result<Sequences, DataError> {
+        let n = inter.len();
+        if n >= u32::MAX as usize {
+            return Err(DataError::Invalid(format!(
+                "{n} ratings: at most {} are supported",
+                u32::MAX - 1
+            )));
+        }
+        let n_users = inter.user_keys.len();
+        let mut counts = vec![0u32; n_users + 1];
+        for &u in &inter.users {
+            counts[u as usize + 1] += 1;
+        }
+        for u in 0..n_users {
+            counts[u + 1] += counts[u];
+        }
+        let starts = counts;
+        // Counting sort by user keeps file order within a user.
+        let mut order = vec![0u32; n];
+        let mut next = starts.clone();
+        for (i, &u) in inter.users.iter().enumerate() {
+            let slot = &mut next[u as usize];
+            order[*slot as usize] = i as u32;
+            *slot += 1;
+        }
+        let mut segments: Vec<&mut [u32]> = Vec::with_capacity(n_users);
+        let mut rest = order.as_mut_slice();
+        for u in 0..n_users {
+            let len = (starts[u + 1] - starts[u]) as usize;
+            let (head, tail) = rest.split_at_mut(len);
+            segments.push(head);
+            rest = tail;
+        }
+        let ts = &inter.timestamps;
+        segments
+            .par_iter_mut()
+            .with_min_len(64)
+            .for_each(|seg| seg.sort_by_key(|&i| ts[i as usize]));
+
+        let mut seqs = Sequences {
+            offsets: vec![0],
+            items: Vec::with_capacity(n),
+            users: Vec::new(),
+        };
+        for u in 0..n_users {
+            let seg = &order[starts[u] as usize..starts[u + 1] as usize];
+            if seg.len() < min_len.max(2) {
+                continue;
+            }
+            seqs.items
+                .extend(seg.iter().map(|&i| inter.items[i as usize]));
+            seqs.offsets.push(seqs.items.len() as u32);
+            seqs.users.push(u as u32);
+        }
+        seqs.items.shrink_to_fit();
+        Ok(seqs)
+    }
+
+    pub fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, s: usize) -> &[u32] {
+        &self.items[self.offsets[s] as usize..self.offsets[s + 1] as usize]
+    }
+
+    /// The sequence holding the item at `pos`.
+    pub fn sequence_of(&self, pos: u32) -> usize {
+        self.offsets.partition_point(|&o| o <= pos) - 1
+    }
+
+    /// The reference's split: for every user, each position from the second
+    /// on is an example's label; the last one is the user's test example.
+    pub fn split_last(&self) -> (ExampleSet, ExampleSet) {
+        let train_n = self.items.len() - 2 * self.len();
+        let mut train = Vec::with_capacity(train_n);
+        let mut test = Vec::with_capacity(self.len());
+        for s in 0..self.len() {
+            let (a, b) = (self.offsets[s], self.offsets[s + 1]);
+            train.extend(a + 1..b - 1);
+            test.push(b - 1);
+        }
+        (
+            ExampleSet { label_pos: train },
+            ExampleSet { label_pos: test },
+        )
+    }
+}
+
+/// A list of examples, each the position of its label in `Sequences::items`.
+#[derive(Debug, Clone, Default)]
+pub struct ExampleSet {
+    pub label_pos: Vec<u32>,
+}
+
+impl ExampleSet {
+    pub fn len(&self) -> usize {
+        self.label_pos.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.label_pos.is_empty()
+    }
+    pub fn num_batches(&self, batch_size: usize) -> usize {
+        self.len().div_ceil(batch_size)
+    }
+}

@@ -1,0 +1,1 @@
+//! Synthetic MovieLens-1M-shaped data with planted sequential structure (placeholder).
