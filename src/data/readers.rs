@@ -292,13 +292,19 @@ impl<'o> Collector<'o> {
         }
     }
 
-    fn push(&mut self, user: u32, item: u32, rating: Option<f32>, ts: i64) {
+    /// Applies the rating filter. Called before the user is numbered, so
+    /// users are ordered by their first *kept* rating, as in the reference.
+    fn keep(&mut self, rating: Option<f32>) -> bool {
         if let (Some(min), Some(r)) = (self.opts.min_rating, rating) {
             if r < min {
                 self.out.below_min_rating += 1;
-                return;
+                return false;
             }
         }
+        true
+    }
+
+    fn push(&mut self, user: u32, item: u32, ts: i64) {
         self.out.users.push(user);
         self.out.items.push(item);
         self.out.timestamps.push(ts);
@@ -349,8 +355,10 @@ impl<'o> Collector<'o> {
                 format!("timestamp: expected an integer, found {:?}", latin1(f[3])),
             );
         };
-        let user = self.users.numeric(user);
-        self.push(user, item, Some(rating), ts);
+        if self.keep(Some(rating)) {
+            let user = self.users.numeric(user);
+            self.push(user, item, ts);
+        }
         Ok(())
     }
 
@@ -598,8 +606,10 @@ pub fn read_movielens_csv_ratings(
                 format!("timestamp: expected an integer, found {:?}", latin1(t)),
             );
         };
-        let u = c.users.numeric(u);
-        c.push(u, m, Some(r), t);
+        if c.keep(Some(r)) {
+            let u = c.users.numeric(u);
+            c.push(u, m, t);
+        }
         Ok(())
     })?;
     Ok(c.finish())
@@ -719,6 +729,9 @@ pub fn read_generic(
             },
             None => None,
         };
+        if !c.keep(rating) {
+            return Ok(());
+        }
         let user = c.users.text(&utf8_or_latin1(u));
         let key = utf8_or_latin1(i);
         let next = item_keys.len() as u32;
@@ -726,7 +739,7 @@ pub fn read_generic(
             item_keys.push(k.clone());
             next
         });
-        c.push(user, item, rating, ts);
+        c.push(user, item, ts);
         Ok(())
     })?;
     let interactions = c.finish();
