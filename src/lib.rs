@@ -5,3 +5,5 @@
 
 pub mod cli;
 pub mod data;
+pub mod model;
+pub mod train;

@@ -1,0 +1,239 @@
+//! The Keras 3 GRU (`reset_after=True`, gate order z, r, h) over a batch of
+//! sequences, forward and backward, as in llm.c: plain slices, one fused
+//! element-wise kernel per direction, matrix products through `gemm`.
+//!
+//! Per step, with `gx = x·W + b_in` given (the input projection is done for
+//! the whole vocabulary at once, see `embedding`) and `gh = h·U + b_rec`:
+//!   z = σ(gx_z + gh_z), r = σ(gx_r + gh_r), ĥ = tanh(gx_h + r ⊙ gh_h),
+//!   h' = z ⊙ h + (1 − z) ⊙ ĥ,
+//! and where a mask is given, a padding step keeps the state: h' = h.
+
+use super::kernels::{add_column_sums, dispatch, matmul, sigmoid, tanh, Layout};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GruShape {
+    pub batch: usize,
+    pub steps: usize,
+    pub hidden: usize,
+}
+
+/// What the forward pass keeps for the backward pass, step-major:
+/// `h` holds the `steps + 1` states (the first all zeros), the others the
+/// gates of each step.
+#[derive(Debug, Default, Clone)]
+pub struct GruCache {
+    pub h: Vec<f32>,
+    pub z: Vec<f32>,
+    pub r: Vec<f32>,
+    pub hh: Vec<f32>,
+    /// The recurrent part of the candidate's pre-activation, `h·U_h + b_rec_h`.
+    pub gh_h: Vec<f32>,
+    gh: Vec<f32>,
+}
+
+impl GruCache {
+    /// The last state, `batch x hidden`: the query embeddings.
+    pub fn output(&self, shape: GruShape) -> &[f32] {
+        let n = shape.batch * shape.hidden;
+        &self.h[shape.steps * n..(shape.steps + 1) * n]
+    }
+
+    fn resize(&mut self, s: GruShape) {
+        let n = s.batch * s.hidden;
+        self.h.resize((s.steps + 1) * n, 0.0);
+        for v in [&mut self.z, &mut self.r, &mut self.hh, &mut self.gh_h] {
+            v.resize(s.steps * n, 0.0);
+        }
+        self.gh.resize(3 * n, 0.0);
+    }
+}
+
+dispatch! {
+    fn cell_forward(
+        gx: &[f32],
+        gh: &[f32],
+        b_rec: &[f32],
+        h: &[f32],
+        mask: Option<&[f32]>,
+        d: usize,
+        z: &mut [f32],
+        r: &mut [f32],
+        hh: &mut [f32],
+        gh_h: &mut [f32],
+        h_next: &mut [f32],
+    ) {
+        let rows = h.len() / d;
+        for b in 0..rows {
+            let gx = &gx[b * 3 * d..(b + 1) * 3 * d];
+            let gh = &gh[b * 3 * d..(b + 1) * 3 * d];
+            let keep = mask.map_or(1.0, |m| m[b]);
+            let o = b * d..(b + 1) * d;
+            let (h, z, r, hh, gh_h, h_next) = (
+                &h[o.clone()],
+                &mut z[o.clone()],
+                &mut r[o.clone()],
+                &mut hh[o.clone()],
+                &mut gh_h[o.clone()],
+                &mut h_next[o],
+            );
+            for j in 0..d {
+                let zj = sigmoid(gx[j] + gh[j] + b_rec[j]);
+                let rj = sigmoid(gx[d + j] + gh[d + j] + b_rec[d + j]);
+                let ghj = gh[2 * d + j] + b_rec[2 * d + j];
+                let hj = tanh(gx[2 * d + j] + rj * ghj);
+                let new = zj * h[j] + (1.0 - zj) * hj;
+                z[j] = zj;
+                r[j] = rj;
+                hh[j] = hj;
+                gh_h[j] = ghj;
+                h_next[j] = keep * new + (1.0 - keep) * h[j];
+            }
+        }
+    }
+}
+
+dispatch! {
+    fn cell_backward(
+        dh_next: &[f32],
+        h: &[f32],
+        z: &[f32],
+        r: &[f32],
+        hh: &[f32],
+        gh_h: &[f32],
+        mask: Option<&[f32]>,
+        d: usize,
+        dgx: &mut [f32],
+        dgh: &mut [f32],
+        dh: &mut [f32],
+    ) {
+        let rows = h.len() / d;
+        for b in 0..rows {
+            let keep = mask.map_or(1.0, |m| m[b]);
+            let o = b * d..(b + 1) * d;
+            let (dh_next, h, z, r, hh, gh_h, dh) = (
+                &dh_next[o.clone()],
+                &h[o.clone()],
+                &z[o.clone()],
+                &r[o.clone()],
+                &hh[o.clone()],
+                &gh_h[o.clone()],
+                &mut dh[o],
+            );
+            let dgx = &mut dgx[b * 3 * d..(b + 1) * 3 * d];
+            let dgh = &mut dgh[b * 3 * d..(b + 1) * 3 * d];
+            for j in 0..d {
+                let dn = dh_next[j] * keep;
+                let dz = dn * (h[j] - hh[j]);
+                let da_h = dn * (1.0 - z[j]) * (1.0 - hh[j] * hh[j]);
+                let dr = da_h * gh_h[j];
+                let da_z = dz * z[j] * (1.0 - z[j]);
+                let da_r = dr * r[j] * (1.0 - r[j]);
+                dgx[j] = da_z;
+                dgx[d + j] = da_r;
+                dgx[2 * d + j] = da_h;
+                dgh[j] = da_z;
+                dgh[d + j] = da_r;
+                dgh[2 * d + j] = da_h * r[j];
+                dh[j] = dn * z[j] + dh_next[j] * (1.0 - keep);
+            }
+        }
+    }
+}
+
+/// Runs the GRU from a zero state. `gx` is `steps x batch x 3·hidden`
+/// (step-major, input bias included), `u` the recurrent kernel
+/// (`hidden x 3·hidden`), `b_rec` its bias; `mask`, when given, is
+/// `steps x batch` with 1 for a real item and 0 for padding.
+pub fn forward(
+    gx: &[f32],
+    u: &[f32],
+    b_rec: &[f32],
+    mask: Option<&[f32]>,
+    s: GruShape,
+    cache: &mut GruCache,
+) {
+    cache.resize(s);
+    let (b, d) = (s.batch, s.hidden);
+    let n = b * d;
+    cache.h[..n].fill(0.0);
+    for t in 0..s.steps {
+        let (h_prev, h_rest) = cache.h[t * n..].split_at_mut(n);
+        matmul(&mut cache.gh, h_prev, Layout::Normal, u, Layout::Normal, b, 3 * d, d, false, 1);
+        let gate = t * n..(t + 1) * n;
+        cell_forward(
+            &gx[t * 3 * n..(t + 1) * 3 * n],
+            &cache.gh,
+            b_rec,
+            h_prev,
+            mask.map(|m| &m[t * b..(t + 1) * b]),
+            d,
+            &mut cache.z[gate.clone()],
+            &mut cache.r[gate.clone()],
+            &mut cache.hh[gate.clone()],
+            &mut cache.gh_h[gate],
+            &mut h_rest[..n],
+        );
+    }
+}
+
+/// Scratch buffers of the backward pass, reused across calls.
+#[derive(Debug, Default, Clone)]
+pub struct GruGradScratch {
+    dh: Vec<f32>,
+    dh_prev: Vec<f32>,
+    dgh: Vec<f32>,
+}
+
+/// Back-propagates `d_out` (the gradient of the last state) through the
+/// steps. Writes `dgx` (same layout as `gx`) and adds into `du` and `db_rec`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    d_out: &[f32],
+    u: &[f32],
+    mask: Option<&[f32]>,
+    s: GruShape,
+    cache: &GruCache,
+    dgx: &mut [f32],
+    du: &mut [f32],
+    db_rec: &mut [f32],
+    scratch: &mut GruGradScratch,
+) {
+    let (b, d) = (s.batch, s.hidden);
+    let n = b * d;
+    scratch.dh.clear();
+    scratch.dh.extend_from_slice(&d_out[..n]);
+    scratch.dh_prev.resize(n, 0.0);
+    scratch.dgh.resize(3 * n, 0.0);
+    for t in (0..s.steps).rev() {
+        let h_prev = &cache.h[t * n..(t + 1) * n];
+        let gate = t * n..(t + 1) * n;
+        cell_backward(
+            &scratch.dh,
+            h_prev,
+            &cache.z[gate.clone()],
+            &cache.r[gate.clone()],
+            &cache.hh[gate.clone()],
+            &cache.gh_h[gate],
+            mask.map(|m| &m[t * b..(t + 1) * b]),
+            d,
+            &mut dgx[t * 3 * n..(t + 1) * 3 * n],
+            &mut scratch.dgh,
+            &mut scratch.dh_prev,
+        );
+        matmul(du, h_prev, Layout::Transposed, &scratch.dgh, Layout::Normal, d, 3 * d, b, true, 1);
+        add_column_sums(db_rec, &scratch.dgh, 3 * d);
+        matmul(
+            &mut scratch.dh_prev,
+            &scratch.dgh,
+            Layout::Normal,
+            u,
+            Layout::Transposed,
+            b,
+            d,
+            3 * d,
+            true,
+            1,
+        );
+        std::mem::swap(&mut scratch.dh, &mut scratch.dh_prev);
+    }
+}

@@ -1,0 +1,1 @@
+//! The model file (safetensors with config, vocabulary and titles as metadata).

@@ -1,0 +1,175 @@
+//! Low-level numeric building blocks over plain `f32` slices: the matrix
+//! product (through `gemm`), a vectorisable `exp`, and runtime CPU-feature
+//! dispatch for the element-wise loops.
+
+use gemm::Parallelism;
+
+/// How a matrix operand is laid out in its row-major buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Stored as written: an `r x c` operand is `r` rows of `c`.
+    Normal,
+    /// Stored transposed: an `r x c` operand is `c` rows of `r`.
+    Transposed,
+}
+
+/// `c (m x n) = [c +] a (m x k) · b (k x n)`, all row-major, each operand
+/// optionally stored transposed. `accumulate` adds to `c` instead of
+/// overwriting it. `threads` > 1 lets `gemm` split the product over rayon.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    c: &mut [f32],
+    a: &[f32],
+    a_layout: Layout,
+    b: &[f32],
+    b_layout: Layout,
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+    threads: usize,
+) {
+    assert!(c.len() >= m * n, "matmul: output holds {} < {m}x{n}", c.len());
+    assert!(a.len() >= m * k, "matmul: lhs holds {} < {m}x{k}", a.len());
+    assert!(b.len() >= k * n, "matmul: rhs holds {} < {k}x{n}", b.len());
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
+    let (a_rs, a_cs) = match a_layout {
+        Layout::Normal => (k as isize, 1),
+        Layout::Transposed => (1, m as isize),
+    };
+    let (b_rs, b_cs) = match b_layout {
+        Layout::Normal => (n as isize, 1),
+        Layout::Transposed => (1, k as isize),
+    };
+    let parallelism = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: the asserts above guarantee every index gemm touches, derived
+    // from (m, n, k) and the strides, lies inside the three slices; `c` is
+    // borrowed mutably so it cannot alias `a` or `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Runs `$body` compiled for AVX2+FMA when the CPU has them, else for the
+/// baseline target. The body must be plain loops that LLVM can vectorise.
+macro_rules! dispatch {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$doc])*
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn imp($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn fast($($arg: $ty),*) $(-> $ret)? { imp($($arg),*) }
+                if $crate::model::kernels::has_avx2_fma() {
+                    // SAFETY: the CPU was just checked to support AVX2 and FMA.
+                    return unsafe { fast($($arg),*) };
+                }
+            }
+            imp($($arg),*)
+        }
+    };
+}
+pub(crate) use dispatch;
+
+#[inline]
+pub fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `e^x` for f32, relative error about 2e-7 over the whole range, written
+/// without branches so loops over it vectorise (Cephes' polynomial with a
+/// Cody-Waite range reduction).
+#[inline(always)]
+pub fn fast_exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + 0.5).floor();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p.mul_add(r, 1.398_199_9e-3);
+    p = p.mul_add(r, 8.333_452e-3);
+    p = p.mul_add(r, 4.166_579_6e-2);
+    p = p.mul_add(r, 1.666_666_5e-1);
+    p = p.mul_add(r, 5.000_000_1e-1);
+    let y = p.mul_add(r * r, r) + 1.0;
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    y * scale
+}
+
+#[inline(always)]
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + fast_exp(-x))
+}
+
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    // tanh(x) = 1 - 2 / (e^{2x} + 1): exact at both ends, no overflow.
+    1.0 - 2.0 / (fast_exp(2.0 * x) + 1.0)
+}
+
+dispatch! {
+    fn exp_in_place(xs: &mut [f32]) {
+        for x in xs.iter_mut() {
+            *x = fast_exp(*x);
+        }
+    }
+}
+
+/// `out[j] += sum over rows of m (rows x cols)`.
+pub fn add_column_sums(out: &mut [f32], m: &[f32], cols: usize) {
+    for row in m.chunks_exact(cols) {
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o += v;
+        }
+    }
+}
+
+/// Element-wise `dst += src`.
+pub fn add_assign(dst: &mut [f32], src: &[f32]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d += s;
+    }
+}

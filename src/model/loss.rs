@@ -1,0 +1,178 @@
+//! In-batch softmax cross-entropy (Keras `CategoricalCrossentropy(from_logits)`
+//! against the identity), forward and backward fused, in row tiles so the
+//! `rows x cols` logits never exist whole: each tile's logits are made,
+//! turned into gradients in place, and consumed by the two backward products
+//! while still in cache.
+
+use rayon::prelude::*;
+
+use super::kernels::{add_assign, dispatch, fast_exp, matmul, Layout};
+
+/// Rows per tile: 64 rows of 4,096 logits is 1 MiB, about one core's L2.
+pub const TILE_ROWS: usize = 64;
+
+pub struct LossInputs<'a> {
+    /// Query embeddings, `rows x d`.
+    pub q: &'a [f32],
+    /// Candidate embeddings, `cols x d`; row `i`'s positive is column `i`.
+    pub c: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub d: usize,
+    /// The item id of every column: when given, a column other than the
+    /// positive that holds the row's own label gets no probability
+    /// (accidental-hit removal).
+    pub column_ids: Option<&'a [u32]>,
+    /// Added to every logit of a column (e.g. `-log Q` for logQ correction).
+    pub column_bias: Option<&'a [f32]>,
+}
+
+/// Where the gradients go: `dq` (`rows x d`) and `dc` (`cols x d`) are
+/// overwritten with `scale` times the gradient of the summed row losses.
+pub struct LossGrads<'a> {
+    pub dq: &'a mut [f32],
+    pub dc: &'a mut [f32],
+    pub scale: f32,
+}
+
+const LANES: usize = 8;
+
+#[inline(always)]
+fn lane_max(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for k in 0..LANES {
+            acc[k] = if c[k] > acc[k] { c[k] } else { acc[k] };
+        }
+    }
+    let mut m = f32::NEG_INFINITY;
+    for &v in acc.iter().chain(tail) {
+        m = if v > m { v } else { m };
+    }
+    m
+}
+
+#[inline(always)]
+fn lane_sum(xs: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for k in 0..LANES {
+            acc[k] += c[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
+}
+
+dispatch! {
+    /// One row of logits in, its loss out. With `scale` non-zero the row is
+    /// left holding `scale · (softmax − onehot(pos))`, the logits' gradient.
+    fn softmax_row(
+        s: &mut [f32],
+        pos: usize,
+        column_ids: Option<&[u32]>,
+        column_bias: Option<&[f32]>,
+        scale: f32,
+    ) -> f64 {
+        if let Some(bias) = column_bias {
+            for (x, &b) in s.iter_mut().zip(bias) {
+                *x += b;
+            }
+        }
+        let positive = s[pos];
+        if let Some(ids) = column_ids {
+            let label = ids[pos];
+            for (x, &id) in s.iter_mut().zip(ids) {
+                *x = if id == label { f32::NEG_INFINITY } else { *x };
+            }
+            s[pos] = positive;
+        }
+        let max = lane_max(s);
+        for x in s.iter_mut() {
+            *x = fast_exp(*x - max);
+        }
+        if let Some(ids) = column_ids {
+            // fast_exp clamps, so a masked logit would keep a tiny mass.
+            let label = ids[pos];
+            for (x, &id) in s.iter_mut().zip(ids) {
+                *x = if id == label { 0.0 } else { *x };
+            }
+            s[pos] = fast_exp(positive - max);
+        }
+        let sum = lane_sum(s);
+        if scale != 0.0 {
+            let inv = scale / sum;
+            for x in s.iter_mut() {
+                *x *= inv;
+            }
+            s[pos] -= scale;
+        }
+        max as f64 + (sum as f64).ln() - positive as f64
+    }
+}
+
+/// Sum over rows of `logsumexp(row) − row[i]`; fills `grads` when given.
+pub fn in_batch_softmax(inp: &LossInputs, grads: Option<LossGrads>, threads: usize) -> f64 {
+    let (rows, cols, d) = (inp.rows, inp.cols, inp.d);
+    assert!(cols >= rows, "in-batch softmax: {cols} candidates for {rows} queries");
+    assert!(inp.q.len() >= rows * d && inp.c.len() >= cols * d);
+    if rows == 0 {
+        if let Some(g) = grads {
+            g.dc[..cols * d].fill(0.0);
+        }
+        return 0.0;
+    }
+    let parts = threads.max(1).min(rows.div_ceil(TILE_ROWS));
+    let rows_per_part = rows.div_ceil(parts);
+    let run_part = |part: usize, mut dq: Option<&mut [f32]>, scale: f32| {
+        let r0 = part * rows_per_part;
+        let r1 = (r0 + rows_per_part).min(rows);
+        let mut tile = vec![0.0f32; TILE_ROWS * cols];
+        let mut dc_local = if dq.is_some() { vec![0.0f32; cols * d] } else { Vec::new() };
+        let mut loss = 0.0f64;
+        let mut t0 = r0;
+        while t0 < r1 {
+            let t1 = (t0 + TILE_ROWS).min(r1);
+            let n = t1 - t0;
+            let q_tile = &inp.q[t0 * d..t1 * d];
+            let s = &mut tile[..n * cols];
+            matmul(s, q_tile, Layout::Normal, inp.c, Layout::Transposed, n, cols, d, false, 1);
+            let row_scale = if dq.is_some() { scale } else { 0.0 };
+            for (i, row) in s.chunks_exact_mut(cols).enumerate() {
+                loss += softmax_row(row, t0 + i, inp.column_ids, inp.column_bias, row_scale);
+            }
+            if let Some(dq) = dq.as_deref_mut() {
+                let dq_tile = &mut dq[(t0 - r0) * d..(t1 - r0) * d];
+                matmul(dq_tile, s, Layout::Normal, inp.c, Layout::Normal, n, d, cols, false, 1);
+                matmul(&mut dc_local, s, Layout::Transposed, q_tile, Layout::Normal, cols, d, n, true, 1);
+            }
+            t0 = t1;
+        }
+        (loss, dc_local)
+    };
+    match grads {
+        None => (0..parts)
+            .into_par_iter()
+            .map(|p| run_part(p, None, 0.0).0)
+            .sum(),
+        Some(g) => {
+            let scale = g.scale;
+            let results: Vec<(f64, Vec<f32>)> = g.dq[..rows * d]
+                .par_chunks_mut(rows_per_part * d)
+                .enumerate()
+                .map(|(p, dq)| run_part(p, Some(dq), scale))
+                .collect();
+            let dc = &mut g.dc[..cols * d];
+            dc.fill(0.0);
+            let mut loss = 0.0;
+            for (l, part_dc) in &results {
+                loss += l;
+                add_assign(dc, part_dc);
+            }
+            loss
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Training: the loop over epochs and batches, the optimiser, checkpoints.
+
+pub mod adamw;
