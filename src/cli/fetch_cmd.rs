@@ -1,7 +1,9 @@
-//! `seqrec fetch NAME`: download a MovieLens release into the cache (placeholder).
+//! `seqrec fetch NAME`: download a MovieLens release into the cache.
 
 use anyhow::Result;
 use clap::Args;
+
+use crate::data::download;
 
 #[derive(Args, Debug)]
 pub struct FetchArgs {
@@ -10,13 +12,16 @@ pub struct FetchArgs {
     /// Cache folder [default: the XDG cache dir, seqrec/].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<std::path::PathBuf>,
+    /// Base URL to download `<name>.zip` from instead of GroupLens
+    /// [default: $SEQREC_MIRROR, else https://files.grouplens.org/datasets/movielens].
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
 }
 
+/// Fetches the dataset (if not cached yet) and prints its folder on stdout.
 pub fn fetch(args: FetchArgs, quiet: bool) -> Result<()> {
-    let dir = args
-        .data_dir
-        .unwrap_or_else(crate::data::download::default_cache_dir);
-    let out = crate::data::download::ensure(&args.name, &dir, None, !quiet)?;
+    let dir = args.data_dir.unwrap_or_else(download::default_cache_dir);
+    let out = download::ensure(&args.name, &dir, args.mirror.as_deref(), !quiet)?;
     println!("{}", out.display());
     Ok(())
 }

@@ -1,17 +1,167 @@
-//! Downloading MovieLens releases into the cache (placeholder; see issue 2).
+//! Downloading MovieLens releases from GroupLens into a local cache.
+//!
+//! A dataset lives in `cache_dir/<folder>` (e.g. `cache_dir/ml-1m`). That
+//! folder only ever appears through a single `rename` of a completely
+//! extracted, verified archive, so its existence is the "done" marker: a
+//! download that fails half way leaves nothing behind but an error.
+//!
+//! Steps: stream the zip into a temporary file in the cache folder while
+//! hashing it, check its length (Content-Length) and SHA-256, extract it into
+//! a temporary folder next to the destination, then rename the dataset folder
+//! into place. Temporaries are removed on every failure path.
 
-use std::path::{Path, PathBuf};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Makes sure dataset `name` is extracted under `cache_dir` and returns its folder.
-/// `mirror` replaces the base URL (tests serve zips from 127.0.0.1).
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sha2::{Digest, Sha256};
+
+/// Where GroupLens publishes the MovieLens zips.
+pub const DEFAULT_MIRROR: &str = "https://files.grouplens.org/datasets/movielens";
+
+/// Environment variable naming a base URL to use instead of [`DEFAULT_MIRROR`]
+/// when no mirror is passed explicitly (e.g. an offline mirror).
+pub const MIRROR_ENV_VAR: &str = "SEQREC_MIRROR";
+
+/// How long to wait for a connection, and for each read once connected.
+/// A read timeout rather than a whole-request one, so a slow but steady
+/// download of a 250 MB release is not cut off.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A MovieLens release that `ensure` knows how to fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownDataset {
+    /// The name users type, e.g. `ml-1m`.
+    pub name: &'static str,
+    /// The file name on the mirror, e.g. `ml-1m.zip`.
+    pub zip_name: &'static str,
+    /// The top-level folder inside the zip, which becomes `cache_dir/<folder>`.
+    pub folder: &'static str,
+    /// Lower-case hex SHA-256 of the zip, where we have one. GroupLens only
+    /// publishes MD5 sums, so releases without one are fetched unverified
+    /// (with a warning).
+    pub sha256: Option<&'static str>,
+    /// Size of the zip in bytes, where known.
+    pub size: Option<u64>,
+}
+
+/// Every dataset name `ensure` accepts.
+pub const KNOWN_DATASETS: &[KnownDataset] = &[
+    KnownDataset {
+        name: "ml-100k",
+        zip_name: "ml-100k.zip",
+        folder: "ml-100k",
+        sha256: None,
+        size: None,
+    },
+    KnownDataset {
+        name: "ml-1m",
+        zip_name: "ml-1m.zip",
+        folder: "ml-1m",
+        sha256: Some("a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20"),
+        size: Some(5_917_549),
+    },
+    KnownDataset {
+        name: "ml-20m",
+        zip_name: "ml-20m.zip",
+        folder: "ml-20m",
+        sha256: None,
+        size: None,
+    },
+    KnownDataset {
+        name: "ml-25m",
+        zip_name: "ml-25m.zip",
+        folder: "ml-25m",
+        sha256: None,
+        size: None,
+    },
+    KnownDataset {
+        name: "ml-32m",
+        zip_name: "ml-32m.zip",
+        folder: "ml-32m",
+        sha256: None,
+        size: None,
+    },
+    KnownDataset {
+        name: "ml-latest-small",
+        zip_name: "ml-latest-small.zip",
+        folder: "ml-latest-small",
+        sha256: None,
+        size: None,
+    },
+];
+
+/// Looks up a dataset by name (ASCII case-insensitive).
+pub fn find_dataset(name: &str) -> Option<&'static KnownDataset> {
+    KNOWN_DATASETS
+        .iter()
+        .find(|d| d.name.eq_ignore_ascii_case(name.trim()))
+}
+
+/// The names of all known datasets, comma-separated, for error messages.
+pub fn known_dataset_names() -> String {
+    KNOWN_DATASETS
+        .iter()
+        .map(|d| d.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Makes sure dataset `name` is extracted under `cache_dir` and returns its
+/// folder (e.g. `cache_dir/ml-1m`). Does nothing if that folder already exists.
+///
+/// `mirror` replaces the base URL [`DEFAULT_MIRROR`]; the zip is fetched from
+/// `<mirror>/<name>.zip`. When `mirror` is `None`, the environment variable
+/// `SEQREC_MIRROR` ([`MIRROR_ENV_VAR`]) is used if set and non-empty, which is
+/// handy for offline mirrors. `show_progress` draws a progress bar on stderr.
+///
+/// Releases with a recorded SHA-256 (ml-1m) are verified; the others are
+/// fetched unverified with a warning on stderr.
 pub fn ensure(
     name: &str,
     cache_dir: &Path,
     mirror: Option<&str>,
     show_progress: bool,
-) -> anyhow::Result<PathBuf> {
-    let _ = (cache_dir, mirror, show_progress);
-    anyhow::bail!("dataset {name}: download not implemented yet")
+) -> Result<PathBuf> {
+    let dataset = find_dataset(name).ok_or_else(|| {
+        anyhow!(
+            "unknown dataset '{name}'; known datasets: {}",
+            known_dataset_names()
+        )
+    })?;
+    let dest_folder = cache_dir.join(dataset.folder);
+    if dest_folder.is_dir() {
+        return Ok(dest_folder);
+    }
+    if dest_folder.exists() {
+        bail!(
+            "{} exists but is not a folder; remove it to fetch {}",
+            dest_folder.display(),
+            dataset.name
+        );
+    }
+
+    let base = resolve_mirror(mirror);
+    let url = format!("{}/{}", base.trim_end_matches('/'), dataset.zip_name);
+    let expected = Expected {
+        sha256: dataset.sha256,
+        size: dataset.size,
+    };
+    download_and_extract_checked(&url, expected, &dest_folder, show_progress).with_context(
+        || {
+            format!(
+                "fetching dataset {} into {}",
+                dataset.name,
+                cache_dir.display()
+            )
+        },
+    )?;
+    Ok(dest_folder)
 }
 
 /// The default cache folder: `$XDG_CACHE_HOME/seqrec` (or the platform's).
@@ -19,4 +169,411 @@ pub fn default_cache_dir() -> PathBuf {
     dirs::cache_dir()
         .unwrap_or_else(|| PathBuf::from(".cache"))
         .join("seqrec")
+}
+
+/// The base URL to download from: the explicit mirror, else `SEQREC_MIRROR`,
+/// else GroupLens.
+pub fn resolve_mirror(mirror: Option<&str>) -> String {
+    if let Some(m) = mirror {
+        return m.to_string();
+    }
+    match std::env::var(MIRROR_ENV_VAR) {
+        Ok(m) if !m.trim().is_empty() => m.trim().to_string(),
+        _ => DEFAULT_MIRROR.to_string(),
+    }
+}
+
+/// Downloads the zip at `url`, checks it against `expected_sha256` (lower or
+/// upper-case hex; `None` downloads unverified and warns on stderr), and
+/// extracts it so that the archive's top-level folder named like
+/// `dest_folder`'s last component becomes `dest_folder`. Other top-level
+/// entries of the archive are discarded.
+///
+/// Does nothing if `dest_folder` already exists. On failure nothing is left
+/// behind: the temporary zip and extraction folder (hidden files next to
+/// `dest_folder`) are removed.
+pub fn download_and_extract(
+    url: &str,
+    expected_sha256: Option<&str>,
+    dest_folder: &Path,
+    show_progress: bool,
+) -> Result<()> {
+    let expected = Expected {
+        sha256: expected_sha256,
+        size: None,
+    };
+    download_and_extract_checked(url, expected, dest_folder, show_progress)
+}
+
+/// What a download must match, where known.
+#[derive(Debug, Clone, Copy)]
+struct Expected<'a> {
+    sha256: Option<&'a str>,
+    size: Option<u64>,
+}
+
+fn download_and_extract_checked(
+    url: &str,
+    expected: Expected<'_>,
+    dest_folder: &Path,
+    show_progress: bool,
+) -> Result<()> {
+    if dest_folder.is_dir() {
+        return Ok(());
+    }
+    let expected_sha256 = match expected.sha256 {
+        Some(hex) => Some(normalize_sha256(hex)?),
+        None => None,
+    };
+    let folder_name = dest_folder
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| {
+            anyhow!(
+                "destination {} has no usable folder name",
+                dest_folder.display()
+            )
+        })?
+        .to_string();
+    // Temporaries live next to the destination so the final rename stays on
+    // one filesystem, which is what makes it atomic.
+    let parent = match dest_folder.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent)
+        .with_context(|| format!("creating cache folder {}", parent.display()))?;
+
+    if expected_sha256.is_none() {
+        eprintln!(
+            "warning: no SHA-256 is recorded for {url}; it will be downloaded WITHOUT integrity verification"
+        );
+    }
+
+    let zip_temp = TempPath::new_file(&parent, &folder_name, "zip")?;
+    let sha256 = download_to_file(url, zip_temp.path(), expected.size, show_progress)?;
+
+    match &expected_sha256 {
+        Some(want) if *want != sha256 => {
+            bail!("SHA-256 mismatch for {url}: expected {want}, got {sha256}")
+        }
+        Some(_) => {}
+        None => eprintln!("warning: {url} was not verified; its SHA-256 is {sha256}"),
+    }
+    if let Some(want_size) = expected.size {
+        let got_size = fs::metadata(zip_temp.path())
+            .with_context(|| format!("reading size of {}", zip_temp.path().display()))?
+            .len();
+        if got_size != want_size {
+            bail!("size mismatch for {url}: expected {want_size} bytes, got {got_size}");
+        }
+    }
+
+    let extract_temp = TempPath::new_dir(&parent, &folder_name, "extract")?;
+    extract_zip(zip_temp.path(), extract_temp.path())
+        .with_context(|| format!("extracting {url}"))?;
+    drop(zip_temp);
+
+    let extracted = extract_temp.path().join(&folder_name);
+    if !extracted.is_dir() {
+        bail!(
+            "archive {url} has no top-level folder '{folder_name}/' (it has: {})",
+            list_names(extract_temp.path())
+        );
+    }
+    if let Err(err) = fs::rename(&extracted, dest_folder) {
+        // Another process may have finished the same download meanwhile;
+        // its complete folder is as good as ours.
+        if !dest_folder.is_dir() {
+            return Err(err).with_context(|| {
+                format!(
+                    "moving {} to {}",
+                    extracted.display(),
+                    dest_folder.display()
+                )
+            });
+        }
+    }
+    drop(extract_temp);
+    Ok(())
+}
+
+/// Checks that `hex` looks like a SHA-256 and returns it in lower case.
+fn normalize_sha256(hex: &str) -> Result<String> {
+    let hex = hex.trim();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("expected SHA-256 '{hex}' is not 64 hex digits");
+    }
+    Ok(hex.to_ascii_lowercase())
+}
+
+/// Streams `url` into `path` and returns the body's lower-case hex SHA-256.
+/// Fails if the body is shorter or longer than its Content-Length.
+fn download_to_file(
+    url: &str,
+    path: &Path,
+    size_hint: Option<u64>,
+    show_progress: bool,
+) -> Result<String> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(CONNECT_TIMEOUT)
+        .timeout_read(READ_TIMEOUT)
+        .user_agent(concat!("seqrec/", env!("CARGO_PKG_VERSION")))
+        .build();
+    // Ask for the bytes as stored: a transparently decompressed body would
+    // not match Content-Length or the published hash.
+    let response = match agent.get(url).set("Accept-Encoding", "identity").call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(code, r)) => {
+            bail!("HTTP {code} {} from {url}", r.status_text())
+        }
+        Err(ureq::Error::Transport(t)) => {
+            bail!("could not download {url}: {}", describe_transport(&t))
+        }
+    };
+
+    let encoded = response
+        .header("Content-Encoding")
+        .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
+    let content_length = match response.header("Content-Length") {
+        Some(v) if !encoded => Some(
+            v.trim()
+                .parse::<u64>()
+                .with_context(|| format!("{url} sent an invalid Content-Length header: '{v}'"))?,
+        ),
+        _ => None,
+    };
+
+    let progress = make_progress_bar(content_length.or(size_hint), show_progress);
+    let result = copy_hashing(response.into_reader(), path, url, content_length, &progress);
+    match &result {
+        Ok(_) => progress.finish_and_clear(),
+        Err(_) => progress.abandon(),
+    }
+    result
+}
+
+/// Copies `body` into a new file at `path`, hashing as it goes, and checks
+/// the byte count against `content_length`.
+fn copy_hashing(
+    mut body: impl Read,
+    path: &Path,
+    url: &str,
+    content_length: Option<u64>,
+    progress: &ProgressBar,
+) -> Result<String> {
+    let file = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut out = BufWriter::new(file);
+    let mut hasher = Sha256::new();
+    let mut received: u64 = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => match content_length {
+                // ureq reports a connection closed before Content-Length
+                // bytes as UnexpectedEof; say how short it was.
+                Some(want) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    bail!("download of {url} was cut short: expected {want} bytes, got {received}")
+                }
+                _ => bail!("download of {url} failed after {received} bytes: {e}"),
+            },
+        };
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])
+            .with_context(|| format!("writing {}", path.display()))?;
+        received += n as u64;
+        progress.inc(n as u64);
+    }
+    out.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    if let Some(want) = content_length {
+        if want != received {
+            bail!("download of {url} is incomplete: expected {want} bytes, got {received}");
+        }
+    }
+    Ok(hex_lower(&hasher.finalize()))
+}
+
+/// A transport error without the URL, which ureq's Display repeats.
+fn describe_transport(err: &ureq::Transport) -> String {
+    let mut text = err.kind().to_string();
+    if let Some(message) = err.message() {
+        text.push_str(": ");
+        text.push_str(message);
+    }
+    if let Some(source) = std::error::Error::source(err) {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+    }
+    text
+}
+
+fn make_progress_bar(total: Option<u64>, show_progress: bool) -> ProgressBar {
+    if !show_progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
+    let template = if total.is_some() {
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+    } else {
+        "{msg} {spinner} {bytes} {bytes_per_sec}"
+    };
+    // A bad template is a programming error, but a plain bar beats a panic.
+    let style = ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_message("downloading");
+    bar
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Extracts every entry of the zip at `zip_path` under `into`, refusing
+/// entries whose path would escape it (zip-slip) and symbolic links.
+fn extract_zip(zip_path: &Path, into: &Path) -> Result<()> {
+    let file = File::open(zip_path).with_context(|| format!("opening {}", zip_path.display()))?;
+    let mut archive = zip::ZipArchive::new(BufReader::new(file))
+        .context("the download is not a readable zip archive")?;
+    for index in 0..archive.len() {
+        let mut entry = archive
+            .by_index(index)
+            .with_context(|| format!("reading entry #{index} of the archive"))?;
+        let name = entry.name().to_string();
+        let relative = safe_relative_path(&name)
+            .ok_or_else(|| anyhow!("refusing unsafe path '{name}' in the archive"))?;
+        if entry.is_symlink() {
+            bail!("refusing symbolic link '{name}' in the archive");
+        }
+        if relative.as_os_str().is_empty() {
+            continue;
+        }
+        let target = into.join(&relative);
+        if entry.is_dir() {
+            fs::create_dir_all(&target)
+                .with_context(|| format!("creating {}", target.display()))?;
+            continue;
+        }
+        if let Some(dir) = target.parent() {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let out =
+            File::create(&target).with_context(|| format!("creating {}", target.display()))?;
+        let mut out = BufWriter::new(out);
+        io::copy(&mut entry, &mut out)
+            .and_then(|_| out.flush())
+            .with_context(|| format!("extracting '{name}' to {}", target.display()))?;
+    }
+    Ok(())
+}
+
+/// Turns a zip entry name into a relative path, or `None` if it is absolute,
+/// has a drive prefix, goes up with `..`, or contains a NUL byte. Both `/`
+/// and `\` count as separators, since zips made on Windows use either.
+pub fn safe_relative_path(entry_name: &str) -> Option<PathBuf> {
+    if entry_name.contains('\0') || entry_name.starts_with(['/', '\\']) {
+        return None;
+    }
+    let mut path = PathBuf::new();
+    for part in entry_name.split(['/', '\\']) {
+        match part {
+            "" | "." => continue,
+            ".." => return None,
+            // A colon is a drive ("C:") or stream separator on Windows.
+            p if p.contains(':') => return None,
+            p => {
+                let mut components = Path::new(p).components();
+                match (components.next(), components.next()) {
+                    (Some(Component::Normal(_)), None) => path.push(p),
+                    _ => return None,
+                }
+            }
+        }
+    }
+    Some(path)
+}
+
+/// Up to ten names in `dir`, for error messages.
+fn list_names(dir: &Path) -> String {
+    let mut names: Vec<String> = match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    if names.is_empty() {
+        return "nothing".to_string();
+    }
+    names.sort();
+    names.truncate(10);
+    names.join(", ")
+}
+
+/// A temporary file or folder that is removed when dropped, so every early
+/// return (and panic) cleans up after itself.
+struct TempPath {
+    path: PathBuf,
+    is_dir: bool,
+}
+
+impl TempPath {
+    fn new_file(parent: &Path, stem: &str, kind: &str) -> Result<Self> {
+        let path = unique_temp_name(parent, stem, kind);
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .with_context(|| format!("creating temporary file {}", path.display()))?;
+        Ok(Self {
+            path,
+            is_dir: false,
+        })
+    }
+
+    fn new_dir(parent: &Path, stem: &str, kind: &str) -> Result<Self> {
+        let path = unique_temp_name(parent, stem, kind);
+        fs::create_dir(&path)
+            .with_context(|| format!("creating temporary folder {}", path.display()))?;
+        Ok(Self { path, is_dir: true })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        // Best effort: there is no one to report a failed cleanup to here.
+        let _ = if self.is_dir {
+            fs::remove_dir_all(&self.path)
+        } else {
+            fs::remove_file(&self.path)
+        };
+    }
+}
+
+/// A hidden name next to the destination that no other process or thread
+/// will pick: pid, time and a counter.
+fn unique_temp_name(parent: &Path, stem: &str, kind: &str) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    parent.join(format!(
+        ".{stem}.{kind}.{}-{nanos}-{count}.tmp",
+        std::process::id()
+    ))
 }
