@@ -16,7 +16,15 @@ fn sigmoid(x: f64) -> f64 {
 
 /// The Keras GRU (reset_after) in f64, from a zero state; `x` is
 /// `batch x steps x dim` inputs already projected (`x·W + b_in`, 3·dim each).
-fn ref_gru(gx: &[f64], u: &[f64], b_rec: &[f64], mask: Option<&[f64]>, b: usize, l: usize, d: usize) -> Vec<f64> {
+fn ref_gru(
+    gx: &[f64],
+    u: &[f64],
+    b_rec: &[f64],
+    mask: Option<&[f64]>,
+    b: usize,
+    l: usize,
+    d: usize,
+) -> Vec<f64> {
     let mut out = vec![0.0; b * d];
     for row in 0..b {
         let mut h = vec![0.0; d];
@@ -42,11 +50,22 @@ fn ref_gru(gx: &[f64], u: &[f64], b_rec: &[f64], mask: Option<&[f64]>, b: usize,
 }
 
 /// Sum over rows of `logsumexp(row) - row[i]`, with the options of the engine.
-fn ref_loss(q: &[f64], c: &[f64], rows: usize, cols: usize, d: usize, ids: Option<&[u32]>, bias: Option<&[f64]>) -> f64 {
+fn ref_loss(
+    q: &[f64],
+    c: &[f64],
+    rows: usize,
+    cols: usize,
+    d: usize,
+    ids: Option<&[u32]>,
+    bias: Option<&[f64]>,
+) -> f64 {
     let mut total = 0.0;
     for i in 0..rows {
         let logits: Vec<f64> = (0..cols)
-            .map(|j| (0..d).map(|k| q[i * d + k] * c[j * d + k]).sum::<f64>() + bias.map_or(0.0, |b| b[j]))
+            .map(|j| {
+                (0..d).map(|k| q[i * d + k] * c[j * d + k]).sum::<f64>()
+                    + bias.map_or(0.0, |b| b[j])
+            })
             .collect();
         let kept: Vec<f64> = (0..cols)
             .filter(|&j| j == i || ids.is_none_or(|ids| ids[j] != ids[i]))
@@ -60,7 +79,14 @@ fn ref_loss(q: &[f64], c: &[f64], rows: usize, cols: usize, d: usize, ids: Optio
 }
 
 /// The whole model's mean loss in f64.
-fn ref_model_loss(p: &[Vec<f64>; 6], batch: &Batch, v: usize, d: usize, l: usize, mask_padding: bool) -> f64 {
+fn ref_model_loss(
+    p: &[Vec<f64>; 6],
+    batch: &Batch,
+    v: usize,
+    d: usize,
+    l: usize,
+    mask_padding: bool,
+) -> f64 {
     let [qe, w, u, b_in, b_rec, ce] = p;
     let b = batch.size;
     let mut gx = vec![0.0; l * b * 3 * d];
@@ -71,12 +97,27 @@ fn ref_model_loss(p: &[Vec<f64>; 6], batch: &Batch, v: usize, d: usize, l: usize
             assert!(id < v);
             mask[t * b + row] = if id == 0 { 0.0 } else { 1.0 };
             for k in 0..3 * d {
-                gx[(t * b + row) * 3 * d + k] = b_in[k] + (0..d).map(|i| qe[id * d + i] * w[i * 3 * d + k]).sum::<f64>();
+                gx[(t * b + row) * 3 * d + k] = b_in[k]
+                    + (0..d)
+                        .map(|i| qe[id * d + i] * w[i * 3 * d + k])
+                        .sum::<f64>();
             }
         }
     }
-    let q = ref_gru(&gx, u, b_rec, mask_padding.then_some(mask.as_slice()), b, l, d);
-    let c: Vec<f64> = batch.labels.iter().flat_map(|&id| ce[id as usize * d..(id as usize + 1) * d].to_vec()).collect();
+    let q = ref_gru(
+        &gx,
+        u,
+        b_rec,
+        mask_padding.then_some(mask.as_slice()),
+        b,
+        l,
+        d,
+    );
+    let c: Vec<f64> = batch
+        .labels
+        .iter()
+        .flat_map(|&id| ce[id as usize * d..(id as usize + 1) * d].to_vec())
+        .collect();
     ref_loss(&q, &c, b, b, d, None, None) / b as f64
 }
 
@@ -112,7 +153,10 @@ fn check(name: &str, x: &mut Vec<f64>, analytic: &[f32], f: &mut dyn FnMut(&[f64
             analytic[i]
         );
     }
-    eprintln!("{name}: worst relative error {worst:.2e} over {} entries", x.len());
+    eprintln!(
+        "{name}: worst relative error {worst:.2e} over {} entries",
+        x.len()
+    );
 }
 
 #[test]
@@ -122,10 +166,16 @@ fn gru_backward_matches_finite_differences() {
         let mut gx = random(&mut rng, l * b * 3 * d, 1.0);
         let mut u = random(&mut rng, d * 3 * d, 0.7);
         let mut b_rec = random(&mut rng, 3 * d, 0.5);
-        let mask: Vec<f64> = (0..l * b).map(|i| if i % 3 == 2 { 0.0 } else { 1.0 }).collect();
+        let mask: Vec<f64> = (0..l * b)
+            .map(|i| if i % 3 == 2 { 0.0 } else { 1.0 })
+            .collect();
         let mask_f32 = to_f32(&mask);
         let upstream = random(&mut rng, b * d, 1.0);
-        let s = GruShape { batch: b, steps: l, hidden: d };
+        let s = GruShape {
+            batch: b,
+            steps: l,
+            hidden: d,
+        };
         let mut cache = GruCache::default();
         let m = masked.then_some(mask_f32.as_slice());
         gru::forward(&to_f32(&gx), &to_f32(&u), &to_f32(&b_rec), m, s, &mut cache);
@@ -136,13 +186,29 @@ fn gru_backward_matches_finite_differences() {
         let mut dgx = vec![0.0f32; gx.len()];
         let mut du = vec![0.0f32; u.len()];
         let mut db = vec![0.0f32; 3 * d];
-        gru::backward(&to_f32(&upstream), &to_f32(&u), m, s, &cache, &mut dgx, &mut du, &mut db, &mut GruGradScratch::default());
+        gru::backward(
+            &to_f32(&upstream),
+            &to_f32(&u),
+            m,
+            s,
+            &cache,
+            &mut dgx,
+            &mut du,
+            &mut db,
+            &mut GruGradScratch::default(),
+        );
         let dot = |h: Vec<f64>| h.iter().zip(&upstream).map(|(a, b)| a * b).sum::<f64>();
         let mk = masked.then_some(mask.as_slice());
         let (u0, b0, gx0) = (u.clone(), b_rec.clone(), gx.clone());
-        check("gru dgx", &mut gx, &dgx, &mut |x| dot(ref_gru(x, &u0, &b0, mk, b, l, d)));
-        check("gru du", &mut u, &du, &mut |x| dot(ref_gru(&gx0, x, &b0, mk, b, l, d)));
-        check("gru db_rec", &mut b_rec, &db, &mut |x| dot(ref_gru(&gx0, &u0, x, mk, b, l, d)));
+        check("gru dgx", &mut gx, &dgx, &mut |x| {
+            dot(ref_gru(x, &u0, &b0, mk, b, l, d))
+        });
+        check("gru du", &mut u, &du, &mut |x| {
+            dot(ref_gru(&gx0, x, &b0, mk, b, l, d))
+        });
+        check("gru db_rec", &mut b_rec, &db, &mut |x| {
+            dot(ref_gru(&gx0, &u0, x, mk, b, l, d))
+        });
     }
 }
 
@@ -159,9 +225,21 @@ fn masked_gru_ignores_padding() {
     let mut gx = to_f32(&gx_real);
     gx.extend(to_f32(&gx_pad));
     gx.extend(to_f32(&gx_pad));
-    let short = GruShape { batch: 1, steps: 2, hidden: d };
-    let long = GruShape { batch: 1, steps: l, hidden: d };
-    let (mut c1, mut c2, mut c3) = (GruCache::default(), GruCache::default(), GruCache::default());
+    let short = GruShape {
+        batch: 1,
+        steps: 2,
+        hidden: d,
+    };
+    let long = GruShape {
+        batch: 1,
+        steps: l,
+        hidden: d,
+    };
+    let (mut c1, mut c2, mut c3) = (
+        GruCache::default(),
+        GruCache::default(),
+        GruCache::default(),
+    );
     gru::forward(&gx[..2 * 3 * d], &u, &b_rec, None, short, &mut c1);
     gru::forward(&gx, &u, &b_rec, Some(&[1.0, 1.0, 0.0, 0.0]), long, &mut c2);
     gru::forward(&gx, &u, &b_rec, None, long, &mut c3);
@@ -179,7 +257,12 @@ fn loss_backward_matches_finite_differences() {
     let mut c = random(&mut rng, cols * d, 1.0);
     let ids: Vec<u32> = (0..cols).map(|_| rng.random_range(1..30)).collect();
     let bias = random(&mut rng, cols, 0.5);
-    for (use_ids, use_bias, threads) in [(false, false, 1), (true, true, 2), (false, true, 2), (true, false, 1)] {
+    for (use_ids, use_bias, threads) in [
+        (false, false, 1),
+        (true, true, 2),
+        (false, true, 2),
+        (true, false, 1),
+    ] {
         let ids_opt = use_ids.then_some(ids.as_slice());
         let bias_f32 = to_f32(&bias);
         let (qf, cf) = (to_f32(&q), to_f32(&c));
@@ -194,16 +277,31 @@ fn loss_backward_matches_finite_differences() {
         };
         let mut dq = vec![0.0f32; rows * d];
         let mut dc = vec![0.0f32; cols * d];
-        let got = loss::in_batch_softmax(&inputs, Some(LossGrads { dq: &mut dq, dc: &mut dc, scale: 1.0 }), threads);
+        let got = loss::in_batch_softmax(
+            &inputs,
+            Some(LossGrads {
+                dq: &mut dq,
+                dc: &mut dc,
+                scale: 1.0,
+            }),
+            threads,
+        );
         let bias_opt = use_bias.then_some(bias.as_slice());
         let want = ref_loss(&q, &c, rows, cols, d, ids_opt, bias_opt);
-        assert!((got - want).abs() < 1e-4 * want.abs(), "loss {got} vs {want}");
+        assert!(
+            (got - want).abs() < 1e-4 * want.abs(),
+            "loss {got} vs {want}"
+        );
         let without_grads = loss::in_batch_softmax(&inputs, None, threads);
         assert!((without_grads - got).abs() < 1e-9 * got.abs());
         let c0 = c.clone();
         let q0 = q.clone();
-        check("loss dq", &mut q, &dq, &mut |x| ref_loss(x, &c0, rows, cols, d, ids_opt, bias_opt));
-        check("loss dc", &mut c, &dc, &mut |x| ref_loss(&q0, x, rows, cols, d, ids_opt, bias_opt));
+        check("loss dq", &mut q, &dq, &mut |x| {
+            ref_loss(x, &c0, rows, cols, d, ids_opt, bias_opt)
+        });
+        check("loss dc", &mut c, &dc, &mut |x| {
+            ref_loss(&q0, x, rows, cols, d, ids_opt, bias_opt)
+        });
     }
 }
 
@@ -216,12 +314,23 @@ fn accidental_hit_removal_ignores_duplicate_labels() {
     let q = to_f32(&random(&mut rng, 3 * d, 1.0));
     let c = to_f32(&random(&mut rng, 3 * d, 1.0));
     let row_loss = |q: &[f32], c: &[f32], cols: usize, ids: Option<&[u32]>| {
-        let inputs = LossInputs { q, c, rows: 1, cols, d, column_ids: ids, column_bias: None };
+        let inputs = LossInputs {
+            q,
+            c,
+            rows: 1,
+            cols,
+            d,
+            column_ids: ids,
+            column_bias: None,
+        };
         loss::in_batch_softmax(&inputs, None, 1)
     };
     let with_dup = row_loss(&q, &c, 3, Some(&[7, 8, 7]));
     let without_col = row_loss(&q, &c[..2 * d], 2, None);
-    assert!((with_dup - without_col).abs() < 1e-6, "{with_dup} vs {without_col}");
+    assert!(
+        (with_dup - without_col).abs() < 1e-6,
+        "{with_dup} vs {without_col}"
+    );
     let plain = row_loss(&q, &c, 3, None);
     assert!((plain - without_col).abs() > 1e-4);
 }
@@ -238,7 +347,10 @@ fn projection_backward_matches_finite_differences() {
         let mut s = 0.0;
         for r in 0..v {
             for k in 0..3 * d {
-                let p = b[k] + (0..d).map(|i| emb[r * d + i] * w[i * 3 * d + k]).sum::<f64>();
+                let p = b[k]
+                    + (0..d)
+                        .map(|i| emb[r * d + i] * w[i * 3 * d + k])
+                        .sum::<f64>();
                 s += p * upstream[r * 3 * d + k];
             }
         }
@@ -246,21 +358,48 @@ fn projection_backward_matches_finite_differences() {
     };
     let mut p = vec![0.0f32; v * 3 * d];
     embedding::project_table(&to_f32(&emb), &to_f32(&w), &to_f32(&b_in), d, &mut p, 1);
-    let (mut demb, mut dw, mut db) = (vec![0.0f32; v * d], vec![0.0f32; d * 3 * d], vec![0.0f32; 3 * d]);
-    embedding::project_table_backward(&to_f32(&emb), &to_f32(&w), &to_f32(&upstream), d, &mut demb, &mut dw, &mut db, 2);
+    let (mut demb, mut dw, mut db) = (
+        vec![0.0f32; v * d],
+        vec![0.0f32; d * 3 * d],
+        vec![0.0f32; 3 * d],
+    );
+    embedding::project_table_backward(
+        &to_f32(&emb),
+        &to_f32(&w),
+        &to_f32(&upstream),
+        d,
+        &mut demb,
+        &mut dw,
+        &mut db,
+        2,
+    );
     let (e0, w0, b0) = (emb.clone(), w.clone(), b_in.clone());
-    check("projection demb", &mut emb, &demb, &mut |x| reference(x, &w0, &b0));
-    check("projection dw", &mut w, &dw, &mut |x| reference(&e0, x, &b0));
-    check("projection db_in", &mut b_in, &db, &mut |x| reference(&e0, &w0, x));
+    check("projection demb", &mut emb, &demb, &mut |x| {
+        reference(x, &w0, &b0)
+    });
+    check("projection dw", &mut w, &dw, &mut |x| {
+        reference(&e0, x, &b0)
+    });
+    check("projection db_in", &mut b_in, &db, &mut |x| {
+        reference(&e0, &w0, x)
+    });
 }
 
 /// A batch of right-padded contexts with padding ids, like the reference's.
 fn small_batch(rng: &mut ChaCha8Rng, size: usize, l: usize, v: usize) -> Batch {
-    let mut b = Batch { size, context_len: l, ..Batch::default() };
+    let mut b = Batch {
+        size,
+        context_len: l,
+        ..Batch::default()
+    };
     for _ in 0..size {
         let real = rng.random_range(1..=l);
         for t in 0..l {
-            b.contexts.push(if t < real { rng.random_range(1..v as u32) } else { 0 });
+            b.contexts.push(if t < real {
+                rng.random_range(1..v as u32)
+            } else {
+                0
+            });
         }
         b.labels.push(rng.random_range(1..v as u32));
         b.lengths.push(real as u32);
@@ -271,12 +410,17 @@ fn small_batch(rng: &mut ChaCha8Rng, size: usize, l: usize, v: usize) -> Batch {
 #[test]
 fn whole_training_step_matches_finite_differences() {
     let (v, d, l) = (12, 4, 5);
-    let cfg = ModelConfig { vocab_size: v, dim: d, context_len: l };
+    let cfg = ModelConfig {
+        vocab_size: v,
+        dim: d,
+        context_len: l,
+    };
     for (size, mask_padding, threads) in [(9, false, 1), (13, false, 2), (6, true, 2)] {
         let mut rng = ChaCha8Rng::seed_from_u64(size as u64);
         let batch = small_batch(&mut rng, size, l, v);
         let shapes = Params::shapes(&cfg);
-        let mut p64: [Vec<f64>; 6] = std::array::from_fn(|i| random(&mut rng, shapes[i].iter().product(), 0.6));
+        let mut p64: [Vec<f64>; 6] =
+            std::array::from_fn(|i| random(&mut rng, shapes[i].iter().product(), 0.6));
         let params = {
             let mut p = Params::zeros(&cfg);
             for (dst, src) in p.tensors_mut().into_iter().zip(&p64) {
@@ -284,7 +428,12 @@ fn whole_training_step_matches_finite_differences() {
             }
             p
         };
-        let model = Model { cfg: &cfg, params: &params, opts: ForwardOptions { mask_padding }, threads };
+        let model = Model {
+            cfg: &cfg,
+            params: &params,
+            opts: ForwardOptions { mask_padding },
+            threads,
+        };
         let mut grads = Params::zeros(&cfg);
         let mut ws = Workspace::default();
         let got = model.loss_and_grads(&mut ws, &batch, &mut grads);
@@ -307,7 +456,11 @@ fn whole_training_step_matches_finite_differences() {
 
 #[test]
 fn adamw_matches_the_keras_update() {
-    let cfg = ModelConfig { vocab_size: 3, dim: 2, context_len: 1 };
+    let cfg = ModelConfig {
+        vocab_size: 3,
+        dim: 2,
+        context_len: 1,
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     let mut params = Params::init(&cfg, 1);
     let mut opt = AdamW::new(AdamWConfig::default(), &cfg);
@@ -322,7 +475,13 @@ fn adamw_matches_the_keras_update() {
             }
         }
         opt.apply(&mut params, &grads, c.learning_rate);
-        let (lr, b1, b2, eps, wd) = (c.learning_rate as f64, c.beta_1 as f64, c.beta_2 as f64, c.epsilon as f64, c.weight_decay as f64);
+        let (lr, b1, b2, eps, wd) = (
+            c.learning_rate as f64,
+            c.beta_1 as f64,
+            c.beta_2 as f64,
+            c.epsilon as f64,
+            c.weight_decay as f64,
+        );
         let alpha = lr * (1.0 - b2.powi(step)).sqrt() / (1.0 - b1.powi(step));
         for i in 0..want.len() {
             let g = grads.query_embedding[i] as f64;
@@ -339,7 +498,11 @@ fn adamw_matches_the_keras_update() {
 
 #[test]
 fn keras_initialisers() {
-    let cfg = ModelConfig { vocab_size: 50, dim: 8, context_len: 3 };
+    let cfg = ModelConfig {
+        vocab_size: 50,
+        dim: 8,
+        context_len: 3,
+    };
     let p = Params::init(&cfg, 42);
     assert_eq!(p, Params::init(&cfg, 42));
     assert_ne!(p, Params::init(&cfg, 43));
@@ -352,8 +515,15 @@ fn keras_initialisers() {
     for i in 0..8 {
         for j in 0..8 {
             let dot: f32 = (0..24).map(|k| u[i * 24 + k] * u[j * 24 + k]).sum();
-            assert!((dot - if i == j { 1.0 } else { 0.0 }).abs() < 1e-5, "rows {i},{j}: {dot}");
+            assert!(
+                (dot - if i == j { 1.0 } else { 0.0 }).abs() < 1e-5,
+                "rows {i},{j}: {dot}"
+            );
         }
     }
-    assert!(p.input_bias.iter().chain(&p.recurrent_bias).all(|&x| x == 0.0));
+    assert!(p
+        .input_bias
+        .iter()
+        .chain(&p.recurrent_bias)
+        .all(|&x| x == 0.0));
 }

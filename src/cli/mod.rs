@@ -4,6 +4,7 @@
 mod data_cmd;
 mod fetch_cmd;
 mod synth_cmd;
+mod train_cmd;
 
 use std::path::PathBuf;
 
@@ -34,8 +35,10 @@ pub enum Command {
     /// Inspect a dataset.
     Data {
         #[command(subcommand)]
-        command: data_cmd::DataCommand,
+        command: Box<data_cmd::DataCommand>,
     },
+    /// Train the GRU4Rec two-tower model (the reference's settings by default) and save it.
+    Train(Box<train_cmd::TrainArgs>),
     /// Write synthetic MovieLens-1M-format data with planted sequential structure.
     Synth(synth_cmd::SynthArgs),
 }
@@ -59,9 +62,9 @@ pub struct DataArgs {
     /// Keep every rating, whatever its value.
     #[arg(long)]
     pub no_rating_filter: bool,
-    /// Items of history per example (MAX_CONTEXT_LENGTH).
-    #[arg(long, default_value_t = 10)]
-    pub context_len: usize,
+    /// Items of history per example (MAX_CONTEXT_LENGTH) [default: 10].
+    #[arg(long)]
+    pub context_len: Option<usize>,
     /// Skip users with fewer ratings (MIN_SEQUENCE_LENGTH).
     #[arg(long, default_value_t = 3)]
     pub min_sequence_len: usize,
@@ -130,14 +133,15 @@ impl DataArgs {
     }
 
     pub fn split_config(&self) -> Result<SplitConfig> {
-        if self.context_len == 0 {
+        let context_len = self.context_len.unwrap_or(10);
+        if context_len == 0 {
             bail!("--context-len: expected at least 1");
         }
         if self.min_sequence_len < 2 {
             bail!("--min-sequence-len: expected at least 2 (one context item and one label)");
         }
         Ok(SplitConfig {
-            context_len: self.context_len,
+            context_len,
             min_sequence_len: self.min_sequence_len,
         })
     }
@@ -179,7 +183,8 @@ pub fn run(cli: Cli) -> Result<()> {
     let quiet = cli.quiet;
     match cli.command {
         Command::Fetch(a) => fetch_cmd::fetch(a, quiet),
-        Command::Data { command } => data_cmd::data(command, quiet),
+        Command::Data { command } => data_cmd::data(*command, quiet),
+        Command::Train(a) => train_cmd::train(*a, quiet),
         Command::Synth(a) => synth_cmd::synth(a, quiet),
     }
 }

@@ -25,10 +25,28 @@ pub fn scatter_add_rows(grad: &mut [f32], cols: usize, ids: &[u32], src: &[f32])
 }
 
 /// `p (vocab x 3d) = emb (vocab x d) · w (d x 3d) + b_in`.
-pub fn project_table(emb: &[f32], w: &[f32], b_in: &[f32], d: usize, p: &mut [f32], threads: usize) {
+pub fn project_table(
+    emb: &[f32],
+    w: &[f32],
+    b_in: &[f32],
+    d: usize,
+    p: &mut [f32],
+    threads: usize,
+) {
     let vocab = emb.len() / d;
     let cols = w.len() / d;
-    matmul(p, emb, Layout::Normal, w, Layout::Normal, vocab, cols, d, false, threads);
+    matmul(
+        p,
+        emb,
+        Layout::Normal,
+        w,
+        Layout::Normal,
+        vocab,
+        cols,
+        d,
+        false,
+        threads,
+    );
     for row in p.chunks_exact_mut(cols) {
         for (x, &b) in row.iter_mut().zip(b_in) {
             *x += b;
@@ -52,6 +70,28 @@ pub fn project_table_backward(
     let vocab = emb.len() / d;
     let cols = w.len() / d;
     add_column_sums(db_in, dp, cols);
-    matmul(dw, emb, Layout::Transposed, dp, Layout::Normal, d, cols, vocab, true, threads);
-    matmul(demb, dp, Layout::Normal, w, Layout::Transposed, vocab, d, cols, true, threads);
+    matmul(
+        dw,
+        emb,
+        Layout::Transposed,
+        dp,
+        Layout::Normal,
+        d,
+        cols,
+        vocab,
+        true,
+        threads,
+    );
+    matmul(
+        demb,
+        dp,
+        Layout::Normal,
+        w,
+        Layout::Transposed,
+        vocab,
+        d,
+        cols,
+        true,
+        threads,
+    );
 }

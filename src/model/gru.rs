@@ -158,7 +158,18 @@ pub fn forward(
     cache.h[..n].fill(0.0);
     for t in 0..s.steps {
         let (h_prev, h_rest) = cache.h[t * n..].split_at_mut(n);
-        matmul(&mut cache.gh, h_prev, Layout::Normal, u, Layout::Normal, b, 3 * d, d, false, 1);
+        matmul(
+            &mut cache.gh,
+            h_prev,
+            Layout::Normal,
+            u,
+            Layout::Normal,
+            b,
+            3 * d,
+            d,
+            false,
+            1,
+        );
         let gate = t * n..(t + 1) * n;
         cell_forward(
             &gx[t * 3 * n..(t + 1) * 3 * n],
@@ -220,7 +231,18 @@ pub fn backward(
             &mut scratch.dgh,
             &mut scratch.dh_prev,
         );
-        matmul(du, h_prev, Layout::Transposed, &scratch.dgh, Layout::Normal, d, 3 * d, b, true, 1);
+        matmul(
+            du,
+            h_prev,
+            Layout::Transposed,
+            &scratch.dgh,
+            Layout::Normal,
+            d,
+            3 * d,
+            b,
+            true,
+            1,
+        );
         add_column_sums(db_rec, &scratch.dgh, 3 * d);
         matmul(
             &mut scratch.dh_prev,

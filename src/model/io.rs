@@ -1,1 +1,207 @@
-//! The model file (safetensors with config, vocabulary and titles as metadata).
+//! The model file: one safetensors file holding the parameters, the
+//! optimiser's moments (so training can resume) and, as JSON metadata, the
+//! configuration, the training history and the catalogue (titles, item keys).
+//! Written to a temporary file and renamed, so a crash never leaves half a
+//! model; read with every field checked, so a bad file is an error, not a
+//! panic.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+
+use super::{ModelConfig, Params, TENSOR_NAMES};
+use crate::data::Catalog;
+use crate::train::adamw::AdamW;
+use crate::train::{EpochReport, TrainConfig, TrainState};
+
+/// Marks a safetensors file as a seqrec model.
+pub const FORMAT: &str = "seqrec-model";
+pub const FORMAT_VERSION: u32 = 1;
+const META_KEY: &str = "seqrec";
+
+/// Everything in a model file besides the tensors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelMeta {
+    pub format: String,
+    pub version: u32,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    pub history: Vec<EpochReport>,
+    pub optimizer_step: u64,
+    /// Where the training data came from.
+    pub dataset: String,
+    pub titles: Vec<String>,
+    pub is_item: Vec<bool>,
+    pub item_keys: Option<Vec<String>>,
+}
+
+impl ModelMeta {
+    pub fn catalog(&self) -> Catalog {
+        Catalog {
+            titles: self.titles.clone(),
+            is_item: self.is_item.clone(),
+            keys: self.item_keys.clone(),
+        }
+    }
+}
+
+/// A model as saved: its metadata and training state.
+#[derive(Debug, Clone)]
+pub struct SavedModel {
+    pub meta: ModelMeta,
+    pub state: TrainState,
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Builds the file's bytes. Deterministic: the same state gives the same
+/// bytes (one metadata key, so no hash-map ordering enters the header).
+pub fn to_bytes(model: &SavedModel) -> Result<Vec<u8>> {
+    let cfg = &model.state.model;
+    let shapes = Params::shapes(cfg);
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let groups = [
+        ("", &model.state.params),
+        ("adam_m.", &model.state.optimizer.m),
+        ("adam_v.", &model.state.optimizer.v),
+    ];
+    for (prefix, params) in groups {
+        for ((name, shape), data) in TENSOR_NAMES.iter().zip(&shapes).zip(params.tensors()) {
+            owned.push((format!("{prefix}{name}"), shape.clone(), f32_bytes(data)));
+        }
+    }
+    let views = owned
+        .iter()
+        .map(|(n, s, b)| Ok((n.as_str(), TensorView::new(Dtype::F32, s.clone(), b)?)))
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    let meta = HashMap::from([(META_KEY.to_string(), serde_json::to_string(&model.meta)?)]);
+    Ok(safetensors::serialize(views, &Some(meta))?)
+}
+
+/// Writes the model atomically: a temporary file beside `path`, synced, then
+/// renamed over it.
+pub fn save(path: &Path, model: &SavedModel) -> Result<()> {
+    let bytes = to_bytes(model)?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".seqrec-model-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("{}: cannot create a temporary file", dir.display()))?;
+    tmp.write_all(&bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .with_context(|| format!("{}: cannot write the model", path.display()))?;
+    tmp.persist(path).map_err(|e| {
+        anyhow!(
+            "{}: cannot move the model into place: {}",
+            path.display(),
+            e.error
+        )
+    })?;
+    Ok(())
+}
+
+fn read_tensor(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    let t = st
+        .tensor(name)
+        .map_err(|_| anyhow!("tensor {name:?} is missing"))?;
+    if t.dtype() != Dtype::F32 {
+        bail!("tensor {name:?}: expected F32, found {:?}", t.dtype());
+    }
+    if t.shape() != shape {
+        bail!(
+            "tensor {name:?}: expected shape {:?}, found {:?}",
+            shape,
+            t.shape()
+        );
+    }
+    let v: Vec<f32> = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    if v.iter().any(|x| !x.is_finite()) {
+        bail!("tensor {name:?} holds NaN or infinite values");
+    }
+    Ok(v)
+}
+
+/// Parses a model file's bytes, checking every field.
+pub fn from_bytes(bytes: &[u8]) -> Result<SavedModel> {
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| anyhow!("not a safetensors file (truncated or corrupt?): {e:?}"))?;
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| anyhow!("unreadable header: {e:?}"))?;
+    let meta_json = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META_KEY))
+        .ok_or_else(|| {
+            anyhow!("a safetensors file, but not a seqrec model (no {META_KEY:?} metadata)")
+        })?;
+    let meta: ModelMeta =
+        serde_json::from_str(meta_json).context("the seqrec metadata is not valid")?;
+    if meta.format != FORMAT {
+        bail!("metadata format {:?}: expected {FORMAT:?}", meta.format);
+    }
+    if meta.version != FORMAT_VERSION {
+        bail!(
+            "model file version {}: this seqrec reads version {FORMAT_VERSION}",
+            meta.version
+        );
+    }
+    let cfg = meta.model;
+    if cfg.dim == 0 || cfg.vocab_size == 0 || cfg.context_len == 0 {
+        bail!("model config {cfg:?}: sizes must be positive");
+    }
+    if meta.titles.len() != cfg.vocab_size || meta.is_item.len() != cfg.vocab_size {
+        bail!(
+            "catalogue has {} titles for a vocabulary of {}",
+            meta.titles.len(),
+            cfg.vocab_size
+        );
+    }
+    let shapes = Params::shapes(&cfg);
+    let mut groups: Vec<Params> = Vec::new();
+    for prefix in ["", "adam_m.", "adam_v."] {
+        let mut p = Params::zeros(&cfg);
+        for ((name, shape), dst) in TENSOR_NAMES.iter().zip(&shapes).zip(p.tensors_mut()) {
+            *dst = read_tensor(&st, &format!("{prefix}{name}"), shape)?;
+        }
+        groups.push(p);
+    }
+    let v = groups.pop().unwrap_or_else(|| Params::zeros(&cfg));
+    let m = groups.pop().unwrap_or_else(|| Params::zeros(&cfg));
+    let params = groups.pop().unwrap_or_else(|| Params::zeros(&cfg));
+    let optimizer = AdamW {
+        cfg: meta.train.optimizer(),
+        step: meta.optimizer_step,
+        m,
+        v,
+    };
+    Ok(SavedModel {
+        state: TrainState {
+            model: cfg,
+            params,
+            optimizer,
+            history: meta.history.clone(),
+        },
+        meta,
+    })
+}
+
+/// Reads a model file; errors name the file and what is wrong with it.
+pub fn load(path: &Path) -> Result<SavedModel> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("{}: cannot read the model file", path.display()))?;
+    from_bytes(&bytes).with_context(|| format!("{}: not a usable seqrec model", path.display()))
+}

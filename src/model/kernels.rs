@@ -29,7 +29,11 @@ pub fn matmul(
     accumulate: bool,
     threads: usize,
 ) {
-    assert!(c.len() >= m * n, "matmul: output holds {} < {m}x{n}", c.len());
+    assert!(
+        c.len() >= m * n,
+        "matmul: output holds {} < {m}x{n}",
+        c.len()
+    );
     assert!(a.len() >= m * k, "matmul: lhs holds {} < {m}x{k}", a.len());
     assert!(b.len() >= k * n, "matmul: rhs holds {} < {k}x{n}", b.len());
     if m == 0 || n == 0 {

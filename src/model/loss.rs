@@ -117,7 +117,10 @@ dispatch! {
 /// Sum over rows of `logsumexp(row) − row[i]`; fills `grads` when given.
 pub fn in_batch_softmax(inp: &LossInputs, grads: Option<LossGrads>, threads: usize) -> f64 {
     let (rows, cols, d) = (inp.rows, inp.cols, inp.d);
-    assert!(cols >= rows, "in-batch softmax: {cols} candidates for {rows} queries");
+    assert!(
+        cols >= rows,
+        "in-batch softmax: {cols} candidates for {rows} queries"
+    );
     assert!(inp.q.len() >= rows * d && inp.c.len() >= cols * d);
     if rows == 0 {
         if let Some(g) = grads {
@@ -131,7 +134,11 @@ pub fn in_batch_softmax(inp: &LossInputs, grads: Option<LossGrads>, threads: usi
         let r0 = part * rows_per_part;
         let r1 = (r0 + rows_per_part).min(rows);
         let mut tile = vec![0.0f32; TILE_ROWS * cols];
-        let mut dc_local = if dq.is_some() { vec![0.0f32; cols * d] } else { Vec::new() };
+        let mut dc_local = if dq.is_some() {
+            vec![0.0f32; cols * d]
+        } else {
+            Vec::new()
+        };
         let mut loss = 0.0f64;
         let mut t0 = r0;
         while t0 < r1 {
@@ -139,15 +146,48 @@ pub fn in_batch_softmax(inp: &LossInputs, grads: Option<LossGrads>, threads: usi
             let n = t1 - t0;
             let q_tile = &inp.q[t0 * d..t1 * d];
             let s = &mut tile[..n * cols];
-            matmul(s, q_tile, Layout::Normal, inp.c, Layout::Transposed, n, cols, d, false, 1);
+            matmul(
+                s,
+                q_tile,
+                Layout::Normal,
+                inp.c,
+                Layout::Transposed,
+                n,
+                cols,
+                d,
+                false,
+                1,
+            );
             let row_scale = if dq.is_some() { scale } else { 0.0 };
             for (i, row) in s.chunks_exact_mut(cols).enumerate() {
                 loss += softmax_row(row, t0 + i, inp.column_ids, inp.column_bias, row_scale);
             }
             if let Some(dq) = dq.as_deref_mut() {
                 let dq_tile = &mut dq[(t0 - r0) * d..(t1 - r0) * d];
-                matmul(dq_tile, s, Layout::Normal, inp.c, Layout::Normal, n, d, cols, false, 1);
-                matmul(&mut dc_local, s, Layout::Transposed, q_tile, Layout::Normal, cols, d, n, true, 1);
+                matmul(
+                    dq_tile,
+                    s,
+                    Layout::Normal,
+                    inp.c,
+                    Layout::Normal,
+                    n,
+                    d,
+                    cols,
+                    false,
+                    1,
+                );
+                matmul(
+                    &mut dc_local,
+                    s,
+                    Layout::Transposed,
+                    q_tile,
+                    Layout::Normal,
+                    cols,
+                    d,
+                    n,
+                    true,
+                    1,
+                );
             }
             t0 = t1;
         }

@@ -192,7 +192,14 @@ struct ChunkState {
 
 impl ChunkState {
     /// Gathers the chunk's projected inputs step-major and runs the GRU.
-    fn forward(&mut self, batch: &Batch, projected: &[f32], params: &Params, cfg: &ModelConfig, opts: ForwardOptions) {
+    fn forward(
+        &mut self,
+        batch: &Batch,
+        projected: &[f32],
+        params: &Params,
+        cfg: &ModelConfig,
+        opts: ForwardOptions,
+    ) {
         let (l, d) = (cfg.context_len, cfg.dim);
         let rows = self.rows.len();
         self.gx.resize(l * rows * 3 * d, 0.0);
@@ -209,9 +216,20 @@ impl ChunkState {
                 }
             }
         }
-        let shape = GruShape { batch: rows, steps: l, hidden: d };
+        let shape = GruShape {
+            batch: rows,
+            steps: l,
+            hidden: d,
+        };
         let mask = opts.mask_padding.then_some(self.mask.as_slice());
-        gru::forward(&self.gx, &params.recurrent_kernel, &params.recurrent_bias, mask, shape, &mut self.cache);
+        gru::forward(
+            &self.gx,
+            &params.recurrent_kernel,
+            &params.recurrent_bias,
+            mask,
+            shape,
+            &mut self.cache,
+        );
     }
 }
 
@@ -259,7 +277,11 @@ impl Model<'_> {
             .par_iter_mut()
             .for_each(|c| c.forward(batch, projected, self.params, self.cfg, self.opts));
         out.resize(batch.size * d, 0.0);
-        let shape = |c: &ChunkState| GruShape { batch: c.rows.len(), steps: self.cfg.context_len, hidden: d };
+        let shape = |c: &ChunkState| GruShape {
+            batch: c.rows.len(),
+            steps: self.cfg.context_len,
+            hidden: d,
+        };
         for c in &ws.chunks {
             out[c.rows.start * d..c.rows.end * d].copy_from_slice(c.cache.output(shape(c)));
         }
@@ -272,7 +294,12 @@ impl Model<'_> {
         let mut queries = std::mem::take(&mut ws.queries);
         self.encode(ws, batch, &mut queries);
         ws.candidates.resize(batch.size * d, 0.0);
-        embedding::gather_rows(&self.params.candidate_embedding, d, &batch.labels, &mut ws.candidates);
+        embedding::gather_rows(
+            &self.params.candidate_embedding,
+            d,
+            &batch.labels,
+            &mut ws.candidates,
+        );
         let inputs = LossInputs {
             q: &queries,
             c: &ws.candidates,
@@ -295,7 +322,12 @@ impl Model<'_> {
         let mut queries = std::mem::take(&mut ws.queries);
         self.encode(ws, batch, &mut queries);
         ws.candidates.resize(n * d, 0.0);
-        embedding::gather_rows(&self.params.candidate_embedding, d, &batch.labels, &mut ws.candidates);
+        embedding::gather_rows(
+            &self.params.candidate_embedding,
+            d,
+            &batch.labels,
+            &mut ws.candidates,
+        );
         ws.d_queries.resize(n * d, 0.0);
         ws.d_candidates.resize(n * d, 0.0);
         let inputs = LossInputs {
@@ -310,20 +342,33 @@ impl Model<'_> {
         let scale = 1.0 / n.max(1) as f32;
         let loss_sum = loss::in_batch_softmax(
             &inputs,
-            Some(LossGrads { dq: &mut ws.d_queries, dc: &mut ws.d_candidates, scale }),
+            Some(LossGrads {
+                dq: &mut ws.d_queries,
+                dc: &mut ws.d_candidates,
+                scale,
+            }),
             self.threads,
         );
         ws.queries = queries;
 
         grads.candidate_embedding.fill(0.0);
-        embedding::scatter_add_rows(&mut grads.candidate_embedding, d, &batch.labels, &ws.d_candidates);
+        embedding::scatter_add_rows(
+            &mut grads.candidate_embedding,
+            d,
+            &batch.labels,
+            &ws.d_candidates,
+        );
 
         let d_queries = &ws.d_queries;
         let params = self.params;
         let mask_padding = self.opts.mask_padding;
         ws.chunks.par_iter_mut().for_each(|c| {
             let rows = c.rows.len();
-            let shape = GruShape { batch: rows, steps: l, hidden: d };
+            let shape = GruShape {
+                batch: rows,
+                steps: l,
+                hidden: d,
+            };
             c.dgx.resize(l * rows * 3 * d, 0.0);
             c.d_recurrent.clear();
             c.d_recurrent.resize(d * 3 * d, 0.0);
@@ -347,7 +392,12 @@ impl Model<'_> {
                 for (i, b) in c.rows.clone().enumerate() {
                     let id = batch.contexts[b * l + t];
                     let src = (t * rows + i) * 3 * d;
-                    embedding::scatter_add_rows(&mut c.d_projected, 3 * d, &[id], &c.dgx[src..src + 3 * d]);
+                    embedding::scatter_add_rows(
+                        &mut c.d_projected,
+                        3 * d,
+                        &[id],
+                        &c.dgx[src..src + 3 * d],
+                    );
                 }
             }
         });

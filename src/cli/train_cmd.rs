@@ -1,0 +1,301 @@
+//! `seqrec train DATA --out MODEL`: the reference's training, by default
+//! exactly; every hyper-parameter a flag or a key of `--config FILE`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use super::DataArgs;
+use crate::data::Sequences;
+use crate::model::io::{self, ModelMeta, SavedModel, FORMAT, FORMAT_VERSION};
+use crate::model::ModelConfig;
+use crate::train::{self, Event, TrainConfig, TrainData, TrainState};
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Where to write the model file.
+    #[arg(long, short, default_value = "seqrec-model.safetensors")]
+    pub out: PathBuf,
+    /// A TOML file with any of the keys below (epochs, batch_size, ...); flags win over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Continue training a saved model (its settings, optimiser state and history) for --epochs more epochs.
+    #[arg(long, value_name = "MODEL")]
+    pub resume: Option<PathBuf>,
+    /// Epochs to train [default: 5].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Training batch size [default: 4096].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Batch size of the val_loss pass [default: 2048].
+    #[arg(long)]
+    pub test_batch_size: Option<usize>,
+    /// AdamW learning rate [default: 0.005].
+    #[arg(long)]
+    pub learning_rate: Option<f32>,
+    /// AdamW decoupled weight decay [default: 0.004].
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
+    /// Embedding and GRU size [default: 32].
+    #[arg(long)]
+    pub embedding_dim: Option<usize>,
+    /// Seed of every random choice [default: 42].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Worker threads [default: one per core].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print the final summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    model: String,
+    dataset: String,
+    epochs: Vec<EpochLine>,
+    train_examples: usize,
+    test_examples: usize,
+    steps_per_epoch: usize,
+    threads: usize,
+    data_seconds: f64,
+    train_seconds: f64,
+    step_ms_median: f64,
+    peak_memory_mib: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct EpochLine {
+    epoch: usize,
+    loss: f64,
+    val_loss: f64,
+    seconds: f64,
+    step_ms_median: f64,
+}
+
+/// Peak resident memory of this process, from /proc (Linux).
+pub fn peak_memory_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Defaults, then the config file, then the flags.
+fn resolve_config(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
+    let mut cfg = base;
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read the config file", path.display()))?;
+        cfg = toml::from_str(&text)
+            .with_context(|| format!("{}: not a valid seqrec config", path.display()))?;
+    }
+    macro_rules! flag {
+        ($($f:ident),*) => { $( if let Some(v) = args.$f { cfg.$f = v; } )* };
+    }
+    flag!(
+        epochs,
+        batch_size,
+        test_batch_size,
+        learning_rate,
+        weight_decay,
+        embedding_dim,
+        seed,
+        threads
+    );
+    if let Some(l) = args.data.context_len {
+        cfg.context_len = l;
+    }
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("invalid setting: {e}"))?;
+    Ok(cfg)
+}
+
+pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
+    let resumed = match &args.resume {
+        Some(p) => Some(io::load(p)?),
+        None => None,
+    };
+    let base = resumed
+        .as_ref()
+        .map(|m| m.meta.train.clone())
+        .unwrap_or_default();
+    let mut cfg = resolve_config(&args, base)?;
+    if let Some(prev) = &resumed {
+        // The model's shape is fixed by the saved file.
+        cfg.embedding_dim = prev.state.model.dim;
+        cfg.context_len = prev.state.model.context_len;
+    }
+    let threads = if cfg.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        cfg.threads
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("cannot start the worker threads")?;
+
+    let t_data = Instant::now();
+    let ds = args.data.load(quiet)?;
+    let mut split = args.data.split_config()?;
+    split.context_len = cfg.context_len;
+    let seqs = Sequences::build(&ds.interactions, split.min_sequence_len)?;
+    let (train_set, test_set) = seqs.split_last();
+    if train_set.is_empty() {
+        bail!(
+            "{}: no training examples (every user has fewer than {} ratings?)",
+            ds.origin,
+            split.min_sequence_len
+        );
+    }
+    let data_seconds = t_data.elapsed().as_secs_f64();
+
+    let model_cfg = ModelConfig {
+        vocab_size: ds.catalog.vocab_size(),
+        dim: cfg.embedding_dim,
+        context_len: cfg.context_len,
+    };
+    let mut state = match resumed {
+        Some(prev) => {
+            if prev.state.model.vocab_size != model_cfg.vocab_size {
+                bail!(
+                    "--resume: the model has a vocabulary of {} ids, this data {}; resume on the data it was trained on",
+                    prev.state.model.vocab_size,
+                    model_cfg.vocab_size
+                );
+            }
+            let mut s = prev.state;
+            s.optimizer.cfg = cfg.optimizer();
+            s
+        }
+        None => TrainState::new(model_cfg, &cfg),
+    };
+
+    let data = TrainData {
+        seqs: &seqs,
+        train: &train_set,
+        test: &test_set,
+    };
+    let steps = train_set.num_batches(cfg.batch_size);
+    if !quiet {
+        eprintln!(
+            "training on {}: {} train / {} test examples, {} steps per epoch, {} thread(s)",
+            ds.origin,
+            train_set.len(),
+            test_set.len(),
+            steps,
+            threads
+        );
+    }
+    let mut bar: Option<ProgressBar> = None;
+    let mut lines = Vec::new();
+    let t_train = Instant::now();
+    let json = args.json;
+    pool.install(|| {
+        train::fit(&mut state, &data, &cfg, threads, &mut |ev| match ev {
+            Event::EpochStart {
+                epoch,
+                epochs,
+                steps,
+            } => {
+                if !quiet {
+                    let b = ProgressBar::new(steps as u64);
+                    b.set_style(
+                        ProgressStyle::with_template(
+                            "epoch {prefix} [{bar:30}] {pos}/{len} loss {msg} {elapsed}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                    );
+                    b.set_prefix(format!("{epoch}/{epochs}"));
+                    bar = Some(b);
+                }
+            }
+            Event::Step { running_loss, .. } => {
+                if let Some(b) = &bar {
+                    b.set_message(format!("{running_loss:.4}"));
+                    b.inc(1);
+                }
+            }
+            Event::EpochEnd(r) => {
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear();
+                }
+                let total = r.epoch.max(cfg.epochs);
+                if !json {
+                    println!(
+                        "epoch {}/{}  loss {:.4}  val_loss {:.4}  {:.1} s",
+                        r.epoch,
+                        total.max(r.epoch),
+                        r.loss,
+                        r.val_loss,
+                        r.seconds
+                    );
+                }
+                lines.push(EpochLine {
+                    epoch: r.epoch,
+                    loss: r.loss,
+                    val_loss: r.val_loss,
+                    seconds: r.seconds,
+                    step_ms_median: r.step_ms_median,
+                });
+            }
+        })
+    });
+    let train_seconds = t_train.elapsed().as_secs_f64();
+
+    let meta = ModelMeta {
+        format: FORMAT.into(),
+        version: FORMAT_VERSION,
+        model: state.model,
+        train: cfg.clone(),
+        history: state.history.clone(),
+        optimizer_step: state.optimizer.step,
+        dataset: ds.origin.clone(),
+        titles: ds.catalog.titles.clone(),
+        is_item: ds.catalog.is_item.clone(),
+        item_keys: ds.catalog.keys.clone(),
+    };
+    io::save(&args.out, &SavedModel { meta, state })?;
+
+    let mut medians: Vec<f64> = lines.iter().map(|l| l.step_ms_median).collect();
+    medians.sort_by(|a, b| a.total_cmp(b));
+    let summary = Summary {
+        model: args.out.display().to_string(),
+        dataset: ds.origin.clone(),
+        train_examples: train_set.len(),
+        test_examples: test_set.len(),
+        steps_per_epoch: steps,
+        threads,
+        data_seconds,
+        train_seconds,
+        step_ms_median: medians.get(medians.len() / 2).copied().unwrap_or(0.0),
+        peak_memory_mib: peak_memory_mib(),
+        epochs: lines,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "trained {} epoch(s) in {:.1} s ({:.1} ms per step, median; data {:.2} s; peak memory {:.0} MiB)",
+            summary.epochs.len(),
+            summary.train_seconds,
+            summary.step_ms_median,
+            summary.data_seconds,
+            summary.peak_memory_mib.unwrap_or(f64::NAN)
+        );
+        println!("model written to {}", summary.model);
+    }
+    Ok(())
+}
