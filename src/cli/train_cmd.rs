@@ -199,6 +199,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         );
     }
     let mut bar: Option<ProgressBar> = None;
+    let mut last_epoch = 0;
     let mut lines = Vec::new();
     let t_train = Instant::now();
     let json = args.json;
@@ -209,6 +210,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
                 epochs,
                 steps,
             } => {
+                last_epoch = epochs;
                 if !quiet {
                     let b = ProgressBar::new(steps as u64);
                     b.set_style(
@@ -232,15 +234,10 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
                 if let Some(b) = bar.take() {
                     b.finish_and_clear();
                 }
-                let total = r.epoch.max(cfg.epochs);
                 if !json {
                     println!(
                         "epoch {}/{}  loss {:.4}  val_loss {:.4}  {:.1} s",
-                        r.epoch,
-                        total.max(r.epoch),
-                        r.loss,
-                        r.val_loss,
-                        r.seconds
+                        r.epoch, last_epoch, r.loss, r.val_loss, r.seconds
                     );
                 }
                 lines.push(EpochLine {
@@ -255,6 +252,8 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
     });
     let train_seconds = t_train.elapsed().as_secs_f64();
 
+    let mut cfg = cfg;
+    cfg.epochs = state.history.len();
     let meta = ModelMeta {
         format: FORMAT.into(),
         version: FORMAT_VERSION,
