@@ -21,7 +21,9 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 }
 
 /// Every example as (context, label), in the reference's order.
-fn examples(dir: &Path) -> (Vec<(Vec<u32>, u32)>, Vec<(Vec<u32>, u32)>) {
+type Examples = Vec<(Vec<u32>, u32)>;
+
+fn examples(dir: &Path) -> (Examples, Examples) {
     let ds = source::read_path(dir, &GenericFormat::default(), &ReadOptions::default()).unwrap();
     let seqs = Sequences::build(&ds.interactions, 3).unwrap();
     let (train, test) = seqs.split_last();

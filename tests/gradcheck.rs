@@ -131,7 +131,7 @@ fn to_f32(v: &[f64]) -> Vec<f32> {
 
 /// Checks `analytic` against central differences of `f` at `x`, on every
 /// entry (the sizes here are small).
-fn check(name: &str, x: &mut Vec<f64>, analytic: &[f32], f: &mut dyn FnMut(&[f64]) -> f64) {
+fn check(name: &str, x: &mut [f64], analytic: &[f32], f: &mut dyn FnMut(&[f64]) -> f64) {
     assert_eq!(x.len(), analytic.len(), "{name}: gradient size");
     let eps = 1e-5;
     let mut worst = 0.0f64;

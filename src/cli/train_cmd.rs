@@ -252,7 +252,6 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
     });
     let train_seconds = t_train.elapsed().as_secs_f64();
 
-    let mut cfg = cfg;
     cfg.epochs = state.history.len();
     let meta = ModelMeta {
         format: FORMAT.into(),

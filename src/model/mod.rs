@@ -136,14 +136,16 @@ pub fn orthogonal(rng: &mut impl Rng, rows: usize, cols: usize) -> Vec<f32> {
         .map(|_| (0..tall).map(|_| StandardNormal.sample(rng)).collect())
         .collect();
     for j in 0..short {
-        for k in 0..j {
-            let dot: f64 = (0..tall).map(|i| q[j][i] * q[k][i]).sum();
-            for i in 0..tall {
-                q[j][i] -= dot * q[k][i];
+        let (done, rest) = q.split_at_mut(j);
+        let col = &mut rest[0];
+        for prev in done.iter() {
+            let dot: f64 = col.iter().zip(prev).map(|(a, b)| a * b).sum();
+            for (x, p) in col.iter_mut().zip(prev) {
+                *x -= dot * p;
             }
         }
-        let norm = q[j].iter().map(|x| x * x).sum::<f64>().sqrt();
-        for x in &mut q[j] {
+        let norm = col.iter().map(|x| x * x).sum::<f64>().sqrt();
+        for x in col.iter_mut() {
             *x /= norm;
         }
     }
