@@ -178,7 +178,10 @@ fn gru_backward_matches_finite_differences() {
         };
         let mut cache = GruCache::default();
         let m = masked.then_some(mask_f32.as_slice());
-        gru::forward(&to_f32(&gx), &to_f32(&u), &to_f32(&b_rec), m, s, &mut cache);
+        // Identity ids: step t of row b reads row t·b + b of the table, so the
+        // projected-table gradient is exactly the gradient of gx.
+        let ids: Vec<u32> = (0..(l * b) as u32).collect();
+        gru::forward(&to_f32(&gx), &ids, &to_f32(&u), &to_f32(&b_rec), m, s, &mut cache);
         let want = ref_gru(&gx, &u, &b_rec, masked.then_some(mask.as_slice()), b, l, d);
         for (a, w) in cache.output(s).iter().zip(&want) {
             assert!((*a as f64 - w).abs() < 1e-5, "forward {a} vs {w}");
@@ -188,6 +191,7 @@ fn gru_backward_matches_finite_differences() {
         let mut db = vec![0.0f32; 3 * d];
         gru::backward(
             &to_f32(&upstream),
+            &ids,
             &to_f32(&u),
             m,
             s,
@@ -240,9 +244,10 @@ fn masked_gru_ignores_padding() {
         GruCache::default(),
         GruCache::default(),
     );
-    gru::forward(&gx[..2 * 3 * d], &u, &b_rec, None, short, &mut c1);
-    gru::forward(&gx, &u, &b_rec, Some(&[1.0, 1.0, 0.0, 0.0]), long, &mut c2);
-    gru::forward(&gx, &u, &b_rec, None, long, &mut c3);
+    let ids = [0, 1, 2, 3];
+    gru::forward(&gx, &ids[..2], &u, &b_rec, None, short, &mut c1);
+    gru::forward(&gx, &ids, &u, &b_rec, Some(&[1.0, 1.0, 0.0, 0.0]), long, &mut c2);
+    gru::forward(&gx, &ids, &u, &b_rec, None, long, &mut c3);
     assert_eq!(c1.output(short), c2.output(long));
     assert_ne!(c1.output(short), c3.output(long));
 }

@@ -2,12 +2,14 @@
 //! sequences, forward and backward, as in llm.c: plain slices, one fused
 //! element-wise kernel per direction, matrix products through `gemm`.
 //!
-//! Per step, with `gx = x·W + b_in` given (the input projection is done for
-//! the whole vocabulary at once, see `embedding`) and `gh = h·U + b_rec`:
+//! Per step, with `gx = x·W + b_in` read from a projected table (the input
+//! projection is done once per vocabulary row, see `embedding`) and
+//! `gh = h·U + b_rec`:
 //!   z = σ(gx_z + gh_z), r = σ(gx_r + gh_r), ĥ = tanh(gx_h + r ⊙ gh_h),
 //!   h' = z ⊙ h + (1 − z) ⊙ ĥ,
 //! and where a mask is given, a padding step keeps the state: h' = h.
 
+use super::embedding::scatter_add_rows;
 use super::kernels::{add_column_sums, dispatch, matmul, sigmoid, tanh, Layout};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,8 +51,12 @@ impl GruCache {
 }
 
 dispatch! {
+    /// One step for every row: reads each row's input projection straight
+    /// from the projected table (`ids` picks the rows), writes the gates and
+    /// the next state.
     fn cell_forward(
-        gx: &[f32],
+        projected: &[f32],
+        ids: &[u32],
         gh: &[f32],
         b_rec: &[f32],
         h: &[f32],
@@ -62,25 +68,25 @@ dispatch! {
         gh_h: &mut [f32],
         h_next: &mut [f32],
     ) {
-        let rows = h.len() / d;
-        for b in 0..rows {
-            let gx = &gx[b * 3 * d..(b + 1) * 3 * d];
-            let gh = &gh[b * 3 * d..(b + 1) * 3 * d];
+        let (bz, br, bh) = (&b_rec[..d], &b_rec[d..2 * d], &b_rec[2 * d..3 * d]);
+        for (b, &id) in ids.iter().enumerate() {
+            let gx = &projected[id as usize * 3 * d..(id as usize + 1) * 3 * d];
+            let (gxz, gxr, gxh) = (&gx[..d], &gx[d..2 * d], &gx[2 * d..]);
+            let g = &gh[b * 3 * d..(b + 1) * 3 * d];
+            let (ghz, ghr, ghh) = (&g[..d], &g[d..2 * d], &g[2 * d..]);
             let keep = mask.map_or(1.0, |m| m[b]);
             let o = b * d..(b + 1) * d;
-            let (h, z, r, hh, gh_h, h_next) = (
-                &h[o.clone()],
-                &mut z[o.clone()],
-                &mut r[o.clone()],
-                &mut hh[o.clone()],
-                &mut gh_h[o.clone()],
-                &mut h_next[o],
-            );
+            let h = &h[o.clone()];
+            let z = &mut z[o.clone()];
+            let r = &mut r[o.clone()];
+            let hh = &mut hh[o.clone()];
+            let gh_h = &mut gh_h[o.clone()];
+            let h_next = &mut h_next[o];
             for j in 0..d {
-                let zj = sigmoid(gx[j] + gh[j] + b_rec[j]);
-                let rj = sigmoid(gx[d + j] + gh[d + j] + b_rec[d + j]);
-                let ghj = gh[2 * d + j] + b_rec[2 * d + j];
-                let hj = tanh(gx[2 * d + j] + rj * ghj);
+                let zj = sigmoid(gxz[j] + ghz[j] + bz[j]);
+                let rj = sigmoid(gxr[j] + ghr[j] + br[j]);
+                let ghj = ghh[j] + bh[j];
+                let hj = tanh(gxh[j] + rj * ghj);
                 let new = zj * h[j] + (1.0 - zj) * hj;
                 z[j] = zj;
                 r[j] = rj;
@@ -93,6 +99,9 @@ dispatch! {
 }
 
 dispatch! {
+    /// One step back for every row: from the gradient of the next state to
+    /// the gradients of the step's pre-activations (`dgx`, `dgh`) and of the
+    /// previous state (its direct part; `dgh·Uᵀ` is added by the caller).
     fn cell_backward(
         dh_next: &[f32],
         h: &[f32],
@@ -110,17 +119,19 @@ dispatch! {
         for b in 0..rows {
             let keep = mask.map_or(1.0, |m| m[b]);
             let o = b * d..(b + 1) * d;
-            let (dh_next, h, z, r, hh, gh_h, dh) = (
-                &dh_next[o.clone()],
-                &h[o.clone()],
-                &z[o.clone()],
-                &r[o.clone()],
-                &hh[o.clone()],
-                &gh_h[o.clone()],
-                &mut dh[o],
-            );
+            let dh_next = &dh_next[o.clone()];
+            let h = &h[o.clone()];
+            let z = &z[o.clone()];
+            let r = &r[o.clone()];
+            let hh = &hh[o.clone()];
+            let gh_h = &gh_h[o.clone()];
+            let dh = &mut dh[o];
             let dgx = &mut dgx[b * 3 * d..(b + 1) * 3 * d];
+            let (dgx_z, rest) = dgx.split_at_mut(d);
+            let (dgx_r, dgx_h) = rest.split_at_mut(d);
             let dgh = &mut dgh[b * 3 * d..(b + 1) * 3 * d];
+            let (dgh_z, rest) = dgh.split_at_mut(d);
+            let (dgh_r, dgh_h) = rest.split_at_mut(d);
             for j in 0..d {
                 let dn = dh_next[j] * keep;
                 let dz = dn * (h[j] - hh[j]);
@@ -128,24 +139,27 @@ dispatch! {
                 let dr = da_h * gh_h[j];
                 let da_z = dz * z[j] * (1.0 - z[j]);
                 let da_r = dr * r[j] * (1.0 - r[j]);
-                dgx[j] = da_z;
-                dgx[d + j] = da_r;
-                dgx[2 * d + j] = da_h;
-                dgh[j] = da_z;
-                dgh[d + j] = da_r;
-                dgh[2 * d + j] = da_h * r[j];
+                dgx_z[j] = da_z;
+                dgx_r[j] = da_r;
+                dgx_h[j] = da_h;
+                dgh_z[j] = da_z;
+                dgh_r[j] = da_r;
+                dgh_h[j] = da_h * r[j];
                 dh[j] = dn * z[j] + dh_next[j] * (1.0 - keep);
             }
         }
     }
 }
 
-/// Runs the GRU from a zero state. `gx` is `steps x batch x 3·hidden`
-/// (step-major, input bias included), `u` the recurrent kernel
-/// (`hidden x 3·hidden`), `b_rec` its bias; `mask`, when given, is
-/// `steps x batch` with 1 for a real item and 0 for padding.
+/// Runs the GRU from a zero state. Step `t` of row `b` reads its input
+/// projection (`x·W + b_in`, `3·hidden` wide) from row `ids[t·batch + b]` of
+/// `projected`; `u` is the recurrent kernel (`hidden x 3·hidden`), `b_rec`
+/// its bias; `mask`, when given, is `steps x batch` with 1 for a real item
+/// and 0 for padding.
+#[allow(clippy::too_many_arguments)]
 pub fn forward(
-    gx: &[f32],
+    projected: &[f32],
+    ids: &[u32],
     u: &[f32],
     b_rec: &[f32],
     mask: Option<&[f32]>,
@@ -155,24 +169,16 @@ pub fn forward(
     cache.resize(s);
     let (b, d) = (s.batch, s.hidden);
     let n = b * d;
+    assert!(ids.len() >= s.steps * b, "gru: {} ids for {} steps of {b}", ids.len(), s.steps);
+    assert!(ids.iter().all(|&i| (i as usize + 1) * 3 * d <= projected.len()), "gru: id outside the projected table");
     cache.h[..n].fill(0.0);
     for t in 0..s.steps {
         let (h_prev, h_rest) = cache.h[t * n..].split_at_mut(n);
-        matmul(
-            &mut cache.gh,
-            h_prev,
-            Layout::Normal,
-            u,
-            Layout::Normal,
-            b,
-            3 * d,
-            d,
-            false,
-            1,
-        );
+        matmul(&mut cache.gh, h_prev, Layout::Normal, u, Layout::Normal, b, 3 * d, d, false, 1);
         let gate = t * n..(t + 1) * n;
         cell_forward(
-            &gx[t * 3 * n..(t + 1) * 3 * n],
+            projected,
+            &ids[t * b..(t + 1) * b],
             &cache.gh,
             b_rec,
             h_prev,
@@ -192,19 +198,23 @@ pub fn forward(
 pub struct GruGradScratch {
     dh: Vec<f32>,
     dh_prev: Vec<f32>,
+    dgx: Vec<f32>,
     dgh: Vec<f32>,
 }
 
 /// Back-propagates `d_out` (the gradient of the last state) through the
-/// steps. Writes `dgx` (same layout as `gx`) and adds into `du` and `db_rec`.
+/// steps. Adds each step's input-projection gradient into row `ids[..]` of
+/// `d_projected` (the layout of `forward`'s `projected`), and adds into `du`
+/// and `db_rec`.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     d_out: &[f32],
+    ids: &[u32],
     u: &[f32],
     mask: Option<&[f32]>,
     s: GruShape,
     cache: &GruCache,
-    dgx: &mut [f32],
+    d_projected: &mut [f32],
     du: &mut [f32],
     db_rec: &mut [f32],
     scratch: &mut GruGradScratch,
@@ -214,6 +224,7 @@ pub fn backward(
     scratch.dh.clear();
     scratch.dh.extend_from_slice(&d_out[..n]);
     scratch.dh_prev.resize(n, 0.0);
+    scratch.dgx.resize(3 * n, 0.0);
     scratch.dgh.resize(3 * n, 0.0);
     for t in (0..s.steps).rev() {
         let h_prev = &cache.h[t * n..(t + 1) * n];
@@ -227,22 +238,12 @@ pub fn backward(
             &cache.gh_h[gate],
             mask.map(|m| &m[t * b..(t + 1) * b]),
             d,
-            &mut dgx[t * 3 * n..(t + 1) * 3 * n],
+            &mut scratch.dgx,
             &mut scratch.dgh,
             &mut scratch.dh_prev,
         );
-        matmul(
-            du,
-            h_prev,
-            Layout::Transposed,
-            &scratch.dgh,
-            Layout::Normal,
-            d,
-            3 * d,
-            b,
-            true,
-            1,
-        );
+        scatter_add_rows(d_projected, 3 * d, &ids[t * b..(t + 1) * b], &scratch.dgx);
+        matmul(du, h_prev, Layout::Transposed, &scratch.dgh, Layout::Normal, d, 3 * d, b, true, 1);
         add_column_sums(db_rec, &scratch.dgh, 3 * d);
         matmul(
             &mut scratch.dh_prev,

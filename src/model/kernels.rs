@@ -142,8 +142,11 @@ pub fn fast_exp(x: f32) -> f32 {
     p = p.mul_add(r, 1.666_666_5e-1);
     p = p.mul_add(r, 0.5);
     let y = p.mul_add(r * r, r) + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    y * scale
+    // 2^n without a float-to-int conversion (Rust's saturating `as` does not
+    // vectorise): adding 2^23 puts the integer n + 127 in the mantissa's low
+    // bits, and the shift moves it into the exponent field.
+    let biased = (n + (127.0 + 8_388_608.0)).to_bits();
+    y * f32::from_bits(biased << 23)
 }
 
 #[inline(always)]

@@ -166,9 +166,22 @@ pub struct ForwardOptions {
     pub mask_padding: bool,
 }
 
+/// Seconds spent in each phase of `loss_and_grads`, summed over calls (for
+/// benchmarks: the cost of reading the clock is negligible at this size).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PhaseTimes {
+    /// Input projection and the GRU over the batch.
+    pub forward: f64,
+    /// Candidate gather and the fused softmax cross-entropy, both directions.
+    pub loss: f64,
+    /// GRU backward, gradient scatter and the projection's backward.
+    pub backward: f64,
+}
+
 /// Buffers of one batch's forward and backward pass, reused across steps.
 #[derive(Default)]
 pub struct Workspace {
+    pub times: PhaseTimes,
     projected: Vec<f32>,
     d_projected: Vec<f32>,
     queries: Vec<f32>,
@@ -182,56 +195,34 @@ pub struct Workspace {
 #[derive(Default)]
 struct ChunkState {
     rows: std::ops::Range<usize>,
-    gx: Vec<f32>,
+    /// The chunk's context ids, step-major (`steps x rows`).
+    ids: Vec<u32>,
     mask: Vec<f32>,
     cache: GruCache,
     scratch: GruGradScratch,
-    dgx: Vec<f32>,
     d_projected: Vec<f32>,
     d_recurrent: Vec<f32>,
     d_recurrent_bias: Vec<f32>,
 }
 
 impl ChunkState {
-    /// Gathers the chunk's projected inputs step-major and runs the GRU.
-    fn forward(
-        &mut self,
-        batch: &Batch,
-        projected: &[f32],
-        params: &Params,
-        cfg: &ModelConfig,
-        opts: ForwardOptions,
-    ) {
+    /// Lays out the chunk's ids step-major and runs the GRU.
+    fn forward(&mut self, batch: &Batch, projected: &[f32], params: &Params, cfg: &ModelConfig, opts: ForwardOptions) {
         let (l, d) = (cfg.context_len, cfg.dim);
         let rows = self.rows.len();
-        self.gx.resize(l * rows * 3 * d, 0.0);
-        if opts.mask_padding {
-            self.mask.resize(l * rows, 0.0);
-        }
-        for t in 0..l {
-            for (i, b) in self.rows.clone().enumerate() {
-                let id = batch.contexts[b * l + t] as usize;
-                let dst = (t * rows + i) * 3 * d;
-                self.gx[dst..dst + 3 * d].copy_from_slice(&projected[id * 3 * d..(id + 1) * 3 * d]);
-                if opts.mask_padding {
-                    self.mask[t * rows + i] = if id == 0 { 0.0 } else { 1.0 };
-                }
+        self.ids.resize(l * rows, 0);
+        for (i, b) in self.rows.clone().enumerate() {
+            for (t, &id) in batch.contexts[b * l..(b + 1) * l].iter().enumerate() {
+                self.ids[t * rows + i] = id;
             }
         }
-        let shape = GruShape {
-            batch: rows,
-            steps: l,
-            hidden: d,
-        };
+        if opts.mask_padding {
+            self.mask.clear();
+            self.mask.extend(self.ids.iter().map(|&id| if id == 0 { 0.0 } else { 1.0 }));
+        }
+        let shape = GruShape { batch: rows, steps: l, hidden: d };
         let mask = opts.mask_padding.then_some(self.mask.as_slice());
-        gru::forward(
-            &self.gx,
-            &params.recurrent_kernel,
-            &params.recurrent_bias,
-            mask,
-            shape,
-            &mut self.cache,
-        );
+        gru::forward(projected, &self.ids, &params.recurrent_kernel, &params.recurrent_bias, mask, shape, &mut self.cache);
     }
 }
 
@@ -321,8 +312,10 @@ impl Model<'_> {
     pub fn loss_and_grads(&self, ws: &mut Workspace, batch: &Batch, grads: &mut Params) -> f64 {
         let (v, d, l) = (self.cfg.vocab_size, self.cfg.dim, self.cfg.context_len);
         let n = batch.size;
+        let t0 = std::time::Instant::now();
         let mut queries = std::mem::take(&mut ws.queries);
         self.encode(ws, batch, &mut queries);
+        let t1 = std::time::Instant::now();
         ws.candidates.resize(n * d, 0.0);
         embedding::gather_rows(
             &self.params.candidate_embedding,
@@ -352,6 +345,7 @@ impl Model<'_> {
             self.threads,
         );
         ws.queries = queries;
+        let t2 = std::time::Instant::now();
 
         grads.candidate_embedding.fill(0.0);
         embedding::scatter_add_rows(
@@ -371,37 +365,25 @@ impl Model<'_> {
                 steps: l,
                 hidden: d,
             };
-            c.dgx.resize(l * rows * 3 * d, 0.0);
             c.d_recurrent.clear();
             c.d_recurrent.resize(d * 3 * d, 0.0);
             c.d_recurrent_bias.clear();
             c.d_recurrent_bias.resize(3 * d, 0.0);
+            c.d_projected.clear();
+            c.d_projected.resize(v * 3 * d, 0.0);
             let mask = mask_padding.then_some(c.mask.as_slice());
             gru::backward(
                 &d_queries[c.rows.start * d..c.rows.end * d],
+                &c.ids,
                 &params.recurrent_kernel,
                 mask,
                 shape,
                 &c.cache,
-                &mut c.dgx,
+                &mut c.d_projected,
                 &mut c.d_recurrent,
                 &mut c.d_recurrent_bias,
                 &mut c.scratch,
             );
-            c.d_projected.clear();
-            c.d_projected.resize(v * 3 * d, 0.0);
-            for t in 0..l {
-                for (i, b) in c.rows.clone().enumerate() {
-                    let id = batch.contexts[b * l + t];
-                    let src = (t * rows + i) * 3 * d;
-                    embedding::scatter_add_rows(
-                        &mut c.d_projected,
-                        3 * d,
-                        &[id],
-                        &c.dgx[src..src + 3 * d],
-                    );
-                }
-            }
         });
 
         ws.d_projected.clear();
@@ -426,6 +408,10 @@ impl Model<'_> {
             &mut grads.input_bias,
             self.threads,
         );
+        let t3 = std::time::Instant::now();
+        ws.times.forward += (t1 - t0).as_secs_f64();
+        ws.times.loss += (t2 - t1).as_secs_f64();
+        ws.times.backward += (t3 - t2).as_secs_f64();
         loss_sum * scale as f64
     }
 }

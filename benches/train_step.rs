@@ -1,0 +1,122 @@
+//! `cargo bench --bench train_step`: milliseconds per training step at batch
+//! 4096 on synthetic ML-1M-shaped data, split by phase, against the floor set
+//! by this machine's measured `gemm` throughput.
+//!
+//! Environment: SEQREC_BENCH_THREADS (default: all cores), SEQREC_BENCH_STEPS
+//! (default 30).
+
+use std::time::Instant;
+
+use seqrec::data::batches::fill_batch;
+use seqrec::data::readers::{GenericFormat, ReadOptions};
+use seqrec::data::synth::{generate, SynthConfig};
+use seqrec::data::{source, Batch, Sequences};
+use seqrec::model::kernels::{matmul, Layout};
+use seqrec::model::{Model, ModelConfig, Params, PhaseTimes, Workspace};
+use seqrec::train::adamw::AdamW;
+use seqrec::train::TrainConfig;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Seconds for one `m x k · k x n` product, best of several runs.
+fn time_gemm(m: usize, n: usize, k: usize, a_layout: Layout, b_layout: Layout, threads: usize) -> f64 {
+    let a = vec![0.5f32; m * k];
+    let b = vec![0.25f32; k * n];
+    let mut c = vec![0.0f32; m * n];
+    let mut best = f64::INFINITY;
+    for _ in 0..7 {
+        let t = Instant::now();
+        matmul(&mut c, &a, a_layout, &b, b_layout, m, n, k, false, threads);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&c);
+    best
+}
+
+fn main() {
+    let threads = env("SEQREC_BENCH_THREADS", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let steps = env("SEQREC_BENCH_STEPS", 30);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
+    let dir = tempfile::tempdir().expect("temp dir");
+    generate(&SynthConfig::default(), dir.path(), false).expect("synthetic data");
+    let ds = source::read_path(dir.path(), &GenericFormat::default(), &ReadOptions::default()).expect("read");
+    let seqs = Sequences::build(&ds.interactions, 3).expect("sequences");
+    let (train, _) = seqs.split_last();
+    let cfg = TrainConfig::default();
+    let model_cfg = ModelConfig { vocab_size: ds.catalog.vocab_size(), dim: cfg.embedding_dim, context_len: cfg.context_len };
+    let (b, d, l, v) = (cfg.batch_size, model_cfg.dim, model_cfg.context_len, model_cfg.vocab_size);
+
+    pool.install(|| {
+        let mut params = Params::init(&model_cfg, 1);
+        let mut opt = AdamW::new(cfg.optimizer(), &model_cfg);
+        let mut grads = Params::zeros(&model_cfg);
+        let mut ws = Workspace::default();
+        let mut batch = Batch::default();
+        let mut step_s = Vec::new();
+        let mut opt_s = Vec::new();
+        let chunks: Vec<&[u32]> = train.label_pos.chunks(b).filter(|c| c.len() == b).collect();
+        for i in 0..steps + 3 {
+            if i == 3 {
+                ws.times = PhaseTimes::default();
+            }
+            fill_batch(&seqs, chunks[i % chunks.len()], cfg.window(), &mut batch);
+            let t0 = Instant::now();
+            let model = Model { cfg: &model_cfg, params: &params, opts: cfg.forward_options(), threads };
+            model.loss_and_grads(&mut ws, &batch, &mut grads);
+            let t1 = Instant::now();
+            opt.apply(&mut params, &grads, cfg.learning_rate);
+            let t2 = Instant::now();
+            if i >= 3 {
+                step_s.push((t2 - t0).as_secs_f64());
+                opt_s.push((t2 - t1).as_secs_f64());
+            }
+        }
+        let per = |x: f64| 1e3 * x / steps as f64;
+        let step_ms = 1e3 * median(step_s);
+        println!("train step, batch {b}, dim {d}, context {l}, vocabulary {v}, {threads} thread(s), {steps} steps");
+        println!("  step (median)      {step_ms:8.2} ms");
+        println!("  GRU forward        {:8.2} ms  (input projection + 10 GRU steps)", per(ws.times.forward));
+        println!("  loss               {:8.2} ms  (fused in-batch softmax, forward + backward)", per(ws.times.loss));
+        println!("  GRU backward       {:8.2} ms  (GRU + projection backward)", per(ws.times.backward));
+        println!("  optimiser          {:8.2} ms  (AdamW, dense over both tables)", 1e3 * median(opt_s));
+
+        // The floor: the step's matrix products at this machine's measured
+        // gemm speed for the same shapes.
+        let loss_products = time_gemm(b, b, d, Layout::Normal, Layout::Transposed, threads)
+            + time_gemm(b, d, b, Layout::Normal, Layout::Normal, threads)
+            + time_gemm(b, d, b, Layout::Transposed, Layout::Normal, threads);
+        let gru_step = time_gemm(b, 3 * d, d, Layout::Normal, Layout::Normal, threads);
+        let gru_products = l as f64 * 3.0 * gru_step;
+        let input_products = 3.0 * time_gemm(b * l, 3 * d, d, Layout::Normal, Layout::Normal, threads);
+        let projection = 3.0 * time_gemm(v, 3 * d, d, Layout::Normal, Layout::Normal, threads);
+        let flops = 2.0 * (b * b * d) as f64;
+        println!("gemm on this machine ({threads} thread(s)):");
+        println!("  {b}x{b}x{d} logits    {:8.2} ms  ({:.1} GFLOP/s)", 1e3 * loss_products / 3.0, 3.0 * flops / loss_products / 1e9);
+        println!(
+            "  {b}x{}x{d} GRU step   {:8.3} ms  ({:.1} GFLOP/s)",
+            3 * d,
+            1e3 * gru_step,
+            2.0 * (b * 3 * d * d) as f64 / gru_step / 1e9
+        );
+        let issue_floor = loss_products + gru_products + input_products;
+        let our_floor = loss_products + gru_products + projection;
+        println!("floor (products only, at measured gemm speed):");
+        println!(
+            "  loss 3 products + GRU recurrent 3x{l} + per-token input 3     {:8.2} ms  step / floor = {:.2}",
+            1e3 * issue_floor,
+            step_ms / (1e3 * issue_floor)
+        );
+        println!(
+            "  same with the input projection per vocabulary row (as here) {:8.2} ms  step / floor = {:.2}",
+            1e3 * our_floor,
+            step_ms / (1e3 * our_floor)
+        );
+    });
+}
