@@ -5,5 +5,7 @@
 
 pub mod cli;
 pub mod data;
+pub mod eval;
 pub mod model;
+pub mod retrieval;
 pub mod train;

@@ -2,7 +2,9 @@
 //! the library. Summaries go to stdout, progress and logs to stderr.
 
 mod data_cmd;
+mod evaluate_cmd;
 mod fetch_cmd;
+mod recommend_cmd;
 mod synth_cmd;
 mod train_cmd;
 
@@ -39,6 +41,10 @@ pub enum Command {
     },
     /// Train the GRU4Rec two-tower model (the reference's settings by default) and save it.
     Train(Box<train_cmd::TrainArgs>),
+    /// HR/NDCG/MRR@K of a model over the full catalogue, beside a most-popular baseline.
+    Evaluate(Box<evaluate_cmd::EvaluateArgs>),
+    /// Top-K recommendations for a history, a known user, a file of users, or the reference's demo.
+    Recommend(Box<recommend_cmd::RecommendArgs>),
     /// Write synthetic MovieLens-1M-format data with planted sequential structure.
     Synth(synth_cmd::SynthArgs),
 }
@@ -185,6 +191,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Fetch(a) => fetch_cmd::fetch(a, quiet),
         Command::Data { command } => data_cmd::data(*command, quiet),
         Command::Train(a) => train_cmd::train(*a, quiet),
+        Command::Evaluate(a) => evaluate_cmd::evaluate(*a, quiet),
+        Command::Recommend(a) => recommend_cmd::recommend(*a, quiet),
         Command::Synth(a) => synth_cmd::synth(a, quiet),
     }
 }

@@ -9,10 +9,13 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use super::recommend_cmd::{demo, print_demo};
 use super::DataArgs;
 use crate::data::Sequences;
-use crate::model::io::{self, ModelMeta, SavedModel, FORMAT, FORMAT_VERSION};
+use crate::eval;
+use crate::model::io::{self, ModelMeta, SavedModel, UserHistories, FORMAT, FORMAT_VERSION};
 use crate::model::ModelConfig;
+use crate::retrieval::recommender::Recommender;
 use crate::train::{self, Event, TrainConfig, TrainData, TrainState};
 
 #[derive(Args, Debug)]
@@ -52,6 +55,9 @@ pub struct TrainArgs {
     /// Worker threads [default: one per core].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Report HR@10 and NDCG@10 (seen items excluded) on the test examples every N epochs.
+    #[arg(long, value_name = "N")]
+    pub eval_every: Option<usize>,
     /// Print the final summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -77,6 +83,10 @@ struct EpochLine {
     epoch: usize,
     loss: f64,
     val_loss: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hr10: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ndcg10: Option<f64>,
     seconds: f64,
     step_ms_median: f64,
 }
@@ -109,7 +119,8 @@ fn resolve_config(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
         weight_decay,
         embedding_dim,
         seed,
-        threads
+        threads,
+        eval_every
     );
     if let Some(l) = args.data.context_len {
         cfg.context_len = l;
@@ -203,52 +214,77 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
     let mut lines = Vec::new();
     let t_train = Instant::now();
     let json = args.json;
+    let ranking = |m: &ModelConfig, p: &crate::model::Params| {
+        let rec = Recommender::from_parts(
+            *m,
+            p.clone(),
+            ds.catalog.clone(),
+            cfg.window().padding,
+            cfg.forward_options().mask_padding,
+            UserHistories::default(),
+        );
+        let r = eval::evaluate(&rec, &seqs, &train_set, &test_set, &[10]);
+        (r.model.seen_excluded[0].hr, r.model.seen_excluded[0].ndcg)
+    };
     pool.install(|| {
-        train::fit(&mut state, &data, &cfg, threads, &mut |ev| match ev {
-            Event::EpochStart {
-                epoch,
-                epochs,
-                steps,
-            } => {
-                last_epoch = epochs;
-                if !quiet {
-                    let b = ProgressBar::new(steps as u64);
-                    b.set_style(
-                        ProgressStyle::with_template(
-                            "epoch {prefix} [{bar:30}] {pos}/{len} loss {msg} {elapsed}",
-                        )
-                        .unwrap_or_else(|_| ProgressStyle::default_bar())
-                        .progress_chars("=> "),
-                    );
-                    b.set_prefix(format!("{epoch}/{epochs}"));
-                    bar = Some(b);
+        train::fit(
+            &mut state,
+            &data,
+            &cfg,
+            threads,
+            Some(&ranking),
+            &mut |ev| match ev {
+                Event::EpochStart {
+                    epoch,
+                    epochs,
+                    steps,
+                } => {
+                    last_epoch = epochs;
+                    if !quiet {
+                        let b = ProgressBar::new(steps as u64);
+                        b.set_style(
+                            ProgressStyle::with_template(
+                                "epoch {prefix} [{bar:30}] {pos}/{len} loss {msg} {elapsed}",
+                            )
+                            .unwrap_or_else(|_| ProgressStyle::default_bar())
+                            .progress_chars("=> "),
+                        );
+                        b.set_prefix(format!("{epoch}/{epochs}"));
+                        bar = Some(b);
+                    }
                 }
-            }
-            Event::Step { running_loss, .. } => {
-                if let Some(b) = &bar {
-                    b.set_message(format!("{running_loss:.4}"));
-                    b.inc(1);
+                Event::Step { running_loss, .. } => {
+                    if let Some(b) = &bar {
+                        b.set_message(format!("{running_loss:.4}"));
+                        b.inc(1);
+                    }
                 }
-            }
-            Event::EpochEnd(r) => {
-                if let Some(b) = bar.take() {
-                    b.finish_and_clear();
+                Event::EpochEnd(r) => {
+                    if let Some(b) = bar.take() {
+                        b.finish_and_clear();
+                    }
+                    if !json {
+                        let ranking = match (r.hr10, r.ndcg10) {
+                            (Some(h), Some(n)) => format!("  HR@10 {h:.4}  NDCG@10 {n:.4}"),
+                            _ => String::new(),
+                        };
+                        println!(
+                            "epoch {}/{}  loss {:.4}  val_loss {:.4}{}  {:.1} s",
+                            r.epoch, last_epoch, r.loss, r.val_loss, ranking, r.seconds
+                        );
+                    }
+                    lines.push(EpochLine {
+                        epoch: r.epoch,
+                        loss: r.loss,
+                        val_loss: r.val_loss,
+                        hr10: r.hr10,
+                        ndcg10: r.ndcg10,
+                        seconds: r.seconds,
+                        step_ms_median: r.step_ms_median,
+                    });
                 }
-                if !json {
-                    println!(
-                        "epoch {}/{}  loss {:.4}  val_loss {:.4}  {:.1} s",
-                        r.epoch, last_epoch, r.loss, r.val_loss, r.seconds
-                    );
-                }
-                lines.push(EpochLine {
-                    epoch: r.epoch,
-                    loss: r.loss,
-                    val_loss: r.val_loss,
-                    seconds: r.seconds,
-                    step_ms_median: r.step_ms_median,
-                });
-            }
-        })
+            },
+        )
     });
     let train_seconds = t_train.elapsed().as_secs_f64();
 
@@ -264,8 +300,15 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         titles: ds.catalog.titles.clone(),
         is_item: ds.catalog.is_item.clone(),
         item_keys: ds.catalog.keys.clone(),
+        user_keys: Vec::new(),
     };
-    io::save(&args.out, &SavedModel { meta, state })?;
+    let users = UserHistories::from_sequences(&seqs, &ds.interactions.user_keys);
+    let meta = ModelMeta {
+        user_keys: users.keys.clone(),
+        ..meta
+    };
+    let saved = SavedModel { meta, state, users };
+    io::save(&args.out, &saved)?;
 
     let mut medians: Vec<f64> = lines.iter().map(|l| l.step_ms_median).collect();
     medians.sort_by(|a, b| a.total_cmp(b));
@@ -294,6 +337,10 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
             summary.peak_memory_mib.unwrap_or(f64::NAN)
         );
         println!("model written to {}", summary.model);
+        // The reference ends with this demo; `seqrec recommend MODEL --demo` repeats it.
+        let rec = Recommender::new(saved);
+        let (watched, recommended) = demo(&rec)?;
+        print_demo(&watched, &recommended);
     }
     Ok(())
 }

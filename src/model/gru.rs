@@ -169,12 +169,32 @@ pub fn forward(
     cache.resize(s);
     let (b, d) = (s.batch, s.hidden);
     let n = b * d;
-    assert!(ids.len() >= s.steps * b, "gru: {} ids for {} steps of {b}", ids.len(), s.steps);
-    assert!(ids.iter().all(|&i| (i as usize + 1) * 3 * d <= projected.len()), "gru: id outside the projected table");
+    assert!(
+        ids.len() >= s.steps * b,
+        "gru: {} ids for {} steps of {b}",
+        ids.len(),
+        s.steps
+    );
+    assert!(
+        ids.iter()
+            .all(|&i| (i as usize + 1) * 3 * d <= projected.len()),
+        "gru: id outside the projected table"
+    );
     cache.h[..n].fill(0.0);
     for t in 0..s.steps {
         let (h_prev, h_rest) = cache.h[t * n..].split_at_mut(n);
-        matmul(&mut cache.gh, h_prev, Layout::Normal, u, Layout::Normal, b, 3 * d, d, false, 1);
+        matmul(
+            &mut cache.gh,
+            h_prev,
+            Layout::Normal,
+            u,
+            Layout::Normal,
+            b,
+            3 * d,
+            d,
+            false,
+            1,
+        );
         let gate = t * n..(t + 1) * n;
         cell_forward(
             projected,
@@ -243,7 +263,18 @@ pub fn backward(
             &mut scratch.dh_prev,
         );
         scatter_add_rows(d_projected, 3 * d, &ids[t * b..(t + 1) * b], &scratch.dgx);
-        matmul(du, h_prev, Layout::Transposed, &scratch.dgh, Layout::Normal, d, 3 * d, b, true, 1);
+        matmul(
+            du,
+            h_prev,
+            Layout::Transposed,
+            &scratch.dgh,
+            Layout::Normal,
+            d,
+            3 * d,
+            b,
+            true,
+            1,
+        );
         add_column_sums(db_rec, &scratch.dgh, 3 * d);
         matmul(
             &mut scratch.dh_prev,

@@ -37,6 +37,44 @@ pub struct ModelMeta {
     pub titles: Vec<String>,
     pub is_item: Vec<bool>,
     pub item_keys: Option<Vec<String>>,
+    /// The training data's users, by the id in their file; their histories
+    /// are the `user_items` tensor, cut at `user_offsets`.
+    pub user_keys: Vec<String>,
+}
+
+/// Every training user's whole history (oldest first), so `--user ID` and
+/// seen-item exclusion work from the model file alone.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserHistories {
+    pub keys: Vec<String>,
+    pub offsets: Vec<u32>,
+    pub items: Vec<u32>,
+}
+
+impl UserHistories {
+    pub fn from_sequences(seqs: &crate::data::Sequences, user_keys: &[String]) -> UserHistories {
+        UserHistories {
+            keys: seqs
+                .users
+                .iter()
+                .map(|&u| user_keys[u as usize].clone())
+                .collect(),
+            offsets: seqs.offsets.clone(),
+            items: seqs.items.clone(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn get(&self, user: usize) -> &[u32] {
+        &self.items[self.offsets[user] as usize..self.offsets[user + 1] as usize]
+    }
 }
 
 impl ModelMeta {
@@ -54,9 +92,14 @@ impl ModelMeta {
 pub struct SavedModel {
     pub meta: ModelMeta,
     pub state: TrainState,
+    pub users: UserHistories,
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn u32_bytes(v: &[u32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
@@ -76,9 +119,27 @@ pub fn to_bytes(model: &SavedModel) -> Result<Vec<u8>> {
             owned.push((format!("{prefix}{name}"), shape.clone(), f32_bytes(data)));
         }
     }
+    let users = &model.users;
+    let user_tensors = [
+        (
+            "user_items".to_string(),
+            vec![users.items.len()],
+            u32_bytes(&users.items),
+        ),
+        (
+            "user_offsets".to_string(),
+            vec![users.offsets.len()],
+            u32_bytes(&users.offsets),
+        ),
+    ];
     let views = owned
         .iter()
         .map(|(n, s, b)| Ok((n.as_str(), TensorView::new(Dtype::F32, s.clone(), b)?)))
+        .chain(
+            user_tensors
+                .iter()
+                .map(|(n, s, b)| Ok((n.as_str(), TensorView::new(Dtype::U32, s.clone(), b)?))),
+        )
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
     let meta = HashMap::from([(META_KEY.to_string(), serde_json::to_string(&model.meta)?)]);
     Ok(safetensors::serialize(views, &Some(meta))?)
@@ -135,6 +196,48 @@ fn read_tensor(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>
     Ok(v)
 }
 
+fn read_u32s(st: &SafeTensors, name: &str) -> Result<Vec<u32>> {
+    let t = st
+        .tensor(name)
+        .map_err(|_| anyhow!("tensor {name:?} is missing"))?;
+    if t.dtype() != Dtype::U32 || t.shape().len() != 1 {
+        bail!(
+            "tensor {name:?}: expected a U32 vector, found {:?} {:?}",
+            t.dtype(),
+            t.shape()
+        );
+    }
+    Ok(t.data()
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+/// Checks that the stored histories are well formed: offsets rise from 0 to
+/// the item count, one more than the users, every id inside the vocabulary.
+fn read_users(st: &SafeTensors, meta: &ModelMeta) -> Result<UserHistories> {
+    let items = read_u32s(st, "user_items")?;
+    let offsets = read_u32s(st, "user_offsets")?;
+    let ok = offsets.len() == meta.user_keys.len() + 1
+        && offsets.first() == Some(&0)
+        && offsets.last().map(|&o| o as usize) == Some(items.len())
+        && offsets.windows(2).all(|w| w[0] <= w[1])
+        && items.iter().all(|&i| (i as usize) < meta.model.vocab_size);
+    if !ok {
+        bail!(
+            "the stored user histories are inconsistent ({} users, {} offsets, {} items)",
+            meta.user_keys.len(),
+            offsets.len(),
+            items.len()
+        );
+    }
+    Ok(UserHistories {
+        keys: meta.user_keys.clone(),
+        offsets,
+        items,
+    })
+}
+
 /// Parses a model file's bytes, checking every field.
 pub fn from_bytes(bytes: &[u8]) -> Result<SavedModel> {
     let st = SafeTensors::deserialize(bytes)
@@ -188,7 +291,9 @@ pub fn from_bytes(bytes: &[u8]) -> Result<SavedModel> {
         m,
         v,
     };
+    let users = read_users(&st, &meta)?;
     Ok(SavedModel {
+        users,
         state: TrainState {
             model: cfg,
             params,

@@ -207,7 +207,14 @@ struct ChunkState {
 
 impl ChunkState {
     /// Lays out the chunk's ids step-major and runs the GRU.
-    fn forward(&mut self, batch: &Batch, projected: &[f32], params: &Params, cfg: &ModelConfig, opts: ForwardOptions) {
+    fn forward(
+        &mut self,
+        batch: &Batch,
+        projected: &[f32],
+        params: &Params,
+        cfg: &ModelConfig,
+        opts: ForwardOptions,
+    ) {
         let (l, d) = (cfg.context_len, cfg.dim);
         let rows = self.rows.len();
         self.ids.resize(l * rows, 0);
@@ -218,11 +225,24 @@ impl ChunkState {
         }
         if opts.mask_padding {
             self.mask.clear();
-            self.mask.extend(self.ids.iter().map(|&id| if id == 0 { 0.0 } else { 1.0 }));
+            self.mask
+                .extend(self.ids.iter().map(|&id| if id == 0 { 0.0 } else { 1.0 }));
         }
-        let shape = GruShape { batch: rows, steps: l, hidden: d };
+        let shape = GruShape {
+            batch: rows,
+            steps: l,
+            hidden: d,
+        };
         let mask = opts.mask_padding.then_some(self.mask.as_slice());
-        gru::forward(projected, &self.ids, &params.recurrent_kernel, &params.recurrent_bias, mask, shape, &mut self.cache);
+        gru::forward(
+            projected,
+            &self.ids,
+            &params.recurrent_kernel,
+            &params.recurrent_bias,
+            mask,
+            shape,
+            &mut self.cache,
+        );
     }
 }
 

@@ -30,6 +30,8 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Worker threads; 0 means one per core.
     pub threads: usize,
+    /// Report HR@10 and NDCG@10 on the test examples every this many epochs (0: never).
+    pub eval_every: usize,
 }
 
 impl Default for TrainConfig {
@@ -48,6 +50,7 @@ impl Default for TrainConfig {
             context_len: 10,
             seed: 42,
             threads: 0,
+            eval_every: 0,
         }
     }
 }
@@ -120,6 +123,11 @@ pub struct EpochReport {
     pub epoch: usize,
     pub loss: f64,
     pub val_loss: f64,
+    /// HR@10 and NDCG@10 on the test examples, when measured this epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hr10: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ndcg10: Option<f64>,
     #[serde(skip)]
     pub seconds: f64,
     #[serde(skip)]
@@ -187,6 +195,10 @@ pub fn mean_loss(
     total / examples.len().max(1) as f64
 }
 
+/// Ranking metrics of the current parameters, `(HR@10, NDCG@10)`; given by
+/// the caller so that training does not depend on retrieval.
+pub type MetricsHook<'a> = &'a dyn Fn(&ModelConfig, &Params) -> (f64, f64);
+
 /// Trains `state` for `cfg.epochs` more epochs. Must run inside a rayon pool
 /// of `threads` threads.
 pub fn fit(
@@ -194,6 +206,7 @@ pub fn fit(
     data: &TrainData,
     cfg: &TrainConfig,
     threads: usize,
+    metrics: Option<MetricsHook>,
     on_event: &mut dyn FnMut(Event),
 ) {
     let window = cfg.window();
@@ -249,10 +262,18 @@ pub fn fit(
             window,
         );
         step_ms.sort_by(|a, b| a.total_cmp(b));
+        let ranking = match metrics {
+            Some(f) if cfg.eval_every > 0 && epoch % cfg.eval_every == 0 => {
+                Some(f(&state.model, &state.params))
+            }
+            _ => None,
+        };
         let report = EpochReport {
             epoch,
             loss: loss_sum / seen.max(1) as f64,
             val_loss,
+            hr10: ranking.map(|r| r.0),
+            ndcg10: ranking.map(|r| r.1),
             seconds: t0.elapsed().as_secs_f64(),
             step_ms_median: step_ms.get(step_ms.len() / 2).copied().unwrap_or(0.0),
         };

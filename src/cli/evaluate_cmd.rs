@@ -1,0 +1,113 @@
+//! `seqrec evaluate MODEL DATA`: HR/NDCG/MRR@K over the full catalogue, for
+//! the model and for a most-popular baseline, with and without seen items.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use super::DataArgs;
+use crate::data::{Dataset, Sequences};
+use crate::eval::{self, EvalReport};
+use crate::retrieval::recommender::Recommender;
+
+#[derive(Args, Debug)]
+pub struct EvaluateArgs {
+    /// A model file written by `seqrec train`.
+    #[arg(value_name = "MODEL")]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Cut-offs, comma-separated.
+    #[arg(long, default_value = "10,20")]
+    pub k: String,
+    /// Worker threads [default: one per core].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `10,20` into cut-offs, each at least 1.
+pub fn parse_ks(text: &str) -> Result<Vec<usize>> {
+    let mut ks = Vec::new();
+    for part in text.split(',') {
+        match part.trim().parse::<usize>() {
+            Ok(k) if k >= 1 => ks.push(k),
+            _ => bail!(
+                "--k: expected positive integers separated by commas (e.g. 10,20), found {part:?}"
+            ),
+        }
+    }
+    Ok(ks)
+}
+
+/// Checks that `ds` numbers its items as the model does.
+pub fn check_same_catalogue(rec: &Recommender, ds: &Dataset) -> Result<()> {
+    if ds.catalog.vocab_size() != rec.config.vocab_size {
+        bail!(
+            "{}: its item ids go up to {}, the model's up to {}: evaluate on the data the model was trained on",
+            ds.origin,
+            ds.catalog.vocab_size() - 1,
+            rec.config.vocab_size - 1
+        );
+    }
+    if ds.catalog.keys != rec.catalog.keys {
+        bail!(
+            "{}: its items are not numbered as in the model's training data",
+            ds.origin
+        );
+    }
+    Ok(())
+}
+
+pub fn print_report(r: &EvalReport) {
+    println!(
+        "{} test examples ranked against {} items (tie rule: {})",
+        r.examples, r.candidates, r.tie_rule
+    );
+    println!(
+        "{:<11} {:>4}   {:>7} {:>7} {:>7}   {:>7} {:>7} {:>7}",
+        "", "", "all items", "", "", "seen excluded", "", ""
+    );
+    println!(
+        "{:<11} {:>4}   {:>7} {:>7} {:>7}   {:>7} {:>7} {:>7}",
+        "scorer", "K", "HR", "NDCG", "MRR", "HR", "NDCG", "MRR"
+    );
+    for (name, s) in [("model", &r.model), ("popularity", &r.popularity)] {
+        for (a, b) in s.all_items.iter().zip(&s.seen_excluded) {
+            println!(
+                "{:<11} {:>4}   {:>7.4} {:>7.4} {:>7.4}   {:>7.4} {:>7.4} {:>7.4}",
+                name, a.k, a.hr, a.ndcg, a.mrr, b.hr, b.ndcg, b.mrr
+            );
+        }
+    }
+}
+
+pub fn evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
+    let ks = parse_ks(&args.k)?;
+    let rec = Recommender::load(&args.model)?;
+    let mut split = args.data.split_config()?;
+    split.context_len = rec.config.context_len;
+    let ds = args.data.load(quiet)?;
+    check_same_catalogue(&rec, &ds)?;
+    let seqs = Sequences::build(&ds.interactions, split.min_sequence_len)?;
+    let (train, test) = seqs.split_last();
+    let threads = args.threads.unwrap_or(0);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+    let t0 = Instant::now();
+    let report = pool.install(|| eval::evaluate(&rec, &seqs, &train, &test, &ks));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    if !quiet {
+        eprintln!("evaluated in {:.2} s", t0.elapsed().as_secs_f64());
+    }
+    Ok(())
+}

@@ -1,0 +1,297 @@
+//! `seqrec recommend MODEL ...`: the top K for a history (ids, titles or a
+//! known user), for a whole file of histories, or the reference's demo.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Serialize;
+
+use crate::retrieval::recommender::Recommender;
+use crate::retrieval::Scored;
+
+#[derive(Args, Debug)]
+pub struct RecommendArgs {
+    /// A model file written by `seqrec train`.
+    #[arg(value_name = "MODEL")]
+    pub model: PathBuf,
+    /// Item ids the user picked, oldest first, comma-separated (e.g. 595,2687,745).
+    #[arg(long, value_name = "IDS")]
+    pub history: Option<String>,
+    /// Item titles the user picked, oldest first (exact title, case-insensitive; repeat the flag or give several).
+    #[arg(long, num_args = 1.., value_name = "TITLE")]
+    pub titles: Vec<String>,
+    /// A user of the training data: their whole known history.
+    #[arg(long, value_name = "ID")]
+    pub user: Option<String>,
+    /// How many items to recommend.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Leave out the items of the history itself.
+    #[arg(long)]
+    pub exclude_seen: bool,
+    /// Return exactly what the reference's BruteForceRetrieval would (padding and non-items included).
+    #[arg(long)]
+    pub parity: bool,
+    /// Many users at once: a CSV with a `history` column (ids separated by spaces, `|` or `;`) and optionally `id` and `user` columns.
+    #[arg(long, value_name = "FILE", requires = "output")]
+    pub input: Option<PathBuf>,
+    /// Where `--input`'s answers go: `.jsonl`/`.json` for JSON lines, else CSV.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// The reference's demo: the first test user's watched titles, then the recommended titles.
+    #[arg(long)]
+    pub demo: bool,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Item<'a> {
+    id: String,
+    title: &'a str,
+    score: f32,
+}
+
+fn items<'a>(rec: &'a Recommender, found: &[Scored]) -> Vec<Item<'a>> {
+    found
+        .iter()
+        .map(|s| Item {
+            id: rec.catalog.key(s.id),
+            title: rec.catalog.title(s.id),
+            score: s.score,
+        })
+        .collect()
+}
+
+/// The history described by the flags, oldest first.
+fn history_from_flags(rec: &Recommender, args: &RecommendArgs) -> Result<Vec<u32>> {
+    let given = [
+        args.history.is_some(),
+        !args.titles.is_empty(),
+        args.user.is_some(),
+    ];
+    if given.iter().filter(|&&g| g).count() != 1 {
+        bail!("give exactly one of --history IDS, --titles TITLE..., --user ID, or use --input FILE / --demo");
+    }
+    if let Some(h) = &args.history {
+        let mut ids = Vec::new();
+        for part in h.split(',').filter(|p| !p.trim().is_empty()) {
+            ids.push(
+                rec.item_id(part)
+                    .map_err(|e| anyhow::anyhow!("--history: {e}"))?,
+            );
+        }
+        if ids.is_empty() {
+            bail!("--history: expected at least one item id");
+        }
+        return Ok(ids);
+    }
+    if !args.titles.is_empty() {
+        return args
+            .titles
+            .iter()
+            .map(|t| {
+                rec.title_id(t)
+                    .map_err(|e| anyhow::anyhow!("--titles: {e}"))
+            })
+            .collect();
+    }
+    let user = args.user.as_deref().unwrap_or_default();
+    Ok(rec
+        .user_history(user)
+        .map_err(|e| anyhow::anyhow!("--user: {e}"))?
+        .to_vec())
+}
+
+/// The reference's demo, from the model file alone: the first user's
+/// history without its last item is the first test example.
+pub fn demo(rec: &Recommender) -> Result<(Vec<String>, Vec<String>)> {
+    if rec.users.is_empty() {
+        bail!("the model file holds no users to take the demo's history from");
+    }
+    let all = rec.users.get(0);
+    let history = &all[..all.len().saturating_sub(1)];
+    let l = rec.config.context_len;
+    let mut context: Vec<u32> = history[history.len().saturating_sub(l)..].to_vec();
+    context.resize(l, 0);
+    let found = rec.recommend(&[history], 10, false, true);
+    let watched = context
+        .iter()
+        .map(|&i| rec.catalog.title(i).to_string())
+        .collect();
+    let recommended = found[0]
+        .iter()
+        .map(|s| rec.catalog.title(s.id).to_string())
+        .collect();
+    Ok((watched, recommended))
+}
+
+pub fn print_demo(watched: &[String], recommended: &[String]) {
+    println!("\n==> Movies the user has watched:");
+    println!("{}", watched.join(", "));
+    println!("\n==> Recommended movies for the above sequence:");
+    for t in recommended {
+        println!("{t}");
+    }
+}
+
+pub fn recommend(args: RecommendArgs, _quiet: bool) -> Result<()> {
+    if args.k == 0 || args.k > 10_000 {
+        bail!("--k: expected 1 to 10000, found {}", args.k);
+    }
+    let rec = Recommender::load(&args.model)?;
+    if args.demo {
+        let (watched, recommended) = demo(&rec)?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({ "watched": watched, "recommended": recommended })
+            );
+        } else {
+            print_demo(&watched, &recommended);
+        }
+        return Ok(());
+    }
+    if let Some(input) = &args.input {
+        let output = args.output.as_deref().unwrap_or(Path::new("-"));
+        return batch_file(&rec, &args, input, output);
+    }
+    let history = history_from_flags(&rec, &args)?;
+    let found = rec.recommend(&[&history], args.k, args.exclude_seen, args.parity);
+    let list = items(&rec, &found[0]);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "history": history.iter().map(|&i| rec.catalog.key(i)).collect::<Vec<_>>(), "items": list })
+        );
+        return Ok(());
+    }
+    let shown: Vec<String> = history
+        .iter()
+        .rev()
+        .take(5)
+        .rev()
+        .map(|&i| format!("{} ({})", rec.catalog.title(i), rec.catalog.key(i)))
+        .collect();
+    println!(
+        "history: {} item(s), most recent: {}",
+        history.len(),
+        shown.join(", ")
+    );
+    println!("{:>4}  {:>8}  {:>8}  title", "rank", "item", "score");
+    for (r, it) in list.iter().enumerate() {
+        println!(
+            "{:>4}  {:>8}  {:>8.4}  {}",
+            r + 1,
+            it.id,
+            it.score,
+            it.title
+        );
+    }
+    Ok(())
+}
+
+/// `--input FILE --output FILE`: one answer per input row, written atomically.
+fn batch_file(rec: &Recommender, args: &RecommendArgs, input: &Path, output: &Path) -> Result<()> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(input)
+        .with_context(|| format!("{}: cannot read", input.display()))?;
+    let headers = rdr
+        .headers()
+        .with_context(|| format!("{}:1: unreadable header", input.display()))?
+        .clone();
+    let col = |name: &str| headers.iter().position(|h| h.trim() == name);
+    let (id_col, hist_col, user_col) = (col("id"), col("history"), col("user"));
+    if hist_col.is_none() && user_col.is_none() {
+        bail!("{}:1: expected a `history` column (ids separated by spaces, | or ;) or a `user` column", input.display());
+    }
+    let mut ids = Vec::new();
+    let mut histories: Vec<Vec<u32>> = Vec::new();
+    for (i, rec_line) in rdr.records().enumerate() {
+        let line = i + 2;
+        let row =
+            rec_line.with_context(|| format!("{}:{line}: unreadable CSV", input.display()))?;
+        ids.push(
+            id_col
+                .and_then(|c| row.get(c))
+                .map(str::to_string)
+                .unwrap_or_else(|| (line - 1).to_string()),
+        );
+        let user = user_col
+            .and_then(|c| row.get(c))
+            .filter(|u| !u.trim().is_empty());
+        let hist = match (
+            hist_col
+                .and_then(|c| row.get(c))
+                .filter(|h| !h.trim().is_empty()),
+            user,
+        ) {
+            (Some(h), _) => h
+                .split([' ', '|', ';'])
+                .filter(|p| !p.is_empty())
+                .map(|p| rec.item_id(p))
+                .collect::<Result<Vec<u32>, _>>()
+                .map_err(|e| anyhow::anyhow!("{}:{line}: history: {e}", input.display()))?,
+            (None, Some(u)) => rec
+                .user_history(u)
+                .map_err(|e| anyhow::anyhow!("{}:{line}: user: {e}", input.display()))?
+                .to_vec(),
+            (None, None) => bail!("{}:{line}: empty history and no user", input.display()),
+        };
+        histories.push(hist);
+    }
+    let refs: Vec<&[u32]> = histories.iter().map(|h| h.as_slice()).collect();
+    let found = rec.recommend(&refs, args.k, args.exclude_seen, args.parity);
+    let json = matches!(
+        output.extension().and_then(|e| e.to_str()),
+        Some("jsonl" | "json")
+    );
+    let mut out = Vec::new();
+    if json {
+        for (id, f) in ids.iter().zip(&found) {
+            serde_json::to_writer(
+                &mut out,
+                &serde_json::json!({ "id": id, "items": items(rec, f) }),
+            )?;
+            out.push(b'\n');
+        }
+    } else {
+        let mut w = csv::Writer::from_writer(&mut out);
+        w.write_record(["id", "rank", "item", "score", "title"])?;
+        for (id, f) in ids.iter().zip(&found) {
+            for (r, it) in items(rec, f).iter().enumerate() {
+                w.write_record([
+                    id.as_str(),
+                    &(r + 1).to_string(),
+                    &it.id,
+                    &it.score.to_string(),
+                    it.title,
+                ])?;
+            }
+        }
+        w.flush()?;
+        drop(w);
+    }
+    write_atomically(output, &out)?;
+    eprintln!("wrote {} answer(s) to {}", found.len(), output.display());
+    Ok(())
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it over.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("{}: cannot create a temporary file", dir.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("{}: cannot write", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot move into place: {}", path.display(), e.error))?;
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! Ranking metrics over the full catalogue: each test example's label is
+//! ranked against every item, and HR@K, NDCG@K and MRR@K averaged over the
+//! examples, for the model and for a most-popular baseline.
+//!
+//! Tie rule: a label tied with other candidates ranks after all of them
+//! (pessimistic), so a constant scorer gets no credit. Padding and ids that
+//! are no item are never candidates. With seen items excluded, every earlier
+//! item of the user's sequence is removed from the candidates, except the
+//! label itself when the user picks it again.
+
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::data::{ExampleSet, Sequences};
+use crate::retrieval::recommender::Recommender;
+use crate::retrieval::{for_each_scored_row, rank_of};
+
+/// One K's figures, averaged over examples.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct AtK {
+    pub k: usize,
+    pub hr: f64,
+    pub ndcg: f64,
+    pub mrr: f64,
+}
+
+/// Sums of the metrics for a set of cut-offs, fed one rank at a time.
+#[derive(Debug, Clone)]
+pub struct RankMetrics {
+    ks: Vec<usize>,
+    sums: Vec<[f64; 3]>,
+    count: usize,
+}
+
+impl RankMetrics {
+    pub fn new(ks: &[usize]) -> RankMetrics {
+        RankMetrics {
+            ks: ks.to_vec(),
+            sums: vec![[0.0; 3]; ks.len()],
+            count: 0,
+        }
+    }
+
+    /// Adds one example; `None` (the label was not a candidate) is a miss.
+    pub fn add(&mut self, rank: Option<usize>) {
+        self.count += 1;
+        let Some(rank) = rank else { return };
+        for (k, s) in self.ks.iter().zip(&mut self.sums) {
+            if rank <= *k {
+                s[0] += 1.0;
+                s[1] += 1.0 / ((rank + 1) as f64).log2();
+                s[2] += 1.0 / rank as f64;
+            }
+        }
+    }
+
+    pub fn finish(&self) -> Vec<AtK> {
+        let n = self.count.max(1) as f64;
+        self.ks
+            .iter()
+            .zip(&self.sums)
+            .map(|(&k, s)| AtK {
+                k,
+                hr: s[0] / n,
+                ndcg: s[1] / n,
+                mrr: s[2] / n,
+            })
+            .collect()
+    }
+}
+
+/// The figures of one scorer, with and without seen items.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScorerReport {
+    pub all_items: Vec<AtK>,
+    pub seen_excluded: Vec<AtK>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub examples: usize,
+    pub candidates: usize,
+    pub model: ScorerReport,
+    pub popularity: ScorerReport,
+    pub tie_rule: &'static str,
+}
+
+pub const TIE_RULE: &str = "a label tied with other candidates ranks after all of them";
+
+/// The items the user picked before the label at `pos`, oldest first.
+fn history(seqs: &Sequences, pos: u32) -> &[u32] {
+    let s = seqs.sequence_of(pos);
+    &seqs.items[seqs.offsets[s] as usize..pos as usize]
+}
+
+/// Ranks of the labels of `examples` under `score_rows`' scores, without
+/// and with the seen items knocked out.
+fn ranks_both(row: &mut [f32], label: u32, seen: &[u32]) -> (Option<usize>, Option<usize>) {
+    let all = rank_of(row, label);
+    for &id in seen {
+        if id != label {
+            if let Some(x) = row.get_mut(id as usize) {
+                *x = f32::NEG_INFINITY;
+            }
+        }
+    }
+    (all, rank_of(row, label))
+}
+
+/// Popularity: how often each id is a label among `train`.
+pub fn popularity(seqs: &Sequences, train: &ExampleSet, vocab: usize) -> Vec<f32> {
+    let mut counts = vec![0.0f32; vocab];
+    for &p in &train.label_pos {
+        if let Some(c) = counts.get_mut(seqs.items[p as usize] as usize) {
+            *c += 1.0;
+        }
+    }
+    counts
+}
+
+/// HR/NDCG/MRR at each of `ks` for the model and the popularity baseline on
+/// `test`, ranking against every item of the catalogue.
+pub fn evaluate(
+    rec: &Recommender,
+    seqs: &Sequences,
+    train: &ExampleSet,
+    test: &ExampleSet,
+    ks: &[usize],
+) -> EvalReport {
+    let (mut m_all, mut m_seen) = (RankMetrics::new(ks), RankMetrics::new(ks));
+    let (mut p_all, mut p_seen) = (RankMetrics::new(ks), RankMetrics::new(ks));
+    let cands = rec.candidates(false);
+
+    let pop = popularity(seqs, train, rec.config.vocab_size);
+    let mut pop_row = vec![0.0f32; pop.len()];
+    for &pos in &test.label_pos {
+        pop_row.copy_from_slice(&pop);
+        for (id, x) in pop_row.iter_mut().enumerate() {
+            if !rec.is_item(id as u32) {
+                *x = f32::NEG_INFINITY;
+            }
+        }
+        let (a, s) = ranks_both(&mut pop_row, seqs.items[pos as usize], history(seqs, pos));
+        p_all.add(a);
+        p_seen.add(s);
+    }
+
+    for chunk in test.label_pos.chunks(4096) {
+        let histories: Vec<&[u32]> = chunk.iter().map(|&p| history(seqs, p)).collect();
+        let queries = rec.encode(&histories);
+        let ranks = Mutex::new(vec![(None, None); chunk.len()]);
+        for_each_scored_row(&queries, cands, |q, row| {
+            let r = ranks_both(row, seqs.items[chunk[q] as usize], histories[q]);
+            if let Ok(mut v) = ranks.lock() {
+                v[q] = r;
+            }
+        });
+        for (a, s) in ranks.into_inner().unwrap_or_default() {
+            m_all.add(a);
+            m_seen.add(s);
+        }
+    }
+    EvalReport {
+        examples: test.len(),
+        candidates: (0..rec.config.vocab_size)
+            .filter(|&i| rec.is_item(i as u32))
+            .count(),
+        model: ScorerReport {
+            all_items: m_all.finish(),
+            seen_excluded: m_seen.finish(),
+        },
+        popularity: ScorerReport {
+            all_items: p_all.finish(),
+            seen_excluded: p_seen.finish(),
+        },
+        tie_rule: TIE_RULE,
+    }
+}
