@@ -1,0 +1,333 @@
+//! Top-K retrieval, ranks and metrics against brute-force references and
+//! hand-computed cases; `evaluate` and `recommend` end to end.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use seqrec::eval::RankMetrics;
+use seqrec::retrieval::{rank_of, select_top_k, top_k, Candidates, Scored};
+
+/// The reference: sort every allowed, non-excluded id by (score desc, id asc).
+fn full_sort(scores: &[f32], allowed: &[bool], excluded: &[u32], k: usize) -> Vec<u32> {
+    let mut ids: Vec<u32> = (0..scores.len() as u32)
+        .filter(|&i| allowed[i as usize] && !excluded.contains(&i))
+        .collect();
+    // partial_cmp, not total_cmp: -0.0 and 0.0 are the same score.
+    ids.sort_by(|&a, &b| {
+        let (sa, sb) = (scores[a as usize], scores[b as usize]);
+        sb.partial_cmp(&sa).unwrap().then(a.cmp(&b))
+    });
+    ids.truncate(k);
+    ids
+}
+
+#[test]
+fn top_k_equals_a_full_sort_with_ties_and_exclusions() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    for (n, d, queries, k) in [(300, 4, 37, 10), (1000, 8, 130, 25), (50, 3, 5, 60)] {
+        // Integer-valued embeddings make many exactly tied scores.
+        let cands: Vec<f32> = (0..n * d)
+            .map(|_| rng.random_range(-2..=2) as f32)
+            .collect();
+        let q: Vec<f32> = (0..queries * d)
+            .map(|_| rng.random_range(-2..=2) as f32)
+            .collect();
+        let allowed: Vec<bool> = (0..n).map(|i| i != 0 && i % 7 != 3).collect();
+        let excluded: Vec<Vec<u32>> = (0..queries)
+            .map(|_| (0..5).map(|_| rng.random_range(0..n as u32)).collect())
+            .collect();
+        let c = Candidates {
+            embeddings: &cands,
+            dim: d,
+            allowed: Some(&allowed),
+        };
+        let got = top_k(&q, c, k, |i| &excluded[i]);
+        for (qi, found) in got.iter().enumerate() {
+            let scores: Vec<f32> = (0..n)
+                .map(|j| (0..d).map(|t| q[qi * d + t] * cands[j * d + t]).sum())
+                .collect();
+            let want = full_sort(&scores, &allowed, &excluded[qi], k);
+            let ids: Vec<u32> = found.iter().map(|s| s.id).collect();
+            assert_eq!(ids, want, "query {qi}");
+            for s in found {
+                assert_eq!(s.score, scores[s.id as usize]);
+            }
+        }
+    }
+}
+
+#[test]
+fn parity_retrieval_can_return_padding() {
+    // Without an allowed list (the reference's BruteForceRetrieval) id 0 is a
+    // candidate like any other.
+    let cands = [5.0f32, 1.0, 2.0];
+    let c = Candidates {
+        embeddings: &cands,
+        dim: 1,
+        allowed: None,
+    };
+    let got = top_k(&[1.0], c, 2, |_| &[]);
+    assert_eq!(got[0].iter().map(|s| s.id).collect::<Vec<_>>(), vec![0, 2]);
+    let allowed = [false, true, true];
+    let c = Candidates {
+        embeddings: &cands,
+        dim: 1,
+        allowed: Some(&allowed),
+    };
+    let got = top_k(&[1.0], c, 2, |_| &[]);
+    assert_eq!(got[0].iter().map(|s| s.id).collect::<Vec<_>>(), vec![2, 1]);
+}
+
+#[test]
+fn select_skips_excluded_and_returns_fewer_when_few_remain() {
+    let row = [f32::NEG_INFINITY, 1.0, f32::NEG_INFINITY, 3.0];
+    let mut out = Vec::new();
+    select_top_k(&row, 3, &mut out);
+    assert_eq!(
+        out,
+        vec![Scored { id: 3, score: 3.0 }, Scored { id: 1, score: 1.0 }]
+    );
+}
+
+#[test]
+fn ranks_follow_the_pessimistic_tie_rule() {
+    let row = [f32::NEG_INFINITY, 0.9, 0.5, 0.5, 0.1, 0.5];
+    assert_eq!(rank_of(&row, 1), Some(1));
+    // 0.5 is shared by ids 2, 3 and 5: each ranks after the other two.
+    assert_eq!(rank_of(&row, 2), Some(4));
+    assert_eq!(rank_of(&row, 5), Some(4));
+    assert_eq!(rank_of(&row, 4), Some(5));
+    assert_eq!(rank_of(&row, 0), None);
+}
+
+#[test]
+fn metrics_at_rank_1_k_and_k_plus_1() {
+    let mut m = RankMetrics::new(&[10]);
+    m.add(Some(1));
+    m.add(Some(10));
+    m.add(Some(11));
+    m.add(None);
+    let r = m.finish()[0];
+    assert!((r.hr - 2.0 / 4.0).abs() < 1e-12);
+    let ndcg = (1.0 + 1.0 / 11f64.log2()) / 4.0;
+    assert!((r.ndcg - ndcg).abs() < 1e-12, "{} vs {ndcg}", r.ndcg);
+    assert!((r.mrr - (1.0 + 0.1) / 4.0).abs() < 1e-12);
+}
+
+fn seqrec(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_seqrec"))
+        .args(args)
+        .output()
+        .expect("seqrec runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = seqrec(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn train_small_synthetic(dir: &Path) -> (String, String) {
+    let data = dir.join("data");
+    let model = dir.join("model.safetensors");
+    ok(&[
+        "--quiet",
+        "synth",
+        data.to_str().unwrap(),
+        "--users",
+        "600",
+        "--items",
+        "400",
+        "--ratings",
+        "60000",
+        "--seed",
+        "5",
+    ]);
+    ok(&[
+        "--quiet",
+        "train",
+        data.to_str().unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+        "--epochs",
+        "8",
+        "--batch-size",
+        "512",
+        "--learning-rate",
+        "0.01",
+    ]);
+    (
+        data.to_str().unwrap().to_string(),
+        model.to_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn a_trained_model_beats_popularity_on_planted_structure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, model) = train_small_synthetic(dir.path());
+    let out = ok(&["--quiet", "evaluate", &model, &data, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let hr = v["model"]["seen_excluded"][0]["hr"].as_f64().unwrap();
+    let ndcg = v["model"]["seen_excluded"][0]["ndcg"].as_f64().unwrap();
+    let pop_hr = v["popularity"]["seen_excluded"][0]["hr"].as_f64().unwrap();
+    let pop_ndcg = v["popularity"]["seen_excluded"][0]["ndcg"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(v["examples"].as_u64(), Some(600));
+    // A 400-item catalogue makes popularity strong (about 0.24); the planted
+    // transitions still let the model double it.
+    assert!(
+        hr > 2.0 * pop_hr && hr > pop_hr + 0.2,
+        "HR@10 {hr} vs popularity {pop_hr}"
+    );
+    assert!(
+        ndcg > 2.0 * pop_ndcg,
+        "NDCG@10 {ndcg} vs popularity {pop_ndcg}"
+    );
+
+    // The text table has both scorers at both cut-offs.
+    let table = ok(&["--quiet", "evaluate", &model, &data, "--k", "5,10,20"]);
+    assert_eq!(
+        table
+            .lines()
+            .filter(|l| l.starts_with("model") || l.starts_with("popularity"))
+            .count(),
+        6,
+        "{table}"
+    );
+}
+
+#[test]
+fn recommend_by_ids_titles_user_file_and_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, model) = train_small_synthetic(dir.path());
+    let out = ok(&[
+        "recommend",
+        &model,
+        "--history",
+        "5,6,7",
+        "--k",
+        "4",
+        "--exclude-seen",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4);
+    for it in items {
+        assert!(!["5", "6", "7", "0"].contains(&it["id"].as_str().unwrap()));
+        assert!(!it["title"].as_str().unwrap().is_empty());
+    }
+    let scores: Vec<f64> = items.iter().map(|i| i["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]));
+
+    let title = items[0]["title"].as_str().unwrap().to_string();
+    let by_title = ok(&["recommend", &model, "--titles", &title, "--json"]);
+    assert!(by_title.contains("\"items\""));
+
+    let user = ok(&["recommend", &model, "--user", "1", "--k", "3"]);
+    assert!(user.contains("rank") && user.lines().count() >= 5, "{user}");
+
+    let demo = ok(&["recommend", &model, "--demo"]);
+    assert!(
+        demo.contains("==> Movies the user has watched:")
+            && demo.contains("==> Recommended movies for the above sequence:")
+    );
+    assert_eq!(
+        demo.lines()
+            .skip_while(|l| !l.starts_with("==> Recommended"))
+            .skip(1)
+            .count(),
+        10
+    );
+
+    let input = dir.path().join("in.csv");
+    fs::write(&input, "id,history,user\na,5 6 7,\nb,,2\n").unwrap();
+    let output = dir.path().join("out.jsonl");
+    ok(&[
+        "recommend",
+        &model,
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--k",
+        "2",
+    ]);
+    let lines: Vec<serde_json::Value> = fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["id"], "b");
+    assert_eq!(lines[1]["items"].as_array().unwrap().len(), 2);
+    let csv_out = dir.path().join("out.csv");
+    ok(&[
+        "recommend",
+        &model,
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        csv_out.to_str().unwrap(),
+        "--k",
+        "2",
+    ]);
+    assert_eq!(fs::read_to_string(&csv_out).unwrap().lines().count(), 5);
+
+    for (args, want) in [
+        (vec!["--history", "5,99999"], "unknown item \"99999\""),
+        (
+            vec!["--titles", "No Such Film (1900)"],
+            "no item has the title",
+        ),
+        (vec!["--user", "nobody"], "unknown user"),
+        (vec!["--history", "5", "--k", "0"], "--k"),
+        (vec![], "give exactly one of"),
+    ] {
+        let mut a = vec!["recommend", model.as_str()];
+        a.extend(args);
+        let out = seqrec(&a);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want) && !err.contains("panicked"),
+            "{a:?}: {err}"
+        );
+    }
+    fs::write(&input, "id,history\na,5 x 7\n").unwrap();
+    let out = seqrec(&[
+        "recommend",
+        &model,
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in.csv:2:") && err.contains("\"x\""), "{err}");
+}
+
+#[test]
+fn evaluate_refuses_data_of_another_catalogue() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, model) = train_small_synthetic(dir.path());
+    let other = dir.path().join("other");
+    fs::create_dir(&other).unwrap();
+    fs::write(
+        other.join("ratings.dat"),
+        "1::1::5::1\n1::2::5::2\n1::3::5::3\n",
+    )
+    .unwrap();
+    fs::write(other.join("movies.dat"), "1::A::B\n3::C::D\n").unwrap();
+    let out = seqrec(&["evaluate", &model, other.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("trained on"), "{err}");
+}
