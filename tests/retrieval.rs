@@ -8,7 +8,7 @@ use std::process::Command;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use seqrec::eval::RankMetrics;
-use seqrec::retrieval::{rank_of, select_top_k, top_k, Candidates, Scored};
+use seqrec::retrieval::{rank_of, select_top_k, top_k, Candidates, Scored, SelectScratch};
 
 /// The reference: sort every allowed, non-excluded id by (score desc, id asc).
 fn full_sort(scores: &[f32], allowed: &[bool], excluded: &[u32], k: usize) -> Vec<u32> {
@@ -85,7 +85,7 @@ fn parity_retrieval_can_return_padding() {
 fn select_skips_excluded_and_returns_fewer_when_few_remain() {
     let row = [f32::NEG_INFINITY, 1.0, f32::NEG_INFINITY, 3.0];
     let mut out = Vec::new();
-    select_top_k(&row, 3, &mut out);
+    select_top_k(&row, 3, &mut out, &mut SelectScratch::default());
     assert_eq!(
         out,
         vec![Scored { id: 3, score: 3.0 }, Scored { id: 1, score: 1.0 }]

@@ -89,50 +89,126 @@ pub struct Scored {
     pub score: f32,
 }
 
+/// Columns of the first pass of `select_top_k`.
+const STRIPE: usize = 128;
+/// Values per group in its second pass.
+const GROUP: usize = 16;
+
 dispatch! {
-    /// Whether any value of `xs` exceeds `threshold` (vectorised, so most
-    /// chunks of a row are rejected in a few instructions).
-    fn any_above(xs: &[f32], threshold: f32) -> bool {
-        let mut hit = false;
-        for &x in xs {
-            hit |= x > threshold;
+    /// `out[j]` = the largest of `row[j]`, `row[j + STRIPE]`, ...: element-wise
+    /// maxima of contiguous slices, so it runs at vector speed.
+    fn stripe_maxima(row: &[f32], out: &mut [f32; STRIPE]) {
+        out.fill(f32::NEG_INFINITY);
+        for slice in row.chunks(STRIPE) {
+            for (m, &x) in out.iter_mut().zip(slice) {
+                *m = if x > *m { x } else { *m };
+            }
         }
-        hit
+    }
+}
+
+dispatch! {
+    /// Appends to `out` the index of every `GROUP`-wide group of `row` that
+    /// holds a value >= `bound`.
+    fn groups_reaching(row: &[f32], bound: f32, out: &mut Vec<u32>) {
+        out.clear();
+        let groups = row.chunks_exact(GROUP);
+        let tail = groups.remainder();
+        let full = row.len() / GROUP;
+        for (g, chunk) in groups.enumerate() {
+            // A fixed-size array compiles to one vector compare.
+            let chunk: &[f32; GROUP] = chunk.try_into().unwrap_or(&[f32::NEG_INFINITY; GROUP]);
+            let mut hits = 0u32;
+            for &x in chunk {
+                hits += (x >= bound) as u32;
+            }
+            if hits > 0 {
+                out.push(g as u32);
+            }
+        }
+        if tail.iter().any(|&x| x >= bound) {
+            out.push(full as u32);
+        }
+    }
+}
+
+/// The k-th largest value of `xs` (`k <= xs.len()`): an insertion list for
+/// small k (a few compares per value), a selection otherwise.
+fn kth_largest(xs: &[f32], k: usize) -> f32 {
+    if k <= 32 {
+        let mut top = [f32::NEG_INFINITY; 32];
+        for &x in xs {
+            if x > top[k - 1] {
+                let mut i = k - 1;
+                while i > 0 && top[i - 1] < x {
+                    top[i] = top[i - 1];
+                    i -= 1;
+                }
+                top[i] = x;
+            }
+        }
+        top[k - 1]
+    } else {
+        let mut v = xs.to_vec();
+        let (_, kth, _) = v.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+        *kth
+    }
+}
+
+/// Reusable buffers of `select_top_k`.
+pub struct SelectScratch {
+    maxima: [f32; STRIPE],
+    groups: Vec<u32>,
+}
+
+impl Default for SelectScratch {
+    fn default() -> Self {
+        SelectScratch {
+            maxima: [f32::NEG_INFINITY; STRIPE],
+            groups: Vec::new(),
+        }
     }
 }
 
 /// The `k` best entries of `row` (score descending, id ascending on ties),
 /// skipping `-inf` (excluded) entries.
-pub fn select_top_k(row: &[f32], k: usize, out: &mut Vec<Scored>) {
+///
+/// Two vectorised passes, no sort of the row: the k-th largest of the
+/// stripe maxima is a lower bound on the k-th largest score (those maxima
+/// are k distinct entries), and only the groups reaching it are looked into.
+pub fn select_top_k(row: &[f32], k: usize, out: &mut Vec<Scored>, scratch: &mut SelectScratch) {
     out.clear();
     if k == 0 {
         return;
     }
-    const CHUNK: usize = 64;
-    let mut threshold = f32::NEG_INFINITY;
-    for (c, chunk) in row.chunks(CHUNK).enumerate() {
-        if !any_above(chunk, threshold) {
-            continue;
-        }
-        for (j, &s) in chunk.iter().enumerate() {
-            if s <= threshold {
-                continue;
-            }
-            let id = (c * CHUNK + j) as u32;
-            // Insert after every entry scoring >= s: equal scores keep the
-            // smaller id (seen first) ahead.
-            let pos = out.partition_point(|e| e.score >= s);
-            if pos < k {
-                if out.len() == k {
-                    out.pop();
-                }
-                out.insert(pos, Scored { id, score: s });
-                if out.len() == k {
-                    threshold = out[k - 1].score;
-                }
+    stripe_maxima(row, &mut scratch.maxima);
+    let columns = row.len().min(STRIPE);
+    let mut bound = f32::NEG_INFINITY;
+    if columns > k {
+        bound = kth_largest(&scratch.maxima[..columns], k);
+    }
+    groups_reaching(row, bound, &mut scratch.groups);
+    for &g in &scratch.groups {
+        let start = g as usize * GROUP;
+        for (j, &score) in row[start..(start + GROUP).min(row.len())]
+            .iter()
+            .enumerate()
+        {
+            if score >= bound && score > f32::NEG_INFINITY {
+                out.push(Scored {
+                    id: (start + j) as u32,
+                    score,
+                });
             }
         }
     }
+    out.sort_unstable_by(|a, b| {
+        b.score
+            .partial_cmp(&a.score)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.id.cmp(&b.id))
+    });
+    out.truncate(k);
 }
 
 /// The 1-based rank of `label` in `row` under the pessimistic tie rule: the
@@ -155,14 +231,17 @@ where
     let n_queries = queries.len() / cands.dim.max(1);
     let results: Vec<std::sync::Mutex<Vec<Scored>>> =
         (0..n_queries).map(|_| Default::default()).collect();
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<SelectScratch> = Default::default();
+    }
     for_each_scored_row(queries, cands, |q, row| {
         for &id in exclude(q) {
             if let Some(x) = row.get_mut(id as usize) {
                 *x = f32::NEG_INFINITY;
             }
         }
-        let mut out = Vec::with_capacity(k + 1);
-        select_top_k(row, k, &mut out);
+        let mut out = Vec::with_capacity(4 * k);
+        SCRATCH.with(|s| select_top_k(row, k, &mut out, &mut s.borrow_mut()));
         if let Ok(mut slot) = results[q].lock() {
             *slot = out;
         }
