@@ -12,12 +12,15 @@ use seqrec::data::readers::{GenericFormat, ReadOptions};
 use seqrec::data::synth::{generate, SynthConfig};
 use seqrec::data::{source, Batch, Sequences};
 use seqrec::model::kernels::{matmul, Layout};
-use seqrec::model::{Model, ModelConfig, Params, PhaseTimes, Workspace};
+use seqrec::model::{Model, ModelConfig, Params, PhaseTimes, StepOptions, Workspace};
 use seqrec::train::adamw::AdamW;
 use seqrec::train::TrainConfig;
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -26,7 +29,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Seconds for one `m x k · k x n` product, best of several runs.
-fn time_gemm(m: usize, n: usize, k: usize, a_layout: Layout, b_layout: Layout, threads: usize) -> f64 {
+fn time_gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a_layout: Layout,
+    b_layout: Layout,
+    threads: usize,
+) -> f64 {
     let a = vec![0.5f32; m * k];
     let b = vec![0.25f32; k * n];
     let mut c = vec![0.0f32; m * n];
@@ -41,17 +51,39 @@ fn time_gemm(m: usize, n: usize, k: usize, a_layout: Layout, b_layout: Layout, t
 }
 
 fn main() {
-    let threads = env("SEQREC_BENCH_THREADS", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let threads = env(
+        "SEQREC_BENCH_THREADS",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    );
     let steps = env("SEQREC_BENCH_STEPS", 30);
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool");
     let dir = tempfile::tempdir().expect("temp dir");
     generate(&SynthConfig::default(), dir.path(), false).expect("synthetic data");
-    let ds = source::read_path(dir.path(), &GenericFormat::default(), &ReadOptions::default()).expect("read");
+    let ds = source::read_path(
+        dir.path(),
+        &GenericFormat::default(),
+        &ReadOptions::default(),
+    )
+    .expect("read");
     let seqs = Sequences::build(&ds.interactions, 3).expect("sequences");
     let (train, _) = seqs.split_last();
     let cfg = TrainConfig::default();
-    let model_cfg = ModelConfig { vocab_size: ds.catalog.vocab_size(), dim: cfg.embedding_dim, context_len: cfg.context_len };
-    let (b, d, l, v) = (cfg.batch_size, model_cfg.dim, model_cfg.context_len, model_cfg.vocab_size);
+    let model_cfg = ModelConfig {
+        vocab_size: ds.catalog.vocab_size(),
+        dim: cfg.embedding_dim,
+        context_len: cfg.context_len,
+    };
+    let (b, d, l, v) = (
+        cfg.batch_size,
+        model_cfg.dim,
+        model_cfg.context_len,
+        model_cfg.vocab_size,
+    );
 
     pool.install(|| {
         let mut params = Params::init(&model_cfg, 1);
@@ -69,7 +101,7 @@ fn main() {
             fill_batch(&seqs, chunks[i % chunks.len()], cfg.window(), &mut batch);
             let t0 = Instant::now();
             let model = Model { cfg: &model_cfg, params: &params, opts: cfg.forward_options(), threads };
-            model.loss_and_grads(&mut ws, &batch, &mut grads);
+            model.loss_and_grads(&mut ws, &batch, &mut grads, &StepOptions::default());
             let t1 = Instant::now();
             opt.apply(&mut params, &grads, cfg.learning_rate);
             let t2 = Instant::now();

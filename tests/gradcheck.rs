@@ -7,7 +7,9 @@ use rand_chacha::ChaCha8Rng;
 use seqrec::data::Batch;
 use seqrec::model::gru::{self, GruCache, GruGradScratch, GruShape};
 use seqrec::model::loss::{self, LossGrads, LossInputs};
-use seqrec::model::{embedding, ForwardOptions, Model, ModelConfig, Params, Workspace};
+use seqrec::model::{
+    embedding, ForwardOptions, Model, ModelConfig, Params, StepOptions, Workspace,
+};
 use seqrec::train::adamw::{AdamW, AdamWConfig};
 
 fn sigmoid(x: f64) -> f64 {
@@ -78,6 +80,20 @@ fn ref_loss(
     total
 }
 
+/// What the whole-model reference applies beyond the reference's loss.
+#[derive(Clone, Default)]
+struct RefOptions {
+    mask_padding: bool,
+    shared: bool,
+    remove_hits: bool,
+    negatives: Vec<u32>,
+    /// Per id, added to the logit of an in-batch / extra column.
+    in_batch_bias: Option<Vec<f64>>,
+    negatives_bias: Option<Vec<f64>>,
+    input_mask: Option<Vec<f64>>,
+    output_mask: Option<Vec<f64>>,
+}
+
 /// The whole model's mean loss in f64.
 fn ref_model_loss(
     p: &[Vec<f64>; 6],
@@ -85,9 +101,13 @@ fn ref_model_loss(
     v: usize,
     d: usize,
     l: usize,
-    mask_padding: bool,
+    o: &RefOptions,
 ) -> f64 {
     let [qe, w, u, b_in, b_rec, ce] = p;
+    let qe_in: Vec<f64> = match &o.input_mask {
+        Some(m) => qe.iter().zip(m).map(|(a, b)| a * b).collect(),
+        None => qe.clone(),
+    };
     let b = batch.size;
     let mut gx = vec![0.0; l * b * 3 * d];
     let mut mask = vec![0.0; l * b];
@@ -99,26 +119,54 @@ fn ref_model_loss(
             for k in 0..3 * d {
                 gx[(t * b + row) * 3 * d + k] = b_in[k]
                     + (0..d)
-                        .map(|i| qe[id * d + i] * w[i * 3 * d + k])
+                        .map(|i| qe_in[id * d + i] * w[i * 3 * d + k])
                         .sum::<f64>();
             }
         }
     }
-    let q = ref_gru(
+    let mut q = ref_gru(
         &gx,
         u,
         b_rec,
-        mask_padding.then_some(mask.as_slice()),
+        o.mask_padding.then_some(mask.as_slice()),
         b,
         l,
         d,
     );
-    let c: Vec<f64> = batch
-        .labels
+    if let Some(m) = &o.output_mask {
+        for (x, m) in q.iter_mut().zip(m) {
+            *x *= m;
+        }
+    }
+    let table = if o.shared { qe } else { ce };
+    let ids: Vec<u32> = batch.labels.iter().chain(&o.negatives).copied().collect();
+    let c: Vec<f64> = ids
         .iter()
-        .flat_map(|&id| ce[id as usize * d..(id as usize + 1) * d].to_vec())
+        .flat_map(|&id| table[id as usize * d..(id as usize + 1) * d].to_vec())
         .collect();
-    ref_loss(&q, &c, b, b, d, None, None) / b as f64
+    let bias: Option<Vec<f64>> =
+        (o.in_batch_bias.is_some() || o.negatives_bias.is_some()).then(|| {
+            ids.iter()
+                .enumerate()
+                .map(|(j, &id)| {
+                    let table = if j < b {
+                        &o.in_batch_bias
+                    } else {
+                        &o.negatives_bias
+                    };
+                    table.as_ref().map_or(0.0, |t| t[id as usize])
+                })
+                .collect()
+        });
+    ref_loss(
+        &q,
+        &c,
+        b,
+        ids.len(),
+        d,
+        o.remove_hits.then_some(ids.as_slice()),
+        bias.as_deref(),
+    ) / b as f64
 }
 
 fn random(rng: &mut ChaCha8Rng, n: usize, scale: f64) -> Vec<f64> {
@@ -181,7 +229,15 @@ fn gru_backward_matches_finite_differences() {
         // Identity ids: step t of row b reads row t·b + b of the table, so the
         // projected-table gradient is exactly the gradient of gx.
         let ids: Vec<u32> = (0..(l * b) as u32).collect();
-        gru::forward(&to_f32(&gx), &ids, &to_f32(&u), &to_f32(&b_rec), m, s, &mut cache);
+        gru::forward(
+            &to_f32(&gx),
+            &ids,
+            &to_f32(&u),
+            &to_f32(&b_rec),
+            m,
+            s,
+            &mut cache,
+        );
         let want = ref_gru(&gx, &u, &b_rec, masked.then_some(mask.as_slice()), b, l, d);
         for (a, w) in cache.output(s).iter().zip(&want) {
             assert!((*a as f64 - w).abs() < 1e-5, "forward {a} vs {w}");
@@ -246,7 +302,15 @@ fn masked_gru_ignores_padding() {
     );
     let ids = [0, 1, 2, 3];
     gru::forward(&gx, &ids[..2], &u, &b_rec, None, short, &mut c1);
-    gru::forward(&gx, &ids, &u, &b_rec, Some(&[1.0, 1.0, 0.0, 0.0]), long, &mut c2);
+    gru::forward(
+        &gx,
+        &ids,
+        &u,
+        &b_rec,
+        Some(&[1.0, 1.0, 0.0, 0.0]),
+        long,
+        &mut c2,
+    );
     gru::forward(&gx, &ids, &u, &b_rec, None, long, &mut c3);
     assert_eq!(c1.output(short), c2.output(long));
     assert_ne!(c1.output(short), c3.output(long));
@@ -412,6 +476,8 @@ fn small_batch(rng: &mut ChaCha8Rng, size: usize, l: usize, v: usize) -> Batch {
     b
 }
 
+/// One whole step, the reference's and with every training option, against
+/// finite differences of the f64 model.
 #[test]
 fn whole_training_step_matches_finite_differences() {
     let (v, d, l) = (12, 4, 5);
@@ -420,8 +486,17 @@ fn whole_training_step_matches_finite_differences() {
         dim: d,
         context_len: l,
     };
-    for (size, mask_padding, threads) in [(9, false, 1), (13, false, 2), (6, true, 2)] {
-        let mut rng = ChaCha8Rng::seed_from_u64(size as u64);
+    // (batch size, threads, options): the reference; a last small batch on
+    // two threads; masking; and every option of "train better" at once.
+    let cases: Vec<(usize, usize, bool, bool, bool)> = vec![
+        (9, 1, false, false, false),
+        (13, 2, false, false, false),
+        (6, 2, true, false, false),
+        (7, 2, true, true, false),
+        (8, 1, false, false, true),
+    ];
+    for (case, &(size, threads, mask_padding, shared, extras)) in cases.iter().enumerate() {
+        let mut rng = ChaCha8Rng::seed_from_u64(case as u64 + 100);
         let batch = small_batch(&mut rng, size, l, v);
         let shapes = Params::shapes(&cfg);
         let mut p64: [Vec<f64>; 6] =
@@ -433,25 +508,71 @@ fn whole_training_step_matches_finite_differences() {
             }
             p
         };
+        let negatives: Vec<u32> = if extras { vec![3, 5, 5, 9] } else { vec![] };
+        let in_q: Vec<f32> = (0..v).map(|i| -1.0 - 0.1 * i as f32).collect();
+        let neg_q: Vec<f32> = (0..v).map(|i| -2.0 + 0.05 * i as f32).collect();
+        let step = StepOptions {
+            remove_accidental_hits: extras,
+            in_batch_log_q: extras.then_some(in_q.as_slice()),
+            negatives: &negatives,
+            negatives_log_q: extras.then_some(neg_q.as_slice()),
+            dropout_input: if extras { 0.3 } else { 0.0 },
+            dropout_output: if extras { 0.2 } else { 0.0 },
+            dropout_seed: 77,
+        };
+        let mut ref_opts = RefOptions {
+            mask_padding,
+            shared,
+            ..RefOptions::default()
+        };
+        if extras {
+            let (mut im, mut om) = (Vec::new(), Vec::new());
+            seqrec::model::dropout_mask(&mut im, v * d, 0.3, 77);
+            seqrec::model::dropout_mask(&mut om, size * d, 0.2, 77 ^ 0x5EED_0F0D_D0D0_5EED);
+            assert!(
+                im.contains(&0.0) && om.contains(&0.0),
+                "the masks drop something"
+            );
+            ref_opts.input_mask = Some(im.iter().map(|&x| x as f64).collect());
+            ref_opts.output_mask = Some(om.iter().map(|&x| x as f64).collect());
+            ref_opts.remove_hits = true;
+            ref_opts.negatives = negatives.clone();
+            ref_opts.in_batch_bias = Some(in_q.iter().map(|&x| -x as f64).collect());
+            ref_opts.negatives_bias = Some(neg_q.iter().map(|&x| -x as f64).collect());
+        }
+        let opts = ForwardOptions {
+            mask_padding,
+            shared_embeddings: shared,
+        };
         let model = Model {
             cfg: &cfg,
             params: &params,
-            opts: ForwardOptions { mask_padding },
+            opts,
             threads,
         };
         let mut grads = Params::zeros(&cfg);
         let mut ws = Workspace::default();
-        let got = model.loss_and_grads(&mut ws, &batch, &mut grads);
-        let want = ref_model_loss(&p64, &batch, v, d, l, mask_padding);
-        assert!((got - want).abs() < 1e-5, "loss {got} vs {want}");
-        let sum = model.loss_sum(&mut ws, &batch);
-        assert!((sum / size as f64 - got).abs() < 1e-6);
+        let got = model.loss_and_grads(&mut ws, &batch, &mut grads, &step);
+        let want = ref_model_loss(&p64, &batch, v, d, l, &ref_opts);
+        assert!(
+            (got - want).abs() < 1e-5,
+            "case {case}: loss {got} vs {want}"
+        );
+        if !extras {
+            let sum = model.loss_sum(&mut ws, &batch);
+            assert!((sum / size as f64 - got).abs() < 1e-6);
+        }
         for (i, g) in grads.tensors().iter().enumerate() {
-            let mut x = p64[i].clone();
             let name = seqrec::model::TENSOR_NAMES[i];
-            check(name, &mut x, g, &mut |x| {
+            if shared && name == "candidate_embedding" {
+                // Unused with a shared table: its gradient went to the query table.
+                assert!(g.iter().all(|&x| x == 0.0));
+                continue;
+            }
+            let mut x = p64[i].clone();
+            check(&format!("case {case} {name}"), &mut x, g, &mut |x| {
                 let saved = std::mem::replace(&mut p64[i], x.to_vec());
-                let loss = ref_model_loss(&p64, &batch, v, d, l, mask_padding);
+                let loss = ref_model_loss(&p64, &batch, v, d, l, &ref_opts);
                 p64[i] = saved;
                 loss
             });

@@ -4,6 +4,7 @@
 mod data_cmd;
 mod evaluate_cmd;
 mod fetch_cmd;
+mod plot;
 mod recommend_cmd;
 mod synth_cmd;
 mod train_cmd;

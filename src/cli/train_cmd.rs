@@ -11,12 +11,13 @@ use serde::Serialize;
 
 use super::recommend_cmd::{demo, print_demo};
 use super::DataArgs;
+use crate::data::Padding;
 use crate::data::Sequences;
 use crate::eval;
 use crate::model::io::{self, ModelMeta, SavedModel, UserHistories, FORMAT, FORMAT_VERSION};
 use crate::model::ModelConfig;
 use crate::retrieval::recommender::Recommender;
-use crate::train::{self, Event, TrainConfig, TrainData, TrainState};
+use crate::train::{self, Event, LrSchedule, Split, TrainConfig, TrainData, TrainState};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -58,6 +59,60 @@ pub struct TrainArgs {
     /// Report HR@10 and NDCG@10 (seen items excluded) on the test examples every N epochs.
     #[arg(long, value_name = "N")]
     pub eval_every: Option<usize>,
+    /// Start from a named set of settings: `parity` (the reference) or `best` (the measured best; see README).
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
+    /// Padding side of short contexts [default: right, as the reference].
+    #[arg(long, value_enum)]
+    pub padding: Option<Padding>,
+    /// Padding steps leave the GRU state unchanged.
+    #[arg(long)]
+    pub mask_padding: bool,
+    /// Shuffle the train examples every epoch (seeded).
+    #[arg(long)]
+    pub shuffle: bool,
+    /// In-batch negatives holding the row's own label get no probability.
+    #[arg(long)]
+    pub remove_accidental_hits: bool,
+    /// Subtract each negative's log sampling probability from its logit.
+    #[arg(long)]
+    pub logq_correction: bool,
+    /// Extra negatives per batch, drawn by popularity^alpha and shared by all rows.
+    #[arg(long, value_name = "N")]
+    pub negatives: Option<usize>,
+    /// The exponent alpha of the extra negatives' sampler [default: 0.75].
+    #[arg(long, value_name = "ALPHA")]
+    pub negative_alpha: Option<f32>,
+    /// One item table for the query input and the candidates.
+    #[arg(long)]
+    pub shared_embeddings: bool,
+    /// Dropout on the input embeddings [default: 0].
+    #[arg(long, value_name = "P")]
+    pub dropout_input: Option<f32>,
+    /// Dropout on the GRU output [default: 0].
+    #[arg(long, value_name = "P")]
+    pub dropout_output: Option<f32>,
+    /// Linear learning-rate warm-up over this many steps [default: 0].
+    #[arg(long, value_name = "STEPS")]
+    pub warmup_steps: Option<usize>,
+    /// Learning-rate decay after warm-up [default: constant].
+    #[arg(long, value_enum)]
+    pub lr_schedule: Option<LrSchedule>,
+    /// The decayed learning rate ends at this fraction of the peak [default: 0].
+    #[arg(long, value_name = "RATIO")]
+    pub min_lr_ratio: Option<f32>,
+    /// Carve a validation split from train (each user's second-to-last item) and keep the epoch with the best validation NDCG@10.
+    #[arg(long)]
+    pub validation: bool,
+    /// Stop after N epochs without a better validation NDCG@10 (needs --validation).
+    #[arg(long, value_name = "N")]
+    pub patience: Option<usize>,
+    /// Draw train/val loss and HR@10/NDCG@10 per epoch into a PNG.
+    #[arg(long, value_name = "FILE.png")]
+    pub plot: Option<PathBuf>,
+    /// Write one JSON line per epoch (losses, metrics, learning rate, seconds).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub log: Option<PathBuf>,
     /// Print the final summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -74,8 +129,26 @@ struct Summary {
     threads: usize,
     data_seconds: f64,
     train_seconds: f64,
+    /// The saved model on the test examples, seen items excluded.
+    test: eval::AtK,
+    /// Its most-popular baseline, the same way.
+    popularity: eval::AtK,
     step_ms_median: f64,
     peak_memory_mib: Option<f64>,
+}
+
+/// The per-epoch figures the plot draws.
+fn lines_for_plot(lines: &[EpochLine]) -> Vec<super::plot::EpochPoint> {
+    lines
+        .iter()
+        .map(|l| super::plot::EpochPoint {
+            epoch: l.epoch,
+            loss: l.loss,
+            val_loss: l.val_loss,
+            hr10: l.valid_hr10.or(l.hr10),
+            ndcg10: l.valid_ndcg10.or(l.ndcg10),
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -87,8 +160,23 @@ struct EpochLine {
     hr10: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ndcg10: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    valid_hr10: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    valid_ndcg10: Option<f64>,
+    learning_rate: f32,
     seconds: f64,
     step_ms_median: f64,
+}
+
+/// Rewrites the whole JSON-lines log atomically (a few lines per epoch).
+fn write_log(path: &std::path::Path, lines: &[EpochLine]) -> Result<()> {
+    let mut out = Vec::new();
+    for l in lines {
+        serde_json::to_writer(&mut out, l)?;
+        out.push(b'\n');
+    }
+    super::recommend_cmd::write_atomically(path, &out)
 }
 
 /// Peak resident memory of this process, from /proc (Linux).
@@ -99,9 +187,15 @@ pub fn peak_memory_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// Defaults, then the config file, then the flags.
+/// Defaults (or the resumed model's settings), then the preset, then the
+/// config file, then the flags.
 fn resolve_config(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
-    let mut cfg = base;
+    let mut cfg = match &args.preset {
+        Some(name) => {
+            TrainConfig::preset(name, base).map_err(|e| anyhow::anyhow!("--preset: {e}"))?
+        }
+        None => base,
+    };
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read the config file", path.display()))?;
@@ -121,6 +215,28 @@ fn resolve_config(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
         seed,
         threads,
         eval_every
+    );
+    flag!(
+        padding,
+        negatives,
+        negative_alpha,
+        dropout_input,
+        dropout_output,
+        warmup_steps,
+        lr_schedule,
+        min_lr_ratio,
+        patience
+    );
+    macro_rules! switch {
+        ($($f:ident),*) => { $( if args.$f { cfg.$f = true; } )* };
+    }
+    switch!(
+        mask_padding,
+        shuffle,
+        remove_accidental_hits,
+        logq_correction,
+        shared_embeddings,
+        validation
     );
     if let Some(l) = args.data.context_len {
         cfg.context_len = l;
@@ -162,7 +278,12 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
     let mut split = args.data.split_config()?;
     split.context_len = cfg.context_len;
     let seqs = Sequences::build(&ds.interactions, split.min_sequence_len)?;
-    let (train_set, test_set) = seqs.split_last();
+    let (train_set, valid_set, test_set) = if cfg.validation {
+        seqs.split_last_two()
+    } else {
+        let (train, test) = seqs.split_last();
+        (train, Default::default(), test)
+    };
     if train_set.is_empty() {
         bail!(
             "{}: no training examples (every user has fewer than {} ratings?)",
@@ -196,6 +317,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
     let data = TrainData {
         seqs: &seqs,
         train: &train_set,
+        valid: &valid_set,
         test: &test_set,
     };
     let steps = train_set.num_batches(cfg.batch_size);
@@ -211,10 +333,11 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
     }
     let mut bar: Option<ProgressBar> = None;
     let mut last_epoch = 0;
+    let mut log_error: Option<anyhow::Error> = None;
     let mut lines = Vec::new();
     let t_train = Instant::now();
     let json = args.json;
-    let ranking = |m: &ModelConfig, p: &crate::model::Params| {
+    let ranking = |m: &ModelConfig, p: &crate::model::Params, split: Split| {
         let rec = Recommender::from_parts(
             *m,
             p.clone(),
@@ -223,7 +346,11 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
             cfg.forward_options().mask_padding,
             UserHistories::default(),
         );
-        let r = eval::evaluate(&rec, &seqs, &train_set, &test_set, &[10]);
+        let examples = match split {
+            Split::Validation => &valid_set,
+            Split::Test => &test_set,
+        };
+        let r = eval::evaluate(&rec, &seqs, &train_set, examples, &[10]);
         (r.model.seen_excluded[0].hr, r.model.seen_excluded[0].ndcg)
     };
     pool.install(|| {
@@ -264,10 +391,13 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
                         b.finish_and_clear();
                     }
                     if !json {
-                        let ranking = match (r.hr10, r.ndcg10) {
-                            (Some(h), Some(n)) => format!("  HR@10 {h:.4}  NDCG@10 {n:.4}"),
-                            _ => String::new(),
-                        };
+                        let mut ranking = String::new();
+                        if let (Some(h), Some(n)) = (r.valid_hr10, r.valid_ndcg10) {
+                            ranking += &format!("  valid HR@10 {h:.4}  NDCG@10 {n:.4}");
+                        }
+                        if let (Some(h), Some(n)) = (r.hr10, r.ndcg10) {
+                            ranking += &format!("  HR@10 {h:.4}  NDCG@10 {n:.4}");
+                        }
                         println!(
                             "epoch {}/{}  loss {:.4}  val_loss {:.4}{}  {:.1} s",
                             r.epoch, last_epoch, r.loss, r.val_loss, ranking, r.seconds
@@ -279,14 +409,23 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
                         val_loss: r.val_loss,
                         hr10: r.hr10,
                         ndcg10: r.ndcg10,
+                        valid_hr10: r.valid_hr10,
+                        valid_ndcg10: r.valid_ndcg10,
+                        learning_rate: r.learning_rate,
                         seconds: r.seconds,
                         step_ms_median: r.step_ms_median,
                     });
+                    if let Some(path) = &args.log {
+                        log_error = log_error.take().or_else(|| write_log(path, &lines).err());
+                    }
                 }
             },
         )
     });
     let train_seconds = t_train.elapsed().as_secs_f64();
+    if let Some(e) = log_error {
+        return Err(e.context("--log: cannot write the log"));
+    }
 
     cfg.epochs = state.history.len();
     let meta = ModelMeta {
@@ -310,6 +449,11 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
     let saved = SavedModel { meta, state, users };
     io::save(&args.out, &saved)?;
 
+    let rec = Recommender::new(saved);
+    let final_eval = pool.install(|| eval::evaluate(&rec, &seqs, &train_set, &test_set, &[10]));
+    if let Some(path) = &args.plot {
+        super::plot::draw(path, &lines_for_plot(&lines))?;
+    }
     let mut medians: Vec<f64> = lines.iter().map(|l| l.step_ms_median).collect();
     medians.sort_by(|a, b| a.total_cmp(b));
     let summary = Summary {
@@ -323,6 +467,8 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         train_seconds,
         step_ms_median: medians.get(medians.len() / 2).copied().unwrap_or(0.0),
         peak_memory_mib: peak_memory_mib(),
+        test: final_eval.model.seen_excluded[0],
+        popularity: final_eval.popularity.seen_excluded[0],
         epochs: lines,
     };
     if args.json {
@@ -337,8 +483,11 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
             summary.peak_memory_mib.unwrap_or(f64::NAN)
         );
         println!("model written to {}", summary.model);
+        println!(
+            "test (seen items excluded): HR@10 {:.4}  NDCG@10 {:.4}  MRR@10 {:.4}   most popular: HR@10 {:.4}  NDCG@10 {:.4}",
+            summary.test.hr, summary.test.ndcg, summary.test.mrr, summary.popularity.hr, summary.popularity.ndcg
+        );
         // The reference ends with this demo; `seqrec recommend MODEL --demo` repeats it.
-        let rec = Recommender::new(saved);
         let (watched, recommended) = demo(&rec)?;
         print_demo(&watched, &recommended);
     }

@@ -132,6 +132,33 @@ impl Sequences {
     }
 }
 
+impl Sequences {
+    /// The split with a validation set carved from train: each user's
+    /// second-to-last item is their validation label, the last stays the
+    /// test label, and the rest train. Users whose sequence is too short to
+    /// give all three keep their examples in train and test only.
+    pub fn split_last_two(&self) -> (ExampleSet, ExampleSet, ExampleSet) {
+        let mut train = Vec::with_capacity(self.items.len());
+        let mut valid = Vec::with_capacity(self.len());
+        let mut test = Vec::with_capacity(self.len());
+        for s in 0..self.len() {
+            let (a, b) = (self.offsets[s], self.offsets[s + 1]);
+            if b - a >= 3 {
+                train.extend(a + 1..b - 2);
+                valid.push(b - 2);
+            } else {
+                train.extend(a + 1..b - 1);
+            }
+            test.push(b - 1);
+        }
+        (
+            ExampleSet { label_pos: train },
+            ExampleSet { label_pos: valid },
+            ExampleSet { label_pos: test },
+        )
+    }
+}
+
 /// A list of examples, each the position of its label in `Sequences::items`.
 #[derive(Debug, Clone, Default)]
 pub struct ExampleSet {

@@ -164,6 +164,51 @@ pub fn orthogonal(rng: &mut impl Rng, rows: usize, cols: usize) -> Vec<f32> {
 pub struct ForwardOptions {
     /// Padding steps leave the GRU state unchanged (off in parity mode).
     pub mask_padding: bool,
+    /// Candidates are scored with the query tower's item embedding (one
+    /// table for both towers, GRU4Rec's "constrained embedding").
+    pub shared_embeddings: bool,
+}
+
+/// What a training step adds to the reference's loss; `Default` is the
+/// reference (plain in-batch softmax, no dropout).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepOptions<'a> {
+    /// In-batch negatives that carry the row's own label get no probability.
+    pub remove_accidental_hits: bool,
+    /// log Q(id) of the in-batch sampler (label frequency), subtracted from
+    /// each in-batch column's logit (logQ correction).
+    pub in_batch_log_q: Option<&'a [f32]>,
+    /// Extra negatives shared by every row, scored after the in-batch ones.
+    pub negatives: &'a [u32],
+    /// log Q(id) of the extra negatives' sampler, subtracted from their logits.
+    pub negatives_log_q: Option<&'a [f32]>,
+    /// Dropout on the input embedding table's entries (a mask per item row
+    /// and dimension, shared within the batch, so the projection stays per
+    /// vocabulary row).
+    pub dropout_input: f32,
+    /// Dropout on the GRU's output (the query embeddings).
+    pub dropout_output: f32,
+    /// Seeds this step's dropout masks.
+    pub dropout_seed: u64,
+}
+
+/// A keep-mask scaled by `1 / (1 - p)`, from a counter-based hash so it is
+/// the same whatever the thread count.
+pub fn dropout_mask(out: &mut Vec<f32>, n: usize, p: f32, seed: u64) {
+    let keep = 1.0 / (1.0 - p);
+    let threshold = (p as f64 * u32::MAX as f64) as u32;
+    out.clear();
+    out.extend((0..n as u64).map(|i| {
+        let mut z = seed.wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        if (z >> 32) as u32 >= threshold {
+            keep
+        } else {
+            0.0
+        }
+    }));
 }
 
 /// Seconds spent in each phase of `loss_and_grads`, summed over calls (for
@@ -183,6 +228,11 @@ pub struct PhaseTimes {
 pub struct Workspace {
     pub times: PhaseTimes,
     projected: Vec<f32>,
+    input_mask: Vec<f32>,
+    dropped_embedding: Vec<f32>,
+    output_mask: Vec<f32>,
+    column_ids: Vec<u32>,
+    column_bias: Vec<f32>,
     d_projected: Vec<f32>,
     queries: Vec<f32>,
     candidates: Vec<f32>,
@@ -263,11 +313,18 @@ pub struct Model<'a> {
 }
 
 impl Model<'_> {
-    fn prepare(&self, ws: &mut Workspace, batch: &Batch) {
+    /// Projects the input table (through `dropped_embedding` when input
+    /// dropout is on) and splits the batch into per-thread chunks.
+    fn prepare(&self, ws: &mut Workspace, batch: &Batch, input_dropout: bool) {
         let (v, d) = (self.cfg.vocab_size, self.cfg.dim);
         ws.projected.resize(v * 3 * d, 0.0);
+        let table = if input_dropout {
+            &ws.dropped_embedding
+        } else {
+            &self.params.query_embedding
+        };
         embedding::project_table(
-            &self.params.query_embedding,
+            table,
             &self.params.kernel,
             &self.params.input_bias,
             d,
@@ -276,27 +333,41 @@ impl Model<'_> {
         );
         let ranges = row_ranges(batch.size, self.threads);
         ws.chunks.resize_with(ranges.len(), ChunkState::default);
+        ws.chunks.truncate(ranges.len());
         for (c, r) in ws.chunks.iter_mut().zip(ranges) {
             c.rows = r;
         }
     }
 
-    /// The query tower: writes `batch.size x dim` embeddings into `out`.
-    pub fn encode(&self, ws: &mut Workspace, batch: &Batch, out: &mut Vec<f32>) {
+    fn run_chunks(&self, ws: &mut Workspace, batch: &Batch, out: &mut Vec<f32>) {
         let d = self.cfg.dim;
-        self.prepare(ws, batch);
         let projected = &ws.projected;
         ws.chunks
             .par_iter_mut()
             .for_each(|c| c.forward(batch, projected, self.params, self.cfg, self.opts));
         out.resize(batch.size * d, 0.0);
-        let shape = |c: &ChunkState| GruShape {
-            batch: c.rows.len(),
-            steps: self.cfg.context_len,
-            hidden: d,
-        };
         for c in &ws.chunks {
-            out[c.rows.start * d..c.rows.end * d].copy_from_slice(c.cache.output(shape(c)));
+            let shape = GruShape {
+                batch: c.rows.len(),
+                steps: self.cfg.context_len,
+                hidden: d,
+            };
+            out[c.rows.start * d..c.rows.end * d].copy_from_slice(c.cache.output(shape));
+        }
+    }
+
+    /// The query tower: writes `batch.size x dim` embeddings into `out`.
+    pub fn encode(&self, ws: &mut Workspace, batch: &Batch, out: &mut Vec<f32>) {
+        self.prepare(ws, batch, false);
+        self.run_chunks(ws, batch, out);
+    }
+
+    /// The table candidates are scored against.
+    fn candidate_table(&self) -> &[f32] {
+        if self.opts.shared_embeddings {
+            &self.params.query_embedding
+        } else {
+            &self.params.candidate_embedding
         }
     }
 
@@ -307,12 +378,7 @@ impl Model<'_> {
         let mut queries = std::mem::take(&mut ws.queries);
         self.encode(ws, batch, &mut queries);
         ws.candidates.resize(batch.size * d, 0.0);
-        embedding::gather_rows(
-            &self.params.candidate_embedding,
-            d,
-            &batch.labels,
-            &mut ws.candidates,
-        );
+        embedding::gather_rows(self.candidate_table(), d, &batch.labels, &mut ws.candidates);
         let inputs = LossInputs {
             q: &queries,
             c: &ws.candidates,
@@ -327,32 +393,89 @@ impl Model<'_> {
         loss
     }
 
-    /// Forward and backward of the mean in-batch softmax loss: writes the
-    /// gradient of every parameter into `grads` and returns the mean loss.
-    pub fn loss_and_grads(&self, ws: &mut Workspace, batch: &Batch, grads: &mut Params) -> f64 {
+    /// Forward and backward of the mean loss: writes the gradient of every
+    /// parameter into `grads` and returns the mean loss. `StepOptions::default()`
+    /// is the reference's step.
+    pub fn loss_and_grads(
+        &self,
+        ws: &mut Workspace,
+        batch: &Batch,
+        grads: &mut Params,
+        step: &StepOptions,
+    ) -> f64 {
         let (v, d, l) = (self.cfg.vocab_size, self.cfg.dim, self.cfg.context_len);
         let n = batch.size;
         let t0 = std::time::Instant::now();
+        let input_dropout = step.dropout_input > 0.0;
+        if input_dropout {
+            dropout_mask(
+                &mut ws.input_mask,
+                v * d,
+                step.dropout_input,
+                step.dropout_seed,
+            );
+            ws.dropped_embedding.clear();
+            ws.dropped_embedding.extend(
+                self.params
+                    .query_embedding
+                    .iter()
+                    .zip(&ws.input_mask)
+                    .map(|(e, m)| e * m),
+            );
+        }
         let mut queries = std::mem::take(&mut ws.queries);
-        self.encode(ws, batch, &mut queries);
+        self.prepare(ws, batch, input_dropout);
+        self.run_chunks(ws, batch, &mut queries);
+        let output_dropout = step.dropout_output > 0.0;
+        if output_dropout {
+            dropout_mask(
+                &mut ws.output_mask,
+                n * d,
+                step.dropout_output,
+                step.dropout_seed ^ 0x5EED_0F0D_D0D0_5EED,
+            );
+            for (q, m) in queries.iter_mut().zip(&ws.output_mask) {
+                *q *= m;
+            }
+        }
         let t1 = std::time::Instant::now();
-        ws.candidates.resize(n * d, 0.0);
+
+        // Columns: the batch's labels, then the shared extra negatives.
+        ws.column_ids.clear();
+        ws.column_ids.extend_from_slice(&batch.labels);
+        ws.column_ids.extend_from_slice(step.negatives);
+        let cols = ws.column_ids.len();
+        ws.candidates.resize(cols * d, 0.0);
         embedding::gather_rows(
-            &self.params.candidate_embedding,
+            self.candidate_table(),
             d,
-            &batch.labels,
+            &ws.column_ids,
             &mut ws.candidates,
         );
+        let with_bias = step.in_batch_log_q.is_some() || step.negatives_log_q.is_some();
+        if with_bias {
+            ws.column_bias.clear();
+            for (j, &id) in ws.column_ids.iter().enumerate() {
+                let log_q = if j < n {
+                    step.in_batch_log_q
+                } else {
+                    step.negatives_log_q
+                };
+                ws.column_bias.push(log_q.map_or(0.0, |q| -q[id as usize]));
+            }
+        }
         ws.d_queries.resize(n * d, 0.0);
-        ws.d_candidates.resize(n * d, 0.0);
+        ws.d_candidates.resize(cols * d, 0.0);
         let inputs = LossInputs {
             q: &queries,
             c: &ws.candidates,
             rows: n,
-            cols: n,
+            cols,
             d,
-            column_ids: None,
-            column_bias: None,
+            column_ids: step
+                .remove_accidental_hits
+                .then_some(ws.column_ids.as_slice()),
+            column_bias: with_bias.then_some(ws.column_bias.as_slice()),
         };
         let scale = 1.0 / n.max(1) as f32;
         let loss_sum = loss::in_batch_softmax(
@@ -365,13 +488,18 @@ impl Model<'_> {
             self.threads,
         );
         ws.queries = queries;
+        if output_dropout {
+            for (g, m) in ws.d_queries.iter_mut().zip(&ws.output_mask) {
+                *g *= m;
+            }
+        }
         let t2 = std::time::Instant::now();
 
         grads.candidate_embedding.fill(0.0);
         embedding::scatter_add_rows(
             &mut grads.candidate_embedding,
             d,
-            &batch.labels,
+            &ws.column_ids,
             &ws.d_candidates,
         );
 
@@ -418,8 +546,13 @@ impl Model<'_> {
         grads.query_embedding.fill(0.0);
         grads.kernel.fill(0.0);
         grads.input_bias.fill(0.0);
+        let table = if input_dropout {
+            &ws.dropped_embedding
+        } else {
+            &params.query_embedding
+        };
         embedding::project_table_backward(
-            &params.query_embedding,
+            table,
             &params.kernel,
             &ws.d_projected,
             d,
@@ -428,6 +561,15 @@ impl Model<'_> {
             &mut grads.input_bias,
             self.threads,
         );
+        if input_dropout {
+            for (g, m) in grads.query_embedding.iter_mut().zip(&ws.input_mask) {
+                *g *= m;
+            }
+        }
+        if self.opts.shared_embeddings {
+            kernels::add_assign(&mut grads.query_embedding, &grads.candidate_embedding);
+            grads.candidate_embedding.fill(0.0);
+        }
         let t3 = std::time::Instant::now();
         ws.times.forward += (t1 - t0).as_secs_f64();
         ws.times.loss += (t2 - t1).as_secs_f64();

@@ -9,7 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::batches::{fill_batch, Padding, WindowSpec};
 use crate::data::{Batch, ExampleSet, Sequences};
-use crate::model::{ForwardOptions, Model, ModelConfig, Params, Workspace};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::model::{ForwardOptions, Model, ModelConfig, Params, StepOptions, Workspace};
 use adamw::{AdamW, AdamWConfig};
 
 /// Every hyper-parameter of a training run. The defaults are the reference's;
@@ -32,6 +36,49 @@ pub struct TrainConfig {
     pub threads: usize,
     /// Report HR@10 and NDCG@10 on the test examples every this many epochs (0: never).
     pub eval_every: usize,
+
+    // Beyond the reference: each off by default (parity).
+    /// Which side of a short context the padding goes.
+    pub padding: Padding,
+    /// Padding steps leave the GRU state unchanged.
+    pub mask_padding: bool,
+    /// Shuffle the train examples every epoch (seeded).
+    pub shuffle: bool,
+    /// In-batch negatives that carry the row's own label get no probability.
+    pub remove_accidental_hits: bool,
+    /// Subtract log Q (the sampling probability) from every negative's logit.
+    pub logq_correction: bool,
+    /// Extra negatives per batch, shared by every row (GRU4Rec's n_sample).
+    pub negatives: usize,
+    /// Extra negatives are drawn in proportion to popularity^alpha (sample_alpha).
+    pub negative_alpha: f32,
+    /// One item table for the query input and the candidates.
+    pub shared_embeddings: bool,
+    /// Dropout on the input embeddings.
+    pub dropout_input: f32,
+    /// Dropout on the GRU output.
+    pub dropout_output: f32,
+    /// Linear warm-up of the learning rate over this many steps.
+    pub warmup_steps: usize,
+    /// Learning-rate decay after warm-up.
+    pub lr_schedule: LrSchedule,
+    /// The decayed learning rate ends at this fraction of the peak.
+    pub min_lr_ratio: f32,
+    /// Carve a validation set from train (each user's second-to-last item)
+    /// and keep the epoch with the best validation NDCG@10.
+    pub validation: bool,
+    /// Stop after this many epochs without a better validation NDCG@10 (0: never).
+    pub patience: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// The reference: one learning rate throughout.
+    #[default]
+    Constant,
+    Linear,
+    Cosine,
 }
 
 impl Default for TrainConfig {
@@ -51,6 +98,21 @@ impl Default for TrainConfig {
             seed: 42,
             threads: 0,
             eval_every: 0,
+            padding: Padding::Right,
+            mask_padding: false,
+            shuffle: false,
+            remove_accidental_hits: false,
+            logq_correction: false,
+            negatives: 0,
+            negative_alpha: 0.75,
+            shared_embeddings: false,
+            dropout_input: 0.0,
+            dropout_output: 0.0,
+            warmup_steps: 0,
+            lr_schedule: LrSchedule::Constant,
+            min_lr_ratio: 0.0,
+            validation: false,
+            patience: 0,
         }
     }
 }
@@ -69,12 +131,67 @@ impl TrainConfig {
     pub fn window(&self) -> WindowSpec {
         WindowSpec {
             context_len: self.context_len,
-            padding: Padding::Right,
+            padding: self.padding,
         }
     }
 
     pub fn forward_options(&self) -> ForwardOptions {
-        ForwardOptions::default()
+        ForwardOptions {
+            mask_padding: self.mask_padding,
+            shared_embeddings: self.shared_embeddings,
+        }
+    }
+
+    /// A named starting point, applied over `base`: `parity` is the
+    /// reference; `best` is the combination that measured best (README,
+    /// "Training better than the reference").
+    pub fn preset(name: &str, base: TrainConfig) -> Result<TrainConfig, String> {
+        match name {
+            "parity" => Ok(TrainConfig {
+                seed: base.seed,
+                threads: base.threads,
+                ..TrainConfig::default()
+            }),
+            "best" => Ok(TrainConfig {
+                epochs: 20,
+                batch_size: 256,
+                learning_rate: 0.003,
+                padding: Padding::Left,
+                mask_padding: true,
+                shuffle: true,
+                remove_accidental_hits: true,
+                logq_correction: true,
+                negatives: 256,
+                negative_alpha: 0.75,
+                dropout_input: 0.1,
+                dropout_output: 0.1,
+                warmup_steps: 100,
+                lr_schedule: LrSchedule::Cosine,
+                min_lr_ratio: 0.05,
+                validation: true,
+                patience: 4,
+                ..base
+            }),
+            other => Err(format!("unknown preset {other:?}: expected parity or best")),
+        }
+    }
+
+    /// The learning rate at `step` (0-based) of `total` steps.
+    pub fn learning_rate_at(&self, step: usize, total: usize) -> f32 {
+        let peak = self.learning_rate;
+        if step < self.warmup_steps {
+            return peak * (step + 1) as f32 / self.warmup_steps as f32;
+        }
+        let span = total.saturating_sub(self.warmup_steps).max(1) as f32;
+        let progress = ((step - self.warmup_steps) as f32 / span).min(1.0);
+        let floor = peak * self.min_lr_ratio;
+        match self.lr_schedule {
+            LrSchedule::Constant => peak,
+            LrSchedule::Linear => floor + (peak - floor) * (1.0 - progress),
+            LrSchedule::Cosine => {
+                floor + (peak - floor) * 0.5 * (1.0 + (std::f32::consts::PI * progress).cos())
+            }
+        }
     }
 
     /// Says which value is out of range, by its flag/key name.
@@ -103,6 +220,37 @@ impl TrainConfig {
                 return Err(format!("{name}: expected a finite number >= 0, found {v}"));
             }
         }
+        for (name, p) in [
+            ("dropout_input", self.dropout_input),
+            ("dropout_output", self.dropout_output),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(format!(
+                    "{name}: expected a probability in [0, 1), found {p}"
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
+            return Err(format!(
+                "min_lr_ratio: expected a value in [0, 1], found {}",
+                self.min_lr_ratio
+            ));
+        }
+        if !self.negative_alpha.is_finite() || self.negative_alpha < 0.0 {
+            return Err(format!(
+                "negative_alpha: expected a finite number >= 0, found {}",
+                self.negative_alpha
+            ));
+        }
+        if self.negatives > 1_000_000 {
+            return Err(format!(
+                "negatives: expected at most 1000000, found {}",
+                self.negatives
+            ));
+        }
+        if self.patience > 0 && !self.validation {
+            return Err("patience: early stopping needs validation = true (--validation)".into());
+        }
         if self.beta_1 >= 1.0 || self.beta_2 >= 1.0 {
             return Err("beta_1 and beta_2: expected values below 1".into());
         }
@@ -128,6 +276,14 @@ pub struct EpochReport {
     pub hr10: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ndcg10: Option<f64>,
+    /// HR@10 and NDCG@10 on the validation split, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_hr10: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_ndcg10: Option<f64>,
+    /// The peak learning rate of the epoch's last step.
+    #[serde(default)]
+    pub learning_rate: f32,
     #[serde(skip)]
     pub seconds: f64,
     #[serde(skip)]
@@ -173,6 +329,8 @@ pub enum Event<'a> {
 pub struct TrainData<'a> {
     pub seqs: &'a Sequences,
     pub train: &'a ExampleSet,
+    /// Carved from train (`--validation`); empty otherwise.
+    pub valid: &'a ExampleSet,
     pub test: &'a ExampleSet,
 }
 
@@ -195,12 +353,87 @@ pub fn mean_loss(
     total / examples.len().max(1) as f64
 }
 
-/// Ranking metrics of the current parameters, `(HR@10, NDCG@10)`; given by
-/// the caller so that training does not depend on retrieval.
-pub type MetricsHook<'a> = &'a dyn Fn(&ModelConfig, &Params) -> (f64, f64);
+/// Which examples a metrics hook ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Validation,
+    Test,
+}
+
+/// Ranking metrics of the current parameters, `(HR@10, NDCG@10)` with seen
+/// items excluded; given by the caller so that training does not depend on
+/// retrieval.
+pub type MetricsHook<'a> = &'a dyn Fn(&ModelConfig, &Params, Split) -> (f64, f64);
+
+/// The label frequencies of `examples`, and their logs as sampling
+/// probabilities (for logQ correction).
+struct Sampler {
+    /// log Q of an in-batch negative: its share of the train labels.
+    in_batch_log_q: Vec<f32>,
+    /// Cumulative distribution of popularity^alpha over ids.
+    cumulative: Vec<f64>,
+    /// log of the same distribution.
+    negative_log_q: Vec<f32>,
+}
+
+impl Sampler {
+    fn new(seqs: &Sequences, train: &ExampleSet, vocab: usize, alpha: f32) -> Sampler {
+        let mut counts = vec![0.0f64; vocab];
+        for &p in &train.label_pos {
+            counts[seqs.items[p as usize] as usize] += 1.0;
+        }
+        let total: f64 = counts.iter().sum::<f64>().max(1.0);
+        // Ids never seen as a label are never in-batch negatives; give them
+        // the smallest observed share so their (unused) log stays finite.
+        let smallest = counts
+            .iter()
+            .copied()
+            .filter(|&c| c > 0.0)
+            .fold(f64::INFINITY, f64::min);
+        let in_batch_log_q = counts
+            .iter()
+            .map(|&c| (c.max(smallest.min(1.0)) / total).ln() as f32)
+            .collect();
+        let weights: Vec<f64> = counts
+            .iter()
+            .map(|&c| if c > 0.0 { c.powf(alpha as f64) } else { 0.0 })
+            .collect();
+        let wsum: f64 = weights.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+        let mut acc = 0.0;
+        let cumulative = weights
+            .iter()
+            .map(|w| {
+                acc += w / wsum;
+                acc
+            })
+            .collect();
+        let negative_log_q = weights
+            .iter()
+            .map(|&w| ((w / wsum).max(1e-30)).ln() as f32)
+            .collect();
+        Sampler {
+            in_batch_log_q,
+            cumulative,
+            negative_log_q,
+        }
+    }
+
+    fn draw(&self, rng: &mut ChaCha8Rng, n: usize, out: &mut Vec<u32>) {
+        out.clear();
+        for _ in 0..n {
+            let u: f64 = rng.random();
+            let id = self
+                .cumulative
+                .partition_point(|&c| c < u)
+                .min(self.cumulative.len() - 1);
+            out.push(id as u32);
+        }
+    }
+}
 
 /// Trains `state` for `cfg.epochs` more epochs. Must run inside a rayon pool
-/// of `threads` threads.
+/// of `threads` threads. With a validation split, the parameters that end in
+/// `state` are those of the epoch with the best validation NDCG@10.
 pub fn fit(
     state: &mut TrainState,
     data: &TrainData,
@@ -216,6 +449,26 @@ pub fn fit(
     let steps = data.train.num_batches(cfg.batch_size);
     let first = state.history.len() + 1;
     let last = state.history.len() + cfg.epochs;
+    let total_steps = steps * last;
+    let sampler = (cfg.logq_correction || cfg.negatives > 0).then(|| {
+        Sampler::new(
+            data.seqs,
+            data.train,
+            state.model.vocab_size,
+            cfg.negative_alpha,
+        )
+    });
+    let mut negatives = Vec::new();
+    let mut order = data.train.label_pos.clone();
+    let validating = cfg.validation && !data.valid.is_empty() && metrics.is_some();
+    let mut best: Option<(f64, Params)> = None;
+    let mut since_best = 0usize;
+    if cfg.shared_embeddings {
+        state
+            .params
+            .candidate_embedding
+            .clone_from(&state.params.query_embedding);
+    }
     for epoch in first..=last {
         on_event(Event::EpochStart {
             epoch,
@@ -226,19 +479,53 @@ pub fn fit(
         let mut loss_sum = 0.0;
         let mut seen = 0usize;
         let mut step_ms = Vec::with_capacity(steps);
-        for (step, chunk) in data.train.label_pos.chunks(cfg.batch_size).enumerate() {
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            cfg.seed ^ (epoch as u64).wrapping_mul(0xA24B_AED4_963E_E407),
+        );
+        if cfg.shuffle {
+            // From the file order each epoch, so a resumed run shuffles as
+            // an uninterrupted one would.
+            order.copy_from_slice(&data.train.label_pos);
+            order.shuffle(&mut rng);
+        }
+        let mut lr = cfg.learning_rate;
+        for (step, chunk) in order.chunks(cfg.batch_size).enumerate() {
             let ts = Instant::now();
+            let global_step = (epoch - 1) * steps + step;
             fill_batch(data.seqs, chunk, window, &mut batch);
+            if let (Some(s), true) = (&sampler, cfg.negatives > 0) {
+                s.draw(&mut rng, cfg.negatives, &mut negatives);
+            }
+            let options = StepOptions {
+                remove_accidental_hits: cfg.remove_accidental_hits,
+                in_batch_log_q: sampler
+                    .as_ref()
+                    .filter(|_| cfg.logq_correction)
+                    .map(|s| s.in_batch_log_q.as_slice()),
+                negatives: &negatives,
+                negatives_log_q: sampler
+                    .as_ref()
+                    .filter(|_| cfg.logq_correction)
+                    .map(|s| s.negative_log_q.as_slice()),
+                dropout_input: cfg.dropout_input,
+                dropout_output: cfg.dropout_output,
+                dropout_seed: cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ global_step as u64,
+            };
             let model = Model {
                 cfg: &state.model,
                 params: &state.params,
                 opts: cfg.forward_options(),
                 threads,
             };
-            let loss = model.loss_and_grads(&mut ws, &batch, &mut grads);
-            state
-                .optimizer
-                .apply(&mut state.params, &grads, cfg.learning_rate);
+            let loss = model.loss_and_grads(&mut ws, &batch, &mut grads, &options);
+            lr = cfg.learning_rate_at(global_step, total_steps);
+            state.optimizer.apply(&mut state.params, &grads, lr);
+            if cfg.shared_embeddings {
+                state
+                    .params
+                    .candidate_embedding
+                    .clone_from(&state.params.query_embedding);
+            }
             loss_sum += loss * batch.size as f64;
             seen += batch.size;
             step_ms.push(ts.elapsed().as_secs_f64() * 1e3);
@@ -262,22 +549,43 @@ pub fn fit(
             window,
         );
         step_ms.sort_by(|a, b| a.total_cmp(b));
-        let ranking = match metrics {
+        let test_ranking = match metrics {
             Some(f) if cfg.eval_every > 0 && epoch % cfg.eval_every == 0 => {
-                Some(f(&state.model, &state.params))
+                Some(f(&state.model, &state.params, Split::Test))
             }
+            _ => None,
+        };
+        let valid_ranking = match metrics {
+            Some(f) if validating => Some(f(&state.model, &state.params, Split::Validation)),
             _ => None,
         };
         let report = EpochReport {
             epoch,
             loss: loss_sum / seen.max(1) as f64,
             val_loss,
-            hr10: ranking.map(|r| r.0),
-            ndcg10: ranking.map(|r| r.1),
+            hr10: test_ranking.map(|r| r.0),
+            ndcg10: test_ranking.map(|r| r.1),
+            valid_hr10: valid_ranking.map(|r| r.0),
+            valid_ndcg10: valid_ranking.map(|r| r.1),
+            learning_rate: lr,
             seconds: t0.elapsed().as_secs_f64(),
             step_ms_median: step_ms.get(step_ms.len() / 2).copied().unwrap_or(0.0),
         };
         on_event(Event::EpochEnd(&report));
         state.history.push(report);
+        if let Some((_, ndcg)) = valid_ranking {
+            if best.as_ref().is_none_or(|(b, _)| ndcg > *b) {
+                best = Some((ndcg, state.params.clone()));
+                since_best = 0;
+            } else {
+                since_best += 1;
+                if cfg.patience > 0 && since_best >= cfg.patience {
+                    break;
+                }
+            }
+        }
+    }
+    if let Some((_, params)) = best {
+        state.params = params;
     }
 }
