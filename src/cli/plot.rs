@@ -59,6 +59,7 @@ fn panel(
     chart
         .configure_mesh()
         .x_desc("epoch")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .draw()
         .map_err(|e| plot_error(path, e))?;
     for &(name, color, get) in series {

@@ -133,6 +133,8 @@ struct Summary {
     test: eval::AtK,
     /// Its most-popular baseline, the same way.
     popularity: eval::AtK,
+    /// The saved model on the test examples, every item a candidate.
+    test_all_items: eval::AtK,
     step_ms_median: f64,
     peak_memory_mib: Option<f64>,
 }
@@ -469,6 +471,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         peak_memory_mib: peak_memory_mib(),
         test: final_eval.model.seen_excluded[0],
         popularity: final_eval.popularity.seen_excluded[0],
+        test_all_items: final_eval.model.all_items[0],
         epochs: lines,
     };
     if args.json {
