@@ -19,7 +19,11 @@ synth=${SYNTH:-data/synth-ml1m}
 datasets=${DATASETS:-"ml100k synth"}
 
 cargo build --release --quiet
-bin=$root/target/release/seqrec
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# A private copy, so a rebuild during the runs cannot change what is measured.
+cp "$root/target/release/seqrec" "$work/seqrec"
+bin=$work/seqrec
 [[ -s $ml100k/ratings.dat ]] || ../shared/tools/get-ml100k "$ml100k"
 [[ -s $synth/ratings.dat ]] || "$bin" --quiet synth "$synth"
 
@@ -38,8 +42,6 @@ configs=(
   "preset best|--preset best"
 )
 
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 results=$work/results.jsonl
 for ds in $datasets; do
   case $ds in

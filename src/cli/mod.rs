@@ -12,7 +12,7 @@ mod train_cmd;
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::data::readers::GenericFormat;
 use crate::data::{download, DataSource, ReadOptions, SplitConfig};
@@ -173,7 +173,16 @@ impl DataArgs {
 /// Runs the command line; returns the process exit code. Errors print to
 /// stderr with their chain of causes.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    // A flag given twice takes its last value, in every subcommand (so a
+    // script can append overrides to a fixed command line).
+    let command = Cli::command().mut_subcommands(|s| {
+        s.args_override_self(true)
+            .mut_subcommands(|s| s.args_override_self(true))
+    });
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match run(cli) {
         Ok(()) => 0,
         Err(e) => {

@@ -1,0 +1,253 @@
+//! The training options beyond the reference: each changes what it should,
+//! and leaves parity alone when off. (Their maths is checked against finite
+//! differences in gradcheck.rs.)
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use seqrec::data::readers::{GenericFormat, ReadOptions};
+use seqrec::data::{source, Sequences};
+use seqrec::model::io;
+use seqrec::train::{LrSchedule, TrainConfig};
+
+fn seqrec(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_seqrec"))
+        .args(args)
+        .output()
+        .expect("seqrec runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = seqrec(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn synthetic(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    ok(&[
+        "--quiet",
+        "synth",
+        data.to_str().unwrap(),
+        "--users",
+        "300",
+        "--items",
+        "200",
+        "--ratings",
+        "30000",
+        "--seed",
+        "2",
+    ]);
+    data
+}
+
+fn train(data: &Path, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "--quiet",
+        "train",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "256",
+        "--embedding-dim",
+        "8",
+        "--threads",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    ok(&args)
+}
+
+#[test]
+fn every_option_changes_the_model_and_is_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path());
+    let base = dir.path().join("base");
+    train(&data, &base, &[]);
+    let base_bytes = fs::read(&base).unwrap();
+    let options: [&[&str]; 11] = [
+        &["--padding", "left"],
+        &["--mask-padding"],
+        &["--shuffle"],
+        &["--remove-accidental-hits"],
+        &["--logq-correction"],
+        &["--negatives", "32"],
+        &["--shared-embeddings"],
+        &["--dropout-input", "0.2"],
+        &["--dropout-output", "0.2"],
+        &["--warmup-steps", "5", "--lr-schedule", "cosine"],
+        &["--validation"],
+    ];
+    for opt in options {
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        train(&data, &a, opt);
+        train(&data, &b, opt);
+        let bytes = fs::read(&a).unwrap();
+        assert_eq!(bytes, fs::read(&b).unwrap(), "{opt:?} is not deterministic");
+        let ma = io::load(&a).unwrap();
+        let mb = io::load(&base).unwrap();
+        assert_ne!(ma.state.params, mb.state.params, "{opt:?} changed nothing");
+    }
+    // Options off is the reference, byte for byte.
+    let again = dir.path().join("again");
+    train(&data, &again, &["--preset", "parity"]);
+    assert_eq!(fs::read(&again).unwrap(), base_bytes);
+}
+
+#[test]
+fn shared_embeddings_save_one_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path());
+    let m = dir.path().join("m");
+    train(&data, &m, &["--shared-embeddings"]);
+    let model = io::load(&m).unwrap();
+    assert_eq!(
+        model.state.params.query_embedding,
+        model.state.params.candidate_embedding
+    );
+    assert!(model.meta.train.shared_embeddings);
+}
+
+#[test]
+fn early_stopping_keeps_the_best_epoch_and_never_reads_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path());
+    let m = dir.path().join("m");
+    // With a learning rate of 0 nothing improves after the first epoch: the
+    // run stops after 1 + patience epochs.
+    let out = train(
+        &data,
+        &m,
+        &[
+            "--validation",
+            "--patience",
+            "2",
+            "--epochs",
+            "10",
+            "--learning-rate",
+            "0",
+        ],
+    );
+    let model = io::load(&m).unwrap();
+    assert_eq!(model.state.history.len(), 3, "{out}");
+    assert!(model.state.history.iter().all(|e| e.valid_ndcg10.is_some()));
+
+    // The validation split is each user's second-to-last item, disjoint from
+    // train and test; test is the same as without validation.
+    let ds = source::read_path(&data, &GenericFormat::default(), &ReadOptions::default()).unwrap();
+    let seqs = Sequences::build(&ds.interactions, 3).unwrap();
+    let (train2, test2) = seqs.split_last();
+    let (train3, valid3, test3) = seqs.split_last_two();
+    assert_eq!(test2.label_pos, test3.label_pos);
+    assert_eq!(train3.len() + valid3.len(), train2.len());
+    for p in &valid3.label_pos {
+        assert!(!train3.label_pos.contains(p) && !test3.label_pos.contains(p));
+        let s = seqs.sequence_of(*p);
+        assert_eq!(
+            *p + 2,
+            seqs.offsets[s + 1],
+            "validation is the second-to-last item"
+        );
+    }
+
+    let err = String::from_utf8_lossy(
+        &seqrec(&["train", data.to_str().unwrap(), "--patience", "2"]).stderr,
+    )
+    .into_owned();
+    assert!(
+        err.contains("patience") && err.contains("--validation"),
+        "{err}"
+    );
+}
+
+#[test]
+fn learning_rate_schedules() {
+    let cfg = TrainConfig {
+        learning_rate: 1.0,
+        warmup_steps: 10,
+        lr_schedule: LrSchedule::Cosine,
+        min_lr_ratio: 0.1,
+        ..TrainConfig::default()
+    };
+    assert!((cfg.learning_rate_at(0, 110) - 0.1).abs() < 1e-6);
+    assert!((cfg.learning_rate_at(9, 110) - 1.0).abs() < 1e-6);
+    assert!((cfg.learning_rate_at(10, 110) - 1.0).abs() < 1e-6);
+    assert!((cfg.learning_rate_at(60, 110) - 0.55).abs() < 1e-6);
+    assert!((cfg.learning_rate_at(110, 110) - 0.1).abs() < 1e-6);
+    let linear = TrainConfig {
+        lr_schedule: LrSchedule::Linear,
+        ..cfg.clone()
+    };
+    assert!((linear.learning_rate_at(60, 110) - 0.55).abs() < 1e-6);
+    assert!((linear.learning_rate_at(35, 110) - 0.775).abs() < 1e-6);
+    let constant = TrainConfig::default();
+    assert_eq!(constant.learning_rate_at(500, 1000), constant.learning_rate);
+}
+
+#[test]
+fn plot_and_log_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path());
+    let (m, png, log) = (
+        dir.path().join("m"),
+        dir.path().join("curves.png"),
+        dir.path().join("log.jsonl"),
+    );
+    train(
+        &data,
+        &m,
+        &[
+            "--epochs",
+            "3",
+            "--eval-every",
+            "1",
+            "--plot",
+            png.to_str().unwrap(),
+            "--log",
+            log.to_str().unwrap(),
+        ],
+    );
+    let bytes = fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(bytes.len() > 10_000);
+    let lines: Vec<serde_json::Value> = fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["epoch"], i + 1);
+        assert!(l["val_loss"].as_f64().unwrap() > 0.0 && l["hr10"].as_f64().is_some());
+    }
+}
+
+#[test]
+fn bad_option_values_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path());
+    let d = data.to_str().unwrap();
+    for (args, want) in [
+        (vec!["--dropout-input", "1.5"], "dropout_input"),
+        (vec!["--min-lr-ratio", "2"], "min_lr_ratio"),
+        (vec!["--preset", "fastest"], "unknown preset"),
+        (vec!["--lr-schedule", "exponential"], "lr-schedule"),
+    ] {
+        let mut a = vec!["train", d, "--out", "/nonexistent/m"];
+        a.extend(args);
+        let out = seqrec(&a);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want) && !err.contains("panicked"),
+            "{a:?}: {err}"
+        );
+    }
+}
