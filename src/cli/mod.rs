@@ -5,6 +5,7 @@ mod data_cmd;
 mod evaluate_cmd;
 mod fetch_cmd;
 mod recommend_cmd;
+mod serve_cmd;
 mod synth_cmd;
 mod train_cmd;
 
@@ -47,6 +48,8 @@ pub enum Command {
     Recommend(Box<recommend_cmd::RecommendArgs>),
     /// Write synthetic MovieLens-1M-format data with planted sequential structure.
     Synth(synth_cmd::SynthArgs),
+    /// Serve recommendations over HTTP (JSON API; hot-swaps the model on SIGHUP).
+    Serve(Box<serve_cmd::ServeArgs>),
 }
 
 /// Where the data comes from and how it becomes examples; shared by every
@@ -194,5 +197,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Evaluate(a) => evaluate_cmd::evaluate(*a, quiet),
         Command::Recommend(a) => recommend_cmd::recommend(*a, quiet),
         Command::Synth(a) => synth_cmd::synth(a, quiet),
+        Command::Serve(a) => serve_cmd::serve(*a, quiet),
     }
 }
