@@ -573,6 +573,26 @@ fn bad_input_gets_a_json_4xx_that_says_what_and_where() {
 }
 
 #[test]
+fn a_body_that_never_arrives_gets_408() {
+    let m = models();
+    let server = Server::start(&m.a, &["--body-timeout-s", "0.5"]);
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(
+        b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{\"history\"",
+    )
+    .unwrap();
+    let start = Instant::now();
+    let (status, _, body) = read_response(&mut BufReader::new(&s)).unwrap();
+    assert_eq!(status, 408, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "body_timeout");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let (s, _) = server.post("/v1/recommend", &json!({"history": [1]}));
+    assert_eq!(s, 200);
+}
+
+#[test]
 fn a_body_cut_off_or_garbage_does_not_stop_the_server() {
     let m = models();
     let server = Server::start(&m.a, &[]);

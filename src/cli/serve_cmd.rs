@@ -20,6 +20,9 @@ pub struct ServeArgs {
     /// Largest request body; larger ones get 413.
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     pub max_body_bytes: usize,
+    /// Seconds a client may take to send a request body; slower ones get 408.
+    #[arg(long, default_value_t = 30.0, value_name = "S")]
+    pub body_timeout_s: f64,
     /// Most item ids (or titles) in one history.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_history: usize,
@@ -70,6 +73,12 @@ pub fn serve(args: ServeArgs, _quiet: bool) -> Result<()> {
             bail!("{flag}: expected at least 1");
         }
     }
+    if !(args.body_timeout_s > 0.0 && args.body_timeout_s <= 86_400.0) {
+        bail!(
+            "--body-timeout-s: expected a number of seconds above 0 (at most a day), found {}",
+            args.body_timeout_s
+        );
+    }
     if args.batch_window_us > 1_000_000 {
         bail!(
             "--batch-window-us: expected at most 1000000 (one second), found {}",
@@ -80,6 +89,7 @@ pub fn serve(args: ServeArgs, _quiet: bool) -> Result<()> {
         model: args.model,
         addr: args.addr,
         max_body_bytes: args.max_body_bytes,
+        body_timeout: Duration::from_secs_f64(args.body_timeout_s),
         max_history: args.max_history,
         max_batch: args.max_batch,
         batch_window: Duration::from_micros(args.batch_window_us),

@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::body::{Body, HttpBody};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -49,6 +49,8 @@ pub struct ServeConfig {
     /// `HOST:PORT`; port 0 picks a free port (the ready line names it).
     pub addr: String,
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request's body (408 past it).
+    pub body_timeout: Duration,
     pub max_history: usize,
     pub max_batch: usize,
     /// How long a single request may wait for others to be scored with it
@@ -76,6 +78,7 @@ impl Default for ServeConfig {
             model: PathBuf::from("seqrec-model.safetensors"),
             addr: "127.0.0.1:8080".into(),
             max_body_bytes: 1 << 20,
+            body_timeout: Duration::from_secs(30),
             max_history: 1000,
             max_batch: 1000,
             batch_window: Duration::from_micros(20),
@@ -94,6 +97,7 @@ impl Default for ServeConfig {
 pub struct AppState {
     pub models: Arc<ModelSlot>,
     pub max_body_bytes: usize,
+    pub body_timeout: Duration,
     pub max_history: usize,
     pub max_batch: usize,
     pub scorer: Scorer,
@@ -118,7 +122,6 @@ impl AppState {
 
 /// The router with every route, for `run` and for tests in-process.
 pub fn router(state: Shared, admin: bool) -> Router {
-    let limit = state.max_body_bytes;
     let mut r = Router::new()
         .route("/v1/recommend", post(recommend))
         .route("/v1/recommend/batch", post(recommend_batch))
@@ -131,24 +134,67 @@ pub fn router(state: Shared, admin: bool) -> Router {
     }
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
-/// A body that could not be read: over the limit (413), or cut off.
-fn body_error(e: BytesRejection, limit: usize) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+/// Reads a request body: 413 past `limit` bytes (at once when
+/// Content-Length says so), 408 when it takes longer than `timeout`, 400
+/// when it is cut off.
+async fn read_body(mut body: Body, limit: usize, timeout: Duration) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!("the request body is larger than the limit of {limit} bytes"),
         )
-    } else {
-        ApiError::bad(
-            "body_unreadable",
-            format!("the request body could not be read: {}", e.body_text()),
-        )
+    };
+    if body.size_hint().lower() > limit as u64 {
+        return Err(too_large());
     }
+    let collect = async {
+        let mut out = Vec::new();
+        while let Some(frame) =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+        {
+            let frame = frame.map_err(|e| {
+                let mut why = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    let c_text = c.to_string();
+                    if !why.ends_with(&c_text) {
+                        why = format!("{why}: {c_text}");
+                    }
+                    cause = c.source();
+                }
+                ApiError::bad(
+                    "body_unreadable",
+                    format!(
+                        "the request body could not be read ({why}) after {} bytes",
+                        out.len()
+                    ),
+                )
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if out.len() + data.len() > limit {
+                    return Err(too_large());
+                }
+                out.extend_from_slice(&data);
+            }
+        }
+        Ok(out)
+    };
+    tokio::time::timeout(timeout, collect)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    timeout.as_secs_f64()
+                ),
+            ))
+        })
 }
 
 fn finish(r: Result<Response, ApiError>) -> Response {
@@ -162,15 +208,12 @@ fn finish(r: Result<Response, ApiError>) -> Response {
     })
 }
 
-async fn recommend(State(app): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn recommend(State(app): State<Shared>, body: Body) -> Response {
     finish(recommend_one(&app, body).await)
 }
 
-async fn recommend_one(
-    app: &AppState,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let body = body.map_err(|e| body_error(e, app.max_body_bytes))?;
+async fn recommend_one(app: &AppState, body: Body) -> Result<Response, ApiError> {
+    let body = read_body(body, app.max_body_bytes, app.body_timeout).await?;
     let q = api::parse_query(api::parse_json(&body)?, "", app.max_history)?;
     let model = app.models.get();
     let r = api::resolve(&q, &model.rec, "")?;
@@ -192,18 +235,12 @@ async fn recommend_one(
     Ok(json_response(StatusCode::OK, out))
 }
 
-async fn recommend_batch(
-    State(app): State<Shared>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn recommend_batch(State(app): State<Shared>, body: Body) -> Response {
     finish(recommend_many(&app, body).await)
 }
 
-async fn recommend_many(
-    app: &AppState,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let body = body.map_err(|e| body_error(e, app.max_body_bytes))?;
+async fn recommend_many(app: &AppState, body: Body) -> Result<Response, ApiError> {
+    let body = read_body(body, app.max_body_bytes, app.body_timeout).await?;
     let queries = api::parse_batch(api::parse_json(&body)?, app.max_batch, app.max_history)?;
     let model = app.models.get();
     let mut resolved = Vec::with_capacity(queries.len());
@@ -473,6 +510,7 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
     let state = Arc::new(AppState {
         models: models.clone(),
         max_body_bytes: cfg.max_body_bytes,
+        body_timeout: cfg.body_timeout,
         max_history: cfg.max_history,
         max_batch: cfg.max_batch,
         scorer,
