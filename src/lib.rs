@@ -8,4 +8,5 @@ pub mod data;
 pub mod eval;
 pub mod model;
 pub mod retrieval;
+pub mod serve;
 pub mod train;

@@ -6,6 +6,7 @@ mod evaluate_cmd;
 mod fetch_cmd;
 mod plot;
 mod recommend_cmd;
+mod serve_cmd;
 mod synth_cmd;
 mod train_cmd;
 
@@ -48,6 +49,8 @@ pub enum Command {
     Recommend(Box<recommend_cmd::RecommendArgs>),
     /// Write synthetic MovieLens-1M-format data with planted sequential structure.
     Synth(synth_cmd::SynthArgs),
+    /// Serve recommendations over HTTP (JSON API; hot-swaps the model on SIGHUP).
+    Serve(Box<serve_cmd::ServeArgs>),
 }
 
 /// Where the data comes from and how it becomes examples; shared by every
@@ -204,5 +207,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Evaluate(a) => evaluate_cmd::evaluate(*a, quiet),
         Command::Recommend(a) => recommend_cmd::recommend(*a, quiet),
         Command::Synth(a) => synth_cmd::synth(a, quiet),
+        Command::Serve(a) => serve_cmd::serve(*a, quiet),
     }
 }

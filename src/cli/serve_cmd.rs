@@ -1,0 +1,104 @@
+//! `seqrec serve MODEL`: the HTTP service (see `crate::serve` and docs/serve.md).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use tracing::level_filters::LevelFilter;
+
+use crate::serve::{self, ServeConfig};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// A model file written by `seqrec train`.
+    #[arg(value_name = "MODEL")]
+    pub model: PathBuf,
+    /// Address to listen on; port 0 picks a free port (the ready line on stderr names it).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "HOST:PORT")]
+    pub addr: String,
+    /// Largest request body; larger ones get 413.
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    pub max_body_bytes: usize,
+    /// Seconds a client may take to send a request body; slower ones get 408.
+    #[arg(long, default_value_t = 30.0, value_name = "S")]
+    pub body_timeout_s: f64,
+    /// Most item ids (or titles) in one history.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_history: usize,
+    /// Most requests in one `/v1/recommend/batch` call.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_batch: usize,
+    /// Micro-batcher: how long a single request may wait for others to be scored with it, in microseconds, counted from its arrival (0: off, each request scored alone).
+    #[arg(long, default_value_t = 20, value_name = "US")]
+    pub batch_window_us: u64,
+    /// Micro-batcher: the most single requests scored in one call.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub batch_max: usize,
+    /// Reload the model when its file's modification time changes (checked every second); SIGHUP always reloads.
+    #[arg(long)]
+    pub watch: bool,
+    /// Serve POST /v1/admin/reload.
+    #[arg(long)]
+    pub admin: bool,
+    /// Threads of the async runtime that handle connections [default: one per core].
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub io_threads: usize,
+    /// Threads that score single requests [default: one per two cores, at least one]; batch requests use every core.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub score_threads: usize,
+    /// Seconds that requests in flight may take to finish after SIGINT/SIGTERM.
+    #[arg(long, default_value_t = 30, value_name = "S")]
+    pub shutdown_grace_s: u64,
+    /// Log level on stderr: error, warn, info, debug, trace or off.
+    #[arg(long, default_value = "info", value_name = "LEVEL")]
+    pub log_level: String,
+}
+
+pub fn serve(args: ServeArgs, _quiet: bool) -> Result<()> {
+    let log_level: LevelFilter = match args.log_level.parse() {
+        Ok(l) => l,
+        Err(_) => bail!(
+            "--log-level: expected error, warn, info, debug, trace or off, found {:?}",
+            args.log_level
+        ),
+    };
+    for (flag, v) in [
+        ("--max-body-bytes", args.max_body_bytes),
+        ("--max-history", args.max_history),
+        ("--max-batch", args.max_batch),
+        ("--batch-max", args.batch_max),
+    ] {
+        if v == 0 {
+            bail!("{flag}: expected at least 1");
+        }
+    }
+    if !(args.body_timeout_s > 0.0 && args.body_timeout_s <= 86_400.0) {
+        bail!(
+            "--body-timeout-s: expected a number of seconds above 0 (at most a day), found {}",
+            args.body_timeout_s
+        );
+    }
+    if args.batch_window_us > 1_000_000 {
+        bail!(
+            "--batch-window-us: expected at most 1000000 (one second), found {}",
+            args.batch_window_us
+        );
+    }
+    serve::run(ServeConfig {
+        model: args.model,
+        addr: args.addr,
+        max_body_bytes: args.max_body_bytes,
+        body_timeout: Duration::from_secs_f64(args.body_timeout_s),
+        max_history: args.max_history,
+        max_batch: args.max_batch,
+        batch_window: Duration::from_micros(args.batch_window_us),
+        batch_max: args.batch_max,
+        watch: args.watch,
+        admin: args.admin,
+        io_threads: args.io_threads,
+        score_threads: args.score_threads,
+        shutdown_grace: Duration::from_secs(args.shutdown_grace_s),
+        log_level,
+    })
+}

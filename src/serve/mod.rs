@@ -1,0 +1,622 @@
+//! `seqrec serve`: the HTTP service (axum on tokio).
+//!
+//! Routes: `POST /v1/recommend`, `POST /v1/recommend/batch`,
+//! `GET /v1/items/{id}`, `GET /v1/model`, `GET /healthz`,
+//! `GET /openapi.json`, and with `--admin` `POST /v1/admin/reload`.
+//! Every error is JSON, `{"error": {"code", "message"}}`, and nothing a
+//! client sends can panic the service. Scoring runs on rayon's pool, off the
+//! async runtime, optionally through the micro-batcher (`batcher`). The
+//! model is swapped on SIGHUP (and with `--watch` when its file changes)
+//! without dropping a request; a file that does not load is refused and the
+//! model in place keeps serving. SIGINT/SIGTERM stop accepting connections
+//! and let requests in flight finish.
+
+pub mod api;
+pub mod batcher;
+pub mod model;
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::body::{Body, HttpBody};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+use tracing::level_filters::LevelFilter;
+use tracing::{debug, error, info, warn};
+
+use api::{json_response, ApiError};
+use batcher::{on_pool, ScoreRequest, Scorer};
+use model::{file_stamp, Loaded, ModelSlot};
+
+use crate::retrieval::Scored;
+
+/// The OpenAPI 3 description of the service, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Everything `seqrec serve` is told.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub model: PathBuf,
+    /// `HOST:PORT`; port 0 picks a free port (the ready line names it).
+    pub addr: String,
+    pub max_body_bytes: usize,
+    /// How long a client may take to send a request's body (408 past it).
+    pub body_timeout: Duration,
+    pub max_history: usize,
+    pub max_batch: usize,
+    /// How long a single request may wait for others to be scored with it
+    /// (the micro-batcher); zero disables batching.
+    pub batch_window: Duration,
+    /// The most single requests scored in one call.
+    pub batch_max: usize,
+    /// Reload when the model file's modification time changes (polled every second).
+    pub watch: bool,
+    /// Serve `POST /v1/admin/reload`.
+    pub admin: bool,
+    /// Async runtime threads (0: one per core).
+    pub io_threads: usize,
+    /// Threads scoring single requests (0: one per two cores, at least one).
+    /// Batch requests use rayon's global pool, every core.
+    pub score_threads: usize,
+    /// How long requests in flight may take to finish after SIGINT/SIGTERM.
+    pub shutdown_grace: Duration,
+    pub log_level: LevelFilter,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            model: PathBuf::from("seqrec-model.safetensors"),
+            addr: "127.0.0.1:8080".into(),
+            max_body_bytes: 1 << 20,
+            body_timeout: Duration::from_secs(30),
+            max_history: 1000,
+            max_batch: 1000,
+            batch_window: Duration::from_micros(20),
+            batch_max: 64,
+            watch: false,
+            admin: false,
+            io_threads: 0,
+            score_threads: 0,
+            shutdown_grace: Duration::from_secs(30),
+            log_level: LevelFilter::INFO,
+        }
+    }
+}
+
+/// What every handler shares.
+pub struct AppState {
+    pub models: Arc<ModelSlot>,
+    pub max_body_bytes: usize,
+    pub body_timeout: Duration,
+    pub max_history: usize,
+    pub max_batch: usize,
+    pub scorer: Scorer,
+}
+
+type Shared = Arc<AppState>;
+
+impl AppState {
+    /// The top `k` for one history, on the scoring pool.
+    async fn score(&self, req: ScoreRequest) -> Result<Vec<Scored>, ApiError> {
+        let found = self
+            .scorer
+            .submit(req)
+            .await
+            .unwrap_or_else(|_| Err("the scorer dropped the request".into()));
+        found.map_err(|m| {
+            error!("{m}");
+            ApiError::internal(m)
+        })
+    }
+}
+
+/// The router with every route, for `run` and for tests in-process.
+pub fn router(state: Shared, admin: bool) -> Router {
+    let mut r = Router::new()
+        .route("/v1/recommend", post(recommend))
+        .route("/v1/recommend/batch", post(recommend_batch))
+        .route("/v1/items/{id}", get(item))
+        .route("/v1/model", get(model_info))
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi));
+    if admin {
+        r = r.route("/v1/admin/reload", post(admin_reload));
+    }
+    r.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// Reads a request body: 413 past `limit` bytes (at once when
+/// Content-Length says so), 408 when it takes longer than `timeout`, 400
+/// when it is cut off.
+async fn read_body(mut body: Body, limit: usize, timeout: Duration) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    if body.size_hint().lower() > limit as u64 {
+        return Err(too_large());
+    }
+    let collect = async {
+        let mut out = Vec::new();
+        while let Some(frame) =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+        {
+            let frame = frame.map_err(|e| {
+                let mut why = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    let c_text = c.to_string();
+                    if !why.ends_with(&c_text) {
+                        why = format!("{why}: {c_text}");
+                    }
+                    cause = c.source();
+                }
+                ApiError::bad(
+                    "body_unreadable",
+                    format!(
+                        "the request body could not be read ({why}) after {} bytes",
+                        out.len()
+                    ),
+                )
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if out.len() + data.len() > limit {
+                    return Err(too_large());
+                }
+                out.extend_from_slice(&data);
+            }
+        }
+        Ok(out)
+    };
+    tokio::time::timeout(timeout, collect)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    timeout.as_secs_f64()
+                ),
+            ))
+        })
+}
+
+fn finish(r: Result<Response, ApiError>) -> Response {
+    r.unwrap_or_else(|e| {
+        if e.status.is_server_error() {
+            error!(code = e.code, "{}", e.message);
+        } else {
+            debug!(code = e.code, "{}", e.message);
+        }
+        e.into_response()
+    })
+}
+
+async fn recommend(State(app): State<Shared>, body: Body) -> Response {
+    finish(recommend_one(&app, body).await)
+}
+
+async fn recommend_one(app: &AppState, body: Body) -> Result<Response, ApiError> {
+    let body = read_body(body, app.max_body_bytes, app.body_timeout).await?;
+    let q = api::parse_query(api::parse_json(&body)?, "", app.max_history)?;
+    let model = app.models.get();
+    let r = api::resolve(&q, &model.rec, "")?;
+    let found = app
+        .score(ScoreRequest {
+            model: model.clone(),
+            history: r.history,
+            k: q.k,
+            exclude_seen: q.exclude_seen,
+            parity: q.parity,
+        })
+        .await?;
+    let mut out = Vec::with_capacity(256 + 96 * found.len());
+    out.push(b'{');
+    api::write_answer(&mut out, &model.rec, &found, r.skipped.as_deref());
+    out.extend_from_slice(b",\"model\":");
+    out.extend_from_slice(model.summary_json.as_bytes());
+    out.push(b'}');
+    Ok(json_response(StatusCode::OK, out))
+}
+
+async fn recommend_batch(State(app): State<Shared>, body: Body) -> Response {
+    finish(recommend_many(&app, body).await)
+}
+
+async fn recommend_many(app: &AppState, body: Body) -> Result<Response, ApiError> {
+    let body = read_body(body, app.max_body_bytes, app.body_timeout).await?;
+    let queries = api::parse_batch(api::parse_json(&body)?, app.max_batch, app.max_history)?;
+    let model = app.models.get();
+    let mut resolved = Vec::with_capacity(queries.len());
+    for (i, q) in queries.iter().enumerate() {
+        let r = api::resolve(q, &model.rec, &format!("requests[{i}].")).map_err(|mut e| {
+            e.index = Some(i);
+            e
+        })?;
+        resolved.push(r);
+    }
+    let histories: Vec<Vec<u32>> = resolved
+        .iter_mut()
+        .map(|r| std::mem::take(&mut r.history))
+        .collect();
+    let settings: Vec<(usize, bool, bool)> = queries
+        .iter()
+        .map(|q| (q.k, q.exclude_seen, q.parity))
+        .collect();
+    let m = model.clone();
+    let found = on_pool(move || score_grouped(&m, &histories, &settings))
+        .await
+        .map_err(|e| {
+            error!("{e}");
+            ApiError::internal(e)
+        })?;
+    let mut out = Vec::with_capacity(64 + found.iter().map(|f| 96 * f.len() + 16).sum::<usize>());
+    out.extend_from_slice(b"{\"results\":[");
+    for (i, (f, r)) in found.iter().zip(&resolved).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        api::write_answer(&mut out, &model.rec, f, r.skipped.as_deref());
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"],\"model\":");
+    out.extend_from_slice(model.summary_json.as_bytes());
+    out.push(b'}');
+    Ok(json_response(StatusCode::OK, out))
+}
+
+/// Scores many histories with one `recommend` call per distinct
+/// (exclude_seen, parity), each at the largest `k` asked, then cuts each
+/// answer to its own `k`.
+pub fn score_grouped(
+    model: &Loaded,
+    histories: &[Vec<u32>],
+    settings: &[(usize, bool, bool)],
+) -> Vec<Vec<Scored>> {
+    let mut out: Vec<Vec<Scored>> = vec![Vec::new(); histories.len()];
+    for ex in [false, true] {
+        for parity in [false, true] {
+            let idx: Vec<usize> = (0..histories.len())
+                .filter(|&i| settings[i].1 == ex && settings[i].2 == parity)
+                .collect();
+            if idx.is_empty() {
+                continue;
+            }
+            let k = idx.iter().map(|&i| settings[i].0).max().unwrap_or(1);
+            let hs: Vec<&[u32]> = idx.iter().map(|&i| histories[i].as_slice()).collect();
+            let found = model.rec.recommend(&hs, k, ex, parity);
+            for (&i, mut f) in idx.iter().zip(found) {
+                f.truncate(settings[i].0);
+                out[i] = f;
+            }
+        }
+    }
+    out
+}
+
+async fn item(State(app): State<Shared>, id: Result<Path<String>, PathRejection>) -> Response {
+    let r = (|| {
+        let Path(id) = id.map_err(|e| ApiError::bad("invalid_path", e.body_text()))?;
+        let model = app.models.get();
+        let rec = &model.rec;
+        let index = match rec.item_id(&id) {
+            Ok(i) => Some(i),
+            // A number inside the vocabulary that is no item (padding, gaps).
+            Err(_) if rec.catalog.keys.is_none() => id
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|&i| (i as usize) < rec.config.vocab_size),
+            Err(_) => None,
+        };
+        let Some(index) = index else {
+            let mut e = ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_item",
+                format!("item {id:?} is not in the model's catalogue"),
+            );
+            e.unknown = Some(vec![Value::from(id)]);
+            return Err(e);
+        };
+        let body = json!({
+            "id": rec.catalog.key(index),
+            "index": index,
+            "title": rec.catalog.title(index),
+            "is_item": rec.is_item(index),
+            "model": {"generation": model.generation},
+        });
+        Ok(json_response(StatusCode::OK, body.to_string().into_bytes()))
+    })();
+    finish(r)
+}
+
+async fn model_info(State(app): State<Shared>) -> Response {
+    let model = app.models.get();
+    json_response(StatusCode::OK, model.info.to_string().into_bytes())
+}
+
+async fn healthz(State(app): State<Shared>) -> Response {
+    let model = app.models.get();
+    let body = json!({"status": "ok", "generation": model.generation});
+    json_response(StatusCode::OK, body.to_string().into_bytes())
+}
+
+async fn openapi() -> Response {
+    json_response(StatusCode::OK, OPENAPI.as_bytes().to_vec())
+}
+
+async fn admin_reload(State(app): State<Shared>) -> Response {
+    match reload(app.models.clone(), "POST /v1/admin/reload").await {
+        Ok(m) => json_response(
+            StatusCode::OK,
+            format!("{{\"reloaded\":true,\"model\":{}}}", m.summary_json).into_bytes(),
+        ),
+        Err(msg) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "reload_failed", msg).into_response()
+        }
+    }
+}
+
+/// The routes and their methods, for 404 and 405 messages.
+const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/recommend"),
+    ("POST", "/v1/recommend/batch"),
+    ("GET", "/v1/items/{id}"),
+    ("GET", "/v1/model"),
+    ("GET", "/healthz"),
+    ("GET", "/openapi.json"),
+];
+
+async fn not_found(method: Method, uri: Uri) -> Response {
+    let routes: Vec<String> = ROUTES.iter().map(|(m, p)| format!("{m} {p}")).collect();
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no route {method} {}; the routes are {}",
+            uri.path(),
+            routes.join(", ")
+        ),
+    )
+    .into_response()
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let path = uri.path();
+    let allowed: Vec<&str> = ROUTES
+        .iter()
+        .filter(|(_, p)| {
+            *p == path || (p.ends_with("{id}") && path.starts_with(p.trim_end_matches("{id}")))
+        })
+        .map(|(m, _)| *m)
+        .collect();
+    let allowed = if allowed.is_empty() {
+        "POST".to_string()
+    } else {
+        allowed.join(", ")
+    };
+    let mut r = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {path}: use {allowed}"),
+    )
+    .into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&allowed) {
+        r.headers_mut().insert(axum::http::header::ALLOW, v);
+    }
+    r
+}
+
+/// Reloads the model file off the runtime and logs what happened; the error
+/// is the message logged.
+async fn reload(models: Arc<ModelSlot>, why: &str) -> Result<Arc<Loaded>, String> {
+    let path = models.path().display().to_string();
+    let m = models.clone();
+    let result = tokio::task::spawn_blocking(move || m.reload())
+        .await
+        .map_err(|e| anyhow::anyhow!("the reload task failed: {e}"))
+        .and_then(|r| r);
+    match result {
+        Ok(loaded) => {
+            info!(
+                "{why}: reloaded {path}: now serving generation {} ({})",
+                loaded.generation, loaded.summary_json
+            );
+            Ok(loaded)
+        }
+        Err(e) => {
+            let msg = format!(
+                "{why}: reload of {path} refused: {e:#}; still serving generation {}",
+                models.get().generation
+            );
+            error!("{msg}");
+            Err(msg)
+        }
+    }
+}
+
+fn init_logging(level: LevelFilter) {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Runs the service until SIGINT or SIGTERM.
+pub fn run(cfg: ServeConfig) -> Result<()> {
+    // A client that closes its connection must not kill the process: writes
+    // to a closed socket fail with EPIPE instead of raising SIGPIPE.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to "ignore" has no other effect.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    init_logging(cfg.log_level);
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if cfg.io_threads > 0 {
+        rt.worker_threads(cfg.io_threads);
+    }
+    let rt = rt
+        .enable_all()
+        .thread_name("seqrec-io")
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = rt.block_on(serve(cfg));
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn serve(cfg: ServeConfig) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Handlers first: a SIGHUP right after the ready line must not kill us.
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+
+    let path = cfg.model.clone();
+    let models = Arc::new(
+        tokio::task::spawn_blocking(move || ModelSlot::load(path))
+            .await
+            .context("loading the model failed")??,
+    );
+
+    let score_threads = if cfg.score_threads > 0 {
+        cfg.score_threads
+    } else {
+        (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1)
+    };
+    let scorer = Scorer::start(score_threads, cfg.batch_window, cfg.batch_max)
+        .context("cannot start the scorer threads")?;
+    let stats = scorer.stats.clone();
+    let state = Arc::new(AppState {
+        models: models.clone(),
+        max_body_bytes: cfg.max_body_bytes,
+        body_timeout: cfg.body_timeout,
+        max_history: cfg.max_history,
+        max_batch: cfg.max_batch,
+        scorer,
+    });
+    let app = router(state, cfg.admin);
+
+    let listener = tokio::net::TcpListener::bind(&cfg.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.addr))?;
+    let local: SocketAddr = listener.local_addr()?;
+
+    {
+        let models = models.clone();
+        tokio::spawn(async move {
+            while sighup.recv().await.is_some() {
+                let _ = reload(models.clone(), "SIGHUP").await;
+            }
+        });
+    }
+    if cfg.watch {
+        let models = models.clone();
+        tokio::spawn(async move {
+            let path = models.path().to_path_buf();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                let now = file_stamp(&path);
+                // Compared with the file as last read, so a SIGHUP reload
+                // is not repeated and a refused file is not retried.
+                if now.is_some() && now != models.last_stamp() {
+                    let _ = reload(models.clone(), "model file changed").await;
+                }
+            }
+        });
+    }
+
+    let m = models.get();
+    let batching = if cfg.batch_window.is_zero() {
+        "off".to_string()
+    } else {
+        format!(
+            "window {} us, up to {}",
+            cfg.batch_window.as_micros(),
+            cfg.batch_max
+        )
+    };
+    info!(
+        "listening on http://{local} (model {}, generation {}: {}; {score_threads} scorer thread(s), micro-batcher {batching}{}{})",
+        cfg.model.display(),
+        m.generation,
+        m.summary_json,
+        if cfg.watch { "; watching the file" } else { "" },
+        if cfg.admin { "; admin routes on" } else { "" },
+    );
+    drop(m);
+
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let which = tokio::select! {
+            _ = sigint.recv() => "SIGINT",
+            _ = sigterm.recv() => "SIGTERM",
+        };
+        info!("{which}: shutting down, finishing the requests in flight");
+        let _ = stopping_tx.send(());
+    };
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+    let mut server = tokio::spawn(async move { server.await });
+    let grace = cfg.shutdown_grace;
+    tokio::select! {
+        r = &mut server => {
+            r.context("the server task failed")?.context("the server failed")?;
+            let (calls, requests) = (
+                stats.calls.load(std::sync::atomic::Ordering::Relaxed),
+                stats.requests.load(std::sync::atomic::Ordering::Relaxed),
+            );
+            info!(
+                "stopped; scored {requests} single request(s) in {calls} call(s), {:.2} per call",
+                requests as f64 / calls.max(1) as f64
+            );
+        }
+        _ = async move {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            warn!("requests still open {} s after the signal: closing them", grace.as_secs());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_openapi_document_is_json_and_lists_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        for (method, path) in super::ROUTES {
+            let op = &doc["paths"][path][method.to_lowercase()];
+            assert!(op.is_object(), "{method} {path} is not documented");
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The model being served and its hot swap: a loaded model file with the
+//! summaries the API shows, held behind a lock that readers only copy an
+//! `Arc` out of, so a swap never waits for requests and requests never see
+//! half a model.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Result};
+use serde_json::{json, Value};
+
+use crate::model::io;
+use crate::retrieval::recommender::Recommender;
+
+/// One loaded model file.
+pub struct Loaded {
+    pub rec: Recommender,
+    /// 1 for the model loaded at start, one more at every successful reload.
+    pub generation: u64,
+    /// The small summary every recommendation carries, as JSON text.
+    pub summary_json: String,
+    /// `GET /v1/model`: the file's metadata less the title and user lists.
+    pub info: Value,
+}
+
+fn unix_seconds(t: SystemTime) -> Option<u64> {
+    t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
+}
+
+impl Loaded {
+    /// Reads and checks a model file; never panics on a bad file.
+    pub fn load(path: &Path, generation: u64) -> Result<Loaded> {
+        let saved = std::panic::catch_unwind(|| io::load(path))
+            .map_err(|_| anyhow!("{}: the model file could not be read", path.display()))??;
+        let meta = &saved.meta;
+        let items = meta.is_item.iter().filter(|&&b| b).count();
+        let epochs = meta.history.len();
+        let summary = json!({
+            "dataset": meta.dataset,
+            "dim": meta.model.dim,
+            "vocab_size": meta.model.vocab_size,
+            "context_len": meta.model.context_len,
+            "items": items,
+            "epochs": epochs,
+            "generation": generation,
+        });
+        let file_meta = std::fs::metadata(path).ok();
+        let info = json!({
+            "file": {
+                "path": path.display().to_string(),
+                "bytes": file_meta.as_ref().map(|m| m.len()),
+                "modified_unix": file_meta.as_ref().and_then(|m| m.modified().ok()).and_then(unix_seconds),
+            },
+            "generation": generation,
+            "loaded_at_unix": unix_seconds(SystemTime::now()),
+            "format": meta.format,
+            "version": meta.version,
+            "dataset": meta.dataset,
+            "model": meta.model,
+            "train": meta.train,
+            "history": meta.history,
+            "epochs": epochs,
+            "optimizer_step": meta.optimizer_step,
+            "items": items,
+            "users": meta.user_keys.len(),
+            "item_keys": meta.item_keys.is_some(),
+        });
+        let rec = std::panic::catch_unwind(move || Recommender::new(saved)).map_err(|_| {
+            anyhow!(
+                "{}: the model file is inconsistent (building the recommender failed)",
+                path.display()
+            )
+        })?;
+        Ok(Loaded {
+            rec,
+            generation,
+            summary_json: summary.to_string(),
+            info,
+        })
+    }
+}
+
+/// What tells versions of a file apart for `--watch`: its modification
+/// time and length.
+pub type FileStamp = Option<(SystemTime, u64)>;
+
+pub fn file_stamp(path: &Path) -> FileStamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// The model now served, swappable while requests run.
+pub struct ModelSlot {
+    path: PathBuf,
+    current: RwLock<Arc<Loaded>>,
+    /// One reload at a time; holds the last generation handed out.
+    reloading: Mutex<u64>,
+    /// The file as it was when last read, loaded or refused.
+    stamp: Mutex<FileStamp>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl ModelSlot {
+    /// Loads the first model; `stamp` is the file's, taken before reading it.
+    pub fn load(path: PathBuf) -> Result<ModelSlot> {
+        let stamp = file_stamp(&path);
+        let first = Loaded::load(&path, 1)?;
+        Ok(ModelSlot {
+            path,
+            current: RwLock::new(Arc::new(first)),
+            reloading: Mutex::new(1),
+            stamp: Mutex::new(stamp),
+        })
+    }
+
+    /// The file's stamp when it was last read.
+    pub fn last_stamp(&self) -> FileStamp {
+        *lock(&self.stamp)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The model to answer one request with: a request keeps its model to
+    /// the end even when a swap happens meanwhile.
+    pub fn get(&self) -> Arc<Loaded> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Reads the model file again and swaps it in; a file that does not load
+    /// is refused and the model in place keeps serving. Blocking: call it
+    /// off the async runtime.
+    pub fn reload(&self) -> Result<Arc<Loaded>> {
+        let mut last = lock(&self.reloading);
+        *lock(&self.stamp) = file_stamp(&self.path);
+        let loaded = Arc::new(Loaded::load(&self.path, *last + 1)?);
+        *last += 1;
+        match self.current.write() {
+            Ok(mut g) => *g = loaded.clone(),
+            Err(poisoned) => *poisoned.into_inner() = loaded.clone(),
+        }
+        Ok(loaded)
+    }
+}

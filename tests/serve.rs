@@ -1,0 +1,904 @@
+//! `seqrec serve` end to end: the real binary on a free loopback port, every
+//! route, every kind of bad input, a body cut off mid-way, hot swaps on
+//! SIGHUP and `--watch` (a corrupt file refused, a good one taken), and a
+//! clean stop on SIGTERM that lets a request in flight finish.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_seqrec");
+
+fn seqrec(args: &[&str]) -> Output {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "seqrec {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Two tiny models on one small synthetic dataset (dim 8 and dim 16), and
+/// one on a generic file whose item ids are strings; made once.
+struct Models {
+    _dir: tempfile::TempDir,
+    a: PathBuf,
+    b: PathBuf,
+    keyed: PathBuf,
+}
+
+fn models() -> &'static Models {
+    static M: OnceLock<Models> = OnceLock::new();
+    M.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let data = data.to_str().unwrap();
+        seqrec(&[
+            "synth",
+            data,
+            "--users",
+            "200",
+            "--items",
+            "150",
+            "--ratings",
+            "20000",
+            "--quiet",
+        ]);
+        let a = dir.path().join("a.safetensors");
+        let b = dir.path().join("b.safetensors");
+        for (out, dim) in [(&a, "8"), (&b, "16")] {
+            seqrec(&[
+                "--quiet",
+                "train",
+                data,
+                "--out",
+                out.to_str().unwrap(),
+                "--epochs",
+                "1",
+                "--embedding-dim",
+                dim,
+            ]);
+        }
+        // A generic interaction file with string item keys.
+        let tsv = dir.path().join("log.tsv");
+        let mut text = String::from("user_id\titem_id\ttimestamp\n");
+        for u in 0..60 {
+            for t in 0..12 {
+                text.push_str(&format!("u{u}\tsku-{}\t{}\n", (u * 7 + t * 3) % 40, t));
+            }
+        }
+        std::fs::write(&tsv, text).unwrap();
+        let keyed = dir.path().join("keyed.safetensors");
+        seqrec(&[
+            "--quiet",
+            "train",
+            tsv.to_str().unwrap(),
+            "--out",
+            keyed.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--embedding-dim",
+            "8",
+        ]);
+        Models {
+            _dir: dir,
+            a,
+            b,
+            keyed,
+        }
+    })
+}
+
+/// A running `seqrec serve`, killed when dropped (a failing test too).
+struct Server {
+    child: Child,
+    port: u16,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(model: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", model.to_str().unwrap(), "--addr", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = Vec::new();
+        let port = loop {
+            let Some(Ok(line)) = lines.next() else {
+                let _ = child.kill();
+                panic!(
+                    "the server stopped before it was ready:\n{}",
+                    seen.join("\n")
+                );
+            };
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap();
+                let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+                assert_ne!(port, 0, "the ready line must name the port bound");
+                seen.push(line);
+                break port;
+            }
+            seen.push(line);
+        };
+        let log = Arc::new(Mutex::new(seen));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Server { child, port, log }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child process.
+        let r = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(r, 0);
+    }
+
+    /// Waits for a log line containing `text`.
+    fn wait_for_log(&self, text: &str) -> String {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Some(l) = self.log.lock().unwrap().iter().find(|l| l.contains(text)) {
+                return l.clone();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "no log line with {text:?}; the log:\n{}",
+            self.log.lock().unwrap().join("\n")
+        );
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the server did not exit");
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        request(self.port, "GET", path, b"")
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        request(self.port, "POST", path, body.to_string().as_bytes())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response: status, headers (lower-case names), body.
+type Response = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// Reads one HTTP/1.1 response.
+fn read_response(r: &mut impl BufRead) -> std::io::Result<Response> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed before a response",
+        ));
+    }
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {line:?}"));
+    let mut headers = Vec::new();
+    let mut len = 0;
+    loop {
+        line.clear();
+        r.read_line(&mut line)?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((n, v)) = line.split_once(':') {
+            let (n, v) = (n.trim().to_ascii_lowercase(), v.trim().to_string());
+            if n == "content-length" {
+                len = v.parse().unwrap();
+            }
+            headers.push((n, v));
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body)?;
+    Ok((status, headers, body))
+}
+
+fn raw_request(method: &str, path: &str, body: &[u8], extra_headers: &str) -> Vec<u8> {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra_headers}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    req
+}
+
+/// One request on a fresh connection; the body must be JSON.
+fn request(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(&raw_request(method, path, body, "Connection: close\r\n"))
+        .unwrap();
+    let (status, headers, body) = read_response(&mut BufReader::new(s)).unwrap();
+    let ct = headers
+        .iter()
+        .find(|(n, _)| n == "content-type")
+        .map(|(_, v)| v.as_str());
+    assert_eq!(ct, Some("application/json"), "{method} {path}");
+    let v = serde_json::from_slice(&body).unwrap_or_else(|e| {
+        panic!(
+            "{method} {path}: body is not JSON ({e}): {}",
+            String::from_utf8_lossy(&body)
+        )
+    });
+    (status, v)
+}
+
+fn ids(answer: &Value) -> Vec<String> {
+    answer["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items in {answer}"))
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Asserts two answers recommend the same: scores equal up to float
+/// rounding (a history scored in a batch may differ from one scored alone
+/// in the last bits), ids equal except between near-tied scores.
+fn assert_same(a: &Value, b: &Value) {
+    let items = |v: &Value| -> Vec<(String, f64)> {
+        v["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no items in {v}"))
+            .iter()
+            .map(|i| {
+                (
+                    i["id"].as_str().unwrap().to_string(),
+                    i["score"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (x, y) = (items(a), items(b));
+    assert_eq!(x.len(), y.len(), "{a}\n{b}");
+    let close = |p: f64, q: f64| (p - q).abs() <= 1e-5 * p.abs().max(q.abs()).max(1e-3);
+    for (i, ((ia, sa), (ib, sb))) in x.iter().zip(&y).enumerate() {
+        assert!(close(*sa, *sb), "score {i}: {sa} vs {sb}\n{a}\n{b}");
+        let tied = x
+            .iter()
+            .enumerate()
+            .any(|(j, (_, s))| j != i && close(*s, *sa));
+        if !tied {
+            assert_eq!(ia, ib, "item {i}\n{a}\n{b}");
+        }
+    }
+}
+
+/// Asserts a JSON error with this status and code; returns its message.
+fn expect_error(got: (u16, Value), status: u16, code: &str) -> String {
+    let (s, v) = got;
+    assert_eq!(s, status, "{v}");
+    assert_eq!(v["error"]["code"], code, "{v}");
+    v["error"]["message"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn every_route_answers() {
+    let m = models();
+    let server = Server::start(&m.a, &[]);
+
+    let (s, v) = server.get("/healthz");
+    assert_eq!((s, v["status"].as_str()), (200, Some("ok")));
+
+    // By ids (numbers and strings alike), as `seqrec recommend` answers.
+    let (s, one) = server.post(
+        "/v1/recommend",
+        &json!({"history": [1, "2", 3], "k": 5, "exclude_seen": true}),
+    );
+    assert_eq!(s, 200, "{one}");
+    let got = ids(&one);
+    assert_eq!(got.len(), 5);
+    for seen in ["1", "2", "3"] {
+        assert!(!got.contains(&seen.to_string()));
+    }
+    assert_eq!(one["model"]["dim"], 8);
+    assert_eq!(one["model"]["epochs"], 1);
+    assert_eq!(one["model"]["generation"], 1);
+    let cli = seqrec(&[
+        "recommend",
+        m.a.to_str().unwrap(),
+        "--history",
+        "1,2,3",
+        "--k",
+        "5",
+        "--exclude-seen",
+        "--json",
+    ]);
+    let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_same(&one, &cli);
+
+    // By titles, and by a known user.
+    let item = &one["items"][0];
+    let (s, by_title) = server.post(
+        "/v1/recommend",
+        &json!({"titles": [item["title"].as_str().unwrap().to_uppercase()], "k": 3}),
+    );
+    assert_eq!(s, 200, "{by_title}");
+    assert_eq!(ids(&by_title).len(), 3);
+    let (s, by_user) = server.post("/v1/recommend", &json!({"user": "1", "k": 4}));
+    assert_eq!(s, 200, "{by_user}");
+    assert_eq!(ids(&by_user).len(), 4);
+    let (s, by_user_num) = server.post("/v1/recommend", &json!({"user": 1, "k": 4}));
+    assert_eq!(s, 200);
+    assert_eq!(by_user["items"], by_user_num["items"]);
+
+    // A batch answers each request as the single route does, in order.
+    let singles = [
+        json!({"history": [1, 2, 3], "k": 5, "exclude_seen": true}),
+        json!({"history": [7], "k": 2}),
+        json!({"user": "1", "k": 4}),
+        json!({"history": [4, 5], "k": 12, "exclude_seen": true}),
+    ];
+    let (s, batch) = server.post("/v1/recommend/batch", &json!({ "requests": singles }));
+    assert_eq!(s, 200, "{batch}");
+    let results = batch["results"].as_array().unwrap();
+    assert_eq!(results.len(), singles.len());
+    for (single, result) in singles.iter().zip(results) {
+        let (s, alone) = server.post("/v1/recommend", single);
+        assert_eq!(s, 200);
+        assert_same(&alone, result);
+    }
+    assert_eq!(batch["model"]["dim"], 8);
+
+    // Items.
+    let (s, it) = server.get("/v1/items/1");
+    assert_eq!(s, 200, "{it}");
+    assert_eq!(it["id"], "1");
+    assert_eq!(it["is_item"], true);
+    assert!(!it["title"].as_str().unwrap().is_empty());
+    let (s, pad) = server.get("/v1/items/0");
+    assert_eq!((s, &pad["is_item"]), (200, &json!(false)));
+    expect_error(server.get("/v1/items/nope"), 404, "unknown_item");
+    expect_error(server.get("/v1/items/99999999"), 404, "unknown_item");
+
+    // The model: configuration and training figures, no big lists.
+    let (s, model) = server.get("/v1/model");
+    assert_eq!(s, 200);
+    assert_eq!(model["model"]["dim"], 8);
+    assert_eq!(model["train"]["embedding_dim"], 8);
+    assert_eq!(model["train"]["epochs"], 1);
+    assert_eq!(model["history"].as_array().unwrap().len(), 1);
+    assert!(model["history"][0]["val_loss"].as_f64().unwrap() > 0.0);
+    assert_eq!(model["generation"], 1);
+    assert!(model["users"].as_u64().unwrap() > 0);
+    assert!(model.get("titles").is_none() && model.get("user_keys").is_none());
+
+    // The OpenAPI document.
+    let (s, doc) = server.get("/openapi.json");
+    assert_eq!(s, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(doc["paths"]["/v1/recommend"]["post"].is_object());
+
+    // Wrong routes and methods.
+    expect_error(server.get("/v2/whatever"), 404, "not_found");
+    let msg = expect_error(server.get("/v1/recommend"), 405, "method_not_allowed");
+    assert!(msg.contains("POST"), "{msg}");
+    expect_error(
+        server.post("/healthz", &json!({})),
+        405,
+        "method_not_allowed",
+    );
+    // Admin routes are off by default.
+    expect_error(
+        server.post("/v1/admin/reload", &json!({})),
+        404,
+        "not_found",
+    );
+}
+
+#[test]
+fn bad_input_gets_a_json_4xx_that_says_what_and_where() {
+    let m = models();
+    let server = Server::start(
+        &m.a,
+        &[
+            "--max-history",
+            "5",
+            "--max-batch",
+            "3",
+            "--max-body-bytes",
+            "1000",
+        ],
+    );
+    let post_raw = |path: &str, body: &[u8]| request(server.port, "POST", path, body);
+
+    let msg = expect_error(
+        post_raw("/v1/recommend", b"{\"history\": [1,\n 2,, 3]}"),
+        400,
+        "malformed_json",
+    );
+    assert!(msg.contains("line 2, column"), "{msg}");
+    let msg = expect_error(
+        post_raw("/v1/recommend", b"{\"history\": [1"),
+        400,
+        "malformed_json",
+    );
+    assert!(msg.contains("line 1, column 14"), "{msg}");
+    expect_error(post_raw("/v1/recommend", b""), 400, "malformed_json");
+    expect_error(
+        post_raw("/v1/recommend", b"\xff\xfe"),
+        400,
+        "malformed_json",
+    );
+
+    let r = |v: Value| server.post("/v1/recommend", &v);
+    let msg = expect_error(r(json!({"history": [1, true]})), 400, "invalid_type");
+    assert!(msg.starts_with("history[1]:"), "{msg}");
+    let msg = expect_error(r(json!({"history": [1, -2]})), 400, "invalid_type");
+    assert!(msg.starts_with("history[1]:"), "{msg}");
+    let msg = expect_error(r(json!({"history": "1,2"})), 400, "invalid_type");
+    assert!(msg.starts_with("history:"), "{msg}");
+    let msg = expect_error(r(json!({"history": [1], "k": "5"})), 400, "invalid_type");
+    assert!(msg.starts_with("k:"), "{msg}");
+    expect_error(
+        r(json!({"history": [1], "exclude_seen": 1})),
+        400,
+        "invalid_type",
+    );
+    expect_error(r(json!([1, 2])), 400, "invalid_type");
+    expect_error(r(json!({"history": [1], "limit": 5})), 400, "unknown_field");
+    expect_error(r(json!({"k": 5})), 400, "missing_field");
+    expect_error(
+        r(json!({"history": [1], "user": "1"})),
+        400,
+        "conflicting_fields",
+    );
+    expect_error(r(json!({"history": []})), 400, "empty_history");
+    for k in [json!(0), json!(1001), json!(-1)] {
+        let msg = expect_error(r(json!({"history": [1], "k": k})), 400, "k_out_of_range");
+        assert!(msg.starts_with("k: expected 1 to 1000"), "{msg}");
+    }
+    let (s, ok) = r(json!({"history": [1], "k": 1000}));
+    assert_eq!(s, 200);
+    assert!(!ids(&ok).is_empty());
+    let msg = expect_error(
+        r(json!({"history": [1, 2, 3, 4, 5, 6]})),
+        400,
+        "history_too_long",
+    );
+    assert!(msg.contains("limit of 5"), "{msg}");
+
+    // Unknown ids: listed, or skipped on request.
+    let (s, v) = r(json!({"history": [1, 999999, "nope", 2]}));
+    assert_eq!(s, 400);
+    assert_eq!(v["error"]["code"], "unknown_items");
+    assert_eq!(v["error"]["unknown"], json!([999999, "nope"]));
+    let (s, v) = r(json!({"history": [1, 999999, "nope", 2], "skip_unknown": true, "k": 3}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["skipped"], json!([999999, "nope"]));
+    let (_, plain) = r(json!({"history": [1, 2], "k": 3}));
+    assert_same(&v, &plain);
+    expect_error(
+        r(json!({"history": [999999], "skip_unknown": true})),
+        400,
+        "empty_history",
+    );
+    expect_error(
+        r(json!({"titles": ["No Such Film (1900)"]})),
+        400,
+        "unknown_titles",
+    );
+    expect_error(r(json!({"user": "no-such-user"})), 400, "unknown_user");
+
+    // Batches say which request is wrong.
+    let b = |v: Value| server.post("/v1/recommend/batch", &v);
+    let (s, v) = b(json!({"requests": [{"history": [1]}, {"history": [1], "k": 0}]}));
+    assert_eq!(s, 400);
+    assert_eq!(v["error"]["index"], 1);
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("requests[1].k:"));
+    let (s, v) =
+        b(json!({"requests": [{"history": [1]}, {"history": [2]}, {"history": [424242]}]}));
+    assert_eq!((s, &v["error"]["code"]), (400, &json!("unknown_items")));
+    assert_eq!(v["error"]["index"], 2);
+    expect_error(
+        b(
+            json!({"requests": [{"history": [1]}, {"history": [1]}, {"history": [1]}, {"history": [1]}]}),
+        ),
+        400,
+        "batch_too_large",
+    );
+    expect_error(b(json!({"requests": []})), 400, "empty_batch");
+    expect_error(
+        b(json!({"requests": {"history": [1]}})),
+        400,
+        "invalid_type",
+    );
+    expect_error(b(json!({"history": [1]})), 400, "unknown_field");
+
+    // Bodies over the limit: 413, whether Content-Length says so or not.
+    let big = json!({"history": vec![1000; 400]}).to_string();
+    assert!(big.len() > 1000);
+    let msg = expect_error(
+        post_raw("/v1/recommend", big.as_bytes()),
+        413,
+        "body_too_large",
+    );
+    assert!(msg.contains("1000 bytes"), "{msg}");
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    let chunk = vec![b' '; 600];
+    for _ in 0..2 {
+        s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .unwrap();
+        s.write_all(&chunk).unwrap();
+        s.write_all(b"\r\n").unwrap();
+    }
+    let (status, _, body) = read_response(&mut BufReader::new(s)).unwrap();
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+
+    // Still serving.
+    let (s, _) = server.get("/healthz");
+    assert_eq!(s, 200);
+}
+
+#[test]
+fn a_body_that_never_arrives_gets_408() {
+    let m = models();
+    let server = Server::start(&m.a, &["--body-timeout-s", "0.5"]);
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(
+        b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{\"history\"",
+    )
+    .unwrap();
+    let start = Instant::now();
+    let (status, _, body) = read_response(&mut BufReader::new(&s)).unwrap();
+    assert_eq!(status, 408, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "body_timeout");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let (s, _) = server.post("/v1/recommend", &json!({"history": [1]}));
+    assert_eq!(s, 200);
+}
+
+#[test]
+fn a_body_cut_off_or_garbage_does_not_stop_the_server() {
+    let m = models();
+    let server = Server::start(&m.a, &[]);
+    let good = json!({"history": [1, 2], "k": 3}).to_string();
+
+    // Content-Length larger than the body, then the write side closed.
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(
+        b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"history\": [1,",
+    )
+    .unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    match read_response(&mut BufReader::new(&s)) {
+        Ok((status, _, body)) => {
+            assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["error"]["code"], "body_unreadable");
+        }
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}"),
+    }
+    let (st, v) = request(server.port, "POST", "/v1/recommend", good.as_bytes());
+    assert_eq!(st, 200, "{v}");
+
+    // The same, but the client vanishes without a word.
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        s.write_all(b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            .unwrap();
+        drop(s);
+    }
+    // A client that sends a request and leaves before the answer.
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        s.write_all(&raw_request("POST", "/v1/recommend", good.as_bytes(), ""))
+            .unwrap();
+        drop(s);
+    }
+    // Not HTTP at all.
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"\x16\x03\x01 this is not http\r\n\r\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    if !rest.is_empty() {
+        assert!(
+            rest.starts_with(b"HTTP/1.1 400"),
+            "{}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+
+    // Keep-alive: many requests on one connection, bad ones between.
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    for i in 0..30 {
+        let body: &[u8] = if i % 3 == 1 {
+            b"{\"history\": [1,"
+        } else {
+            good.as_bytes()
+        };
+        s.write_all(&raw_request("POST", "/v1/recommend", body, ""))
+            .unwrap();
+        let (status, _, _) = read_response(&mut r).unwrap();
+        assert_eq!(status, if i % 3 == 1 { 400 } else { 200 });
+    }
+
+    let (st, v) = request(server.port, "POST", "/v1/recommend", good.as_bytes());
+    assert_eq!(st, 200, "{v}");
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it over.
+fn replace_atomically(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn wait_for_generation(server: &Server, generation: u64) -> Value {
+    let start = Instant::now();
+    loop {
+        let (s, v) = server.get("/v1/model");
+        assert_eq!(s, 200);
+        if v["generation"] == generation {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "still generation {} after 20 s",
+            v["generation"]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sighup_swaps_the_model_refusing_a_bad_file_without_dropping_requests() {
+    let m = models();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    std::fs::copy(&m.a, &path).unwrap();
+    let server = Server::start(&path, &["--admin"]);
+    let (_, v) = server.get("/v1/model");
+    assert_eq!(
+        (v["model"]["dim"].as_u64(), v["generation"].as_u64()),
+        (Some(8), Some(1))
+    );
+
+    // Clients keep asking all along; every request must succeed.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = server.port;
+    let clients: Vec<_> = (0..3)
+        .map(|c| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let body = json!({"history": [1 + c, 2, 3], "k": 5}).to_string();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    s.write_all(&raw_request("POST", "/v1/recommend", body.as_bytes(), ""))
+                        .unwrap();
+                    let (status, _, body) = read_response(&mut r).unwrap();
+                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+
+    // A corrupt file: refused, the old model keeps serving.
+    replace_atomically(&path, b"this is not a model file");
+    server.signal(libc::SIGHUP);
+    let line = server.wait_for_log("refused");
+    assert!(line.contains("still serving generation 1"), "{line}");
+    let (_, v) = server.get("/v1/model");
+    assert_eq!(
+        (v["model"]["dim"].as_u64(), v["generation"].as_u64()),
+        (Some(8), Some(1))
+    );
+    // A truncated model file too.
+    let bytes = std::fs::read(&m.b).unwrap();
+    replace_atomically(&path, &bytes[..bytes.len() / 2]);
+    let msg = expect_error(
+        server.post("/v1/admin/reload", &json!({})),
+        500,
+        "reload_failed",
+    );
+    assert!(msg.contains("refused"), "{msg}");
+    let (s, v) = server.post("/v1/recommend", &json!({"history": [1], "k": 2}));
+    assert_eq!((s, &v["model"]["dim"]), (200, &json!(8)));
+
+    // A good different model: taken.
+    replace_atomically(&path, &bytes);
+    server.signal(libc::SIGHUP);
+    let v = wait_for_generation(&server, 2);
+    assert_eq!(v["model"]["dim"], 16);
+    let (s, v) = server.post("/v1/recommend", &json!({"history": [1], "k": 2}));
+    assert_eq!(
+        (s, &v["model"]["dim"], &v["model"]["generation"]),
+        (200, &json!(16), &json!(2))
+    );
+
+    // And back, through the admin route.
+    replace_atomically(&path, &std::fs::read(&m.a).unwrap());
+    let (s, v) = server.post("/v1/admin/reload", &json!({}));
+    assert_eq!((s, &v["model"]["dim"]), (200, &json!(8)), "{v}");
+    assert_eq!(v["model"]["generation"], 3);
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        let n = c.join().expect("a client saw a failed request");
+        assert!(n > 0);
+    }
+}
+
+#[test]
+fn watch_reloads_when_the_file_changes() {
+    let m = models();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    std::fs::copy(&m.a, &path).unwrap();
+    let server = Server::start(&path, &["--watch"]);
+    replace_atomically(&path, b"garbage");
+    server.wait_for_log("refused");
+    let (_, v) = server.get("/v1/model");
+    assert_eq!(v["generation"], 1);
+    replace_atomically(&path, &std::fs::read(&m.b).unwrap());
+    let v = wait_for_generation(&server, 2);
+    assert_eq!(v["model"]["dim"], 16);
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish() {
+    let m = models();
+    let mut server = Server::start(&m.a, &[]);
+    let body = json!({"history": [1, 2, 3], "k": 4}).to_string();
+    let (head, tail) = body.as_bytes().split_at(10);
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(
+        format!(
+            "POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    s.write_all(head).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(libc::SIGTERM);
+    server.wait_for_log("SIGTERM");
+    std::thread::sleep(Duration::from_millis(200));
+    s.write_all(tail).unwrap();
+    let (status, _, answer) = read_response(&mut BufReader::new(&s)).unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let v: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(ids(&v).len(), 4);
+    let exit = server.wait_exit();
+    assert!(exit.success(), "{exit}");
+    server.wait_for_log("stopped");
+}
+
+#[test]
+fn sigint_stops_an_idle_server_cleanly() {
+    let m = models();
+    let mut server = Server::start(&m.a, &["--batch-window-us", "0"]);
+    let (s, _) = server.post("/v1/recommend", &json!({"history": [1], "k": 2}));
+    assert_eq!(s, 200);
+    // An idle keep-alive connection must not hold the shutdown up.
+    let idle = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    server.signal(libc::SIGINT);
+    let exit = server.wait_exit();
+    assert!(exit.success(), "{exit}");
+    drop(idle);
+}
+
+#[test]
+fn string_item_keys_and_numbers_both_work() {
+    let m = models();
+    let server = Server::start(&m.keyed, &[]);
+    let (s, v) = server.post(
+        "/v1/recommend",
+        &json!({"history": ["sku-1", "sku-4", "sku-7"], "k": 5, "exclude_seen": true}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let got = ids(&v);
+    assert_eq!(got.len(), 5);
+    assert!(got.iter().all(|i| i.starts_with("sku-")), "{got:?}");
+    assert!(!got.contains(&"sku-4".to_string()));
+    let (s, it) = server.get("/v1/items/sku-4");
+    assert_eq!(
+        (s, &it["id"], &it["is_item"]),
+        (200, &json!("sku-4"), &json!(true))
+    );
+    // Internal numbers are not item keys here.
+    let (s, v) = server.post("/v1/recommend", &json!({"history": [1]}));
+    assert_eq!((s, &v["error"]["unknown"]), (400, &json!([1])));
+    let (s, v) = server.post("/v1/recommend", &json!({"user": "u3", "k": 2}));
+    assert_eq!(s, 200, "{v}");
+    let (_, model) = server.get("/v1/model");
+    assert_eq!(model["item_keys"], true);
+}
+
+#[test]
+fn concurrent_clients_are_all_answered() {
+    let m = models();
+    let server = Server::start(&m.a, &["--batch-window-us", "200"]);
+    let port = server.port;
+    let (_, want) = server.post("/v1/recommend", &json!({"history": [5, 6], "k": 7}));
+    let want = Arc::new(want);
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let want = want.clone();
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                for i in 0..200 {
+                    // Mixed k and exclude_seen, so batches mix them too.
+                    let (k, ex) = if (i + c) % 2 == 0 {
+                        (7, false)
+                    } else {
+                        (3, true)
+                    };
+                    let body = json!({"history": [5, 6], "k": k, "exclude_seen": ex}).to_string();
+                    s.write_all(&raw_request("POST", "/v1/recommend", body.as_bytes(), ""))
+                        .unwrap();
+                    let (status, _, body) = read_response(&mut r).unwrap();
+                    assert_eq!(status, 200);
+                    let v: Value = serde_json::from_slice(&body).unwrap();
+                    if !ex {
+                        assert_same(&v, &want);
+                    } else {
+                        assert_eq!(ids(&v).len(), 3);
+                        assert!(!ids(&v).iter().any(|i| i == "5" || i == "6"));
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+}
