@@ -174,7 +174,7 @@ fi
 
 if [[ -n $keep ]]; then
   mkdir -p "$keep"
-  cp "$tmp/seqrec.json" "$tmp/seqrec.log" "$tmp/ref.json" "$tmp/ref.log" "$keep/"
+  cp "$tmp/seqrec.json" "$tmp/seqrec.log" "$tmp/seqrec.other" "$tmp/ref.json" "$tmp/ref.log" "$keep/"
   echo "== JSON and logs copied to $keep" >&2
 fi
 
@@ -221,7 +221,7 @@ rows.append(("epoch 1 time (s)", re_[0].get("epoch_s"), se[0].get("seconds"), 2)
 rows.append(("data pipeline (s)", r["data"].get("pipeline_total_s"), s.get("data_seconds"), 2))
 rows.append(("peak memory (MiB)", r["training"].get("peak_rss_mib_after_fit"), s.get("peak_memory_mib"), 0))
 
-w = 28
+w = 32
 print()
 print(f"data: {data_label}")
 print(f"      {s.get('train_examples')} train / {s.get('test_examples')} test examples, "
@@ -234,6 +234,8 @@ print(f"{'':{w}} {'reference':>10} {'seqrec':>10} {'ref/seqrec':>11}")
 for name, a, b, p in rows:
     print(f"{name:{w}} {fmt(a, p):>10} {fmt(b, p):>10} {ratio(a, b):>11}")
 print(f"{'  ref. epoch, training only':{w}} {fmt(mean(r_train), 2):>10}")
+r_first, _ = later(re_, "first_step_s")
+print(f"{'  ref. first step, epochs 2+ (s)':{w}} {fmt(mean(r_first), 2):>10}   (tf.data's idle wait, see below)")
 print()
 print(f"{'val_loss':{w}} {'reference':>10} {'seqrec':>10} {'seqrec-ref':>11}")
 for i in range(max(len(re_), len(se))):
@@ -244,7 +246,9 @@ for i in range(max(len(re_), len(se))):
 print()
 print("step time: median over the steps of epochs 2+ (reference: its per-step callback; seqrec: batch")
 print("fill + forward/backward + AdamW). Epoch times include the val_loss pass. Peak memory: reference")
-print("process RSS after fit(), seqrec process peak RSS (VmHWM).")
+print("process RSS after fit(), seqrec process peak RSS (VmHWM). The reference's epochs 2+ open with")
+print("tf.data's autotune idle wait (anchors/README.md), counted in its epoch time, not in its step median;")
+print("--tfdata-autotune-off removes it (same losses).")
 if s_fb or r_fb or s_epfb or r_epfb:
     print("* only one epoch was run on a side: its epoch-1 figure is used (includes JAX compilation;")
     print("  for the reference's step time, the median without its first and last step).")
