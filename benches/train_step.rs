@@ -119,6 +119,40 @@ fn main() {
         println!("  GRU backward       {:8.2} ms  (GRU + projection backward)", per(ws.times.backward));
         println!("  optimiser          {:8.2} ms  (AdamW, dense over both tables)", 1e3 * median(opt_s));
 
+        // What the fast exp and the CPU-feature dispatch buy, on one logits
+        // tile's worth of values per call.
+        let xs: Vec<f32> = (0..1 << 20).map(|i| -((i % 9973) as f32) * 0.01).collect();
+        let mut buf = xs.clone();
+        let time_exp = |f: &mut dyn FnMut(&mut [f32])| {
+            let mut best = f64::INFINITY;
+            let mut buf = xs.clone();
+            for _ in 0..20 {
+                buf.copy_from_slice(&xs);
+                let t = Instant::now();
+                f(&mut buf);
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            std::hint::black_box(&buf);
+            1e9 * best / xs.len() as f64
+        };
+        let std_ns = time_exp(&mut |b| b.iter_mut().for_each(|x| *x = x.exp()));
+        let baseline_ns = time_exp(&mut |b| b.iter_mut().for_each(|x| *x = seqrec::model::kernels::fast_exp(*x)));
+        let dispatched_ns = time_exp(&mut |b| seqrec::model::kernels::exp_in_place(b));
+        buf.copy_from_slice(&xs);
+        seqrec::model::kernels::exp_in_place(&mut buf);
+        let max_rel = xs
+            .iter()
+            .zip(&buf)
+            .map(|(&x, &y)| ((y as f64 - (x as f64).exp()) / (x as f64).exp()).abs())
+            .fold(0.0, f64::max);
+        println!("exp over 1M values, one thread:");
+        println!("  std f32::exp            {std_ns:6.2} ns/value");
+        println!("  polynomial, baseline    {baseline_ns:6.2} ns/value  (x86-64 SSE2 build)");
+        println!(
+            "  polynomial, dispatched  {dispatched_ns:6.2} ns/value  (AVX2+FMA at run time: {}; max relative error {max_rel:.1e})",
+            seqrec::model::kernels::has_avx2_fma()
+        );
+
         // The floor: the step's matrix products at this machine's measured
         // gemm speed for the same shapes.
         let loss_products = time_gemm(b, b, d, Layout::Normal, Layout::Transposed, threads)

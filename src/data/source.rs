@@ -149,7 +149,12 @@ pub fn load(
     match source {
         DataSource::Path(p) => read_path(p, generic, opts),
         DataSource::Named(name) => {
-            let dir = download::ensure(name, cache_dir, None, show_progress)?;
+            let dir = download::ensure(name, cache_dir, None, show_progress).with_context(|| {
+                format!(
+                    "--dataset {name}: not in the cache and not downloadable; offline, unzip the release \
+                     yourself and pass its folder instead (e.g. `seqrec train path/to/{name}`)"
+                )
+            })?;
             let mut ds = read_path(&dir, generic, opts)?;
             ds.origin = name.clone();
             Ok(ds)

@@ -52,11 +52,14 @@ where
     let d = cands.dim;
     let n = cands.count();
     let disallowed = cands.disallowed();
+    // A block's scores, sized to the queries so that one query (the
+    // service's common case) does not allocate and zero a whole block.
+    let block_rows = (queries.len() / d.max(1)).clamp(1, BLOCK_ROWS);
     queries
         .par_chunks(BLOCK_ROWS * d)
         .enumerate()
         .for_each_init(
-            || vec![0.0f32; BLOCK_ROWS * n],
+            || vec![0.0f32; block_rows * n],
             |scores, (block, q)| {
                 let rows = q.len() / d;
                 let s = &mut scores[..rows * n];
