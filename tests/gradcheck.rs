@@ -318,7 +318,7 @@ fn masked_gru_ignores_padding() {
 
 #[test]
 fn loss_backward_matches_finite_differences() {
-    // 70 rows span two tiles; 75 columns add extra negatives; dim 5 is not a
+    // 70 rows span several tiles; 75 columns add extra negatives; dim 5 is not a
     // multiple of the vector width.
     let (rows, cols, d) = (70, 75, 5);
     let mut rng = ChaCha8Rng::seed_from_u64(11);
@@ -346,7 +346,9 @@ fn loss_backward_matches_finite_differences() {
         };
         let mut dq = vec![0.0f32; rows * d];
         let mut dc = vec![0.0f32; cols * d];
-        let got = loss::in_batch_softmax(
+        // Tiles of 32 rows: 70 rows span three tiles (and with two threads,
+        // two parts of two tiles each).
+        let got = loss::in_batch_softmax_tiled(
             &inputs,
             Some(LossGrads {
                 dq: &mut dq,
@@ -354,6 +356,7 @@ fn loss_backward_matches_finite_differences() {
                 scale: 1.0,
             }),
             threads,
+            32,
         );
         let bias_opt = use_bias.then_some(bias.as_slice());
         let want = ref_loss(&q, &c, rows, cols, d, ids_opt, bias_opt);
@@ -362,6 +365,8 @@ fn loss_backward_matches_finite_differences() {
             "loss {got} vs {want}"
         );
         let without_grads = loss::in_batch_softmax(&inputs, None, threads);
+        let one_tile = loss::in_batch_softmax_tiled(&inputs, None, 1, 1000);
+        assert!((one_tile - got).abs() < 1e-9 * got.abs());
         assert!((without_grads - got).abs() < 1e-9 * got.abs());
         let c0 = c.clone();
         let q0 = q.clone();

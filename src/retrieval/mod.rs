@@ -93,7 +93,7 @@ pub struct Scored {
 }
 
 /// Columns of the first pass of `select_top_k`.
-const STRIPE: usize = 128;
+const STRIPE: usize = 64;
 /// Values per group in its second pass.
 const GROUP: usize = 16;
 
@@ -121,11 +121,11 @@ dispatch! {
         for (g, chunk) in groups.enumerate() {
             // A fixed-size array compiles to one vector compare.
             let chunk: &[f32; GROUP] = chunk.try_into().unwrap_or(&[f32::NEG_INFINITY; GROUP]);
-            let mut hits = 0u32;
+            let mut hit = false;
             for &x in chunk {
-                hits += (x >= bound) as u32;
+                hit |= x >= bound;
             }
-            if hits > 0 {
+            if hit {
                 out.push(g as u32);
             }
         }
