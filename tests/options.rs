@@ -2,31 +2,16 @@
 //! and leaves parity alone when off. (Their maths is checked against finite
 //! differences in gradcheck.rs.)
 
+mod common;
+use common::*;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use seqrec::data::readers::{GenericFormat, ReadOptions};
 use seqrec::data::{source, Sequences};
 use seqrec::model::io;
 use seqrec::train::{LrSchedule, TrainConfig};
-
-fn seqrec(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_seqrec"))
-        .args(args)
-        .output()
-        .expect("seqrec runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = seqrec(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn synthetic(dir: &Path) -> PathBuf {
     let data = dir.join("data");

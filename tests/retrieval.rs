@@ -1,9 +1,11 @@
 //! Top-K retrieval, ranks and metrics against brute-force references and
 //! hand-computed cases; `evaluate` and `recommend` end to end.
 
+mod common;
+use common::*;
+
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -115,23 +117,6 @@ fn metrics_at_rank_1_k_and_k_plus_1() {
     let ndcg = (1.0 + 1.0 / 11f64.log2()) / 4.0;
     assert!((r.ndcg - ndcg).abs() < 1e-12, "{} vs {ndcg}", r.ndcg);
     assert!((r.mrr - (1.0 + 0.1) / 4.0).abs() < 1e-12);
-}
-
-fn seqrec(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_seqrec"))
-        .args(args)
-        .output()
-        .expect("seqrec runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = seqrec(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn train_small_synthetic(dir: &Path) -> (String, String) {

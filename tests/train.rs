@@ -2,36 +2,13 @@
 //! guarantees, resume, config files, and parity with the reference on real
 //! MovieLens-100K.
 
+mod common;
+use common::*;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use seqrec::model::io;
-
-fn seqrec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_seqrec"))
-        .args(args)
-        .output()
-        .expect("the seqrec binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = seqrec(args);
-    assert!(
-        out.status.success(),
-        "seqrec {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = seqrec(args);
-    assert!(!out.status.success(), "seqrec {args:?} should fail");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
 
 /// A small dataset with sequential structure: each user walks item ids
 /// upward from a random start, so the next item is the previous one + 1.

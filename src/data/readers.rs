@@ -491,6 +491,20 @@ fn csv_reader(path: &Path, delimiter: u8) -> Result<csv::Reader<File>, DataError
         .from_reader(file))
 }
 
+/// Opens a CSV file and reads its header row.
+fn open_csv(path: &Path, delimiter: u8) -> Result<(csv::Reader<File>, csv::ByteRecord), DataError> {
+    let mut rdr = csv_reader(path, delimiter)?;
+    let headers = rdr
+        .byte_headers()
+        .map_err(|e| DataError::Malformed {
+            file: path.to_path_buf(),
+            line: 1,
+            msg: format!("unreadable header: {e}"),
+        })?
+        .clone();
+    Ok((rdr, headers))
+}
+
 fn column(
     path: &Path,
     headers: &csv::ByteRecord,
@@ -548,15 +562,7 @@ pub fn read_movielens_csv_ratings(
     path: &Path,
     opts: &ReadOptions,
 ) -> Result<Interactions, DataError> {
-    let mut rdr = csv_reader(path, b',')?;
-    let headers = rdr
-        .byte_headers()
-        .map_err(|e| DataError::Malformed {
-            file: path.to_path_buf(),
-            line: 1,
-            msg: format!("unreadable header: {e}"),
-        })?
-        .clone();
+    let (mut rdr, headers) = open_csv(path, b',')?;
     let cols = [
         column(path, &headers, "userId", "the file's header")?,
         column(path, &headers, "movieId", "the file's header")?,
@@ -618,15 +624,7 @@ pub fn read_movielens_csv_ratings(
 /// MovieLens CSV releases (`movies.csv`: `movieId,title,genres`, titles quoted
 /// when they hold commas).
 pub fn read_movielens_csv_movies(path: &Path, opts: &ReadOptions) -> Result<Catalog, DataError> {
-    let mut rdr = csv_reader(path, b',')?;
-    let headers = rdr
-        .byte_headers()
-        .map_err(|e| DataError::Malformed {
-            file: path.to_path_buf(),
-            line: 1,
-            msg: format!("unreadable header: {e}"),
-        })?
-        .clone();
+    let (mut rdr, headers) = open_csv(path, b',')?;
     let id_col = column(path, &headers, "movieId", "the file's header")?;
     let title_col = column(path, &headers, "title", "the file's header")?;
     let mut cat = Catalog::default();
@@ -660,15 +658,7 @@ pub fn read_generic(
     fmt: &GenericFormat,
     opts: &ReadOptions,
 ) -> Result<(Interactions, Catalog), DataError> {
-    let mut rdr = csv_reader(path, delimiter_for(path, fmt.delimiter))?;
-    let headers = rdr
-        .byte_headers()
-        .map_err(|e| DataError::Malformed {
-            file: path.to_path_buf(),
-            line: 1,
-            msg: format!("unreadable header: {e}"),
-        })?
-        .clone();
+    let (mut rdr, headers) = open_csv(path, delimiter_for(path, fmt.delimiter))?;
     let user_col = column(path, &headers, &fmt.user_col, "--user-col")?;
     let item_col = column(path, &headers, &fmt.item_col, "--item-col")?;
     let time_col = column(path, &headers, &fmt.time_col, "--time-col")?;
@@ -750,15 +740,7 @@ pub fn read_generic(
         cat.is_item[id] = true;
     }
     if let Some(tpath) = &fmt.titles {
-        let mut trdr = csv_reader(tpath, delimiter_for(tpath, fmt.delimiter))?;
-        let th = trdr
-            .byte_headers()
-            .map_err(|e| DataError::Malformed {
-                file: tpath.to_path_buf(),
-                line: 1,
-                msg: format!("unreadable header: {e}"),
-            })?
-            .clone();
+        let (mut trdr, th) = open_csv(tpath, delimiter_for(tpath, fmt.delimiter))?;
         let ic = column(tpath, &th, &fmt.title_item_col, "--title-item-col")?;
         let tc = column(tpath, &th, &fmt.title_col, "--title-col")?;
         for_each_record(tpath, &mut trdr, |line, rec| {

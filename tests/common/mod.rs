@@ -1,0 +1,31 @@
+//! Running the `seqrec` binary from integration tests.
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+
+pub fn seqrec(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_seqrec"))
+        .args(args)
+        .output()
+        .expect("the seqrec binary runs")
+}
+
+/// Runs `seqrec args`, which must succeed; returns its stdout.
+pub fn ok(args: &[&str]) -> String {
+    let out = seqrec(args);
+    assert!(
+        out.status.success(),
+        "seqrec {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `seqrec args`, which must fail without panicking; returns its stderr.
+pub fn fails(args: &[&str]) -> String {
+    let out = seqrec(args);
+    assert!(!out.status.success(), "seqrec {args:?} should fail");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
