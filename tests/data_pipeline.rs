@@ -337,3 +337,34 @@ fn movielens_100k_matches_the_reference_checksums() {
         "033702e07cff66bb86d68f23fe4df0f76cc0334c4856077084defa268ea71b1c"
     );
 }
+
+#[test]
+fn huge_ids_and_tab_delimiters() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "ratings.dat",
+        b"1::2::5::10\n1::4000000000::5::11\n",
+    );
+    let msg = readers::read_ml1m_ratings(&p, &ReadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("ratings.dat:2:") && msg.contains("not supported"),
+        "{msg}"
+    );
+    let log = write(dir.path(), "log.txt", b"who\twhat\twhen\na\tx\t1\n");
+    let msg = readers::read_generic(
+        &log,
+        &GenericFormat {
+            user_col: "who".into(),
+            item_col: "what".into(),
+            time_col: "when".into(),
+            ..GenericFormat::default()
+        },
+        &ReadOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(msg.contains("--delimiter tab"), "{msg}");
+}

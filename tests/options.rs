@@ -236,3 +236,136 @@ fn bad_option_values_are_clear_errors() {
         );
     }
 }
+
+#[test]
+fn a_config_file_overrides_only_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path());
+    let cfg = dir.path().join("c.toml");
+    fs::write(&cfg, "epochs = 1\n").unwrap();
+    let m = dir.path().join("m");
+    ok(&[
+        "--quiet",
+        "train",
+        data.to_str().unwrap(),
+        "--out",
+        m.to_str().unwrap(),
+        "--preset",
+        "best",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--embedding-dim",
+        "8",
+    ]);
+    let t = io::load(&m).unwrap().meta.train;
+    assert_eq!((t.epochs, t.batch_size, t.embedding_dim), (1, 256, 8));
+    assert!(
+        t.mask_padding && t.shared_embeddings && t.validation,
+        "the preset's keys survive the file"
+    );
+}
+
+#[test]
+fn divergence_and_degenerate_settings_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path());
+    let m = dir.path().join("m");
+    fs::write(&m, b"previous model").unwrap();
+    let err = fails(&[
+        "train",
+        data.to_str().unwrap(),
+        "--out",
+        m.to_str().unwrap(),
+        "--learning-rate",
+        "1e30",
+        "--epochs",
+        "2",
+    ]);
+    assert!(err.contains("diverged"), "{err}");
+    assert_eq!(
+        fs::read(&m).unwrap(),
+        b"previous model",
+        "a failed run leaves the old file"
+    );
+    let err = fails(&[
+        "train",
+        data.to_str().unwrap(),
+        "--out",
+        m.to_str().unwrap(),
+        "--batch-size",
+        "1",
+    ]);
+    assert!(err.contains("batch_size"), "{err}");
+    let err = fails(&[
+        "train",
+        data.to_str().unwrap(),
+        "--out",
+        "/no/such/folder/m",
+    ]);
+    assert!(
+        err.contains("--out") && err.contains("does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn resume_keeps_the_model_s_maths_and_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path());
+    let m = dir.path().join("m");
+    train(&data, &m, &["--epochs", "1"]);
+    let d = data.to_str().unwrap();
+    let ms = m.to_str().unwrap();
+    let err = fails(&["train", d, "--resume", ms, "--mask-padding", "--out", ms]);
+    assert!(err.contains("mask_padding"), "{err}");
+    let err = fails(&[
+        "train",
+        d,
+        "--resume",
+        ms,
+        "--embedding-dim",
+        "16",
+        "--out",
+        ms,
+    ]);
+    assert!(err.contains("embedding_dim"), "{err}");
+    let other = dir.path().join("other");
+    ok(&[
+        "--quiet",
+        "synth",
+        other.to_str().unwrap(),
+        "--users",
+        "300",
+        "--items",
+        "200",
+        "--ratings",
+        "30000",
+        "--seed",
+        "9",
+    ]);
+    let err = fails(&[
+        "train",
+        other.to_str().unwrap(),
+        "--resume",
+        ms,
+        "--out",
+        ms,
+    ]);
+    assert!(
+        err.contains("not the data the model was trained on"),
+        "{err}"
+    );
+    // Resuming without --epochs trains the default five more.
+    let out = ok(&[
+        "--quiet",
+        "train",
+        d,
+        "--resume",
+        ms,
+        "--out",
+        ms,
+        "--batch-size",
+        "256",
+    ]);
+    assert!(out.contains("epoch 6/6"), "{out}");
+}

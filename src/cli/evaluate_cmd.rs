@@ -88,7 +88,10 @@ pub fn print_report(r: &EvalReport) {
 
 pub fn evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
     let ks = parse_ks(&args.k)?;
-    let rec = Recommender::load(&args.model)?;
+    let saved = crate::model::io::load(&args.model)?;
+    let mut args = args;
+    args.data.default_to(&saved.meta.data);
+    let rec = Recommender::new(saved);
     let mut split = args.data.split_config()?;
     split.context_len = rec.config.context_len;
     let ds = args.data.load(quiet)?;

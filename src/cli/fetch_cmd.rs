@@ -21,7 +21,17 @@ pub struct FetchArgs {
 /// Fetches the dataset (if not cached yet) and prints its folder on stdout.
 pub fn fetch(args: FetchArgs, quiet: bool) -> Result<()> {
     let dir = args.data_dir.unwrap_or_else(download::default_cache_dir);
-    let out = download::ensure(&args.name, &dir, args.mirror.as_deref(), !quiet)?;
+    let out = download::ensure(&args.name, &dir, args.mirror.as_deref(), !quiet).map_err(|e| {
+        let offline = format!("{e:#}").contains("could not download");
+        if offline {
+            e.context(format!(
+                "offline? unzip {}.zip yourself and pass its folder to seqrec commands (e.g. `seqrec train path/to/{}`), or use --mirror URL",
+                args.name, args.name
+            ))
+        } else {
+            e
+        }
+    })?;
     println!("{}", out.display());
     Ok(())
 }

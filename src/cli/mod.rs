@@ -66,24 +66,24 @@ pub struct DataArgs {
     /// Cache folder for downloaded datasets [default: the XDG cache dir, seqrec/].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Drop ratings below this value (the reference's MIN_RATING).
-    #[arg(long, default_value_t = 2.0)]
-    pub min_rating: f32,
+    /// Drop ratings below this value (the reference's MIN_RATING) [default: 2; evaluate: the model's].
+    #[arg(long)]
+    pub min_rating: Option<f32>,
     /// Keep every rating, whatever its value.
     #[arg(long)]
     pub no_rating_filter: bool,
     /// Items of history per example (MAX_CONTEXT_LENGTH) [default: 10].
     #[arg(long)]
     pub context_len: Option<usize>,
-    /// Skip users with fewer ratings (MIN_SEQUENCE_LENGTH).
-    #[arg(long, default_value_t = 3)]
-    pub min_sequence_len: usize,
+    /// Skip users with fewer ratings (MIN_SEQUENCE_LENGTH) [default: 3; evaluate: the model's].
+    #[arg(long)]
+    pub min_sequence_len: Option<usize>,
     /// Count and skip malformed lines instead of stopping at the first.
     #[arg(long)]
     pub skip_bad_lines: bool,
-    /// Generic files: field delimiter (default: tab for .tsv, else comma).
+    /// Generic files: field delimiter, one character, or `tab` / `\t` (default: tab for .tsv, else comma).
     #[arg(long, value_name = "CHAR")]
-    pub delimiter: Option<char>,
+    pub delimiter: Option<String>,
     /// Generic files: the user column's name.
     #[arg(long, default_value = "user_id")]
     pub user_col: String,
@@ -119,16 +119,17 @@ impl DataArgs {
 
     pub fn read_options(&self) -> ReadOptions {
         ReadOptions {
-            min_rating: (!self.no_rating_filter).then_some(self.min_rating),
+            min_rating: (!self.no_rating_filter).then_some(self.min_rating.unwrap_or(2.0)),
             skip_bad_lines: self.skip_bad_lines,
         }
     }
 
     pub fn generic_format(&self) -> Result<GenericFormat> {
-        let delimiter = match self.delimiter {
+        let delimiter = match self.delimiter.as_deref() {
             None => None,
-            Some(c) if c.is_ascii() => Some(c as u8),
-            Some(c) => bail!("--delimiter: expected a single ASCII character, found {c:?}"),
+            Some("tab" | "\\t" | "\t") => Some(b'\t'),
+            Some(d) if d.len() == 1 && d.is_ascii() => Some(d.as_bytes()[0]),
+            Some(d) => bail!("--delimiter: expected one ASCII character or `tab`, found {d:?}"),
         };
         Ok(GenericFormat {
             delimiter,
@@ -147,13 +148,29 @@ impl DataArgs {
         if context_len == 0 {
             bail!("--context-len: expected at least 1");
         }
-        if self.min_sequence_len < 2 {
+        let min_sequence_len = self.min_sequence_len.unwrap_or(3);
+        if context_len > 1000 {
+            bail!("--context-len: expected at most 1000, found {context_len}");
+        }
+        if min_sequence_len < 2 {
             bail!("--min-sequence-len: expected at least 2 (one context item and one label)");
         }
         Ok(SplitConfig {
             context_len,
-            min_sequence_len: self.min_sequence_len,
+            min_sequence_len,
         })
+    }
+
+    /// Reads the data as the model's training data was read, for what the
+    /// user did not set: `evaluate` then ranks the same test examples.
+    pub fn default_to(&mut self, data: &crate::model::io::DataSettings) {
+        if self.min_rating.is_none() && !self.no_rating_filter {
+            match data.min_rating {
+                Some(r) => self.min_rating = Some(r),
+                None => self.no_rating_filter = true,
+            }
+        }
+        self.min_sequence_len.get_or_insert(data.min_sequence_len);
     }
 
     pub fn cache_dir(&self) -> PathBuf {

@@ -115,6 +115,7 @@ pub fn draw(path: &Path, points: &[EpochPoint]) -> Result<()> {
         )?;
         root.present().map_err(|e| plot_error(path, e))?;
     }
+    crate::model::io::readable_by_all(tmp.as_file());
     tmp.persist(path).map_err(|e| {
         anyhow!(
             "{}: cannot move the plot into place: {}",

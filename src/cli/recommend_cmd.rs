@@ -34,7 +34,7 @@ pub struct RecommendArgs {
     /// Return exactly what the reference's BruteForceRetrieval would (padding and non-items included).
     #[arg(long)]
     pub parity: bool,
-    /// Many users at once: a CSV with a `history` column (ids separated by spaces, `|` or `;`) and optionally `id` and `user` columns.
+    /// Many users at once: a CSV with a `history` column (ids separated by spaces, `,`, `|` or `;`; quote the field if it holds commas) and optionally `id` and `user` columns.
     #[arg(long, value_name = "FILE", requires = "output")]
     pub input: Option<PathBuf>,
     /// Where `--input`'s answers go: `.jsonl`/`.json` for JSON lines, else CSV.
@@ -142,6 +142,19 @@ pub fn recommend(args: RecommendArgs, _quiet: bool) -> Result<()> {
     if args.k == 0 || args.k > 10_000 {
         bail!("--k: expected 1 to 10000, found {}", args.k);
     }
+    let given = [
+        args.history.is_some(),
+        !args.titles.is_empty(),
+        args.user.is_some(),
+        args.input.is_some(),
+        args.demo,
+    ];
+    if given.iter().filter(|&&g| g).count() > 1 {
+        bail!("give one of --history IDS, --titles TITLE..., --user ID, --input FILE or --demo");
+    }
+    if args.demo && (args.k != 10 || args.exclude_seen || args.parity) {
+        bail!("--demo repeats the reference's demo (10 items, retrieval as the reference's); it takes no --k, --exclude-seen or --parity");
+    }
     let rec = Recommender::load(&args.model)?;
     if args.demo {
         let (watched, recommended) = demo(&rec)?;
@@ -231,7 +244,7 @@ fn batch_file(rec: &Recommender, args: &RecommendArgs, input: &Path, output: &Pa
             user,
         ) {
             (Some(h), _) => h
-                .split([' ', '|', ';'])
+                .split([' ', ',', '|', ';'])
                 .filter(|p| !p.is_empty())
                 .map(|p| rec.item_id(p))
                 .collect::<Result<Vec<u32>, _>>()
@@ -291,6 +304,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("{}: cannot create a temporary file", dir.display()))?;
     tmp.write_all(bytes)
         .with_context(|| format!("{}: cannot write", path.display()))?;
+    crate::model::io::readable_by_all(tmp.as_file());
     tmp.persist(path)
         .map_err(|e| anyhow::anyhow!("{}: cannot move into place: {}", path.display(), e.error))?;
     Ok(())

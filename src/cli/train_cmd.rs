@@ -189,6 +189,56 @@ pub fn peak_memory_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// A resumed model keeps the settings that define its maths: changing them
+/// half-way would silently train (and later serve) a different model.
+fn check_resume_settings(saved: &TrainConfig, asked: &TrainConfig) -> Result<()> {
+    let fixed = [
+        (
+            "embedding_dim",
+            saved.embedding_dim.to_string(),
+            asked.embedding_dim.to_string(),
+        ),
+        (
+            "context_len",
+            saved.context_len.to_string(),
+            asked.context_len.to_string(),
+        ),
+        (
+            "padding",
+            format!("{:?}", saved.padding),
+            format!("{:?}", asked.padding),
+        ),
+        (
+            "mask_padding",
+            saved.mask_padding.to_string(),
+            asked.mask_padding.to_string(),
+        ),
+        (
+            "shared_embeddings",
+            saved.shared_embeddings.to_string(),
+            asked.shared_embeddings.to_string(),
+        ),
+    ];
+    for (name, was, now) in fixed {
+        if was != now {
+            bail!("--resume: the model was trained with {name} = {was}; it cannot continue with {now}");
+        }
+    }
+    Ok(())
+}
+
+/// Overlays the keys of a TOML config file on `cfg`: keys the file does not
+/// name keep their value (from the preset or the resumed model), and an
+/// unknown key is an error that names it.
+fn merge_config_file(cfg: &TrainConfig, text: &str) -> Result<TrainConfig> {
+    let file: toml::Table = toml::from_str(text)?;
+    let mut merged = toml::Table::try_from(cfg)?;
+    for (key, value) in file {
+        merged.insert(key, value);
+    }
+    Ok(merged.try_into()?)
+}
+
 /// Defaults (or the resumed model's settings), then the preset, then the
 /// config file, then the flags.
 fn resolve_config(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
@@ -201,7 +251,7 @@ fn resolve_config(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read the config file", path.display()))?;
-        cfg = toml::from_str(&text)
+        cfg = merge_config_file(&cfg, &text)
             .with_context(|| format!("{}: not a valid seqrec config", path.display()))?;
     }
     macro_rules! flag {
@@ -253,15 +303,38 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         Some(p) => Some(io::load(p)?),
         None => None,
     };
+    // A resumed run keeps the saved settings but trains a fresh count of
+    // epochs (the saved count is the total trained so far).
     let base = resumed
         .as_ref()
-        .map(|m| m.meta.train.clone())
+        .map(|m| TrainConfig {
+            epochs: TrainConfig::default().epochs,
+            ..m.meta.train.clone()
+        })
         .unwrap_or_default();
     let mut cfg = resolve_config(&args, base)?;
     if let Some(prev) = &resumed {
-        // The model's shape is fixed by the saved file.
-        cfg.embedding_dim = prev.state.model.dim;
-        cfg.context_len = prev.state.model.context_len;
+        check_resume_settings(&prev.meta.train, &cfg)?;
+    }
+    // Output folders are checked now, not after minutes of training.
+    for (flag, path) in [
+        ("--out", Some(&args.out)),
+        ("--plot", args.plot.as_ref()),
+        ("--log", args.log.as_ref()),
+    ] {
+        if let Some(path) = path {
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            if !dir.is_dir() {
+                bail!(
+                    "{flag} {}: the folder {} does not exist",
+                    path.display(),
+                    dir.display()
+                );
+            }
+        }
     }
     let threads = if cfg.threads == 0 {
         std::thread::available_parallelism()
@@ -302,6 +375,13 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
     };
     let mut state = match resumed {
         Some(prev) => {
+            if prev.meta.titles != ds.catalog.titles || prev.meta.item_keys != ds.catalog.keys {
+                bail!(
+                    "--resume: {} is not the data the model was trained on ({}): its catalogue differs",
+                    ds.origin,
+                    prev.meta.dataset
+                );
+            }
             if prev.state.model.vocab_size != model_cfg.vocab_size {
                 bail!(
                     "--resume: the model has a vocabulary of {} ids, this data {}; resume on the data it was trained on",
@@ -355,7 +435,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         let r = eval::evaluate(&rec, &seqs, &train_set, examples, &[10]);
         (r.model.seen_excluded[0].hr, r.model.seen_excluded[0].ndcg)
     };
-    pool.install(|| {
+    let outcome = pool.install(|| {
         train::fit(
             &mut state,
             &data,
@@ -425,6 +505,11 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         )
     });
     let train_seconds = t_train.elapsed().as_secs_f64();
+    if let Some(b) = bar.take() {
+        b.finish_and_clear();
+    }
+    // A diverged run writes nothing: the model file already there stays.
+    let outcome = outcome?;
     if let Some(e) = log_error {
         return Err(e.context("--log: cannot write the log"));
     }
@@ -442,6 +527,11 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         is_item: ds.catalog.is_item.clone(),
         item_keys: ds.catalog.keys.clone(),
         user_keys: Vec::new(),
+        best_epoch: outcome.best_epoch,
+        data: io::DataSettings {
+            min_rating: args.data.read_options().min_rating,
+            min_sequence_len: split.min_sequence_len,
+        },
     };
     let users = UserHistories::from_sequences(&seqs, &ds.interactions.user_keys);
     let meta = ModelMeta {
@@ -454,7 +544,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
     let rec = Recommender::new(saved);
     let final_eval = pool.install(|| eval::evaluate(&rec, &seqs, &train_set, &test_set, &[10]));
     if let Some(path) = &args.plot {
-        super::plot::draw(path, &lines_for_plot(&lines))?;
+        super::plot::draw(path, &lines_for_plot(&lines)).context("--plot")?;
     }
     let mut medians: Vec<f64> = lines.iter().map(|l| l.step_ms_median).collect();
     medians.sort_by(|a, b| a.total_cmp(b));
@@ -486,6 +576,9 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
             summary.peak_memory_mib.unwrap_or(f64::NAN)
         );
         println!("model written to {}", summary.model);
+        if let Some(best) = outcome.best_epoch {
+            println!("kept the parameters of epoch {best} (best validation NDCG@10)");
+        }
         println!(
             "test (seen items excluded): HR@10 {:.4}  NDCG@10 {:.4}  MRR@10 {:.4}   most popular: HR@10 {:.4}  NDCG@10 {:.4}",
             summary.test.hr, summary.test.ndcg, summary.test.mrr, summary.popularity.hr, summary.popularity.ndcg

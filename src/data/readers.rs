@@ -52,6 +52,11 @@ impl Default for ReadOptions {
     }
 }
 
+/// The largest numeric item id accepted. Ids are embedding rows, so an id
+/// is memory: sparse or huge ids belong in a generic file, whose string ids
+/// are renumbered 1..N.
+pub const MAX_ITEM_ID: u32 = 10_000_000;
+
 /// Kept ratings in file order, as parallel columns so each rating is stored once.
 #[derive(Debug, Default, Clone)]
 pub struct Interactions {
@@ -332,6 +337,12 @@ impl<'o> Collector<'o> {
             );
         };
         let item = match parse_num::<u32>(f[1]) {
+            Some(i) if i > MAX_ITEM_ID => {
+                return self.bad(
+                    line_no,
+                    format!("item id {i}: ids above {MAX_ITEM_ID} are not supported (give the file as a generic interaction file to renumber them)"),
+                )
+            }
             Some(i) if i > 0 => i,
             _ => {
                 return self.bad(
@@ -423,7 +434,7 @@ fn read_title_lines(
             ));
         }
         let id = match parse_num::<u32>(f[0]) {
-            Some(i) if i > 0 => i,
+            Some(i) if i > 0 && i <= MAX_ITEM_ID => i,
             _ => {
                 return fail(format!(
                     "item id: expected a positive integer, found {:?}",
@@ -516,11 +527,20 @@ fn column(
         .position(|h| h.trim_ascii() == name.as_bytes())
         .ok_or_else(|| {
             let have: Vec<String> = headers.iter().map(utf8_or_latin1).collect();
+            let hint = match have.as_slice() {
+                [only] if only.contains('\t') => {
+                    " (the header is one column holding tabs: pass --delimiter tab)"
+                }
+                [only] if only.contains(';') => {
+                    " (the header is one column holding `;`: pass --delimiter ';')"
+                }
+                _ => "",
+            };
             DataError::Malformed {
                 file: path.to_path_buf(),
                 line: 1,
                 msg: format!(
-                    "header has no column {name:?} (set it with {flag}); columns are {}",
+                    "header has no column {name:?} (set it with {flag}); columns are {}{hint}",
                     have.join(", ")
                 ),
             }
@@ -589,6 +609,12 @@ pub fn read_movielens_csv_ratings(
             );
         };
         let m = match parse_num::<u32>(m) {
+            Some(m) if m > MAX_ITEM_ID => {
+                return c.bad(
+                    line,
+                    format!("movieId {m}: ids above {MAX_ITEM_ID} are not supported"),
+                )
+            }
             Some(m) if m > 0 => m,
             _ => {
                 return c.bad(
@@ -633,7 +659,7 @@ pub fn read_movielens_csv_movies(path: &Path, opts: &ReadOptions) -> Result<Cata
         let id = rec
             .get(id_col)
             .and_then(parse_num::<u32>)
-            .filter(|&i| i > 0);
+            .filter(|&i| i > 0 && i <= MAX_ITEM_ID);
         match (id, rec.get(title_col)) {
             (Some(id), Some(t)) => {
                 cat.set(id, utf8_or_latin1(t));

@@ -40,6 +40,30 @@ pub struct ModelMeta {
     /// The training data's users, by the id in their file; their histories
     /// are the `user_items` tensor, cut at `user_offsets`.
     pub user_keys: Vec<String>,
+    /// With a validation split: the epoch whose parameters these are (the
+    /// history goes on to the last epoch run).
+    #[serde(default)]
+    pub best_epoch: Option<usize>,
+    /// How the training data was read, so `evaluate` reads it the same way.
+    #[serde(default)]
+    pub data: DataSettings,
+}
+
+/// The reading and splitting settings of the training data.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DataSettings {
+    /// `None`: every rating kept.
+    pub min_rating: Option<f32>,
+    pub min_sequence_len: usize,
+}
+
+impl Default for DataSettings {
+    fn default() -> Self {
+        DataSettings {
+            min_rating: Some(2.0),
+            min_sequence_len: 3,
+        }
+    }
 }
 
 /// Every training user's whole history (oldest first), so `--user ID` and
@@ -145,6 +169,19 @@ pub fn to_bytes(model: &SavedModel) -> Result<Vec<u8>> {
     Ok(safetensors::serialize(views, &Some(meta))?)
 }
 
+/// Temporary files are created private (0600); a model, log or plot is
+/// meant to be read by others (a service running as another user), so it
+/// gets the usual 0644 before it is renamed into place.
+pub fn readable_by_all(file: &std::fs::File) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    #[cfg(not(unix))]
+    let _ = file;
+}
+
 /// Writes the model atomically: a temporary file beside `path`, synced, then
 /// renamed over it.
 pub fn save(path: &Path, model: &SavedModel) -> Result<()> {
@@ -161,6 +198,7 @@ pub fn save(path: &Path, model: &SavedModel) -> Result<()> {
     tmp.write_all(&bytes)
         .and_then(|_| tmp.as_file().sync_all())
         .with_context(|| format!("{}: cannot write the model", path.display()))?;
+    readable_by_all(tmp.as_file());
     tmp.persist(path).map_err(|e| {
         anyhow!(
             "{}: cannot move the model into place: {}",
@@ -265,6 +303,29 @@ pub fn from_bytes(bytes: &[u8]) -> Result<SavedModel> {
     let cfg = meta.model;
     if cfg.dim == 0 || cfg.vocab_size == 0 || cfg.context_len == 0 {
         bail!("model config {cfg:?}: sizes must be positive");
+    }
+    // Checked before anything is allocated from them: an edited header must
+    // not make the reader ask for terabytes.
+    if cfg.dim > 4096
+        || cfg.context_len > 1000
+        || cfg.vocab_size > crate::data::readers::MAX_ITEM_ID as usize + 1
+    {
+        bail!("model config {cfg:?}: dim at most 4096, context_len at most 1000, vocabulary at most {}", crate::data::readers::MAX_ITEM_ID as usize + 1);
+    }
+    if cfg.dim != meta.train.embedding_dim || cfg.context_len != meta.train.context_len {
+        bail!("model config {cfg:?} disagrees with its training settings (embedding_dim {}, context_len {})", meta.train.embedding_dim, meta.train.context_len);
+    }
+    let expected_bytes = Params::shapes(&cfg)
+        .iter()
+        .map(|s| s.iter().product::<usize>())
+        .sum::<usize>()
+        * 4
+        * 3;
+    if expected_bytes > bytes.len() {
+        bail!(
+            "model config {cfg:?} needs {expected_bytes} bytes of tensors; the file has {}",
+            bytes.len()
+        );
     }
     if meta.titles.len() != cfg.vocab_size || meta.is_item.len() != cfg.vocab_size {
         bail!(

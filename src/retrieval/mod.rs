@@ -219,7 +219,7 @@ pub fn select_top_k(row: &[f32], k: usize, out: &mut Vec<Scored>, scratch: &mut 
 /// when the label itself is excluded (`-inf`).
 pub fn rank_of(row: &[f32], label: u32) -> Option<usize> {
     let s = *row.get(label as usize)?;
-    if s == f32::NEG_INFINITY {
+    if s == f32::NEG_INFINITY || s.is_nan() {
         return None;
     }
     let at_least = row.iter().filter(|&&x| x >= s).count();

@@ -22,6 +22,8 @@ pub enum QueryError {
     UnknownItem(String),
     #[error("no item has the title {0:?}")]
     UnknownTitle(String),
+    #[error("several items have the title {0:?} (ids {1}): give ids instead")]
+    AmbiguousTitle(String, String),
     #[error("unknown user {0:?}: not in the model's training data")]
     UnknownUser(String),
 }
@@ -37,7 +39,7 @@ pub struct Recommender {
     projected: Vec<f32>,
     allowed: Vec<bool>,
     by_key: HashMap<String, u32>,
-    by_title: HashMap<String, u32>,
+    by_title: HashMap<String, Vec<u32>>,
     by_user: HashMap<String, usize>,
 }
 
@@ -91,10 +93,10 @@ impl Recommender {
                 .collect(),
             None => HashMap::new(),
         };
-        let mut by_title = HashMap::new();
+        let mut by_title: HashMap<String, Vec<u32>> = HashMap::new();
         for (i, t) in catalog.titles.iter().enumerate().skip(1) {
             if !t.is_empty() {
-                by_title.entry(t.to_lowercase()).or_insert(i as u32);
+                by_title.entry(t.to_lowercase()).or_default().push(i as u32);
             }
         }
         let by_user = users
@@ -139,10 +141,21 @@ impl Recommender {
 
     /// An item id by exact title (case-insensitive).
     pub fn title_id(&self, title: &str) -> Result<u32, QueryError> {
-        self.by_title
+        match self
+            .by_title
             .get(&title.trim().to_lowercase())
-            .copied()
-            .ok_or_else(|| QueryError::UnknownTitle(title.to_string()))
+            .map(Vec::as_slice)
+        {
+            Some([id]) => Ok(*id),
+            Some(ids) if !ids.is_empty() => Err(QueryError::AmbiguousTitle(
+                title.to_string(),
+                ids.iter()
+                    .map(|&i| self.catalog.key(i))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )),
+            _ => Err(QueryError::UnknownTitle(title.to_string())),
+        }
     }
 
     /// The whole known history of a user of the training data, oldest first.

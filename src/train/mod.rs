@@ -247,6 +247,21 @@ impl TrainConfig {
                 self.negatives
             ));
         }
+        if self.batch_size < 2 && self.negatives == 0 {
+            return Err("batch_size: expected at least 2 (a batch of one has no negatives), or give negatives".into());
+        }
+        if self.test_batch_size < 2 {
+            return Err(
+                "test_batch_size: expected at least 2 (the in-batch loss of one example is 0)"
+                    .into(),
+            );
+        }
+        if self.context_len > 1000 {
+            return Err(format!(
+                "context_len: expected at most 1000, found {}",
+                self.context_len
+            ));
+        }
         if self.patience > 0 && !self.validation {
             return Err("patience: early stopping needs validation = true (--validation)".into());
         }
@@ -440,7 +455,7 @@ pub fn fit(
     threads: usize,
     metrics: Option<MetricsHook>,
     on_event: &mut dyn FnMut(Event),
-) {
+) -> Result<Outcome, Diverged> {
     let window = cfg.window();
     let mut ws = Workspace::default();
     let mut grads = Params::zeros(&state.model);
@@ -460,7 +475,7 @@ pub fn fit(
     let mut negatives = Vec::new();
     let mut order = data.train.label_pos.clone();
     let validating = cfg.validation && !data.valid.is_empty() && metrics.is_some();
-    let mut best: Option<(f64, Params)> = None;
+    let mut best: Option<(f64, Params, usize)> = None;
     let mut since_best = 0usize;
     if cfg.shared_embeddings {
         state
@@ -517,6 +532,13 @@ pub fn fit(
                 threads,
             };
             let loss = model.loss_and_grads(&mut ws, &batch, &mut grads, &options);
+            if !loss.is_finite() {
+                return Err(Diverged {
+                    epoch,
+                    step: step + 1,
+                    loss,
+                });
+            }
             lr = cfg.learning_rate_at(global_step, total_steps);
             state.optimizer.apply(&mut state.params, &grads, lr);
             if cfg.shared_embeddings {
@@ -573,8 +595,8 @@ pub fn fit(
         on_event(Event::EpochEnd(&report));
         state.history.push(report);
         if let Some((_, ndcg)) = valid_ranking {
-            if best.as_ref().is_none_or(|(b, _)| ndcg > *b) {
-                best = Some((ndcg, state.params.clone()));
+            if best.as_ref().is_none_or(|(b, _, _)| ndcg > *b) {
+                best = Some((ndcg, state.params.clone(), epoch));
                 since_best = 0;
             } else {
                 since_best += 1;
@@ -584,7 +606,26 @@ pub fn fit(
             }
         }
     }
-    if let Some((_, params)) = best {
+    let mut outcome = Outcome::default();
+    if let Some((_, params, epoch)) = best {
         state.params = params;
+        outcome.best_epoch = Some(epoch);
     }
+    Ok(outcome)
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outcome {
+    /// With a validation split: the epoch whose parameters were kept.
+    pub best_epoch: Option<usize>,
+}
+
+/// Training stopped because the loss stopped being a number.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("training diverged at epoch {epoch}, step {step} (loss {loss}); lower --learning-rate")]
+pub struct Diverged {
+    pub epoch: usize,
+    pub step: usize,
+    pub loss: f64,
 }
