@@ -81,7 +81,8 @@ lines = ["# Training options, measured", "",
          "named, over seeds " + ", ".join(seeds.split()) + f" ({len(seeds.split())} runs per row, mean and min-max).",
          "Metrics are on the test examples (each user's last item), ranked against the full catalogue with the",
          "user's earlier items excluded; a label tied with others ranks after them. Time is training only,",
-         f"2 threads on this machine ({platform.processor() or platform.machine()}).", ""]
+         f"2 threads on this machine ({platform.processor() or platform.machine()}); times count any other",
+         "load on the machine, quality figures are deterministic.", ""]
 for ds in dict.fromkeys(r["dataset"] for r in rows):
     sub = [r for r in rows if r["dataset"] == ds]
     title = {"ml100k": "MovieLens-100K (real)", "synth": "Synthetic ML-1M-shaped data (`seqrec synth`, seed 1)"}.get(ds, ds)
