@@ -88,11 +88,9 @@ fn panel(
 pub fn draw(path: &Path, points: &[EpochPoint]) -> Result<()> {
     plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
         .map_err(|_| anyhow!("the bundled font is unreadable"))?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new().suffix(".png").tempfile_in(dir)?;
+    let tmp = tempfile::Builder::new()
+        .suffix(".png")
+        .tempfile_in(crate::model::io::parent_dir(path))?;
     {
         let root = BitMapBackend::new(tmp.path(), (1200, 480)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| plot_error(path, e))?;

@@ -1,7 +1,6 @@
 //! `seqrec recommend MODEL ...`: the top K for a history (ids, titles or a
 //! known user), for a whole file of histories, or the reference's demo.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -289,23 +288,7 @@ fn batch_file(rec: &Recommender, args: &RecommendArgs, input: &Path, output: &Pa
         w.flush()?;
         drop(w);
     }
-    write_atomically(output, &out)?;
+    crate::model::io::write_atomically(output, &out)?;
     eprintln!("wrote {} answer(s) to {}", found.len(), output.display());
-    Ok(())
-}
-
-/// Writes `bytes` to a temporary file beside `path`, then renames it over.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("{}: cannot create a temporary file", dir.display()))?;
-    tmp.write_all(bytes)
-        .with_context(|| format!("{}: cannot write", path.display()))?;
-    crate::model::io::readable_by_all(tmp.as_file());
-    tmp.persist(path)
-        .map_err(|e| anyhow::anyhow!("{}: cannot move into place: {}", path.display(), e.error))?;
     Ok(())
 }

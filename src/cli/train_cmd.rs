@@ -178,7 +178,7 @@ fn write_log(path: &std::path::Path, lines: &[EpochLine]) -> Result<()> {
         serde_json::to_writer(&mut out, l)?;
         out.push(b'\n');
     }
-    super::recommend_cmd::write_atomically(path, &out)
+    io::write_atomically(path, &out)
 }
 
 /// Peak resident memory of this process, from /proc (Linux).
@@ -323,10 +323,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         ("--log", args.log.as_ref()),
     ] {
         if let Some(path) = path {
-            let dir = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(std::path::Path::new("."));
+            let dir = io::parent_dir(path);
             if !dir.is_dir() {
                 bail!(
                     "{flag} {}: the folder {} does not exist",

@@ -182,31 +182,35 @@ pub fn readable_by_all(file: &std::fs::File) {
     let _ = file;
 }
 
-/// Writes the model atomically: a temporary file beside `path`, synced, then
-/// renamed over it.
-pub fn save(path: &Path, model: &SavedModel) -> Result<()> {
-    let bytes = to_bytes(model)?;
-    let dir = path
-        .parent()
+/// The folder a file goes in (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> &Path {
+    path.parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+        .unwrap_or(Path::new("."))
+}
+
+/// Writes `bytes` to a temporary file beside `path`, synced and made
+/// readable, then renamed over `path`: a crash leaves the old file or the
+/// new one, never half of either.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = parent_dir(path);
     let mut tmp = tempfile::Builder::new()
-        .prefix(".seqrec-model-")
+        .prefix(".seqrec-")
         .suffix(".tmp")
         .tempfile_in(dir)
         .with_context(|| format!("{}: cannot create a temporary file", dir.display()))?;
-    tmp.write_all(&bytes)
+    tmp.write_all(bytes)
         .and_then(|_| tmp.as_file().sync_all())
-        .with_context(|| format!("{}: cannot write the model", path.display()))?;
+        .with_context(|| format!("{}: cannot write", path.display()))?;
     readable_by_all(tmp.as_file());
-    tmp.persist(path).map_err(|e| {
-        anyhow!(
-            "{}: cannot move the model into place: {}",
-            path.display(),
-            e.error
-        )
-    })?;
+    tmp.persist(path)
+        .map_err(|e| anyhow!("{}: cannot move into place: {}", path.display(), e.error))?;
     Ok(())
+}
+
+/// Writes the model atomically (see `write_atomically`).
+pub fn save(path: &Path, model: &SavedModel) -> Result<()> {
+    write_atomically(path, &to_bytes(model)?)
 }
 
 fn read_tensor(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
