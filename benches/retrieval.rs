@@ -10,8 +10,8 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use seqrec::data::{Catalog, Padding};
+use seqrec::kernels::{matmul, Mat, Output};
 use seqrec::model::io::UserHistories;
-use seqrec::model::kernels::{matmul, Layout};
 use seqrec::model::{ModelConfig, Params};
 use seqrec::retrieval::recommender::Recommender;
 use seqrec::retrieval::{for_each_scored_row, top_k, Candidates};
@@ -62,7 +62,7 @@ fn main() {
         let mut floor = f64::INFINITY;
         for _ in 0..10 {
             let t = Instant::now();
-            matmul(&mut scores, &q, Layout::Normal, &c, Layout::Transposed, queries, n, d, false, threads);
+            matmul(&mut scores, Mat::new(&q, queries, d), Mat::new(&c, n, d).t(), Output::Overwrite, threads);
             floor = floor.min(t.elapsed().as_secs_f64());
         }
         std::hint::black_box((&scores, checksum));

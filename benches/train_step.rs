@@ -11,7 +11,7 @@ use seqrec::data::batches::fill_batch;
 use seqrec::data::readers::{GenericFormat, ReadOptions};
 use seqrec::data::synth::{generate, SynthConfig};
 use seqrec::data::{source, Batch, Sequences};
-use seqrec::model::kernels::{matmul, Layout};
+use seqrec::kernels::{matmul, Mat, Output};
 use seqrec::model::{Model, ModelConfig, Params, PhaseTimes, StepOptions, Workspace};
 use seqrec::train::adamw::AdamW;
 use seqrec::train::TrainConfig;
@@ -28,22 +28,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Seconds for one `m x k · k x n` product, best of several runs.
-fn time_gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    a_layout: Layout,
-    b_layout: Layout,
-    threads: usize,
-) -> f64 {
-    let a = vec![0.5f32; m * k];
-    let b = vec![0.25f32; k * n];
-    let mut c = vec![0.0f32; m * n];
+/// Seconds for one product `a · b` into a fresh output, best of several runs.
+fn time_gemm(a: Mat, b: Mat, threads: usize) -> f64 {
+    let mut c = vec![0.0f32; a.rows() * b.cols()];
     let mut best = f64::INFINITY;
     for _ in 0..7 {
         let t = Instant::now();
-        matmul(&mut c, &a, a_layout, &b, b_layout, m, n, k, false, threads);
+        matmul(&mut c, a, b, Output::Overwrite, threads);
         best = best.min(t.elapsed().as_secs_f64());
     }
     std::hint::black_box(&c);
@@ -137,10 +128,10 @@ fn main() {
             1e9 * best / xs.len() as f64
         };
         let std_ns = time_exp(&mut |b| b.iter_mut().for_each(|x| *x = x.exp()));
-        let baseline_ns = time_exp(&mut |b| b.iter_mut().for_each(|x| *x = seqrec::model::kernels::fast_exp(*x)));
-        let dispatched_ns = time_exp(&mut |b| seqrec::model::kernels::exp_in_place(b));
+        let baseline_ns = time_exp(&mut |b| b.iter_mut().for_each(|x| *x = seqrec::kernels::fast_exp(*x)));
+        let dispatched_ns = time_exp(&mut |b| seqrec::kernels::exp_in_place(b));
         buf.copy_from_slice(&xs);
-        seqrec::model::kernels::exp_in_place(&mut buf);
+        seqrec::kernels::exp_in_place(&mut buf);
         let max_rel = xs
             .iter()
             .zip(&buf)
@@ -151,18 +142,24 @@ fn main() {
         println!("  polynomial, baseline    {baseline_ns:6.2} ns/value  (x86-64 SSE2 build)");
         println!(
             "  polynomial, dispatched  {dispatched_ns:6.2} ns/value  (AVX2+FMA at run time: {}; max relative error {max_rel:.1e})",
-            seqrec::model::kernels::has_avx2_fma()
+            seqrec::kernels::has_avx2_fma()
         );
 
         // The floor: the step's matrix products at this machine's measured
         // gemm speed for the same shapes.
-        let loss_products = time_gemm(b, b, d, Layout::Normal, Layout::Transposed, threads)
-            + time_gemm(b, d, b, Layout::Normal, Layout::Normal, threads)
-            + time_gemm(b, d, b, Layout::Transposed, Layout::Normal, threads);
-        let gru_step = time_gemm(b, 3 * d, d, Layout::Normal, Layout::Normal, threads);
+        // Operands of those shapes (the values do not matter for timing):
+        // queries/candidates and GRU states `b x d`, scores `b x b`, kernels
+        // `d x 3d`, the inputs of all steps `b·l x d`, the table `v x d`.
+        let (q, c, s) = (vec![0.5f32; b * d], vec![0.25f32; b * d], vec![0.5f32; b * b]);
+        let (u, x, emb) = (vec![0.25f32; d * 3 * d], vec![0.5f32; b * l * d], vec![0.5f32; v * d]);
+        // Scores q·cᵀ, then dq = ds·c and dc = dsᵀ·q.
+        let loss_products = time_gemm(Mat::new(&q, b, d), Mat::new(&c, b, d).t(), threads)
+            + time_gemm(Mat::new(&s, b, b), Mat::new(&c, b, d), threads)
+            + time_gemm(Mat::new(&s, b, b).t(), Mat::new(&q, b, d), threads);
+        let gru_step = time_gemm(Mat::new(&q, b, d), Mat::new(&u, d, 3 * d), threads);
         let gru_products = l as f64 * 3.0 * gru_step;
-        let input_products = 3.0 * time_gemm(b * l, 3 * d, d, Layout::Normal, Layout::Normal, threads);
-        let projection = 3.0 * time_gemm(v, 3 * d, d, Layout::Normal, Layout::Normal, threads);
+        let input_products = 3.0 * time_gemm(Mat::new(&x, b * l, d), Mat::new(&u, d, 3 * d), threads);
+        let projection = 3.0 * time_gemm(Mat::new(&emb, v, d), Mat::new(&u, d, 3 * d), threads);
         let flops = 2.0 * (b * b * d) as f64;
         println!("gemm on this machine ({threads} thread(s)):");
         println!("  {b}x{b}x{d} logits    {:8.2} ms  ({:.1} GFLOP/s)", 1e3 * loss_products / 3.0, 3.0 * flops / loss_products / 1e9);

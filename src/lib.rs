@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod kernels;
 pub mod model;
 pub mod retrieval;
 pub mod serve;

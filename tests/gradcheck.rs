@@ -661,7 +661,7 @@ fn keras_initialisers() {
 
 #[test]
 fn fast_exp_sigmoid_and_tanh_are_accurate() {
-    use seqrec::model::kernels::{exp_in_place, fast_exp, sigmoid, tanh};
+    use seqrec::kernels::{exp_in_place, fast_exp, sigmoid, tanh};
     let xs: Vec<f32> = (0..200_000)
         .map(|i| -87.0 + 175.0 * i as f32 / 200_000.0)
         .collect();

@@ -10,7 +10,7 @@
 //! and where a mask is given, a padding step keeps the state: h' = h.
 
 use super::embedding::scatter_add_rows;
-use super::kernels::{add_column_sums, dispatch, matmul, sigmoid, tanh, Layout};
+use crate::kernels::{add_column_sums, dispatch, matmul, sigmoid, tanh, Mat, Output};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GruShape {
@@ -183,16 +183,12 @@ pub fn forward(
     cache.h[..n].fill(0.0);
     for t in 0..s.steps {
         let (h_prev, h_rest) = cache.h[t * n..].split_at_mut(n);
+        // gh (b x 3d) = h_prev (b x d) · u (d x 3d).
         matmul(
             &mut cache.gh,
-            h_prev,
-            Layout::Normal,
-            u,
-            Layout::Normal,
-            b,
-            3 * d,
-            d,
-            false,
+            Mat::new(h_prev, b, d),
+            Mat::new(u, d, 3 * d),
+            Output::Overwrite,
             1,
         );
         let gate = t * n..(t + 1) * n;
@@ -263,29 +259,21 @@ pub fn backward(
             &mut scratch.dh_prev,
         );
         scatter_add_rows(d_projected, 3 * d, &ids[t * b..(t + 1) * b], &scratch.dgx);
+        // du (d x 3d) += h_prevᵀ (d x b) · dgh (b x 3d).
         matmul(
             du,
-            h_prev,
-            Layout::Transposed,
-            &scratch.dgh,
-            Layout::Normal,
-            d,
-            3 * d,
-            b,
-            true,
+            Mat::new(h_prev, b, d).t(),
+            Mat::new(&scratch.dgh, b, 3 * d),
+            Output::Accumulate,
             1,
         );
         add_column_sums(db_rec, &scratch.dgh, 3 * d);
+        // dh_prev (b x d) += dgh (b x 3d) · uᵀ (3d x d).
         matmul(
             &mut scratch.dh_prev,
-            &scratch.dgh,
-            Layout::Normal,
-            u,
-            Layout::Transposed,
-            b,
-            d,
-            3 * d,
-            true,
+            Mat::new(&scratch.dgh, b, 3 * d),
+            Mat::new(u, d, 3 * d).t(),
+            Output::Accumulate,
             1,
         );
         std::mem::swap(&mut scratch.dh, &mut scratch.dh_prev);

@@ -5,7 +5,6 @@
 pub mod embedding;
 pub mod gru;
 pub mod io;
-pub mod kernels;
 pub mod loss;
 
 use rand::{Rng, SeedableRng};
@@ -15,6 +14,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Batch;
+use crate::kernels;
 use gru::{GruCache, GruGradScratch, GruShape};
 use loss::{LossGrads, LossInputs};
 

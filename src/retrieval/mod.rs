@@ -9,7 +9,7 @@ pub mod recommender;
 
 use rayon::prelude::*;
 
-use crate::model::kernels::{dispatch, matmul, Layout};
+use crate::kernels::{dispatch, matmul, Mat, Output};
 
 /// Queries scored per block: 128 rows of 3,953 scores is 2 MiB.
 const BLOCK_ROWS: usize = 128;
@@ -63,16 +63,12 @@ where
             |scores, (block, q)| {
                 let rows = q.len() / d;
                 let s = &mut scores[..rows * n];
+                // s (rows x n) = q (rows x d) · candidatesᵀ (d x n).
                 matmul(
                     s,
-                    q,
-                    Layout::Normal,
-                    cands.embeddings,
-                    Layout::Transposed,
-                    rows,
-                    n,
-                    d,
-                    false,
+                    Mat::new(q, rows, d),
+                    Mat::new(cands.embeddings, n, d).t(),
+                    Output::Overwrite,
                     1,
                 );
                 for (r, row) in s.chunks_exact_mut(n).enumerate() {

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::kernels::dispatch;
+use crate::kernels::dispatch;
 use crate::model::Params;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

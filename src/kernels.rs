@@ -1,41 +1,100 @@
-//! Low-level numeric building blocks over plain `f32` slices: the matrix
-//! product (through `gemm`), a vectorisable `exp`, and runtime CPU-feature
-//! dispatch for the element-wise loops.
+//! The bottom layer, shared by `model`, `train` and `retrieval`: low-level
+//! numeric building blocks over plain `f32` slices, namely the matrix product
+//! (through `gemm`) over read-only matrix views, a vectorisable `exp`, and
+//! runtime CPU-feature dispatch for the element-wise loops. It imports
+//! nothing from the rest of the crate.
 
 use gemm::Parallelism;
 
-/// How a matrix operand is laid out in its row-major buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Layout {
-    /// Stored as written: an `r x c` operand is `r` rows of `c`.
-    Normal,
-    /// Stored transposed: an `r x c` operand is `c` rows of `r`.
-    Transposed,
+/// A read-only view of a row-major `f32` buffer as a `rows x cols` matrix,
+/// the shape the product sees. `t()` views the transpose without copying,
+/// so a buffer holding `r` rows of `c` enters a product either as `r x c`
+/// (`Mat::new(buf, r, c)`) or as `c x r` (`Mat::new(buf, r, c).t()`).
+#[derive(Clone, Copy)]
+pub struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    /// Stored transposed: this `rows x cols` view is `cols` rows of `rows`
+    /// in `data`.
+    transposed: bool,
 }
 
-/// `c (m x n) = [c +] a (m x k) · b (k x n)`, all row-major, each operand
-/// optionally stored transposed. `accumulate` adds to `c` instead of
-/// overwriting it. `threads` > 1 lets `gemm` split the product over rayon.
-#[allow(clippy::too_many_arguments)]
-pub fn matmul(
-    c: &mut [f32],
-    a: &[f32],
-    a_layout: Layout,
-    b: &[f32],
-    b_layout: Layout,
-    m: usize,
-    n: usize,
-    k: usize,
-    accumulate: bool,
-    threads: usize,
-) {
+impl<'a> Mat<'a> {
+    /// `data` as a `rows x cols` matrix stored as written: `rows` rows of
+    /// `cols`.
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Mat {
+            data,
+            rows,
+            cols,
+            transposed: false,
+        }
+    }
+
+    /// The transpose (`cols x rows`) of the same buffer, without copying.
+    pub fn t(self) -> Self {
+        Mat {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            transposed: !self.transposed,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// `(row stride, column stride)` of the view's elements in `data`.
+    fn strides(&self) -> (isize, isize) {
+        if self.transposed {
+            (1, self.rows as isize)
+        } else {
+            (self.cols as isize, 1)
+        }
+    }
+}
+
+/// What `matmul` does with the product in `c`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// `c = a · b`.
+    Overwrite,
+    /// `c += a · b`.
+    Accumulate,
+}
+
+/// `c (m x n) = [c +] a (m x k) · b (k x n)`, `c` row-major, where
+/// `m x k` and `k x n` are the shapes of the views `a` and `b`. `threads` > 1
+/// lets `gemm` split the product over rayon.
+pub fn matmul(c: &mut [f32], a: Mat, b: Mat, output: Output, threads: usize) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(
+        b.rows == k,
+        "matmul: lhs is {m}x{k} but rhs is {}x{n}",
+        b.rows
+    );
     assert!(
         c.len() >= m * n,
         "matmul: output holds {} < {m}x{n}",
         c.len()
     );
-    assert!(a.len() >= m * k, "matmul: lhs holds {} < {m}x{k}", a.len());
-    assert!(b.len() >= k * n, "matmul: rhs holds {} < {k}x{n}", b.len());
+    assert!(
+        a.data.len() >= m * k,
+        "matmul: lhs holds {} < {m}x{k}",
+        a.data.len()
+    );
+    assert!(
+        b.data.len() >= k * n,
+        "matmul: rhs holds {} < {k}x{n}",
+        b.data.len()
+    );
+    let accumulate = output == Output::Accumulate;
     if m == 0 || n == 0 {
         return;
     }
@@ -45,14 +104,8 @@ pub fn matmul(
         }
         return;
     }
-    let (a_rs, a_cs) = match a_layout {
-        Layout::Normal => (k as isize, 1),
-        Layout::Transposed => (1, m as isize),
-    };
-    let (b_rs, b_cs) = match b_layout {
-        Layout::Normal => (n as isize, 1),
-        Layout::Transposed => (1, k as isize),
-    };
+    let (a_rs, a_cs) = a.strides();
+    let (b_rs, b_cs) = b.strides();
     let parallelism = if threads > 1 {
         Parallelism::Rayon(threads)
     } else {
@@ -70,10 +123,10 @@ pub fn matmul(
             1,
             n as isize,
             accumulate,
-            a.as_ptr(),
+            a.data.as_ptr(),
             a_cs,
             a_rs,
-            b.as_ptr(),
+            b.data.as_ptr(),
             b_cs,
             b_rs,
             1.0,
@@ -101,7 +154,7 @@ macro_rules! dispatch {
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
                 unsafe fn fast($($arg: $ty),*) $(-> $ret)? { imp($($arg),*) }
-                if $crate::model::kernels::has_avx2_fma() {
+                if $crate::kernels::has_avx2_fma() {
                     // SAFETY: the CPU was just checked to support AVX2 and FMA.
                     return unsafe { fast($($arg),*) };
                 }
