@@ -334,11 +334,11 @@ fn main() {
             model
         }
     };
-    let saved = seqrec::model::io::load(&model).expect("load the model");
-    let items: Vec<u32> = (0..saved.meta.is_item.len() as u32)
-        .filter(|&i| saved.meta.is_item[i as usize])
+    let saved = seqrec::checkpoint::load(&model).expect("load the model");
+    let items: Vec<u32> = (0..saved.catalog.is_item.len() as u32)
+        .filter(|&i| saved.catalog.is_item[i as usize])
         .collect();
-    let keyed = saved.meta.item_keys.is_some();
+    let keyed = saved.catalog.keys.is_some();
     drop(saved);
     assert!(
         !keyed,

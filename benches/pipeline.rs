@@ -19,10 +19,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use seqrec::data::batches::{fill_batch, Padding, WindowSpec};
 use seqrec::data::readers::{GenericFormat, ReadOptions};
 use seqrec::data::synth::{generate, SynthConfig};
-use seqrec::data::{source, Batch, Sequences};
+use seqrec::data::{source, Sequences};
+use seqrec::model::{fill_batch, Batch, ModelOptions};
 
 const CHILD_FLAG: &str = "--pipeline-child";
 const BATCH_SIZE: usize = 4096;
@@ -98,16 +98,13 @@ fn run_once(dir: &Path) -> (Phases, RunInfo) {
     ph.split = t.elapsed().as_secs_f64();
     let rss_after_build = peak_rss_mib();
 
-    let spec = WindowSpec {
-        context_len: 10,
-        padding: Padding::Right,
-    };
+    let spec = ModelOptions::default().spec(ds.catalog.vocab_size());
     let t = Instant::now();
     let mut batch = Batch::default();
     let mut checksum = 0u64;
     let mut batches = 0usize;
     for chunk in train.label_pos.chunks(BATCH_SIZE) {
-        fill_batch(&seqs, chunk, spec, &mut batch);
+        fill_batch(&spec, &seqs, chunk, &mut batch);
         black_box(&batch);
         // Use every batch, so that none can be optimised away.
         checksum = checksum.wrapping_add(batch.labels[batch.size - 1] as u64);

@@ -9,10 +9,9 @@ use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use seqrec::data::{Catalog, Padding};
+use seqrec::data::{Catalog, UserHistories};
 use seqrec::kernels::{matmul, Mat, Output};
-use seqrec::model::io::UserHistories;
-use seqrec::model::{ModelConfig, Params};
+use seqrec::model::{ModelOptions, Params};
 use seqrec::retrieval::recommender::Recommender;
 use seqrec::retrieval::{for_each_scored_row, top_k, Candidates};
 
@@ -81,9 +80,9 @@ fn main() {
 
         // The reference's `model.predict` also runs the query tower: the
         // same here, GRU encoding of 10-item histories plus retrieval.
-        let cfg = ModelConfig { vocab_size: n, dim: d, context_len: 10 };
+        let spec = ModelOptions { embedding_dim: d, ..ModelOptions::default() }.spec(n);
         let catalog = Catalog { titles: vec![String::new(); n], is_item: allowed.clone(), keys: None };
-        let rec = Recommender::from_parts(cfg, Params::init(&cfg, 1), catalog, Padding::Right, false, UserHistories::default());
+        let rec = Recommender::from_parts(spec, Params::init(&spec, 1), catalog, UserHistories::default());
         let histories: Vec<Vec<u32>> = (0..queries).map(|_| (0..10).map(|_| rng.random_range(1..n as u32)).collect()).collect();
         let refs: Vec<&[u32]> = histories.iter().map(|h| h.as_slice()).collect();
         let mut with_encoding = f64::INFINITY;

@@ -7,12 +7,11 @@
 
 use std::time::Instant;
 
-use seqrec::data::batches::fill_batch;
 use seqrec::data::readers::{GenericFormat, ReadOptions};
 use seqrec::data::synth::{generate, SynthConfig};
-use seqrec::data::{source, Batch, Sequences};
+use seqrec::data::{source, Sequences};
 use seqrec::kernels::{matmul, Mat, Output};
-use seqrec::model::{Model, ModelConfig, Params, PhaseTimes, StepOptions, Workspace};
+use seqrec::model::{fill_batch, Batch, Model, ModelOptions, Params, StepOptions, Workspace};
 use seqrec::train::adamw::AdamW;
 use seqrec::train::TrainConfig;
 
@@ -64,11 +63,7 @@ fn main() {
     let seqs = Sequences::build(&ds.interactions, 3).expect("sequences");
     let (train, _) = seqs.split_last();
     let cfg = TrainConfig::default();
-    let model_cfg = ModelConfig {
-        vocab_size: ds.catalog.vocab_size(),
-        dim: cfg.embedding_dim,
-        context_len: cfg.context_len,
-    };
+    let model_cfg = ModelOptions::default().spec(ds.catalog.vocab_size());
     let (b, d, l, v) = (
         cfg.batch_size,
         model_cfg.dim,
@@ -84,30 +79,39 @@ fn main() {
         let mut batch = Batch::default();
         let mut step_s = Vec::new();
         let mut opt_s = Vec::new();
+        // Seconds in forward, loss and backward, summed over the timed steps.
+        let mut phases = [0.0f64; 3];
         let chunks: Vec<&[u32]> = train.label_pos.chunks(b).filter(|c| c.len() == b).collect();
         for i in 0..steps + 3 {
-            if i == 3 {
-                ws.times = PhaseTimes::default();
-            }
-            fill_batch(&seqs, chunks[i % chunks.len()], cfg.window(), &mut batch);
+            fill_batch(&model_cfg, &seqs, chunks[i % chunks.len()], &mut batch);
             let t0 = Instant::now();
-            let model = Model { cfg: &model_cfg, params: &params, opts: cfg.forward_options(), threads };
-            model.loss_and_grads(&mut ws, &batch, &mut grads, &StepOptions::default());
+            let model = Model { spec: &model_cfg, params: &params, threads };
+            // `loss_and_grads` is these three calls; timed one by one here
+            // so the step itself carries no clocks.
+            let step = StepOptions::default();
+            model.forward(&mut ws, &batch, &step);
+            let tf = Instant::now();
+            model.loss(&mut ws, &batch, &step);
+            let tl = Instant::now();
+            model.backward(&mut ws, &mut grads, &step);
             let t1 = Instant::now();
             opt.apply(&mut params, &grads, cfg.learning_rate);
             let t2 = Instant::now();
             if i >= 3 {
                 step_s.push((t2 - t0).as_secs_f64());
                 opt_s.push((t2 - t1).as_secs_f64());
+                for (p, dt) in phases.iter_mut().zip([tf - t0, tl - tf, t1 - tl]) {
+                    *p += dt.as_secs_f64();
+                }
             }
         }
         let per = |x: f64| 1e3 * x / steps as f64;
         let step_ms = 1e3 * median(step_s);
         println!("train step, batch {b}, dim {d}, context {l}, vocabulary {v}, {threads} thread(s), {steps} steps");
         println!("  step (median)      {step_ms:8.2} ms");
-        println!("  GRU forward        {:8.2} ms  (input projection + 10 GRU steps)", per(ws.times.forward));
-        println!("  loss               {:8.2} ms  (fused in-batch softmax, forward + backward)", per(ws.times.loss));
-        println!("  GRU backward       {:8.2} ms  (GRU + projection backward)", per(ws.times.backward));
+        println!("  GRU forward        {:8.2} ms  (input projection + 10 GRU steps)", per(phases[0]));
+        println!("  loss               {:8.2} ms  (fused in-batch softmax, forward + backward)", per(phases[1]));
+        println!("  GRU backward       {:8.2} ms  (GRU + projection backward)", per(phases[2]));
         println!("  optimiser          {:8.2} ms  (AdamW, dense over both tables)", 1e3 * median(opt_s));
 
         // What the fast exp and the CPU-feature dispatch buy, on one logits

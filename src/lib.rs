@@ -1,13 +1,20 @@
 //! seqrec: a sequential recommender (the Keras-RS GRU4Rec example, rebuilt in Rust).
 //!
-//! Data flows one way: `data` (files -> sequences -> examples -> batches) ->
-//! `train` (the model's parameters) -> a model file -> `retrieval` -> `eval`.
+//! Data flows one way, and each module imports only those above it in this
+//! list: `kernels`, `files` and `progress` (bottom: numeric building blocks,
+//! atomic writes, progress bars) -> `data` (files -> sequences -> examples) -> `model` (spec,
+//! windows and batches, the query tower, the loss) -> `train` (a run from a
+//! dataset to a trained model) -> `checkpoint` (the model file) ->
+//! `retrieval` (top-K; the `Recommender`) -> `eval` -> `serve` -> `cli`.
 
+pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod files;
 pub mod kernels;
 pub mod model;
+pub mod progress;
 pub mod retrieval;
 pub mod serve;
 pub mod train;

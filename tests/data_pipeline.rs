@@ -4,15 +4,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use seqrec::data::batches::{batches, Padding, WindowSpec};
 use seqrec::data::readers::{self, GenericFormat, ReadOptions};
 use seqrec::data::{source, Sequences};
+use seqrec::model::batch::batches;
+use seqrec::model::{ModelOptions, Padding};
 use sha2::{Digest, Sha256};
-
-const SPEC: WindowSpec = WindowSpec {
-    context_len: 10,
-    padding: Padding::Right,
-};
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let p = dir.join(name);
@@ -27,11 +23,13 @@ fn examples(dir: &Path) -> (Examples, Examples) {
     let ds = source::read_path(dir, &GenericFormat::default(), &ReadOptions::default()).unwrap();
     let seqs = Sequences::build(&ds.interactions, 3).unwrap();
     let (train, test) = seqs.split_last();
+    // The reference's window: 10 items, right padding.
+    let spec = ModelOptions::default().spec(ds.catalog.vocab_size());
     let collect = |set| {
-        batches(&seqs, set, 7, SPEC)
+        batches(&spec, &seqs, set, 7)
             .flat_map(|b| {
                 (0..b.size)
-                    .map(|r| (b.context(r).to_vec(), b.labels[r]))
+                    .map(|r| (b.contexts[r * 10..(r + 1) * 10].to_vec(), b.labels[r]))
                     .collect::<Vec<_>>()
             })
             .collect::<Vec<_>>()
@@ -112,12 +110,14 @@ fn left_padding_puts_the_newest_item_last() {
     .unwrap();
     let seqs = Sequences::build(&ds.interactions, 3).unwrap();
     let (_, test) = seqs.split_last();
-    let spec = WindowSpec {
+    let spec = ModelOptions {
         context_len: 4,
         padding: Padding::Left,
-    };
-    let b = batches(&seqs, &test, 8, spec).next().unwrap();
-    assert_eq!(b.context(0), &[0, 0, 5, 6]);
+        ..ModelOptions::default()
+    }
+    .spec(ds.catalog.vocab_size());
+    let b = batches(&spec, &seqs, &test, 8).next().unwrap();
+    assert_eq!(&b.contexts[..4], &[0, 0, 5, 6]);
     assert_eq!(b.lengths, vec![2]);
 }
 

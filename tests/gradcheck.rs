@@ -4,11 +4,10 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use seqrec::data::Batch;
 use seqrec::model::gru::{self, GruCache, GruGradScratch, GruShape};
 use seqrec::model::loss::{self, LossGrads, LossInputs};
 use seqrec::model::{
-    embedding, ForwardOptions, Model, ModelConfig, Params, StepOptions, Workspace,
+    embedding, Batch, Model, ModelOptions, ModelSpec, Params, StepOptions, Workspace,
 };
 use seqrec::train::adamw::{AdamW, AdamWConfig};
 
@@ -463,7 +462,6 @@ fn projection_backward_matches_finite_differences() {
 fn small_batch(rng: &mut ChaCha8Rng, size: usize, l: usize, v: usize) -> Batch {
     let mut b = Batch {
         size,
-        context_len: l,
         ..Batch::default()
     };
     for _ in 0..size {
@@ -486,11 +484,7 @@ fn small_batch(rng: &mut ChaCha8Rng, size: usize, l: usize, v: usize) -> Batch {
 #[test]
 fn whole_training_step_matches_finite_differences() {
     let (v, d, l) = (12, 4, 5);
-    let cfg = ModelConfig {
-        vocab_size: v,
-        dim: d,
-        context_len: l,
-    };
+    let cfg = spec(v, d, l);
     // (batch size, threads, options): the reference; a last small batch on
     // two threads; masking; and every option of "train better" at once.
     let cases: Vec<(usize, usize, bool, bool, bool)> = vec![
@@ -545,14 +539,14 @@ fn whole_training_step_matches_finite_differences() {
             ref_opts.in_batch_bias = Some(in_q.iter().map(|&x| -x as f64).collect());
             ref_opts.negatives_bias = Some(neg_q.iter().map(|&x| -x as f64).collect());
         }
-        let opts = ForwardOptions {
+        let case_spec = ModelSpec {
             mask_padding,
             shared_embeddings: shared,
+            ..cfg
         };
         let model = Model {
-            cfg: &cfg,
+            spec: &case_spec,
             params: &params,
-            opts,
             threads,
         };
         let mut grads = Params::zeros(&cfg);
@@ -587,11 +581,7 @@ fn whole_training_step_matches_finite_differences() {
 
 #[test]
 fn adamw_matches_the_keras_update() {
-    let cfg = ModelConfig {
-        vocab_size: 3,
-        dim: 2,
-        context_len: 1,
-    };
+    let cfg = spec(3, 2, 1);
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     let mut params = Params::init(&cfg, 1);
     let mut opt = AdamW::new(AdamWConfig::default(), &cfg);
@@ -629,11 +619,7 @@ fn adamw_matches_the_keras_update() {
 
 #[test]
 fn keras_initialisers() {
-    let cfg = ModelConfig {
-        vocab_size: 50,
-        dim: 8,
-        context_len: 3,
-    };
+    let cfg = spec(50, 8, 3);
     let p = Params::init(&cfg, 42);
     assert_eq!(p, Params::init(&cfg, 42));
     assert_ne!(p, Params::init(&cfg, 43));
@@ -689,4 +675,14 @@ fn fast_exp_sigmoid_and_tanh_are_accurate() {
             "tanh({x})"
         );
     }
+}
+
+/// A spec of the reference's options with these sizes.
+fn spec(vocab_size: usize, dim: usize, context_len: usize) -> ModelSpec {
+    ModelOptions {
+        embedding_dim: dim,
+        context_len,
+        ..ModelOptions::default()
+    }
+    .spec(vocab_size)
 }

@@ -8,9 +8,9 @@ use common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use seqrec::checkpoint as io;
 use seqrec::data::readers::{GenericFormat, ReadOptions};
 use seqrec::data::{source, Sequences};
-use seqrec::model::io;
 use seqrec::train::{LrSchedule, TrainConfig};
 
 fn synthetic(dir: &Path) -> PathBuf {
@@ -98,7 +98,7 @@ fn shared_embeddings_save_one_table() {
         model.state.params.query_embedding,
         model.state.params.candidate_embedding
     );
-    assert!(model.meta.train.shared_embeddings);
+    assert!(model.spec.shared_embeddings);
 }
 
 #[test]
@@ -148,7 +148,7 @@ fn early_stopping_keeps_the_best_epoch_and_never_reads_test() {
     )
     .into_owned();
     assert!(
-        err.contains("patience") && err.contains("--validation"),
+        err.contains("patience") && err.contains("validation"),
         "{err}"
     );
 }
@@ -257,10 +257,11 @@ fn a_config_file_overrides_only_its_keys() {
         "--embedding-dim",
         "8",
     ]);
-    let t = io::load(&m).unwrap().meta.train;
-    assert_eq!((t.epochs, t.batch_size, t.embedding_dim), (1, 256, 8));
+    let model = io::load(&m).unwrap();
+    let (t, spec) = (model.config, model.spec);
+    assert_eq!((t.epochs, t.batch_size, spec.dim), (1, 256, 8));
     assert!(
-        t.mask_padding && t.shared_embeddings && t.validation,
+        spec.mask_padding && spec.shared_embeddings && t.validation,
         "the preset's keys survive the file"
     );
 }

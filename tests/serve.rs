@@ -391,7 +391,8 @@ fn every_route_answers() {
     let (s, model) = server.get("/v1/model");
     assert_eq!(s, 200);
     assert_eq!(model["model"]["dim"], 8);
-    assert_eq!(model["train"]["embedding_dim"], 8);
+    assert_eq!(model["model"]["padding"], "right");
+    assert_eq!(model["model"]["tower"], "gru");
     assert_eq!(model["train"]["epochs"], 1);
     assert_eq!(model["history"].as_array().unwrap().len(), 1);
     assert!(model["history"][0]["val_loss"].as_f64().unwrap() > 0.0);

@@ -8,7 +8,7 @@ use common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use seqrec::model::io;
+use seqrec::checkpoint as io;
 
 /// A small dataset with sequential structure: each user walks item ids
 /// upward from a random start, so the next item is the previous one + 1.
@@ -99,8 +99,8 @@ fn epoch_lines_and_loss_going_down() {
     );
     let model = io::load(&dir.path().join("m")).unwrap();
     assert_eq!(model.state.history.len(), 6);
-    assert_eq!(model.meta.titles[3], "Movie 3 (2000)");
-    assert_eq!(model.state.model.dim, 8);
+    assert_eq!(model.catalog.titles[3], "Movie 3 (2000)");
+    assert_eq!(model.spec.dim, 8);
 }
 
 #[test]
@@ -157,9 +157,9 @@ fn config_file_and_flags() {
         "16",
     ]);
     let model = io::load(&m).unwrap();
-    assert_eq!((model.state.model.dim, model.state.history.len()), (4, 1));
-    assert_eq!(model.meta.train.batch_size, 16);
-    assert_eq!(model.meta.train.learning_rate, 0.01);
+    assert_eq!((model.spec.dim, model.state.history.len()), (4, 1));
+    assert_eq!(model.config.batch_size, 16);
+    assert_eq!(model.config.learning_rate, 0.01);
 
     fs::write(&cfg, "epochs = 1\nbatch_sise = 4\n").unwrap();
     let err = fails(&[
@@ -282,4 +282,138 @@ fn parity_with_the_reference_on_movielens_100k() {
             e + 1
         );
     }
+}
+
+/// Training from the library alone (no binary): the same settings give the
+/// same model, resuming with another spec is refused by field name, and the
+/// spec is saved once and read back whole.
+#[test]
+fn the_library_trains_resumes_and_refuses_a_changed_spec() {
+    use seqrec::data::readers::{GenericFormat, ReadOptions};
+    use seqrec::data::{source, DataSettings};
+    use seqrec::model::{ModelOptions, Padding};
+    use seqrec::train::{self, Settings, TrainConfig, TrainError};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_dataset(dir.path(), 30);
+    let ds = source::read_path(&data, &GenericFormat::default(), &ReadOptions::default()).unwrap();
+    let settings = Settings {
+        model: ModelOptions {
+            embedding_dim: 4,
+            padding: Padding::Left,
+            ..ModelOptions::default()
+        },
+        train: TrainConfig {
+            epochs: 2,
+            batch_size: 32,
+            threads: 2,
+            ..TrainConfig::default()
+        },
+    };
+    let mut epochs_seen = 0;
+    let mut count = |ev: train::Event| {
+        if let train::Event::EpochEnd(_) = ev {
+            epochs_seen += 1;
+        }
+    };
+    let a = train::run(
+        &ds,
+        DataSettings::default(),
+        &settings,
+        None,
+        None,
+        &mut count,
+    )
+    .unwrap();
+    assert_eq!(epochs_seen, 2);
+    let b = train::run(
+        &ds,
+        DataSettings::default(),
+        &settings,
+        None,
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(a.model.state.params, b.model.state.params);
+    assert_eq!(a.model.spec, settings.model.spec(ds.catalog.vocab_size()));
+
+    let path = dir.path().join("m");
+    io::save(&path, &a.model).unwrap();
+    let saved = io::load(&path).unwrap();
+    assert_eq!(saved.spec, a.model.spec);
+    assert_eq!(saved.state.params, a.model.state.params);
+
+    let changed = Settings {
+        model: ModelOptions {
+            padding: Padding::Right,
+            ..settings.model
+        },
+        ..settings.clone()
+    };
+    let err = train::run(
+        &ds,
+        DataSettings::default(),
+        &changed,
+        Some(saved.clone()),
+        None,
+        &mut |_| {},
+    )
+    .err()
+    .expect("a changed spec is refused");
+    assert!(
+        matches!(
+            err,
+            TrainError::OtherSpec {
+                field: "padding",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let resumed = train::run(
+        &ds,
+        DataSettings::default(),
+        &settings,
+        Some(saved),
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(resumed.model.state.history.len(), 4);
+}
+
+/// Every switch can be turned off after a preset turned it on, and the
+/// settings in effect print as a config file.
+#[test]
+fn switches_turn_off_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_dataset(dir.path(), 10);
+    let out = ok(&[
+        "train",
+        data.to_str().unwrap(),
+        "--preset",
+        "best",
+        "--shared-embeddings=false",
+        "--shuffle=false",
+        "--mask-padding",
+        "--print-config",
+    ]);
+    for want in [
+        "shared_embeddings = false",
+        "shuffle = false",
+        "mask_padding = true",
+        "validation = true",
+        "padding = \"left\"",
+    ] {
+        assert!(out.contains(want), "{want} missing from:\n{out}");
+    }
+    let err = fails(&[
+        "evaluate",
+        "m",
+        data.to_str().unwrap(),
+        "--context-len",
+        "5",
+    ]);
+    assert!(err.contains("--context-len"), "{err}");
 }

@@ -7,8 +7,8 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::DataArgs;
-use crate::data::batches::{fill_batch, Batch, Padding, WindowSpec};
 use crate::data::Sequences;
+use crate::model::{fill_batch, Batch, ModelOptions};
 
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
@@ -20,6 +20,9 @@ pub enum DataCommand {
 pub struct StatsArgs {
     #[command(flatten)]
     pub data: DataArgs,
+    /// Items of history in each shown row (a model's context_len).
+    #[arg(long, default_value_t = ModelOptions::default().context_len)]
+    pub context_len: usize,
     /// Batch size for the steps-per-epoch figure.
     #[arg(long, default_value_t = 4096)]
     pub batch_size: usize,
@@ -95,7 +98,15 @@ fn stats(args: StatsArgs, quiet: bool) -> Result<()> {
     if args.batch_size == 0 {
         anyhow::bail!("--batch-size: expected at least 1");
     }
-    let split = args.data.split_config()?;
+    let split = args.data.data_settings()?;
+    // The rows are shown as a model of the reference's options would see them.
+    let options = ModelOptions {
+        context_len: args.context_len,
+        ..ModelOptions::default()
+    };
+    options
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--{}", e.to_string().replace('_', "-")))?;
     let t0 = Instant::now();
     let ds = args.data.load(quiet)?;
     let seqs = Sequences::build(&ds.interactions, split.min_sequence_len)?;
@@ -108,20 +119,17 @@ fn stats(args: StatsArgs, quiet: bool) -> Result<()> {
     for &i in &ds.interactions.items {
         rated[i as usize] = true;
     }
-    let spec = WindowSpec {
-        context_len: split.context_len,
-        padding: Padding::Right,
-    };
+    let spec = options.spec(ds.catalog.vocab_size());
+    let l = spec.context_len;
     let mut batch = Batch::default();
     let n_rows = args.rows.min(train.len());
-    fill_batch(&seqs, &train.label_pos[..n_rows], spec, &mut batch);
+    fill_batch(&spec, &seqs, &train.label_pos[..n_rows], &mut batch);
     let rows = (0..n_rows)
         .map(|r| Row {
-            context: batch.context(r).to_vec(),
+            context: batch.contexts[r * l..(r + 1) * l].to_vec(),
             label: batch.labels[r],
             context_titles: args.titles.then(|| {
-                batch
-                    .context(r)
+                batch.contexts[r * l..(r + 1) * l]
                     .iter()
                     .map(|&i| ds.catalog.title(i).to_string())
                     .collect()
@@ -188,7 +196,7 @@ fn stats(args: StatsArgs, quiet: bool) -> Result<()> {
     );
     println!(
         "examples        {} train, {} test (context {}, right-padded with 0)",
-        s.train_examples, s.test_examples, split.context_len
+        s.train_examples, s.test_examples, spec.context_len
     );
     println!(
         "steps per epoch {} at batch size {}",

@@ -46,12 +46,12 @@ pub fn parse_ks(text: &str) -> Result<Vec<usize>> {
 
 /// Checks that `ds` numbers its items as the model does.
 pub fn check_same_catalogue(rec: &Recommender, ds: &Dataset) -> Result<()> {
-    if ds.catalog.vocab_size() != rec.config.vocab_size {
+    if ds.catalog.vocab_size() != rec.spec.vocab_size {
         bail!(
             "{}: its item ids go up to {}, the model's up to {}: evaluate on the data the model was trained on",
             ds.origin,
             ds.catalog.vocab_size() - 1,
-            rec.config.vocab_size - 1
+            rec.spec.vocab_size - 1
         );
     }
     if ds.catalog.keys != rec.catalog.keys {
@@ -88,15 +88,14 @@ pub fn print_report(r: &EvalReport) {
 
 pub fn evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
     let ks = parse_ks(&args.k)?;
-    let saved = crate::model::io::load(&args.model)?;
+    let saved = crate::checkpoint::load(&args.model)?;
     let mut args = args;
-    args.data.default_to(&saved.meta.data);
+    args.data.default_to(&saved.data);
     let rec = Recommender::new(saved);
-    let mut split = args.data.split_config()?;
-    split.context_len = rec.config.context_len;
+    let data = args.data.data_settings()?;
     let ds = args.data.load(quiet)?;
     check_same_catalogue(&rec, &ds)?;
-    let seqs = Sequences::build(&ds.interactions, split.min_sequence_len)?;
+    let seqs = Sequences::build(&ds.interactions, data.min_sequence_len)?;
     let (train, test) = seqs.split_last();
     let threads = args.threads.unwrap_or(0);
     let pool = rayon::ThreadPoolBuilder::new()

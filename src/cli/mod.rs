@@ -16,7 +16,7 @@ use anyhow::{bail, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::data::readers::GenericFormat;
-use crate::data::{download, DataSource, ReadOptions, SplitConfig};
+use crate::data::{download, DataSettings, DataSource, ReadOptions};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -72,9 +72,6 @@ pub struct DataArgs {
     /// Keep every rating, whatever its value.
     #[arg(long)]
     pub no_rating_filter: bool,
-    /// Items of history per example (MAX_CONTEXT_LENGTH) [default: 10].
-    #[arg(long)]
-    pub context_len: Option<usize>,
     /// Skip users with fewer ratings (MIN_SEQUENCE_LENGTH) [default: 3; evaluate: the model's].
     #[arg(long)]
     pub min_sequence_len: Option<usize>,
@@ -143,27 +140,21 @@ impl DataArgs {
         })
     }
 
-    pub fn split_config(&self) -> Result<SplitConfig> {
-        let context_len = self.context_len.unwrap_or(10);
-        if context_len == 0 {
-            bail!("--context-len: expected at least 1");
-        }
+    /// How ratings are filtered and sequences kept, checked.
+    pub fn data_settings(&self) -> Result<DataSettings> {
         let min_sequence_len = self.min_sequence_len.unwrap_or(3);
-        if context_len > 1000 {
-            bail!("--context-len: expected at most 1000, found {context_len}");
-        }
         if min_sequence_len < 2 {
             bail!("--min-sequence-len: expected at least 2 (one context item and one label)");
         }
-        Ok(SplitConfig {
-            context_len,
+        Ok(DataSettings {
+            min_rating: self.read_options().min_rating,
             min_sequence_len,
         })
     }
 
     /// Reads the data as the model's training data was read, for what the
     /// user did not set: `evaluate` then ranks the same test examples.
-    pub fn default_to(&mut self, data: &crate::model::io::DataSettings) {
+    pub fn default_to(&mut self, data: &DataSettings) {
         if self.min_rating.is_none() && !self.no_rating_filter {
             match data.min_rating {
                 Some(r) => self.min_rating = Some(r),

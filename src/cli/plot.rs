@@ -88,9 +88,11 @@ fn panel(
 pub fn draw(path: &Path, points: &[EpochPoint]) -> Result<()> {
     plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
         .map_err(|_| anyhow!("the bundled font is unreadable"))?;
+    // plotters picks the image format from the extension.
     let tmp = tempfile::Builder::new()
+        .prefix(".seqrec-")
         .suffix(".png")
-        .tempfile_in(crate::model::io::parent_dir(path))?;
+        .tempfile_in(crate::files::parent_dir(path))?;
     {
         let root = BitMapBackend::new(tmp.path(), (1200, 480)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
@@ -113,13 +115,7 @@ pub fn draw(path: &Path, points: &[EpochPoint]) -> Result<()> {
         )?;
         root.present().map_err(|e| plot_error(path, e))?;
     }
-    crate::model::io::readable_by_all(tmp.as_file());
-    tmp.persist(path).map_err(|e| {
-        anyhow!(
-            "{}: cannot move the plot into place: {}",
-            path.display(),
-            e.error
-        )
-    })?;
+    crate::files::persist(tmp, path)
+        .map_err(|e| anyhow!("{}: cannot move the plot into place: {e}", path.display()))?;
     Ok(())
 }

@@ -113,7 +113,7 @@ pub fn demo(rec: &Recommender) -> Result<(Vec<String>, Vec<String>)> {
     }
     let all = rec.users.get(0);
     let history = &all[..all.len().saturating_sub(1)];
-    let l = rec.config.context_len;
+    let l = rec.spec.context_len;
     let mut context: Vec<u32> = history[history.len().saturating_sub(l)..].to_vec();
     context.resize(l, 0);
     let found = rec.recommend(&[history], 10, false, true);
@@ -288,7 +288,8 @@ fn batch_file(rec: &Recommender, args: &RecommendArgs, input: &Path, output: &Pa
         w.flush()?;
         drop(w);
     }
-    crate::model::io::write_atomically(output, &out)?;
+    crate::files::write_atomically(output, &out)
+        .with_context(|| format!("{}: cannot write", output.display()))?;
     eprintln!("wrote {} answer(s) to {}", found.len(), output.display());
     Ok(())
 }

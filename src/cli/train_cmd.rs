@@ -1,23 +1,142 @@
 //! `seqrec train DATA --out MODEL`: the reference's training, by default
-//! exactly; every hyper-parameter a flag or a key of `--config FILE`.
+//! exactly; every setting a flag or a key of `--config FILE`. The run itself
+//! is `train::run` in the library; this file parses, calls and prints.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::Serialize;
 
 use super::recommend_cmd::{demo, print_demo};
 use super::DataArgs;
-use crate::data::Padding;
-use crate::data::Sequences;
+use crate::checkpoint;
 use crate::eval;
-use crate::model::io::{self, ModelMeta, SavedModel, UserHistories, FORMAT, FORMAT_VERSION};
-use crate::model::ModelConfig;
+use crate::model::{Padding, QueryTower};
 use crate::retrieval::recommender::Recommender;
-use crate::train::{self, Event, LrSchedule, Split, TrainConfig, TrainData, TrainState};
+use crate::train::{self, Event, LrSchedule, Settings, TrainConfig};
+
+// Switches take `--NAME` or `--NAME=true` to turn on and `--NAME=false` to
+// turn off, so a preset's or config file's switch can be turned off from
+// the command line.
+
+/// The model's options, as flags. Each is named as its config key; unset
+/// flags leave the value of the defaults, preset or config file (see
+/// `--print-config` for the values in effect).
+#[derive(Args, Debug, Default, Serialize)]
+pub struct ModelFlags {
+    /// Embedding and GRU size (reference: 32).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_dim: Option<usize>,
+    /// Items of history the model reads (MAX_CONTEXT_LENGTH; reference: 10).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_len: Option<usize>,
+    /// Padding side of short contexts (reference: right).
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub padding: Option<Padding>,
+    /// Padding steps leave the GRU state unchanged.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_padding: Option<bool>,
+    /// One item table for the query input and the candidates.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_embeddings: Option<bool>,
+    /// The query tower (only gru today).
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tower: Option<QueryTower>,
+}
+
+/// Training's settings, as flags (named as their config keys).
+#[derive(Args, Debug, Default, Serialize)]
+pub struct TrainFlags {
+    /// Epochs to train (reference: 5).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    /// Training batch size (reference: 4096).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// Batch size of the val_loss pass (reference: 2048).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_batch_size: Option<usize>,
+    /// AdamW learning rate (reference: 0.005).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learning_rate: Option<f32>,
+    /// AdamW decoupled weight decay (reference: 0.004).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f32>,
+    /// Seed of every random choice.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Worker threads (0: one per core).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    /// Report HR@10 and NDCG@10 (seen items excluded) on the test examples every N epochs.
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_every: Option<usize>,
+    /// Shuffle the train examples every epoch (seeded).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shuffle: Option<bool>,
+    /// In-batch negatives holding the row's own label get no probability.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remove_accidental_hits: Option<bool>,
+    /// Subtract each negative's log sampling probability from its logit.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logq_correction: Option<bool>,
+    /// Extra negatives per batch, drawn by popularity^alpha and shared by all rows.
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub negatives: Option<usize>,
+    /// The exponent alpha of the extra negatives' sampler.
+    #[arg(long, value_name = "ALPHA")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub negative_alpha: Option<f32>,
+    /// Dropout on the input embeddings.
+    #[arg(long, value_name = "P")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropout_input: Option<f32>,
+    /// Dropout on the GRU output.
+    #[arg(long, value_name = "P")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropout_output: Option<f32>,
+    /// Linear learning-rate warm-up over this many steps.
+    #[arg(long, value_name = "STEPS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup_steps: Option<usize>,
+    /// Learning-rate decay after warm-up.
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr_schedule: Option<LrSchedule>,
+    /// The decayed learning rate ends at this fraction of the peak.
+    #[arg(long, value_name = "RATIO")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_lr_ratio: Option<f32>,
+    /// Carve a validation split from train (each user's second-to-last item) and keep the epoch with the best validation NDCG@10.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation: Option<bool>,
+    /// Stop after N epochs without a better validation NDCG@10 (needs --validation).
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patience: Option<usize>,
+}
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -26,87 +145,22 @@ pub struct TrainArgs {
     /// Where to write the model file.
     #[arg(long, short, default_value = "seqrec-model.safetensors")]
     pub out: PathBuf,
-    /// A TOML file with any of the keys below (epochs, batch_size, ...); flags win over it.
+    /// A TOML file with any of the settings' keys (epochs, batch_size, padding, ...); flags win over it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Continue training a saved model (its settings, optimiser state and history) for --epochs more epochs.
     #[arg(long, value_name = "MODEL")]
     pub resume: Option<PathBuf>,
-    /// Epochs to train [default: 5].
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// Training batch size [default: 4096].
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Batch size of the val_loss pass [default: 2048].
-    #[arg(long)]
-    pub test_batch_size: Option<usize>,
-    /// AdamW learning rate [default: 0.005].
-    #[arg(long)]
-    pub learning_rate: Option<f32>,
-    /// AdamW decoupled weight decay [default: 0.004].
-    #[arg(long)]
-    pub weight_decay: Option<f32>,
-    /// Embedding and GRU size [default: 32].
-    #[arg(long)]
-    pub embedding_dim: Option<usize>,
-    /// Seed of every random choice [default: 42].
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Worker threads [default: one per core].
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Report HR@10 and NDCG@10 (seen items excluded) on the test examples every N epochs.
-    #[arg(long, value_name = "N")]
-    pub eval_every: Option<usize>,
     /// Start from a named set of settings: `parity` (the reference) or `best` (the measured best; see README).
     #[arg(long, value_name = "NAME")]
     pub preset: Option<String>,
-    /// Padding side of short contexts [default: right, as the reference].
-    #[arg(long, value_enum)]
-    pub padding: Option<Padding>,
-    /// Padding steps leave the GRU state unchanged.
+    #[command(flatten, next_help_heading = "Model")]
+    pub model: ModelFlags,
+    #[command(flatten, next_help_heading = "Training")]
+    pub train: TrainFlags,
+    /// Print the settings in effect (defaults, preset, config file, flags) as a config file, and stop.
     #[arg(long)]
-    pub mask_padding: bool,
-    /// Shuffle the train examples every epoch (seeded).
-    #[arg(long)]
-    pub shuffle: bool,
-    /// In-batch negatives holding the row's own label get no probability.
-    #[arg(long)]
-    pub remove_accidental_hits: bool,
-    /// Subtract each negative's log sampling probability from its logit.
-    #[arg(long)]
-    pub logq_correction: bool,
-    /// Extra negatives per batch, drawn by popularity^alpha and shared by all rows.
-    #[arg(long, value_name = "N")]
-    pub negatives: Option<usize>,
-    /// The exponent alpha of the extra negatives' sampler [default: 0.75].
-    #[arg(long, value_name = "ALPHA")]
-    pub negative_alpha: Option<f32>,
-    /// One item table for the query input and the candidates.
-    #[arg(long)]
-    pub shared_embeddings: bool,
-    /// Dropout on the input embeddings [default: 0].
-    #[arg(long, value_name = "P")]
-    pub dropout_input: Option<f32>,
-    /// Dropout on the GRU output [default: 0].
-    #[arg(long, value_name = "P")]
-    pub dropout_output: Option<f32>,
-    /// Linear learning-rate warm-up over this many steps [default: 0].
-    #[arg(long, value_name = "STEPS")]
-    pub warmup_steps: Option<usize>,
-    /// Learning-rate decay after warm-up [default: constant].
-    #[arg(long, value_enum)]
-    pub lr_schedule: Option<LrSchedule>,
-    /// The decayed learning rate ends at this fraction of the peak [default: 0].
-    #[arg(long, value_name = "RATIO")]
-    pub min_lr_ratio: Option<f32>,
-    /// Carve a validation split from train (each user's second-to-last item) and keep the epoch with the best validation NDCG@10.
-    #[arg(long)]
-    pub validation: bool,
-    /// Stop after N epochs without a better validation NDCG@10 (needs --validation).
-    #[arg(long, value_name = "N")]
-    pub patience: Option<usize>,
+    pub print_config: bool,
     /// Draw train/val loss and HR@10/NDCG@10 per epoch into a PNG.
     #[arg(long, value_name = "FILE.png")]
     pub plot: Option<PathBuf>,
@@ -178,7 +232,8 @@ fn write_log(path: &std::path::Path, lines: &[EpochLine]) -> Result<()> {
         serde_json::to_writer(&mut out, l)?;
         out.push(b'\n');
     }
-    io::write_atomically(path, &out)
+    crate::files::write_atomically(path, &out)
+        .with_context(|| format!("{}: cannot write", path.display()))
 }
 
 /// Peak resident memory of this process, from /proc (Linux).
@@ -189,132 +244,138 @@ pub fn peak_memory_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// A resumed model keeps the settings that define its maths: changing them
-/// half-way would silently train (and later serve) a different model.
-fn check_resume_settings(saved: &TrainConfig, asked: &TrainConfig) -> Result<()> {
-    let fixed = [
-        (
-            "embedding_dim",
-            saved.embedding_dim.to_string(),
-            asked.embedding_dim.to_string(),
-        ),
-        (
-            "context_len",
-            saved.context_len.to_string(),
-            asked.context_len.to_string(),
-        ),
-        (
-            "padding",
-            format!("{:?}", saved.padding),
-            format!("{:?}", asked.padding),
-        ),
-        (
-            "mask_padding",
-            saved.mask_padding.to_string(),
-            asked.mask_padding.to_string(),
-        ),
-        (
-            "shared_embeddings",
-            saved.shared_embeddings.to_string(),
-            asked.shared_embeddings.to_string(),
-        ),
-    ];
-    for (name, was, now) in fixed {
-        if was != now {
-            bail!("--resume: the model was trained with {name} = {was}; it cannot continue with {now}");
-        }
-    }
-    Ok(())
-}
-
-/// Overlays the keys of a TOML config file on `cfg`: keys the file does not
-/// name keep their value (from the preset or the resumed model), and an
-/// unknown key is an error that names it.
-fn merge_config_file(cfg: &TrainConfig, text: &str) -> Result<TrainConfig> {
-    let file: toml::Table = toml::from_str(text)?;
-    let mut merged = toml::Table::try_from(cfg)?;
-    for (key, value) in file {
-        merged.insert(key, value);
-    }
-    Ok(merged.try_into()?)
-}
-
 /// Defaults (or the resumed model's settings), then the preset, then the
 /// config file, then the flags.
-fn resolve_config(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
-    let mut cfg = match &args.preset {
-        Some(name) => {
-            TrainConfig::preset(name, base).map_err(|e| anyhow::anyhow!("--preset: {e}"))?
-        }
+fn resolve_settings(args: &TrainArgs, base: Settings) -> Result<Settings> {
+    let mut settings = match &args.preset {
+        Some(name) => base.preset(name).map_err(|e| anyhow::anyhow!("--{e}"))?,
         None => base,
     };
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read the config file", path.display()))?;
-        cfg = merge_config_file(&cfg, &text)
+        settings = settings
+            .overlay_toml(&text)
             .with_context(|| format!("{}: not a valid seqrec config", path.display()))?;
     }
-    macro_rules! flag {
-        ($($f:ident),*) => { $( if let Some(v) = args.$f { cfg.$f = v; } )* };
-    }
-    flag!(
-        epochs,
-        batch_size,
-        test_batch_size,
-        learning_rate,
-        weight_decay,
-        embedding_dim,
-        seed,
-        threads,
-        eval_every
-    );
-    flag!(
-        padding,
-        negatives,
-        negative_alpha,
-        dropout_input,
-        dropout_output,
-        warmup_steps,
-        lr_schedule,
-        min_lr_ratio,
-        patience
-    );
-    macro_rules! switch {
-        ($($f:ident),*) => { $( if args.$f { cfg.$f = true; } )* };
-    }
-    switch!(
-        mask_padding,
-        shuffle,
-        remove_accidental_hits,
-        logq_correction,
-        shared_embeddings,
-        validation
-    );
-    if let Some(l) = args.data.context_len {
-        cfg.context_len = l;
-    }
-    cfg.validate()
+    let mut flags = toml::Table::try_from(&args.model)?;
+    flags.extend(toml::Table::try_from(&args.train)?);
+    settings = settings
+        .overlay(flags)
+        .map_err(|e| anyhow::anyhow!("--{}", e.to_string().replacen('_', "-", 3)))?;
+    settings
+        .validate()
         .map_err(|e| anyhow::anyhow!("invalid setting: {e}"))?;
-    Ok(cfg)
+    Ok(settings)
+}
+
+/// Shows the run's events: a progress bar per epoch, a line per epoch, and
+/// the JSON-lines log.
+struct Printer<'a> {
+    args: &'a TrainArgs,
+    quiet: bool,
+    origin: &'a str,
+    bar: Option<ProgressBar>,
+    last_epoch: usize,
+    lines: Vec<EpochLine>,
+    log_error: Option<anyhow::Error>,
+}
+
+impl Printer<'_> {
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Start {
+                train_examples,
+                test_examples,
+                steps,
+                threads,
+            } => {
+                if !self.quiet {
+                    eprintln!(
+                        "training on {}: {train_examples} train / {test_examples} test examples, {steps} steps per epoch, {threads} thread(s)",
+                        self.origin
+                    );
+                }
+            }
+            Event::EpochStart {
+                epoch,
+                epochs,
+                steps,
+            } => {
+                self.last_epoch = epochs;
+                let bar = crate::progress::bar(
+                    Some(steps as u64),
+                    "epoch {prefix} [{bar:30}] {pos}/{len} loss {msg} {elapsed}",
+                    !self.quiet,
+                );
+                bar.set_prefix(format!("{epoch}/{epochs}"));
+                self.bar = Some(bar);
+            }
+            Event::Step { running_loss, .. } => {
+                if let Some(b) = &self.bar {
+                    b.set_message(format!("{running_loss:.4}"));
+                    b.inc(1);
+                }
+            }
+            Event::EpochEnd(r) => {
+                if let Some(b) = self.bar.take() {
+                    b.finish_and_clear();
+                }
+                if !self.args.json {
+                    let mut ranking = String::new();
+                    if let (Some(h), Some(n)) = (r.valid_hr10, r.valid_ndcg10) {
+                        ranking += &format!("  valid HR@10 {h:.4}  NDCG@10 {n:.4}");
+                    }
+                    if let (Some(h), Some(n)) = (r.hr10, r.ndcg10) {
+                        ranking += &format!("  HR@10 {h:.4}  NDCG@10 {n:.4}");
+                    }
+                    println!(
+                        "epoch {}/{}  loss {:.4}  val_loss {:.4}{}  {:.1} s",
+                        r.epoch, self.last_epoch, r.loss, r.val_loss, ranking, r.seconds
+                    );
+                }
+                self.lines.push(EpochLine {
+                    epoch: r.epoch,
+                    loss: r.loss,
+                    val_loss: r.val_loss,
+                    hr10: r.hr10,
+                    ndcg10: r.ndcg10,
+                    valid_hr10: r.valid_hr10,
+                    valid_ndcg10: r.valid_ndcg10,
+                    learning_rate: r.learning_rate,
+                    seconds: r.seconds,
+                    step_ms_median: r.step_ms_median,
+                });
+                if let Some(path) = &self.args.log {
+                    let error = self.log_error.take();
+                    self.log_error = error.or_else(|| write_log(path, &self.lines).err());
+                }
+            }
+        }
+    }
 }
 
 pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
     let resumed = match &args.resume {
-        Some(p) => Some(io::load(p)?),
+        Some(p) => Some(checkpoint::load(p)?),
         None => None,
     };
     // A resumed run keeps the saved settings but trains a fresh count of
     // epochs (the saved count is the total trained so far).
-    let base = resumed
-        .as_ref()
-        .map(|m| TrainConfig {
-            epochs: TrainConfig::default().epochs,
-            ..m.meta.train.clone()
-        })
-        .unwrap_or_default();
-    let mut cfg = resolve_config(&args, base)?;
-    if let Some(prev) = &resumed {
-        check_resume_settings(&prev.meta.train, &cfg)?;
+    let base = match &resumed {
+        Some(m) => Settings {
+            model: m.spec.options(),
+            train: TrainConfig {
+                epochs: TrainConfig::default().epochs,
+                ..m.config.clone()
+            },
+        },
+        None => Settings::default(),
+    };
+    let settings = resolve_settings(&args, base)?;
+    if args.print_config {
+        print!("{}", settings.to_toml()?);
+        return Ok(());
     }
     // Output folders are checked now, not after minutes of training.
     for (flag, path) in [
@@ -323,7 +384,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         ("--log", args.log.as_ref()),
     ] {
         if let Some(path) = path {
-            let dir = io::parent_dir(path);
+            let dir = crate::files::parent_dir(path);
             if !dir.is_dir() {
                 bail!(
                     "{flag} {}: the folder {} does not exist",
@@ -333,213 +394,42 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
             }
         }
     }
-    let threads = if cfg.threads == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    } else {
-        cfg.threads
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .context("cannot start the worker threads")?;
 
     let t_data = Instant::now();
+    let data = args.data.data_settings()?;
     let ds = args.data.load(quiet)?;
-    let mut split = args.data.split_config()?;
-    split.context_len = cfg.context_len;
-    let seqs = Sequences::build(&ds.interactions, split.min_sequence_len)?;
-    let (train_set, valid_set, test_set) = if cfg.validation {
-        seqs.split_last_two()
-    } else {
-        let (train, test) = seqs.split_last();
-        (train, Default::default(), test)
-    };
-    if train_set.is_empty() {
-        bail!(
-            "{}: no training examples (every user has fewer than {} ratings?)",
-            ds.origin,
-            split.min_sequence_len
-        );
-    }
     let data_seconds = t_data.elapsed().as_secs_f64();
-
-    let model_cfg = ModelConfig {
-        vocab_size: ds.catalog.vocab_size(),
-        dim: cfg.embedding_dim,
-        context_len: cfg.context_len,
+    let ranking = eval::ranking_hook(&ds.catalog);
+    let mut printer = Printer {
+        args: &args,
+        quiet,
+        origin: &ds.origin,
+        bar: None,
+        last_epoch: 0,
+        lines: Vec::new(),
+        log_error: None,
     };
-    let mut state = match resumed {
-        Some(prev) => {
-            if prev.meta.titles != ds.catalog.titles || prev.meta.item_keys != ds.catalog.keys {
-                bail!(
-                    "--resume: {} is not the data the model was trained on ({}): its catalogue differs",
-                    ds.origin,
-                    prev.meta.dataset
-                );
-            }
-            if prev.state.model.vocab_size != model_cfg.vocab_size {
-                bail!(
-                    "--resume: the model has a vocabulary of {} ids, this data {}; resume on the data it was trained on",
-                    prev.state.model.vocab_size,
-                    model_cfg.vocab_size
-                );
-            }
-            let mut s = prev.state;
-            s.optimizer.cfg = cfg.optimizer();
-            s
-        }
-        None => TrainState::new(model_cfg, &cfg),
-    };
-
-    let data = TrainData {
-        seqs: &seqs,
-        train: &train_set,
-        valid: &valid_set,
-        test: &test_set,
-    };
-    let steps = train_set.num_batches(cfg.batch_size);
-    if !quiet {
-        eprintln!(
-            "training on {}: {} train / {} test examples, {} steps per epoch, {} thread(s)",
-            ds.origin,
-            train_set.len(),
-            test_set.len(),
-            steps,
-            threads
-        );
-    }
-    let mut bar: Option<ProgressBar> = None;
-    let mut last_epoch = 0;
-    let mut log_error: Option<anyhow::Error> = None;
-    let mut lines = Vec::new();
     let t_train = Instant::now();
-    let json = args.json;
-    let ranking = |m: &ModelConfig, p: &crate::model::Params, split: Split| {
-        let rec = Recommender::from_parts(
-            *m,
-            p.clone(),
-            ds.catalog.clone(),
-            cfg.window().padding,
-            cfg.forward_options().mask_padding,
-            UserHistories::default(),
-        );
-        let examples = match split {
-            Split::Validation => &valid_set,
-            Split::Test => &test_set,
-        };
-        let r = eval::evaluate(&rec, &seqs, &train_set, examples, &[10]);
-        (r.model.seen_excluded[0].hr, r.model.seen_excluded[0].ndcg)
-    };
-    let outcome = pool.install(|| {
-        train::fit(
-            &mut state,
-            &data,
-            &cfg,
-            threads,
-            Some(&ranking),
-            &mut |ev| match ev {
-                Event::EpochStart {
-                    epoch,
-                    epochs,
-                    steps,
-                } => {
-                    last_epoch = epochs;
-                    if !quiet {
-                        let b = ProgressBar::new(steps as u64);
-                        b.set_style(
-                            ProgressStyle::with_template(
-                                "epoch {prefix} [{bar:30}] {pos}/{len} loss {msg} {elapsed}",
-                            )
-                            .unwrap_or_else(|_| ProgressStyle::default_bar())
-                            .progress_chars("=> "),
-                        );
-                        b.set_prefix(format!("{epoch}/{epochs}"));
-                        bar = Some(b);
-                    }
-                }
-                Event::Step { running_loss, .. } => {
-                    if let Some(b) = &bar {
-                        b.set_message(format!("{running_loss:.4}"));
-                        b.inc(1);
-                    }
-                }
-                Event::EpochEnd(r) => {
-                    if let Some(b) = bar.take() {
-                        b.finish_and_clear();
-                    }
-                    if !json {
-                        let mut ranking = String::new();
-                        if let (Some(h), Some(n)) = (r.valid_hr10, r.valid_ndcg10) {
-                            ranking += &format!("  valid HR@10 {h:.4}  NDCG@10 {n:.4}");
-                        }
-                        if let (Some(h), Some(n)) = (r.hr10, r.ndcg10) {
-                            ranking += &format!("  HR@10 {h:.4}  NDCG@10 {n:.4}");
-                        }
-                        println!(
-                            "epoch {}/{}  loss {:.4}  val_loss {:.4}{}  {:.1} s",
-                            r.epoch, last_epoch, r.loss, r.val_loss, ranking, r.seconds
-                        );
-                    }
-                    lines.push(EpochLine {
-                        epoch: r.epoch,
-                        loss: r.loss,
-                        val_loss: r.val_loss,
-                        hr10: r.hr10,
-                        ndcg10: r.ndcg10,
-                        valid_hr10: r.valid_hr10,
-                        valid_ndcg10: r.valid_ndcg10,
-                        learning_rate: r.learning_rate,
-                        seconds: r.seconds,
-                        step_ms_median: r.step_ms_median,
-                    });
-                    if let Some(path) = &args.log {
-                        log_error = log_error.take().or_else(|| write_log(path, &lines).err());
-                    }
-                }
-            },
-        )
+    let result = train::run(&ds, data, &settings, resumed, Some(&ranking), &mut |ev| {
+        printer.on_event(ev)
     });
     let train_seconds = t_train.elapsed().as_secs_f64();
-    if let Some(b) = bar.take() {
+    if let Some(b) = printer.bar.take() {
         b.finish_and_clear();
     }
     // A diverged run writes nothing: the model file already there stays.
-    let outcome = outcome?;
-    if let Some(e) = log_error {
+    let session = result?;
+    if let Some(e) = printer.log_error.take() {
         return Err(e.context("--log: cannot write the log"));
     }
+    let lines = printer.lines;
+    checkpoint::save(&args.out, &session.model)?;
 
-    cfg.epochs = state.history.len();
-    let meta = ModelMeta {
-        format: FORMAT.into(),
-        version: FORMAT_VERSION,
-        model: state.model,
-        train: cfg.clone(),
-        history: state.history.clone(),
-        optimizer_step: state.optimizer.step,
-        dataset: ds.origin.clone(),
-        titles: ds.catalog.titles.clone(),
-        is_item: ds.catalog.is_item.clone(),
-        item_keys: ds.catalog.keys.clone(),
-        user_keys: Vec::new(),
-        best_epoch: outcome.best_epoch,
-        data: io::DataSettings {
-            min_rating: args.data.read_options().min_rating,
-            min_sequence_len: split.min_sequence_len,
-        },
-    };
-    let users = UserHistories::from_sequences(&seqs, &ds.interactions.user_keys);
-    let meta = ModelMeta {
-        user_keys: users.keys.clone(),
-        ..meta
-    };
-    let saved = SavedModel { meta, state, users };
-    io::save(&args.out, &saved)?;
-
-    let rec = Recommender::new(saved);
-    let final_eval = pool.install(|| eval::evaluate(&rec, &seqs, &train_set, &test_set, &[10]));
+    let best_epoch = session.model.best_epoch;
+    let rec = Recommender::new(session.model);
+    let final_eval = session
+        .pool
+        .install(|| eval::evaluate(&rec, &session.seqs, &session.train, &session.test, &[10]));
     if let Some(path) = &args.plot {
         super::plot::draw(path, &lines_for_plot(&lines)).context("--plot")?;
     }
@@ -548,10 +438,10 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
     let summary = Summary {
         model: args.out.display().to_string(),
         dataset: ds.origin.clone(),
-        train_examples: train_set.len(),
-        test_examples: test_set.len(),
-        steps_per_epoch: steps,
-        threads,
+        train_examples: session.train.len(),
+        test_examples: session.test.len(),
+        steps_per_epoch: session.train.num_batches(settings.train.batch_size),
+        threads: session.threads,
         data_seconds,
         train_seconds,
         step_ms_median: medians.get(medians.len() / 2).copied().unwrap_or(0.0),
@@ -573,7 +463,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
             summary.peak_memory_mib.unwrap_or(f64::NAN)
         );
         println!("model written to {}", summary.model);
-        if let Some(best) = outcome.best_epoch {
+        if let Some(best) = best_epoch {
             println!("kept the parameters of epoch {best} (best validation NDCG@10)");
         }
         println!(

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
 /// Where GroupLens publishes the MovieLens zips.
@@ -416,20 +416,12 @@ fn describe_transport(err: &ureq::Transport) -> String {
 }
 
 fn make_progress_bar(total: Option<u64>, show_progress: bool) -> ProgressBar {
-    if !show_progress {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
     let template = if total.is_some() {
         "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
     } else {
         "{msg} {spinner} {bytes} {bytes_per_sec}"
     };
-    // A bad template is a programming error, but a plain bar beats a panic.
-    let style = ProgressStyle::with_template(template)
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-    bar.set_style(style);
+    let bar = crate::progress::bar(total, template, show_progress);
     bar.set_message("downloading");
     bar
 }

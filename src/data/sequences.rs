@@ -8,23 +8,6 @@ use rayon::prelude::*;
 
 use super::readers::{DataError, Interactions};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SplitConfig {
-    /// Items of history in each example (the reference's MAX_CONTEXT_LENGTH).
-    pub context_len: usize,
-    /// Users with fewer kept ratings are skipped (MIN_SEQUENCE_LENGTH).
-    pub min_sequence_len: usize,
-}
-
-impl Default for SplitConfig {
-    fn default() -> Self {
-        SplitConfig {
-            context_len: 10,
-            min_sequence_len: 3,
-        }
-    }
-}
-
 /// Users' item sequences, concatenated. Sequence `s` is
 /// `items[offsets[s]..offsets[s + 1]]`, in time order (ties in file order).
 #[derive(Debug, Clone, Default)]
@@ -174,5 +157,60 @@ impl ExampleSet {
     }
     pub fn num_batches(&self, batch_size: usize) -> usize {
         self.len().div_ceil(batch_size)
+    }
+}
+
+/// Every training user's whole history (oldest first), so `--user ID` and
+/// seen-item exclusion work from the model file alone.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserHistories {
+    pub keys: Vec<String>,
+    pub offsets: Vec<u32>,
+    pub items: Vec<u32>,
+}
+
+impl UserHistories {
+    pub fn from_sequences(seqs: &Sequences, user_keys: &[String]) -> UserHistories {
+        UserHistories {
+            keys: seqs
+                .users
+                .iter()
+                .map(|&u| user_keys[u as usize].clone())
+                .collect(),
+            offsets: seqs.offsets.clone(),
+            items: seqs.items.clone(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn get(&self, user: usize) -> &[u32] {
+        &self.items[self.offsets[user] as usize..self.offsets[user + 1] as usize]
+    }
+}
+
+/// How ratings were read and turned into sequences, so `evaluate` can read
+/// a model's training data exactly as training did.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DataSettings {
+    /// `None`: every rating kept.
+    pub min_rating: Option<f32>,
+    /// Users with fewer kept ratings are skipped (MIN_SEQUENCE_LENGTH).
+    pub min_sequence_len: usize,
+}
+
+impl Default for DataSettings {
+    /// The reference's MIN_RATING and MIN_SEQUENCE_LENGTH.
+    fn default() -> Self {
+        DataSettings {
+            min_rating: Some(2.0),
+            min_sequence_len: 3,
+        }
     }
 }

@@ -28,9 +28,9 @@
 //! Every user's randomness comes from its own ChaCha8 stream, so the files do
 //! not depend on the number of threads.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -728,51 +728,30 @@ fn generate_user(world: &World, cfg: &SynthConfig, user: usize, lines: usize) ->
     }
 }
 
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
-/// Writes `path` through `path.tmp` and a rename, so a reader never sees a
-/// half-written file; the temporary file is removed on failure.
+/// Writes `path` through a temporary file and a rename (`files`), so a
+/// reader never sees a half-written file; the temporary file is removed on
+/// failure.
 fn write_atomically(
     path: &Path,
-    fill: impl FnOnce(&mut BufWriter<File>) -> Result<()>,
+    fill: impl FnOnce(&mut BufWriter<tempfile::NamedTempFile>) -> Result<()>,
 ) -> Result<()> {
-    let tmp = tmp_path(path);
-    let result = (|| -> Result<()> {
-        let file =
-            File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
-        let mut w = BufWriter::with_capacity(1 << 20, file);
-        fill(&mut w)?;
-        w.flush()
-            .with_context(|| format!("{}: cannot write", tmp.display()))?;
-        drop(w);
-        fs::rename(&tmp, path)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    let tmp = crate::files::temp_file_beside(path)
+        .with_context(|| format!("{}: cannot create a temporary file", path.display()))?;
+    let mut w = BufWriter::with_capacity(1 << 20, tmp);
+    fill(&mut w)?;
+    let tmp = w
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("{}: cannot write: {}", path.display(), e.error()))?;
+    crate::files::persist(tmp, path)
+        .with_context(|| format!("{}: cannot move into place", path.display()))
 }
 
 fn progress_bar(total: u64, show: bool) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let pb = indicatif::ProgressBar::with_draw_target(
+    crate::progress::bar(
         Some(total),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    let style = indicatif::ProgressStyle::with_template(
         "synth [{bar:40}] {human_pos}/{human_len} ratings ({eta})",
+        show,
     )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-    .progress_chars("=> ");
-    pb.set_style(style);
-    pb
 }
 
 /// Expected HR@k and NDCG@k of a ranking under the true next-item probabilities.

@@ -12,7 +12,8 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::data::{ExampleSet, Sequences};
+use crate::data::{Catalog, ExampleSet, Sequences, UserHistories};
+use crate::model::{history_before as history, ModelSpec, Params};
 use crate::retrieval::recommender::Recommender;
 use crate::retrieval::{for_each_scored_row, rank_of};
 
@@ -88,12 +89,6 @@ pub struct EvalReport {
 
 pub const TIE_RULE: &str = "a label tied with other candidates ranks after all of them";
 
-/// The items the user picked before the label at `pos`, oldest first.
-fn history(seqs: &Sequences, pos: u32) -> &[u32] {
-    let s = seqs.sequence_of(pos);
-    &seqs.items[seqs.offsets[s] as usize..pos as usize]
-}
-
 /// Ranks of the labels of `examples` under `score_rows`' scores, without
 /// and with the seen items knocked out.
 fn ranks_both(row: &mut [f32], label: u32, seen: &[u32]) -> (Option<usize>, Option<usize>) {
@@ -132,7 +127,7 @@ pub fn evaluate(
     let (mut p_all, mut p_seen) = (RankMetrics::new(ks), RankMetrics::new(ks));
     let cands = rec.candidates(false);
 
-    let pop = popularity(seqs, train, rec.config.vocab_size);
+    let pop = popularity(seqs, train, rec.spec.vocab_size);
     let mut pop_row = vec![0.0f32; pop.len()];
     for &pos in &test.label_pos {
         pop_row.copy_from_slice(&pop);
@@ -163,7 +158,7 @@ pub fn evaluate(
     }
     EvalReport {
         examples: test.len(),
-        candidates: (0..rec.config.vocab_size)
+        candidates: (0..rec.spec.vocab_size)
             .filter(|&i| rec.is_item(i as u32))
             .count(),
         model: ScorerReport {
@@ -175,5 +170,23 @@ pub fn evaluate(
             seen_excluded: p_seen.finish(),
         },
         tie_rule: TIE_RULE,
+    }
+}
+
+/// The metrics hook training calls between epochs: `(HR@10, NDCG@10)` of
+/// the parameters being trained, seen items excluded, over `examples`.
+pub fn ranking_hook(
+    catalog: &Catalog,
+) -> impl Fn(&ModelSpec, &Params, &Sequences, &ExampleSet) -> (f64, f64) + Sync + '_ {
+    move |spec, params, seqs, examples| {
+        let rec = Recommender::from_parts(
+            *spec,
+            params.clone(),
+            catalog.clone(),
+            UserHistories::default(),
+        );
+        // Popularity is not reported here, so any train set will do.
+        let r = evaluate(&rec, seqs, &ExampleSet::default(), examples, &[10]);
+        (r.model.seen_excluded[0].hr, r.model.seen_excluded[0].ndcg)
     }
 }

@@ -1,173 +1,30 @@
-//! The two-tower model: parameters, their Keras initialisers, and the forward
-//! and backward pass of one batch (query tower = item embedding + GRU,
-//! candidate tower = item embedding, in-batch softmax between them).
+//! The two-tower model: its definition (`spec`), parameters, and the maths
+//! of one batch, llm.c-style: `Model::forward` (query tower), `Model::loss`
+//! (fused in-batch softmax, forward and backward), `Model::backward` (query
+//! tower backward), each over plain `f32` buffers held in a `Workspace`.
+//! Inference encodes histories through the same tower code
+//! (`QueryEncoder`), so a served query is the training forward's, bit for
+//! bit.
+//!
+//! Shapes: `B` rows in a batch, `L` = `spec.context_len`, `D` = `spec.dim`,
+//! `V` = `spec.vocab_size`, `C` = loss columns (`B` labels + extra negatives).
 
+pub mod batch;
 pub mod embedding;
 pub mod gru;
-pub mod io;
 pub mod loss;
+pub mod params;
+pub mod spec;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
-use crate::data::Batch;
 use crate::kernels;
+
+pub use batch::{fill_batch, history_before, Batch};
 use gru::{GruCache, GruGradScratch, GruShape};
 use loss::{LossGrads, LossInputs};
-
-/// The shape of the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModelConfig {
-    /// Rows of each embedding table: largest item id + 1 (id 0 is padding).
-    pub vocab_size: usize,
-    /// Embedding size, which is also the GRU's size (EMBEDDING_DIM).
-    pub dim: usize,
-    /// Steps of history the GRU reads (MAX_CONTEXT_LENGTH).
-    pub context_len: usize,
-}
-
-/// Every learned tensor, each a flat row-major `f32` buffer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Params {
-    /// Query tower's item embedding, `vocab x dim`.
-    pub query_embedding: Vec<f32>,
-    /// GRU input kernel, `dim x 3·dim`, gates z, r, h.
-    pub kernel: Vec<f32>,
-    /// GRU recurrent kernel, `dim x 3·dim`.
-    pub recurrent_kernel: Vec<f32>,
-    /// GRU input bias, `3·dim`.
-    pub input_bias: Vec<f32>,
-    /// GRU recurrent bias, `3·dim`.
-    pub recurrent_bias: Vec<f32>,
-    /// Candidate tower's item embedding, `vocab x dim`.
-    pub candidate_embedding: Vec<f32>,
-}
-
-/// The tensor names, in the order of `Params::tensors`.
-pub const TENSOR_NAMES: [&str; 6] = [
-    "query_embedding",
-    "gru_kernel",
-    "gru_recurrent_kernel",
-    "gru_input_bias",
-    "gru_recurrent_bias",
-    "candidate_embedding",
-];
-
-impl Params {
-    pub fn zeros(cfg: &ModelConfig) -> Params {
-        let (v, d) = (cfg.vocab_size, cfg.dim);
-        Params {
-            query_embedding: vec![0.0; v * d],
-            kernel: vec![0.0; d * 3 * d],
-            recurrent_kernel: vec![0.0; d * 3 * d],
-            input_bias: vec![0.0; 3 * d],
-            recurrent_bias: vec![0.0; 3 * d],
-            candidate_embedding: vec![0.0; v * d],
-        }
-    }
-
-    /// The shape of each tensor, in the order of `tensors`.
-    pub fn shapes(cfg: &ModelConfig) -> [Vec<usize>; 6] {
-        let (v, d) = (cfg.vocab_size, cfg.dim);
-        [
-            vec![v, d],
-            vec![d, 3 * d],
-            vec![d, 3 * d],
-            vec![3 * d],
-            vec![3 * d],
-            vec![v, d],
-        ]
-    }
-
-    pub fn tensors(&self) -> [&[f32]; 6] {
-        [
-            &self.query_embedding,
-            &self.kernel,
-            &self.recurrent_kernel,
-            &self.input_bias,
-            &self.recurrent_bias,
-            &self.candidate_embedding,
-        ]
-    }
-
-    pub fn tensors_mut(&mut self) -> [&mut Vec<f32>; 6] {
-        [
-            &mut self.query_embedding,
-            &mut self.kernel,
-            &mut self.recurrent_kernel,
-            &mut self.input_bias,
-            &mut self.recurrent_bias,
-            &mut self.candidate_embedding,
-        ]
-    }
-
-    /// Keras' initialisers: embeddings uniform(−0.05, 0.05), the input
-    /// kernel Glorot-uniform, the recurrent kernel orthogonal, biases zero.
-    /// Deterministic from `seed`.
-    pub fn init(cfg: &ModelConfig, seed: u64) -> Params {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let (v, d) = (cfg.vocab_size, cfg.dim);
-        let mut p = Params::zeros(cfg);
-        let uniform = |rng: &mut ChaCha8Rng, n: usize, limit: f32| -> Vec<f32> {
-            (0..n).map(|_| rng.random_range(-limit..limit)).collect()
-        };
-        p.query_embedding = uniform(&mut rng, v * d, 0.05);
-        let glorot = (6.0 / (d + 3 * d) as f64).sqrt() as f32;
-        p.kernel = uniform(&mut rng, d * 3 * d, glorot);
-        p.recurrent_kernel = orthogonal(&mut rng, d, 3 * d);
-        p.candidate_embedding = uniform(&mut rng, v * d, 0.05);
-        p
-    }
-}
-
-/// Keras' `Orthogonal` initialiser for a `rows x cols` matrix: the Q of a
-/// Gaussian matrix's QR decomposition (signs fixed by R's diagonal),
-/// transposed when the matrix is wide, so its rows (or columns) are
-/// orthonormal.
-pub fn orthogonal(rng: &mut impl Rng, rows: usize, cols: usize) -> Vec<f32> {
-    let (tall, short) = (rows.max(cols), rows.min(cols));
-    // Columns of a tall x short Gaussian matrix, orthonormalised by modified
-    // Gram-Schmidt in f64 (this equals Householder QR with R's diagonal made
-    // positive, which is Keras' sign fix).
-    let mut q: Vec<Vec<f64>> = (0..short)
-        .map(|_| (0..tall).map(|_| StandardNormal.sample(rng)).collect())
-        .collect();
-    for j in 0..short {
-        let (done, rest) = q.split_at_mut(j);
-        let col = &mut rest[0];
-        for prev in done.iter() {
-            let dot: f64 = col.iter().zip(prev).map(|(a, b)| a * b).sum();
-            for (x, p) in col.iter_mut().zip(prev) {
-                *x -= dot * p;
-            }
-        }
-        let norm = col.iter().map(|x| x * x).sum::<f64>().sqrt();
-        for x in col.iter_mut() {
-            *x /= norm;
-        }
-    }
-    let mut out = vec![0.0f32; rows * cols];
-    for r in 0..rows {
-        for c in 0..cols {
-            // Tall: element (r, c) is q's column c at row r; wide: transposed.
-            out[r * cols + c] = if rows >= cols { q[c][r] } else { q[r][c] } as f32;
-        }
-    }
-    out
-}
-
-/// Options of the forward pass that change the model's maths.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ForwardOptions {
-    /// Padding steps leave the GRU state unchanged (off in parity mode).
-    pub mask_padding: bool,
-    /// Candidates are scored with the query tower's item embedding (one
-    /// table for both towers, GRU4Rec's "constrained embedding").
-    pub shared_embeddings: bool,
-}
+pub use params::{orthogonal, Params, TENSOR_NAMES};
+pub use spec::{ModelOptions, ModelSpec, Padding, QueryTower, SpecError};
 
 /// What a training step adds to the reference's loss; `Default` is the
 /// reference (plain in-batch softmax, no dropout).
@@ -211,79 +68,95 @@ pub fn dropout_mask(out: &mut Vec<f32>, n: usize, p: f32, seed: u64) {
     }));
 }
 
-/// Seconds spent in each phase of `loss_and_grads`, summed over calls (for
-/// benchmarks: the cost of reading the clock is negligible at this size).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PhaseTimes {
-    /// Input projection and the GRU over the batch.
-    pub forward: f64,
-    /// Candidate gather and the fused softmax cross-entropy, both directions.
-    pub loss: f64,
-    /// GRU backward, gradient scatter and the projection's backward.
-    pub backward: f64,
+/// Inverted dropout in place, `x ⊙= mask`, with a mask from `dropout_mask`.
+pub fn dropout_forward(x: &mut [f32], mask: &[f32]) {
+    for (x, m) in x.iter_mut().zip(mask) {
+        *x *= m;
+    }
 }
 
-/// Buffers of one batch's forward and backward pass, reused across steps.
-#[derive(Default)]
-pub struct Workspace {
-    pub times: PhaseTimes,
-    projected: Vec<f32>,
-    input_mask: Vec<f32>,
-    dropped_embedding: Vec<f32>,
-    output_mask: Vec<f32>,
-    column_ids: Vec<u32>,
-    column_bias: Vec<f32>,
-    d_projected: Vec<f32>,
-    queries: Vec<f32>,
-    candidates: Vec<f32>,
-    d_queries: Vec<f32>,
-    d_candidates: Vec<f32>,
-    chunks: Vec<ChunkState>,
+/// The backward of `dropout_forward`, in place: `g ⊙= mask`.
+pub fn dropout_backward(g: &mut [f32], mask: &[f32]) {
+    for (g, m) in g.iter_mut().zip(mask) {
+        *g *= m;
+    }
 }
 
-/// One thread's share of the batch: a run of consecutive rows.
+/// The logQ correction as a per-column logit bias: `-log Q(id)` of the
+/// column's sampler (the first `in_batch` columns are the batch's labels,
+/// the rest extra negatives); 0 where that sampler has no correction.
+pub fn logq_column_bias(
+    column_ids: &[u32],
+    in_batch: usize,
+    in_batch_log_q: Option<&[f32]>,
+    negatives_log_q: Option<&[f32]>,
+    out: &mut Vec<f32>,
+) {
+    out.clear();
+    out.extend(column_ids.iter().enumerate().map(|(j, &id)| {
+        let log_q = if j < in_batch {
+            in_batch_log_q
+        } else {
+            negatives_log_q
+        };
+        log_q.map_or(0.0, |q| -q[id as usize])
+    }));
+}
+
+/// The query tower over one run of consecutive rows: its windows laid out
+/// step-major, the padding mask, the GRU's cache for the backward pass and
+/// this run's gradient accumulators. Training gives each thread one; the
+/// `QueryEncoder` uses the same `forward`.
 #[derive(Default)]
-struct ChunkState {
+pub struct TowerChunk {
     rows: std::ops::Range<usize>,
-    /// The chunk's context ids, step-major (`steps x rows`).
+    /// Context ids, step-major: `L x rows`.
     ids: Vec<u32>,
+    /// 1 for a real item, 0 for padding, `L x rows` (masking only).
     mask: Vec<f32>,
     cache: GruCache,
     scratch: GruGradScratch,
+    /// `V x 3D`, this chunk's share of the projected table's gradient.
     d_projected: Vec<f32>,
+    /// `D x 3D` and `3D`.
     d_recurrent: Vec<f32>,
     d_recurrent_bias: Vec<f32>,
 }
 
-impl ChunkState {
-    /// Lays out the chunk's ids step-major and runs the GRU.
-    fn forward(
+impl TowerChunk {
+    fn shape(&self, spec: &ModelSpec) -> GruShape {
+        GruShape {
+            batch: self.rows.len(),
+            steps: spec.context_len,
+            hidden: spec.dim,
+        }
+    }
+
+    /// Runs the tower over `contexts` (`rows x L` windows from
+    /// `ModelSpec::cut_window`); `projected` is `V x 3D` (`E·W + b_in`).
+    pub fn forward(
         &mut self,
-        batch: &Batch,
-        projected: &[f32],
+        spec: &ModelSpec,
         params: &Params,
-        cfg: &ModelConfig,
-        opts: ForwardOptions,
+        projected: &[f32],
+        contexts: &[u32],
     ) {
-        let (l, d) = (cfg.context_len, cfg.dim);
-        let rows = self.rows.len();
+        let l = spec.context_len;
+        let rows = contexts.len() / l;
+        self.rows = self.rows.start..self.rows.start + rows;
         self.ids.resize(l * rows, 0);
-        for (i, b) in self.rows.clone().enumerate() {
-            for (t, &id) in batch.contexts[b * l..(b + 1) * l].iter().enumerate() {
+        for (i, window) in contexts.chunks_exact(l).enumerate() {
+            for (t, &id) in window.iter().enumerate() {
                 self.ids[t * rows + i] = id;
             }
         }
-        if opts.mask_padding {
+        if spec.mask_padding {
             self.mask.clear();
             self.mask
                 .extend(self.ids.iter().map(|&id| if id == 0 { 0.0 } else { 1.0 }));
         }
-        let shape = GruShape {
-            batch: rows,
-            steps: l,
-            hidden: d,
-        };
-        let mask = opts.mask_padding.then_some(self.mask.as_slice());
+        let mask = spec.mask_padding.then_some(self.mask.as_slice());
+        let shape = self.shape(spec);
         gru::forward(
             projected,
             &self.ids,
@@ -292,6 +165,36 @@ impl ChunkState {
             mask,
             shape,
             &mut self.cache,
+        );
+    }
+
+    /// The query vectors of the last `forward`, `rows x D`.
+    pub fn output(&self, spec: &ModelSpec) -> &[f32] {
+        self.cache.output(self.shape(spec))
+    }
+
+    /// Back-propagates `d_out` (`rows x D`) into this chunk's accumulators.
+    fn backward(&mut self, spec: &ModelSpec, params: &Params, d_out: &[f32]) {
+        let (v, d) = (spec.vocab_size, spec.dim);
+        let shape = self.shape(spec);
+        self.d_recurrent.clear();
+        self.d_recurrent.resize(d * 3 * d, 0.0);
+        self.d_recurrent_bias.clear();
+        self.d_recurrent_bias.resize(3 * d, 0.0);
+        self.d_projected.clear();
+        self.d_projected.resize(v * 3 * d, 0.0);
+        let mask = spec.mask_padding.then_some(self.mask.as_slice());
+        gru::backward(
+            d_out,
+            &self.ids,
+            &params.recurrent_kernel,
+            mask,
+            shape,
+            &self.cache,
+            &mut self.d_projected,
+            &mut self.d_recurrent,
+            &mut self.d_recurrent_bias,
+            &mut self.scratch,
         );
     }
 }
@@ -304,25 +207,115 @@ fn row_ranges(batch_size: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
         .collect()
 }
 
+/// Inference: the projected table of fixed parameters, computed once, and
+/// the one path from histories to query vectors (`recommend`, `evaluate`,
+/// `serve` and the metrics between epochs all use it).
+pub struct QueryEncoder {
+    /// `V x 3D`: `E·W + b_in` for every id.
+    projected: Vec<f32>,
+}
+
+impl QueryEncoder {
+    pub fn new(spec: &ModelSpec, params: &Params) -> QueryEncoder {
+        let mut projected = vec![0.0; spec.vocab_size * 3 * spec.dim];
+        embedding::project_table(
+            &params.query_embedding,
+            &params.kernel,
+            &params.input_bias,
+            spec.dim,
+            &mut projected,
+            1,
+        );
+        QueryEncoder { projected }
+    }
+
+    /// Query vectors, `histories.len() x D`, each from the last
+    /// `context_len` items of its history (oldest first), in parallel
+    /// chunks of rows.
+    pub fn encode(&self, spec: &ModelSpec, params: &Params, histories: &[&[u32]]) -> Vec<f32> {
+        let (l, d) = (spec.context_len, spec.dim);
+        let mut out = vec![0.0f32; histories.len() * d];
+        const CHUNK: usize = 256;
+        out.par_chunks_mut(CHUNK * d)
+            .zip(histories.par_chunks(CHUNK))
+            .for_each(|(out, hs)| {
+                let mut contexts = vec![0u32; hs.len() * l];
+                for (h, window) in hs.iter().zip(contexts.chunks_exact_mut(l)) {
+                    spec.cut_window(h, window);
+                }
+                let mut chunk = TowerChunk::default();
+                chunk.forward(spec, params, &self.projected, &contexts);
+                out.copy_from_slice(chunk.output(spec));
+            });
+        out
+    }
+}
+
+/// Buffers of one batch's forward and backward pass, reused across steps.
+#[derive(Default)]
+pub struct Workspace {
+    /// `V x 3D`, the input projection of the (dropped-out) input table.
+    projected: Vec<f32>,
+    /// `V x D` input-dropout mask and the table it leaves.
+    input_mask: Vec<f32>,
+    dropped_embedding: Vec<f32>,
+    /// `B x D` output-dropout mask.
+    output_mask: Vec<f32>,
+    /// `C` column ids and their logit bias.
+    column_ids: Vec<u32>,
+    column_bias: Vec<f32>,
+    /// `V x 3D`, the projected table's gradient summed over chunks.
+    d_projected: Vec<f32>,
+    /// `B x D` query vectors (after output dropout) and their gradient.
+    pub queries: Vec<f32>,
+    d_queries: Vec<f32>,
+    /// `C x D` candidate vectors and their gradient.
+    candidates: Vec<f32>,
+    d_candidates: Vec<f32>,
+    chunks: Vec<TowerChunk>,
+}
+
 /// The model's maths over one batch.
 pub struct Model<'a> {
-    pub cfg: &'a ModelConfig,
+    pub spec: &'a ModelSpec,
     pub params: &'a Params,
-    pub opts: ForwardOptions,
     pub threads: usize,
 }
 
 impl Model<'_> {
-    /// Projects the input table (through `dropped_embedding` when input
-    /// dropout is on) and splits the batch into per-thread chunks.
-    fn prepare(&self, ws: &mut Workspace, batch: &Batch, input_dropout: bool) {
-        let (v, d) = (self.cfg.vocab_size, self.cfg.dim);
-        ws.projected.resize(v * 3 * d, 0.0);
+    /// The table candidates are scored against.
+    fn candidate_table(&self) -> &[f32] {
+        if self.spec.shared_embeddings {
+            &self.params.query_embedding
+        } else {
+            &self.params.candidate_embedding
+        }
+    }
+
+    /// The query tower: projects the input table (the dropped-out one when
+    /// `step` asks for input dropout), runs the tower chunk by chunk in
+    /// parallel and leaves `B x D` queries in `ws.queries`, output dropout
+    /// applied.
+    pub fn forward(&self, ws: &mut Workspace, batch: &Batch, step: &StepOptions) {
+        let (v, d, l) = (self.spec.vocab_size, self.spec.dim, self.spec.context_len);
+        let input_dropout = step.dropout_input > 0.0;
+        if input_dropout {
+            dropout_mask(
+                &mut ws.input_mask,
+                v * d,
+                step.dropout_input,
+                step.dropout_seed,
+            );
+            ws.dropped_embedding
+                .clone_from(&self.params.query_embedding);
+            dropout_forward(&mut ws.dropped_embedding, &ws.input_mask);
+        }
         let table = if input_dropout {
             &ws.dropped_embedding
         } else {
             &self.params.query_embedding
         };
+        ws.projected.resize(v * 3 * d, 0.0);
         embedding::project_table(
             table,
             &self.params.kernel,
@@ -332,120 +325,45 @@ impl Model<'_> {
             self.threads,
         );
         let ranges = row_ranges(batch.size, self.threads);
-        ws.chunks.resize_with(ranges.len(), ChunkState::default);
+        ws.chunks.resize_with(ranges.len(), TowerChunk::default);
         ws.chunks.truncate(ranges.len());
         for (c, r) in ws.chunks.iter_mut().zip(ranges) {
             c.rows = r;
         }
-    }
-
-    fn run_chunks(&self, ws: &mut Workspace, batch: &Batch, out: &mut Vec<f32>) {
-        let d = self.cfg.dim;
-        let projected = &ws.projected;
-        ws.chunks
-            .par_iter_mut()
-            .for_each(|c| c.forward(batch, projected, self.params, self.cfg, self.opts));
-        out.resize(batch.size * d, 0.0);
+        let (spec, params, projected) = (self.spec, self.params, &ws.projected);
+        ws.chunks.par_iter_mut().for_each(|c| {
+            let contexts = &batch.contexts[c.rows.start * l..c.rows.end * l];
+            c.forward(spec, params, projected, contexts)
+        });
+        ws.queries.resize(batch.size * d, 0.0);
         for c in &ws.chunks {
-            let shape = GruShape {
-                batch: c.rows.len(),
-                steps: self.cfg.context_len,
-                hidden: d,
-            };
-            out[c.rows.start * d..c.rows.end * d].copy_from_slice(c.cache.output(shape));
+            ws.queries[c.rows.start * d..c.rows.end * d].copy_from_slice(c.output(spec));
         }
-    }
-
-    /// The query tower: writes `batch.size x dim` embeddings into `out`.
-    pub fn encode(&self, ws: &mut Workspace, batch: &Batch, out: &mut Vec<f32>) {
-        self.prepare(ws, batch, false);
-        self.run_chunks(ws, batch, out);
-    }
-
-    /// The table candidates are scored against.
-    fn candidate_table(&self) -> &[f32] {
-        if self.opts.shared_embeddings {
-            &self.params.query_embedding
-        } else {
-            &self.params.candidate_embedding
-        }
-    }
-
-    /// The in-batch softmax loss summed over the batch's rows, without
-    /// gradients (the reference's val_loss, times the batch size).
-    pub fn loss_sum(&self, ws: &mut Workspace, batch: &Batch) -> f64 {
-        let d = self.cfg.dim;
-        let mut queries = std::mem::take(&mut ws.queries);
-        self.encode(ws, batch, &mut queries);
-        ws.candidates.resize(batch.size * d, 0.0);
-        embedding::gather_rows(self.candidate_table(), d, &batch.labels, &mut ws.candidates);
-        let inputs = LossInputs {
-            q: &queries,
-            c: &ws.candidates,
-            rows: batch.size,
-            cols: batch.size,
-            d,
-            column_ids: None,
-            column_bias: None,
-        };
-        let loss = loss::in_batch_softmax(&inputs, None, self.threads);
-        ws.queries = queries;
-        loss
-    }
-
-    /// Forward and backward of the mean loss: writes the gradient of every
-    /// parameter into `grads` and returns the mean loss. `StepOptions::default()`
-    /// is the reference's step.
-    pub fn loss_and_grads(
-        &self,
-        ws: &mut Workspace,
-        batch: &Batch,
-        grads: &mut Params,
-        step: &StepOptions,
-    ) -> f64 {
-        let (v, d, l) = (self.cfg.vocab_size, self.cfg.dim, self.cfg.context_len);
-        let n = batch.size;
-        let t0 = std::time::Instant::now();
-        let input_dropout = step.dropout_input > 0.0;
-        if input_dropout {
-            dropout_mask(
-                &mut ws.input_mask,
-                v * d,
-                step.dropout_input,
-                step.dropout_seed,
-            );
-            ws.dropped_embedding.clear();
-            ws.dropped_embedding.extend(
-                self.params
-                    .query_embedding
-                    .iter()
-                    .zip(&ws.input_mask)
-                    .map(|(e, m)| e * m),
-            );
-        }
-        let mut queries = std::mem::take(&mut ws.queries);
-        self.prepare(ws, batch, input_dropout);
-        self.run_chunks(ws, batch, &mut queries);
-        let output_dropout = step.dropout_output > 0.0;
-        if output_dropout {
+        if step.dropout_output > 0.0 {
             dropout_mask(
                 &mut ws.output_mask,
-                n * d,
+                batch.size * d,
                 step.dropout_output,
                 step.dropout_seed ^ 0x5EED_0F0D_D0D0_5EED,
             );
-            for (q, m) in queries.iter_mut().zip(&ws.output_mask) {
-                *q *= m;
-            }
+            dropout_forward(&mut ws.queries, &ws.output_mask);
         }
-        let t1 = std::time::Instant::now();
+    }
 
-        // Columns: the batch's labels, then the shared extra negatives.
+    /// The query tower alone: writes `B x D` query vectors into `out`.
+    pub fn encode(&self, ws: &mut Workspace, batch: &Batch, out: &mut Vec<f32>) {
+        self.forward(ws, batch, &StepOptions::default());
+        out.clone_from(&ws.queries);
+    }
+
+    /// Gathers the loss columns (the batch's labels, then the extra
+    /// negatives) and their logQ bias; returns whether there is a bias.
+    fn gather_columns(&self, ws: &mut Workspace, batch: &Batch, step: &StepOptions) -> bool {
+        let d = self.spec.dim;
         ws.column_ids.clear();
         ws.column_ids.extend_from_slice(&batch.labels);
         ws.column_ids.extend_from_slice(step.negatives);
-        let cols = ws.column_ids.len();
-        ws.candidates.resize(cols * d, 0.0);
+        ws.candidates.resize(ws.column_ids.len() * d, 0.0);
         embedding::gather_rows(
             self.candidate_table(),
             d,
@@ -454,20 +372,29 @@ impl Model<'_> {
         );
         let with_bias = step.in_batch_log_q.is_some() || step.negatives_log_q.is_some();
         if with_bias {
-            ws.column_bias.clear();
-            for (j, &id) in ws.column_ids.iter().enumerate() {
-                let log_q = if j < n {
-                    step.in_batch_log_q
-                } else {
-                    step.negatives_log_q
-                };
-                ws.column_bias.push(log_q.map_or(0.0, |q| -q[id as usize]));
-            }
+            logq_column_bias(
+                &ws.column_ids,
+                batch.size,
+                step.in_batch_log_q,
+                step.negatives_log_q,
+                &mut ws.column_bias,
+            );
         }
+        with_bias
+    }
+
+    /// The fused in-batch softmax cross-entropy over `ws.queries`, forward
+    /// and backward: returns the mean loss and leaves its gradient in
+    /// `d_queries` (`B x D`, output dropout undone) and `d_candidates`
+    /// (`C x D`).
+    pub fn loss(&self, ws: &mut Workspace, batch: &Batch, step: &StepOptions) -> f64 {
+        let (d, n) = (self.spec.dim, batch.size);
+        let with_bias = self.gather_columns(ws, batch, step);
+        let cols = ws.column_ids.len();
         ws.d_queries.resize(n * d, 0.0);
         ws.d_candidates.resize(cols * d, 0.0);
         let inputs = LossInputs {
-            q: &queries,
+            q: &ws.queries,
             c: &ws.candidates,
             rows: n,
             cols,
@@ -478,23 +405,41 @@ impl Model<'_> {
             column_bias: with_bias.then_some(ws.column_bias.as_slice()),
         };
         let scale = 1.0 / n.max(1) as f32;
-        let loss_sum = loss::in_batch_softmax(
-            &inputs,
-            Some(LossGrads {
-                dq: &mut ws.d_queries,
-                dc: &mut ws.d_candidates,
-                scale,
-            }),
-            self.threads,
-        );
-        ws.queries = queries;
-        if output_dropout {
-            for (g, m) in ws.d_queries.iter_mut().zip(&ws.output_mask) {
-                *g *= m;
-            }
+        let grads = LossGrads {
+            dq: &mut ws.d_queries,
+            dc: &mut ws.d_candidates,
+            scale,
+        };
+        let loss_sum = loss::in_batch_softmax(&inputs, Some(grads), self.threads);
+        if step.dropout_output > 0.0 {
+            dropout_backward(&mut ws.d_queries, &ws.output_mask);
         }
-        let t2 = std::time::Instant::now();
+        loss_sum * scale as f64
+    }
 
+    /// The in-batch softmax loss summed over the batch's rows, without
+    /// gradients (the reference's val_loss, times the batch size).
+    pub fn loss_sum(&self, ws: &mut Workspace, batch: &Batch) -> f64 {
+        let step = StepOptions::default();
+        self.forward(ws, batch, &step);
+        self.gather_columns(ws, batch, &step);
+        let inputs = LossInputs {
+            q: &ws.queries,
+            c: &ws.candidates,
+            rows: batch.size,
+            cols: batch.size,
+            d: self.spec.dim,
+            column_ids: None,
+            column_bias: None,
+        };
+        loss::in_batch_softmax(&inputs, None, self.threads)
+    }
+
+    /// Back-propagates the loss's gradients through the candidate gather,
+    /// the tower and the input projection into `grads` (every tensor
+    /// overwritten).
+    pub fn backward(&self, ws: &mut Workspace, grads: &mut Params, step: &StepOptions) {
+        let d = self.spec.dim;
         grads.candidate_embedding.fill(0.0);
         embedding::scatter_add_rows(
             &mut grads.candidate_embedding,
@@ -503,39 +448,13 @@ impl Model<'_> {
             &ws.d_candidates,
         );
 
-        let d_queries = &ws.d_queries;
-        let params = self.params;
-        let mask_padding = self.opts.mask_padding;
+        let (spec, params, d_queries) = (self.spec, self.params, &ws.d_queries);
         ws.chunks.par_iter_mut().for_each(|c| {
-            let rows = c.rows.len();
-            let shape = GruShape {
-                batch: rows,
-                steps: l,
-                hidden: d,
-            };
-            c.d_recurrent.clear();
-            c.d_recurrent.resize(d * 3 * d, 0.0);
-            c.d_recurrent_bias.clear();
-            c.d_recurrent_bias.resize(3 * d, 0.0);
-            c.d_projected.clear();
-            c.d_projected.resize(v * 3 * d, 0.0);
-            let mask = mask_padding.then_some(c.mask.as_slice());
-            gru::backward(
-                &d_queries[c.rows.start * d..c.rows.end * d],
-                &c.ids,
-                &params.recurrent_kernel,
-                mask,
-                shape,
-                &c.cache,
-                &mut c.d_projected,
-                &mut c.d_recurrent,
-                &mut c.d_recurrent_bias,
-                &mut c.scratch,
-            );
+            let d_out = &d_queries[c.rows.start * d..c.rows.end * d];
+            c.backward(spec, params, d_out)
         });
-
         ws.d_projected.clear();
-        ws.d_projected.resize(v * 3 * d, 0.0);
+        ws.d_projected.resize(spec.vocab_size * 3 * d, 0.0);
         grads.recurrent_kernel.fill(0.0);
         grads.recurrent_bias.fill(0.0);
         for c in &ws.chunks {
@@ -543,9 +462,11 @@ impl Model<'_> {
             kernels::add_assign(&mut grads.recurrent_kernel, &c.d_recurrent);
             kernels::add_assign(&mut grads.recurrent_bias, &c.d_recurrent_bias);
         }
+
         grads.query_embedding.fill(0.0);
         grads.kernel.fill(0.0);
         grads.input_bias.fill(0.0);
+        let input_dropout = step.dropout_input > 0.0;
         let table = if input_dropout {
             &ws.dropped_embedding
         } else {
@@ -562,18 +483,122 @@ impl Model<'_> {
             self.threads,
         );
         if input_dropout {
-            for (g, m) in grads.query_embedding.iter_mut().zip(&ws.input_mask) {
-                *g *= m;
-            }
+            dropout_backward(&mut grads.query_embedding, &ws.input_mask);
         }
-        if self.opts.shared_embeddings {
+        if spec.shared_embeddings {
             kernels::add_assign(&mut grads.query_embedding, &grads.candidate_embedding);
             grads.candidate_embedding.fill(0.0);
         }
-        let t3 = std::time::Instant::now();
-        ws.times.forward += (t1 - t0).as_secs_f64();
-        ws.times.loss += (t2 - t1).as_secs_f64();
-        ws.times.backward += (t3 - t2).as_secs_f64();
-        loss_sum * scale as f64
+    }
+
+    /// One training step's maths: forward, loss, backward. Writes the
+    /// gradient of every parameter into `grads` and returns the mean loss.
+    /// `StepOptions::default()` is the reference's step.
+    pub fn loss_and_grads(
+        &self,
+        ws: &mut Workspace,
+        batch: &Batch,
+        grads: &mut Params,
+        step: &StepOptions,
+    ) -> f64 {
+        self.forward(ws, batch, step);
+        let loss = self.loss(ws, batch, step);
+        self.backward(ws, grads, step);
+        loss
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// The served query (`QueryEncoder`, one history at a time or many)
+    /// equals the training forward's (`fill_batch` + `Model::forward`) bit
+    /// for bit, for every padding/mask combination and for histories
+    /// shorter than, equal to and longer than the context.
+    #[test]
+    fn served_queries_equal_the_training_forward_bit_for_bit() {
+        let vocab = 40;
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for padding in [Padding::Right, Padding::Left] {
+            for mask_padding in [false, true] {
+                let spec = ModelOptions {
+                    embedding_dim: 8,
+                    context_len: 6,
+                    padding,
+                    mask_padding,
+                    ..ModelOptions::default()
+                }
+                .spec(vocab);
+                let params = Params::init(&spec, 3);
+                // Lengths 1..=13: shorter than, equal to and longer than 6;
+                // 300 rows so the encoder uses more than one chunk.
+                let mut seqs = crate::data::Sequences::default();
+                seqs.offsets.push(0);
+                let mut positions = Vec::new();
+                for row in 0..300 {
+                    let len = 1 + row % 13;
+                    for _ in 0..len {
+                        seqs.items.push(rng.random_range(1..vocab as u32));
+                    }
+                    positions.push(seqs.items.len() as u32);
+                    seqs.items.push(rng.random_range(1..vocab as u32));
+                    seqs.offsets.push(seqs.items.len() as u32);
+                    seqs.users.push(row as u32);
+                }
+                let histories: Vec<&[u32]> = positions
+                    .iter()
+                    .map(|&p| history_before(&seqs, p))
+                    .collect();
+                let encoder = QueryEncoder::new(&spec, &params);
+                let served = encoder.encode(&spec, &params, &histories);
+                let one_by_one: Vec<f32> = histories
+                    .iter()
+                    .flat_map(|h| encoder.encode(&spec, &params, &[h]))
+                    .collect();
+                for threads in [1, 2, 3] {
+                    let mut batch = Batch::default();
+                    fill_batch(&spec, &seqs, &positions, &mut batch);
+                    let model = Model {
+                        spec: &spec,
+                        params: &params,
+                        threads,
+                    };
+                    let mut trained = Vec::new();
+                    model.encode(&mut Workspace::default(), &batch, &mut trained);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    let what = format!("{padding:?}, mask {mask_padding}, {threads} thread(s)");
+                    assert_eq!(bits(&served), bits(&trained), "{what}");
+                    assert_eq!(bits(&one_by_one), bits(&trained), "{what}, one by one");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_window_keeps_the_newest_items_on_the_padding_side_asked() {
+        let right = ModelOptions {
+            context_len: 4,
+            ..ModelOptions::default()
+        }
+        .spec(10);
+        let left = ModelSpec {
+            padding: Padding::Left,
+            ..right
+        };
+        let mut out = [9; 4];
+        assert_eq!(right.cut_window(&[1, 2], &mut out), 2);
+        assert_eq!(out, [1, 2, 0, 0]);
+        assert_eq!(left.cut_window(&[1, 2], &mut out), 2);
+        assert_eq!(out, [0, 0, 1, 2]);
+        assert_eq!(left.cut_window(&[1, 2, 3, 4, 5, 6], &mut out), 4);
+        assert_eq!(out, [3, 4, 5, 6]);
+        // An id outside the vocabulary reads as padding.
+        right.cut_window(&[3, 12], &mut out);
+        assert_eq!(out, [3, 0, 0, 0]);
+        assert_eq!(right.cut_window(&[], &mut out), 0);
+        assert_eq!(out, [0; 4]);
     }
 }

@@ -5,15 +5,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::Result;
-use rayon::prelude::*;
-
 use super::{top_k, Candidates, Scored};
-use crate::data::batches::Padding;
-use crate::data::Catalog;
-use crate::model::gru::{self, GruCache, GruShape};
-use crate::model::io::{self, SavedModel, UserHistories};
-use crate::model::{embedding, ModelConfig, Params};
+use crate::checkpoint::{self, CheckpointError};
+use crate::data::{Catalog, UserHistories};
+use crate::model::{ModelSpec, Params, QueryEncoder};
+use crate::train::TrainedModel;
 
 /// Why a history could not be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -29,14 +25,13 @@ pub enum QueryError {
 }
 
 pub struct Recommender {
-    pub config: ModelConfig,
-    pub padding: Padding,
-    pub mask_padding: bool,
+    /// The model's definition, as saved.
+    pub spec: ModelSpec,
     pub catalog: Catalog,
     pub params: Params,
     pub users: UserHistories,
-    /// `E·W + b_in` for every id, computed once.
-    projected: Vec<f32>,
+    /// The query tower's projected input table, computed once.
+    encoder: QueryEncoder,
     allowed: Vec<bool>,
     by_key: HashMap<String, u32>,
     by_title: HashMap<String, Vec<u32>>,
@@ -44,45 +39,25 @@ pub struct Recommender {
 }
 
 impl Recommender {
-    pub fn load(path: &Path) -> Result<Recommender> {
-        Ok(Recommender::new(io::load(path)?))
+    pub fn load(path: &Path) -> Result<Recommender, CheckpointError> {
+        Ok(Recommender::new(checkpoint::load(path)?))
     }
 
-    pub fn new(saved: SavedModel) -> Recommender {
-        let padding = saved.meta.train.window().padding;
-        let mask_padding = saved.meta.train.forward_options().mask_padding;
-        let catalog = saved.meta.catalog();
-        Recommender::from_parts(
-            saved.state.model,
-            saved.state.params,
-            catalog,
-            padding,
-            mask_padding,
-            saved.users,
-        )
+    pub fn new(model: TrainedModel) -> Recommender {
+        Recommender::from_parts(model.spec, model.state.params, model.catalog, model.users)
     }
 
     /// A recommender over parameters still in training (for metrics between
     /// epochs) or loaded from a file.
     pub fn from_parts(
-        cfg: ModelConfig,
+        spec: ModelSpec,
         params: Params,
         catalog: Catalog,
-        padding: Padding,
-        mask_padding: bool,
         users: UserHistories,
     ) -> Recommender {
-        let mut projected = vec![0.0; cfg.vocab_size * 3 * cfg.dim];
-        embedding::project_table(
-            &params.query_embedding,
-            &params.kernel,
-            &params.input_bias,
-            cfg.dim,
-            &mut projected,
-            1,
-        );
-        let allowed: Vec<bool> = (0..cfg.vocab_size)
-            .map(|i| i > 0 && catalog.is_item[i])
+        let encoder = QueryEncoder::new(&spec, &params);
+        let allowed: Vec<bool> = (0..spec.vocab_size)
+            .map(|i| i > 0 && catalog.is_item.get(i).copied().unwrap_or(false))
             .collect();
         let by_key = match &catalog.keys {
             Some(keys) => keys
@@ -106,13 +81,11 @@ impl Recommender {
             .map(|(i, k)| (k.clone(), i))
             .collect();
         Recommender {
-            config: cfg,
-            padding,
-            mask_padding,
+            spec,
             catalog,
             params,
             users,
-            projected,
+            encoder,
             allowed,
             by_key,
             by_title,
@@ -166,55 +139,10 @@ impl Recommender {
             .ok_or_else(|| QueryError::UnknownUser(user.to_string()))
     }
 
-    /// Query embeddings (`histories.len() x dim`) from the last
-    /// `context_len` items of each history, laid out as in training.
+    /// Query vectors (`histories.len() x dim`), through the model's one
+    /// query path (`QueryEncoder`, as in training).
     pub fn encode(&self, histories: &[&[u32]]) -> Vec<f32> {
-        let (l, d) = (self.config.context_len, self.config.dim);
-        let mut out = vec![0.0f32; histories.len() * d];
-        const CHUNK: usize = 256;
-        out.par_chunks_mut(CHUNK * d)
-            .zip(histories.par_chunks(CHUNK))
-            .for_each(|(out, hs)| {
-                let rows = hs.len();
-                let mut ids = vec![0u32; l * rows];
-                for (b, h) in hs.iter().enumerate() {
-                    let recent = &h[h.len().saturating_sub(l)..];
-                    let offset = match self.padding {
-                        Padding::Right => 0,
-                        Padding::Left => l - recent.len(),
-                    };
-                    for (t, &id) in recent.iter().enumerate() {
-                        let id = if (id as usize) < self.config.vocab_size {
-                            id
-                        } else {
-                            0
-                        };
-                        ids[(offset + t) * rows + b] = id;
-                    }
-                }
-                let mask: Option<Vec<f32>> = self.mask_padding.then(|| {
-                    ids.iter()
-                        .map(|&i| if i == 0 { 0.0 } else { 1.0 })
-                        .collect()
-                });
-                let shape = GruShape {
-                    batch: rows,
-                    steps: l,
-                    hidden: d,
-                };
-                let mut cache = GruCache::default();
-                gru::forward(
-                    &self.projected,
-                    &ids,
-                    &self.params.recurrent_kernel,
-                    &self.params.recurrent_bias,
-                    mask.as_deref(),
-                    shape,
-                    &mut cache,
-                );
-                out.copy_from_slice(cache.output(shape));
-            });
-        out
+        self.encoder.encode(&self.spec, &self.params, histories)
     }
 
     /// The candidate table; `parity` allows every id, as the reference's
@@ -222,7 +150,7 @@ impl Recommender {
     pub fn candidates(&self, parity: bool) -> Candidates<'_> {
         Candidates {
             embeddings: &self.params.candidate_embedding,
-            dim: self.config.dim,
+            dim: self.spec.dim,
             allowed: (!parity).then_some(self.allowed.as_slice()),
         }
     }

@@ -323,7 +323,7 @@ async fn item(State(app): State<Shared>, id: Result<Path<String>, PathRejection>
                 .trim()
                 .parse::<u32>()
                 .ok()
-                .filter(|&i| (i as usize) < rec.config.vocab_size),
+                .filter(|&i| (i as usize) < rec.spec.vocab_size),
             Err(_) => None,
         };
         let Some(index) = index else {

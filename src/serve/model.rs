@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, Result};
 use serde_json::{json, Value};
 
-use crate::model::io;
+use crate::checkpoint::{self, FORMAT, FORMAT_VERSION};
 use crate::retrieval::recommender::Recommender;
 
 /// One loaded model file.
@@ -31,16 +31,16 @@ fn unix_seconds(t: SystemTime) -> Option<u64> {
 impl Loaded {
     /// Reads and checks a model file; never panics on a bad file.
     pub fn load(path: &Path, generation: u64) -> Result<Loaded> {
-        let saved = std::panic::catch_unwind(|| io::load(path))
+        let saved = std::panic::catch_unwind(|| checkpoint::load(path))
             .map_err(|_| anyhow!("{}: the model file could not be read", path.display()))??;
-        let meta = &saved.meta;
-        let items = meta.is_item.iter().filter(|&&b| b).count();
-        let epochs = meta.history.len();
+        let items = saved.catalog.num_items();
+        let epochs = saved.state.history.len();
+        let spec = &saved.spec;
         let summary = json!({
-            "dataset": meta.dataset,
-            "dim": meta.model.dim,
-            "vocab_size": meta.model.vocab_size,
-            "context_len": meta.model.context_len,
+            "dataset": saved.dataset,
+            "dim": spec.dim,
+            "vocab_size": spec.vocab_size,
+            "context_len": spec.context_len,
             "items": items,
             "epochs": epochs,
             "generation": generation,
@@ -54,17 +54,17 @@ impl Loaded {
             },
             "generation": generation,
             "loaded_at_unix": unix_seconds(SystemTime::now()),
-            "format": meta.format,
-            "version": meta.version,
-            "dataset": meta.dataset,
-            "model": meta.model,
-            "train": meta.train,
-            "history": meta.history,
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "dataset": saved.dataset,
+            "model": spec,
+            "train": saved.config,
+            "history": saved.state.history,
             "epochs": epochs,
-            "optimizer_step": meta.optimizer_step,
+            "optimizer_step": saved.state.optimizer.step,
             "items": items,
-            "users": meta.user_keys.len(),
-            "item_keys": meta.item_keys.is_some(),
+            "users": saved.users.len(),
+            "item_keys": saved.catalog.keys.is_some(),
         });
         let rec = std::panic::catch_unwind(move || Recommender::new(saved)).map_err(|_| {
             anyhow!(

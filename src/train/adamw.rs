@@ -62,7 +62,7 @@ dispatch! {
 }
 
 impl AdamW {
-    pub fn new(cfg: AdamWConfig, shape: &crate::model::ModelConfig) -> AdamW {
+    pub fn new(cfg: AdamWConfig, shape: &crate::model::ModelSpec) -> AdamW {
         AdamW {
             cfg,
             step: 0,

@@ -1,0 +1,324 @@
+//! The model file: one safetensors file holding a `TrainedModel`: the
+//! parameters, the optimiser's moments (so training can resume), the users'
+//! histories, and as JSON metadata the model's spec (once), the training
+//! settings and history and the catalogue. Written atomically (`files`), so
+//! a crash never leaves half a model; read with every field checked, so a
+//! bad file is an error, not a panic.
+//!
+//! This module sits above `train` (it saves what training returns) and
+//! below `retrieval` (which loads what it saved).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Catalog, DataSettings, UserHistories};
+use crate::model::{ModelSpec, Params, TENSOR_NAMES};
+use crate::train::adamw::AdamW;
+use crate::train::{EpochReport, TrainConfig, TrainState, TrainedModel};
+
+/// Marks a safetensors file as a seqrec model.
+pub const FORMAT: &str = "seqrec-model";
+/// 2: the model's spec is one `spec` record (version 1 spread it over
+/// `model` and the training settings).
+pub const FORMAT_VERSION: u32 = 2;
+const META_KEY: &str = "seqrec";
+
+/// Everything in a model file besides the tensors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ModelMeta {
+    format: String,
+    version: u32,
+    spec: ModelSpec,
+    train: TrainConfig,
+    history: Vec<EpochReport>,
+    optimizer_step: u64,
+    dataset: String,
+    titles: Vec<String>,
+    is_item: Vec<bool>,
+    item_keys: Option<Vec<String>>,
+    /// The training data's users, by the id in their file; their histories
+    /// are the `user_items` tensor, cut at `user_offsets`.
+    user_keys: Vec<String>,
+    best_epoch: Option<usize>,
+    data: DataSettings,
+}
+
+/// Just enough of the metadata to say which version a file is.
+#[derive(Deserialize)]
+struct VersionProbe {
+    format: String,
+    version: u32,
+}
+
+/// What is wrong with a model file.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: cannot read the model file: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot write the model file: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a usable seqrec model: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn u32_bytes(v: &[u32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Builds the file's bytes. Deterministic: the same model gives the same
+/// bytes (one metadata key, so no hash-map ordering enters the header).
+pub fn to_bytes(model: &TrainedModel) -> Result<Vec<u8>, String> {
+    let shapes = Params::shapes(&model.spec);
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let groups = [
+        ("", &model.state.params),
+        ("adam_m.", &model.state.optimizer.m),
+        ("adam_v.", &model.state.optimizer.v),
+    ];
+    for (prefix, params) in groups {
+        for ((name, shape), data) in TENSOR_NAMES.iter().zip(&shapes).zip(params.tensors()) {
+            owned.push((format!("{prefix}{name}"), shape.clone(), f32_bytes(data)));
+        }
+    }
+    let users = &model.users;
+    let user_tensors = [
+        ("user_items", users.items.len(), u32_bytes(&users.items)),
+        (
+            "user_offsets",
+            users.offsets.len(),
+            u32_bytes(&users.offsets),
+        ),
+    ];
+    let views = owned
+        .iter()
+        .map(|(n, s, b)| Ok((n.as_str(), TensorView::new(Dtype::F32, s.clone(), b)?)))
+        .chain(
+            user_tensors
+                .iter()
+                .map(|(n, len, b)| Ok((*n, TensorView::new(Dtype::U32, vec![*len], b)?))),
+        )
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
+        .map_err(|e| format!("{e:?}"))?;
+    let meta = ModelMeta {
+        format: FORMAT.into(),
+        version: FORMAT_VERSION,
+        spec: model.spec,
+        train: model.config.clone(),
+        history: model.state.history.clone(),
+        optimizer_step: model.state.optimizer.step,
+        dataset: model.dataset.clone(),
+        titles: model.catalog.titles.clone(),
+        is_item: model.catalog.is_item.clone(),
+        item_keys: model.catalog.keys.clone(),
+        user_keys: model.users.keys.clone(),
+        best_epoch: model.best_epoch,
+        data: model.data,
+    };
+    let json = serde_json::to_string(&meta).map_err(|e| e.to_string())?;
+    let meta = HashMap::from([(META_KEY.to_string(), json)]);
+    safetensors::serialize(views, &Some(meta)).map_err(|e| format!("{e:?}"))
+}
+
+/// Writes the model atomically (see `files::write_atomically`).
+pub fn save(path: &Path, model: &TrainedModel) -> Result<(), CheckpointError> {
+    let bytes = to_bytes(model).map_err(|reason| CheckpointError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    crate::files::write_atomically(path, &bytes).map_err(|source| CheckpointError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_tensor(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
+    let t = st
+        .tensor(name)
+        .map_err(|_| format!("tensor {name:?} is missing"))?;
+    if t.dtype() != Dtype::F32 {
+        return Err(format!(
+            "tensor {name:?}: expected F32, found {:?}",
+            t.dtype()
+        ));
+    }
+    if t.shape() != shape {
+        return Err(format!(
+            "tensor {name:?}: expected shape {:?}, found {:?}",
+            shape,
+            t.shape()
+        ));
+    }
+    let v: Vec<f32> = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(format!("tensor {name:?} holds NaN or infinite values"));
+    }
+    Ok(v)
+}
+
+fn read_u32s(st: &SafeTensors, name: &str) -> Result<Vec<u32>, String> {
+    let t = st
+        .tensor(name)
+        .map_err(|_| format!("tensor {name:?} is missing"))?;
+    if t.dtype() != Dtype::U32 || t.shape().len() != 1 {
+        return Err(format!(
+            "tensor {name:?}: expected a U32 vector, found {:?} {:?}",
+            t.dtype(),
+            t.shape()
+        ));
+    }
+    Ok(t.data()
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+/// Checks that the stored histories are well formed: offsets rise from 0 to
+/// the item count, one more than the users, every id inside the vocabulary.
+fn read_users(st: &SafeTensors, meta: &ModelMeta) -> Result<UserHistories, String> {
+    let items = read_u32s(st, "user_items")?;
+    let offsets = read_u32s(st, "user_offsets")?;
+    let ok = offsets.len() == meta.user_keys.len() + 1
+        && offsets.first() == Some(&0)
+        && offsets.last().map(|&o| o as usize) == Some(items.len())
+        && offsets.windows(2).all(|w| w[0] <= w[1])
+        && items.iter().all(|&i| (i as usize) < meta.spec.vocab_size);
+    if !ok {
+        return Err(format!(
+            "the stored user histories are inconsistent ({} users, {} offsets, {} items)",
+            meta.user_keys.len(),
+            offsets.len(),
+            items.len()
+        ));
+    }
+    Ok(UserHistories {
+        keys: meta.user_keys.clone(),
+        offsets,
+        items,
+    })
+}
+
+/// Parses a model file's bytes, checking every field.
+pub fn from_bytes(bytes: &[u8]) -> Result<TrainedModel, String> {
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| format!("not a safetensors file (truncated or corrupt?): {e:?}"))?;
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| format!("unreadable header: {e:?}"))?;
+    let meta_json = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META_KEY))
+        .ok_or_else(|| {
+            format!("a safetensors file, but not a seqrec model (no {META_KEY:?} metadata)")
+        })?;
+    let probe: VersionProbe = serde_json::from_str(meta_json)
+        .map_err(|e| format!("the seqrec metadata is not valid: {e}"))?;
+    if probe.format != FORMAT {
+        return Err(format!(
+            "metadata format {:?}: expected {FORMAT:?}",
+            probe.format
+        ));
+    }
+    if probe.version != FORMAT_VERSION {
+        return Err(format!(
+            "model file version {}: this seqrec reads version {FORMAT_VERSION}{}",
+            probe.version,
+            if probe.version < FORMAT_VERSION {
+                " (written by an older seqrec: train it again)"
+            } else {
+                " (written by a newer seqrec)"
+            }
+        ));
+    }
+    let meta: ModelMeta = serde_json::from_str(meta_json)
+        .map_err(|e| format!("the seqrec metadata is not valid: {e}"))?;
+    let spec = meta.spec;
+    // Checked before anything is allocated from it: an edited header must
+    // not make the reader ask for terabytes.
+    spec.validate(crate::data::readers::MAX_ITEM_ID as usize + 1)
+        .map_err(|e| format!("spec: {e}"))?;
+    let expected_bytes = Params::shapes(&spec)
+        .iter()
+        .map(|s| s.iter().product::<usize>())
+        .sum::<usize>()
+        * 4
+        * 3;
+    if expected_bytes > bytes.len() {
+        return Err(format!(
+            "spec {spec:?} needs {expected_bytes} bytes of tensors; the file has {}",
+            bytes.len()
+        ));
+    }
+    if meta.titles.len() != spec.vocab_size || meta.is_item.len() != spec.vocab_size {
+        return Err(format!(
+            "catalogue has {} titles for a vocabulary of {}",
+            meta.titles.len(),
+            spec.vocab_size
+        ));
+    }
+    let shapes = Params::shapes(&spec);
+    let mut groups: Vec<Params> = Vec::new();
+    for prefix in ["", "adam_m.", "adam_v."] {
+        let mut p = Params::zeros(&spec);
+        for ((name, shape), dst) in TENSOR_NAMES.iter().zip(&shapes).zip(p.tensors_mut()) {
+            *dst = read_tensor(&st, &format!("{prefix}{name}"), shape)?;
+        }
+        groups.push(p);
+    }
+    let v = groups.pop().unwrap_or_else(|| Params::zeros(&spec));
+    let m = groups.pop().unwrap_or_else(|| Params::zeros(&spec));
+    let params = groups.pop().unwrap_or_else(|| Params::zeros(&spec));
+    let optimizer = AdamW {
+        cfg: meta.train.optimizer(),
+        step: meta.optimizer_step,
+        m,
+        v,
+    };
+    let users = read_users(&st, &meta)?;
+    Ok(TrainedModel {
+        spec,
+        state: TrainState {
+            params,
+            optimizer,
+            history: meta.history,
+        },
+        config: meta.train,
+        dataset: meta.dataset,
+        catalog: Catalog {
+            titles: meta.titles,
+            is_item: meta.is_item,
+            keys: meta.item_keys,
+        },
+        users,
+        data: meta.data,
+        best_epoch: meta.best_epoch,
+    })
+}
+
+/// Reads a model file; errors name the file and what is wrong with it.
+pub fn load(path: &Path) -> Result<TrainedModel, CheckpointError> {
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    from_bytes(&bytes).map_err(|reason| CheckpointError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    })
+}

@@ -1,0 +1,137 @@
+//! The learned tensors of the two-tower model and their Keras initialisers.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+use super::spec::ModelSpec;
+
+/// Every learned tensor, each a flat row-major `f32` buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    /// Query tower's item embedding, `vocab x dim`.
+    pub query_embedding: Vec<f32>,
+    /// GRU input kernel, `dim x 3·dim`, gates z, r, h.
+    pub kernel: Vec<f32>,
+    /// GRU recurrent kernel, `dim x 3·dim`.
+    pub recurrent_kernel: Vec<f32>,
+    /// GRU input bias, `3·dim`.
+    pub input_bias: Vec<f32>,
+    /// GRU recurrent bias, `3·dim`.
+    pub recurrent_bias: Vec<f32>,
+    /// Candidate tower's item embedding, `vocab x dim`.
+    pub candidate_embedding: Vec<f32>,
+}
+
+/// The tensor names, in the order of `Params::tensors`.
+pub const TENSOR_NAMES: [&str; 6] = [
+    "query_embedding",
+    "gru_kernel",
+    "gru_recurrent_kernel",
+    "gru_input_bias",
+    "gru_recurrent_bias",
+    "candidate_embedding",
+];
+
+impl Params {
+    pub fn zeros(spec: &ModelSpec) -> Params {
+        let (v, d) = (spec.vocab_size, spec.dim);
+        Params {
+            query_embedding: vec![0.0; v * d],
+            kernel: vec![0.0; d * 3 * d],
+            recurrent_kernel: vec![0.0; d * 3 * d],
+            input_bias: vec![0.0; 3 * d],
+            recurrent_bias: vec![0.0; 3 * d],
+            candidate_embedding: vec![0.0; v * d],
+        }
+    }
+
+    /// The shape of each tensor, in the order of `tensors`.
+    pub fn shapes(spec: &ModelSpec) -> [Vec<usize>; 6] {
+        let (v, d) = (spec.vocab_size, spec.dim);
+        [
+            vec![v, d],
+            vec![d, 3 * d],
+            vec![d, 3 * d],
+            vec![3 * d],
+            vec![3 * d],
+            vec![v, d],
+        ]
+    }
+
+    pub fn tensors(&self) -> [&[f32]; 6] {
+        [
+            &self.query_embedding,
+            &self.kernel,
+            &self.recurrent_kernel,
+            &self.input_bias,
+            &self.recurrent_bias,
+            &self.candidate_embedding,
+        ]
+    }
+
+    pub fn tensors_mut(&mut self) -> [&mut Vec<f32>; 6] {
+        [
+            &mut self.query_embedding,
+            &mut self.kernel,
+            &mut self.recurrent_kernel,
+            &mut self.input_bias,
+            &mut self.recurrent_bias,
+            &mut self.candidate_embedding,
+        ]
+    }
+
+    /// Keras' initialisers: embeddings uniform(−0.05, 0.05), the input
+    /// kernel Glorot-uniform, the recurrent kernel orthogonal, biases zero.
+    /// Deterministic from `seed`.
+    pub fn init(spec: &ModelSpec, seed: u64) -> Params {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (v, d) = (spec.vocab_size, spec.dim);
+        let mut p = Params::zeros(spec);
+        let uniform = |rng: &mut ChaCha8Rng, n: usize, limit: f32| -> Vec<f32> {
+            (0..n).map(|_| rng.random_range(-limit..limit)).collect()
+        };
+        p.query_embedding = uniform(&mut rng, v * d, 0.05);
+        let glorot = (6.0 / (d + 3 * d) as f64).sqrt() as f32;
+        p.kernel = uniform(&mut rng, d * 3 * d, glorot);
+        p.recurrent_kernel = orthogonal(&mut rng, d, 3 * d);
+        p.candidate_embedding = uniform(&mut rng, v * d, 0.05);
+        p
+    }
+}
+
+/// Keras' `Orthogonal` initialiser for a `rows x cols` matrix: the Q of a
+/// Gaussian matrix's QR decomposition (signs fixed by R's diagonal),
+/// transposed when the matrix is wide, so its rows (or columns) are
+/// orthonormal.
+pub fn orthogonal(rng: &mut impl Rng, rows: usize, cols: usize) -> Vec<f32> {
+    let (tall, short) = (rows.max(cols), rows.min(cols));
+    // Columns of a tall x short Gaussian matrix, orthonormalised by modified
+    // Gram-Schmidt in f64 (this equals Householder QR with R's diagonal made
+    // positive, which is Keras' sign fix).
+    let mut q: Vec<Vec<f64>> = (0..short)
+        .map(|_| (0..tall).map(|_| StandardNormal.sample(rng)).collect())
+        .collect();
+    for j in 0..short {
+        let (done, rest) = q.split_at_mut(j);
+        let col = &mut rest[0];
+        for prev in done.iter() {
+            let dot: f64 = col.iter().zip(prev).map(|(a, b)| a * b).sum();
+            for (x, p) in col.iter_mut().zip(prev) {
+                *x -= dot * p;
+            }
+        }
+        let norm = col.iter().map(|x| x * x).sum::<f64>().sqrt();
+        for x in col.iter_mut() {
+            *x /= norm;
+        }
+    }
+    let mut out = vec![0.0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            // Tall: element (r, c) is q's column c at row r; wide: transposed.
+            out[r * cols + c] = if rows >= cols { q[c][r] } else { q[r][c] } as f32;
+        }
+    }
+    out
+}

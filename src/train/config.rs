@@ -1,0 +1,338 @@
+//! The settings of a training run: the model's options (which become its
+//! `ModelSpec`) and the optimiser/loop's `TrainConfig`. The defaults are the
+//! reference's; presets, a TOML file and the command line's flags overlay
+//! them, in that order. Each key has one name everywhere: the field, the
+//! TOML key and (with `-` for `_`) the flag.
+
+use serde::{Deserialize, Serialize};
+
+use super::adamw::AdamWConfig;
+use crate::model::{ModelOptions, Padding};
+
+/// Every hyper-parameter of training besides the model's definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub test_batch_size: usize,
+    pub learning_rate: f32,
+    pub weight_decay: f32,
+    pub beta_1: f32,
+    pub beta_2: f32,
+    pub epsilon: f32,
+    pub seed: u64,
+    /// Worker threads; 0 means one per core.
+    pub threads: usize,
+    /// Report HR@10 and NDCG@10 on the test examples every this many epochs (0: never).
+    pub eval_every: usize,
+
+    // Beyond the reference: each off by default (parity).
+    /// Shuffle the train examples every epoch (seeded).
+    pub shuffle: bool,
+    /// In-batch negatives that carry the row's own label get no probability.
+    pub remove_accidental_hits: bool,
+    /// Subtract log Q (the sampling probability) from every negative's logit.
+    pub logq_correction: bool,
+    /// Extra negatives per batch, shared by every row (GRU4Rec's n_sample).
+    pub negatives: usize,
+    /// Extra negatives are drawn in proportion to popularity^alpha (sample_alpha).
+    pub negative_alpha: f32,
+    /// Dropout on the input embeddings.
+    pub dropout_input: f32,
+    /// Dropout on the GRU output.
+    pub dropout_output: f32,
+    /// Linear warm-up of the learning rate over this many steps.
+    pub warmup_steps: usize,
+    /// Learning-rate decay after warm-up.
+    pub lr_schedule: LrSchedule,
+    /// The decayed learning rate ends at this fraction of the peak.
+    pub min_lr_ratio: f32,
+    /// Carve a validation set from train (each user's second-to-last item)
+    /// and keep the epoch with the best validation NDCG@10.
+    pub validation: bool,
+    /// Stop after this many epochs without a better validation NDCG@10 (0: never).
+    pub patience: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// The reference: one learning rate throughout.
+    #[default]
+    Constant,
+    Linear,
+    Cosine,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        let opt = AdamWConfig::default();
+        TrainConfig {
+            epochs: 5,
+            batch_size: 4096,
+            test_batch_size: 2048,
+            learning_rate: opt.learning_rate,
+            weight_decay: opt.weight_decay,
+            beta_1: opt.beta_1,
+            beta_2: opt.beta_2,
+            epsilon: opt.epsilon,
+            seed: 42,
+            threads: 0,
+            eval_every: 0,
+            shuffle: false,
+            remove_accidental_hits: false,
+            logq_correction: false,
+            negatives: 0,
+            negative_alpha: 0.75,
+            dropout_input: 0.0,
+            dropout_output: 0.0,
+            warmup_steps: 0,
+            lr_schedule: LrSchedule::Constant,
+            min_lr_ratio: 0.0,
+            validation: false,
+            patience: 0,
+        }
+    }
+}
+
+/// A setting out of range; names the key, never a flag.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct SettingError {
+    pub key: String,
+    pub message: String,
+}
+
+fn setting_error(key: &str, message: impl Into<String>) -> SettingError {
+    SettingError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl TrainConfig {
+    pub fn optimizer(&self) -> AdamWConfig {
+        AdamWConfig {
+            learning_rate: self.learning_rate,
+            beta_1: self.beta_1,
+            beta_2: self.beta_2,
+            epsilon: self.epsilon,
+            weight_decay: self.weight_decay,
+        }
+    }
+
+    /// The learning rate at `step` (0-based) of `total` steps.
+    pub fn learning_rate_at(&self, step: usize, total: usize) -> f32 {
+        let peak = self.learning_rate;
+        if step < self.warmup_steps {
+            return peak * (step + 1) as f32 / self.warmup_steps as f32;
+        }
+        let span = total.saturating_sub(self.warmup_steps).max(1) as f32;
+        let progress = ((step - self.warmup_steps) as f32 / span).min(1.0);
+        let floor = peak * self.min_lr_ratio;
+        match self.lr_schedule {
+            LrSchedule::Constant => peak,
+            LrSchedule::Linear => floor + (peak - floor) * (1.0 - progress),
+            LrSchedule::Cosine => {
+                floor + (peak - floor) * 0.5 * (1.0 + (std::f32::consts::PI * progress).cos())
+            }
+        }
+    }
+
+    /// Says which value is out of range, by its key.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        let positive = [
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("test_batch_size", self.test_batch_size),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(setting_error(name, "expected at least 1, found 0"));
+            }
+        }
+        let finite = [
+            ("learning_rate", self.learning_rate),
+            ("weight_decay", self.weight_decay),
+            ("beta_1", self.beta_1),
+            ("beta_2", self.beta_2),
+            ("epsilon", self.epsilon),
+        ];
+        for (name, v) in finite {
+            if !v.is_finite() || v < 0.0 {
+                return Err(setting_error(
+                    name,
+                    format!("expected a finite number >= 0, found {v}"),
+                ));
+            }
+        }
+        for (name, p) in [
+            ("dropout_input", self.dropout_input),
+            ("dropout_output", self.dropout_output),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(setting_error(
+                    name,
+                    format!("expected a probability in [0, 1), found {p}"),
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
+            return Err(setting_error(
+                "min_lr_ratio",
+                format!("expected a value in [0, 1], found {}", self.min_lr_ratio),
+            ));
+        }
+        if !self.negative_alpha.is_finite() || self.negative_alpha < 0.0 {
+            return Err(setting_error(
+                "negative_alpha",
+                format!(
+                    "expected a finite number >= 0, found {}",
+                    self.negative_alpha
+                ),
+            ));
+        }
+        if self.negatives > 1_000_000 {
+            return Err(setting_error(
+                "negatives",
+                format!("expected at most 1000000, found {}", self.negatives),
+            ));
+        }
+        if self.batch_size < 2 && self.negatives == 0 {
+            return Err(setting_error(
+                "batch_size",
+                "expected at least 2 (a batch of one has no negatives), or give negatives",
+            ));
+        }
+        if self.test_batch_size < 2 {
+            return Err(setting_error(
+                "test_batch_size",
+                "expected at least 2 (the in-batch loss of one example is 0)",
+            ));
+        }
+        if self.patience > 0 && !self.validation {
+            return Err(setting_error(
+                "patience",
+                "early stopping needs validation = true",
+            ));
+        }
+        if self.beta_1 >= 1.0 || self.beta_2 >= 1.0 {
+            return Err(setting_error(
+                "beta_1 and beta_2",
+                "expected values below 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Everything a training run is told: the model's options and the
+/// training's.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Settings {
+    pub model: ModelOptions,
+    pub train: TrainConfig,
+}
+
+/// The named starting points of `Settings::preset`.
+pub const PRESETS: [&str; 2] = ["parity", "best"];
+
+impl Settings {
+    /// A named starting point, applied over `self`: `parity` is the
+    /// reference (keeping the seed and threads); `best` is the combination
+    /// that measured best (README, "Beyond the reference").
+    pub fn preset(&self, name: &str) -> Result<Settings, SettingError> {
+        match name {
+            "parity" => Ok(Settings {
+                model: ModelOptions::default(),
+                train: TrainConfig {
+                    seed: self.train.seed,
+                    threads: self.train.threads,
+                    ..TrainConfig::default()
+                },
+            }),
+            "best" => Ok(Settings {
+                model: ModelOptions {
+                    padding: Padding::Left,
+                    mask_padding: true,
+                    shared_embeddings: true,
+                    ..self.model
+                },
+                train: TrainConfig {
+                    epochs: 20,
+                    batch_size: 256,
+                    learning_rate: 0.003,
+                    shuffle: true,
+                    remove_accidental_hits: true,
+                    logq_correction: true,
+                    dropout_input: 0.1,
+                    dropout_output: 0.1,
+                    warmup_steps: 100,
+                    lr_schedule: LrSchedule::Cosine,
+                    min_lr_ratio: 0.05,
+                    validation: true,
+                    patience: 4,
+                    ..self.train.clone()
+                },
+            }),
+            other => Err(setting_error(
+                "preset",
+                format!("unknown preset {other:?}: expected parity or best"),
+            )),
+        }
+    }
+
+    /// Overlays the keys of a TOML table (one flat namespace: the model's
+    /// keys and the training's): keys it does not name keep their value, an
+    /// unknown key is an error that names it.
+    pub fn overlay_toml(&self, text: &str) -> Result<Settings, SettingError> {
+        let file: toml::Table =
+            toml::from_str(text).map_err(|e| setting_error("config", e.to_string()))?;
+        self.overlay(file)
+    }
+
+    /// Overlays the keys of `table` (see `overlay_toml`).
+    pub fn overlay(&self, table: toml::Table) -> Result<Settings, SettingError> {
+        let mut model = to_table(&self.model)?;
+        let mut train = to_table(&self.train)?;
+        for (key, value) in table {
+            let part = if model.contains_key(&key) {
+                &mut model
+            } else if train.contains_key(&key) {
+                &mut train
+            } else {
+                return Err(setting_error(&key, "unknown key"));
+            };
+            part.insert(key, value);
+        }
+        let model =
+            ModelOptions::deserialize(model).map_err(|e| setting_error("config", e.to_string()))?;
+        let train =
+            TrainConfig::deserialize(train).map_err(|e| setting_error("config", e.to_string()))?;
+        Ok(Settings { model, train })
+    }
+
+    /// The settings as one flat TOML table, the form a config file takes.
+    pub fn to_toml(&self) -> Result<String, SettingError> {
+        let mut table = to_table(&self.model)?;
+        table.extend(to_table(&self.train)?);
+        toml::to_string(&table).map_err(|e| setting_error("config", e.to_string()))
+    }
+
+    pub fn validate(&self) -> Result<(), SettingError> {
+        self.model.validate().map_err(|e| match e {
+            crate::model::SpecError::OutOfRange {
+                field,
+                expected,
+                found,
+            } => setting_error(field, format!("expected {expected}, found {found}")),
+        })?;
+        self.train.validate()
+    }
+}
+
+/// A serialisable settings part as a TOML table (every key present).
+fn to_table<T: Serialize>(value: &T) -> Result<toml::Table, SettingError> {
+    toml::Table::try_from(value).map_err(|e| setting_error("config", e.to_string()))
+}
