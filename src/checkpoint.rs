@@ -53,21 +53,33 @@ struct VersionProbe {
     version: u32,
 }
 
-/// What is wrong with a model file.
+/// What is wrong with a model file. The message holds the cause (the
+/// fields are not `source`s, so a printed chain does not repeat it).
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("{path}: cannot read the model file: {source}")]
+    #[error("{path}: cannot read the model file: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{path}: cannot write the model file: {source}")]
+    #[error("{path}: cannot write the model file: {error}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: not a usable seqrec model: {reason}")]
-    Invalid { path: PathBuf, reason: String },
+    Invalid { path: PathBuf, reason: FormatError },
+}
+
+/// What is wrong with a model file's bytes (which field, what was expected).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FormatError(pub String);
+
+impl From<String> for FormatError {
+    fn from(reason: String) -> Self {
+        FormatError(reason)
+    }
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -80,7 +92,7 @@ fn u32_bytes(v: &[u32]) -> Vec<u8> {
 
 /// Builds the file's bytes. Deterministic: the same model gives the same
 /// bytes (one metadata key, so no hash-map ordering enters the header).
-pub fn to_bytes(model: &TrainedModel) -> Result<Vec<u8>, String> {
+pub fn to_bytes(model: &TrainedModel) -> Result<Vec<u8>, FormatError> {
     let shapes = Params::shapes(&model.spec);
     let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     let groups = [
@@ -129,7 +141,7 @@ pub fn to_bytes(model: &TrainedModel) -> Result<Vec<u8>, String> {
     };
     let json = serde_json::to_string(&meta).map_err(|e| e.to_string())?;
     let meta = HashMap::from([(META_KEY.to_string(), json)]);
-    safetensors::serialize(views, &Some(meta)).map_err(|e| format!("{e:?}"))
+    Ok(safetensors::serialize(views, &Some(meta)).map_err(|e| format!("{e:?}"))?)
 }
 
 /// Writes the model atomically (see `files::write_atomically`).
@@ -138,9 +150,9 @@ pub fn save(path: &Path, model: &TrainedModel) -> Result<(), CheckpointError> {
         path: path.to_path_buf(),
         reason,
     })?;
-    crate::files::write_atomically(path, &bytes).map_err(|source| CheckpointError::Write {
+    crate::files::write_atomically(path, &bytes).map_err(|error| CheckpointError::Write {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 
@@ -215,7 +227,11 @@ fn read_users(st: &SafeTensors, meta: &ModelMeta) -> Result<UserHistories, Strin
 }
 
 /// Parses a model file's bytes, checking every field.
-pub fn from_bytes(bytes: &[u8]) -> Result<TrainedModel, String> {
+pub fn from_bytes(bytes: &[u8]) -> Result<TrainedModel, FormatError> {
+    parse(bytes).map_err(FormatError)
+}
+
+fn parse(bytes: &[u8]) -> Result<TrainedModel, String> {
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| format!("not a safetensors file (truncated or corrupt?): {e:?}"))?;
     let (_, header) =
@@ -313,12 +329,97 @@ pub fn from_bytes(bytes: &[u8]) -> Result<TrainedModel, String> {
 
 /// Reads a model file; errors name the file and what is wrong with it.
 pub fn load(path: &Path) -> Result<TrainedModel, CheckpointError> {
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read {
+    let bytes = std::fs::read(path).map_err(|error| CheckpointError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     from_bytes(&bytes).map_err(|reason| CheckpointError::Invalid {
         path: path.to_path_buf(),
         reason,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ModelOptions, Padding};
+
+    fn small_model() -> TrainedModel {
+        let spec = ModelOptions {
+            embedding_dim: 4,
+            context_len: 3,
+            padding: Padding::Left,
+            mask_padding: true,
+            ..ModelOptions::default()
+        }
+        .spec(6);
+        let config = TrainConfig::default();
+        TrainedModel {
+            spec,
+            state: TrainState::new(&spec, &config),
+            config,
+            dataset: "test".into(),
+            catalog: Catalog {
+                titles: (0..6).map(|i| format!("item {i}")).collect(),
+                is_item: (0..6).map(|i| i > 0).collect(),
+                keys: None,
+            },
+            users: UserHistories {
+                keys: vec!["u1".into()],
+                offsets: vec![0, 2],
+                items: vec![1, 2],
+            },
+            data: DataSettings::default(),
+            best_epoch: None,
+        }
+    }
+
+    /// Rewrites a metadata value in place (same length, so the header's
+    /// offsets stay valid). The metadata is JSON inside a JSON string, so
+    /// its quotes appear escaped.
+    fn edit(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+        assert_eq!(from.len(), to.len());
+        let text = String::from_utf8_lossy(bytes);
+        let at = text.find(from).expect("the metadata holds the text");
+        let mut out = bytes.to_vec();
+        out[at..at + to.len()].copy_from_slice(to.as_bytes());
+        out
+    }
+
+    #[test]
+    fn the_spec_is_saved_once_and_read_back_whole() {
+        let model = small_model();
+        let bytes = to_bytes(&model).unwrap();
+        let back = from_bytes(&bytes).unwrap();
+        assert_eq!(back.spec, model.spec);
+        assert_eq!(back.state.params, model.state.params);
+        assert_eq!(back.users, model.users);
+        // One record: the training settings no longer carry the model's.
+        let text = String::from_utf8_lossy(&bytes);
+        assert_eq!(text.matches(r#"\"context_len\""#).count(), 1, "{text}");
+        assert_eq!(to_bytes(&back).unwrap(), bytes, "same model, same bytes");
+    }
+
+    #[test]
+    fn old_versions_and_edited_headers_are_refused_clearly() {
+        let bytes = to_bytes(&small_model()).unwrap();
+        let v1 = edit(&bytes, r#"\"version\":2"#, r#"\"version\":1"#);
+        let err = from_bytes(&v1).unwrap_err().to_string();
+        assert!(
+            err.contains("version 1") && err.contains("older seqrec"),
+            "{err}"
+        );
+        // Sizes are checked before anything is allocated from them.
+        let bigger = edit(&bytes, r#"\"dim\":4,"#, r#"\"dim\":9,"#);
+        let err = from_bytes(&bigger).unwrap_err().to_string();
+        assert!(err.contains("bytes of tensors"), "{err}");
+        let zero = edit(&bytes, r#"\"dim\":4,"#, r#"\"dim\":0,"#);
+        let err = from_bytes(&zero).unwrap_err().to_string();
+        assert!(err.contains("embedding_dim"), "{err}");
+        let other_vocab = edit(&bytes, r#"\"vocab_size\":6,"#, r#"\"vocab_size\":7,"#);
+        let err = from_bytes(&other_vocab).unwrap_err().to_string();
+        assert!(err.contains("6 titles for a vocabulary of 7"), "{err}");
+        let bad_padding = edit(&bytes, r#"\"left\""#, r#"\"up!!\""#);
+        assert!(from_bytes(&bad_padding).is_err());
+    }
 }

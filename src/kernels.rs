@@ -236,3 +236,39 @@ pub fn add_assign(dst: &mut [f32], src: &[f32]) {
         *d += s;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_sigmoid_and_tanh_are_accurate() {
+        let xs: Vec<f32> = (0..200_000)
+            .map(|i| -87.0 + 175.0 * i as f32 / 200_000.0)
+            .collect();
+        let mut ys = xs.clone();
+        exp_in_place(&mut ys);
+        for (&x, &y) in xs.iter().zip(&ys) {
+            let want = (x as f64).exp();
+            assert!(
+                ((y as f64 - want) / want).abs() < 3e-7,
+                "exp({x}) = {y}, want {want}"
+            );
+            assert_eq!(y, fast_exp(x), "the dispatched and plain kernels agree");
+        }
+        // Clamped, never infinite or NaN, at the ends.
+        assert!(fast_exp(-1e9) >= 0.0 && fast_exp(-1e9) < 1e-37);
+        assert!(fast_exp(1e9).is_finite());
+        for i in -2000..=2000 {
+            let x = i as f32 * 0.01;
+            assert!(
+                (sigmoid(x) as f64 - 1.0 / (1.0 + (-(x as f64)).exp())).abs() < 1e-6,
+                "sigmoid({x})"
+            );
+            assert!(
+                (tanh(x) as f64 - (x as f64).tanh()).abs() < 1e-6,
+                "tanh({x})"
+            );
+        }
+    }
+}

@@ -366,5 +366,5 @@ fn huge_ids_and_tab_delimiters() {
     )
     .unwrap_err()
     .to_string();
-    assert!(msg.contains("--delimiter tab"), "{msg}");
+    assert!(msg.contains("set the delimiter to tab"), "{msg}");
 }

@@ -12,13 +12,26 @@ use std::thread;
 use std::time::Duration;
 
 use seqrec::data::download::{
-    download_and_extract, ensure, find_dataset, safe_relative_path, KNOWN_DATASETS, MIRROR_ENV_VAR,
+    download_and_extract, ensure, find_dataset, safe_relative_path, DownloadError, KNOWN_DATASETS,
+    MIRROR_ENV_VAR,
 };
 use sha2::{Digest, Sha256};
 use zip::write::SimpleFileOptions;
 
 const RATINGS: &str = "1::1193::5::978300760\n1::661::3::978302109\n2::1357::5::978298709\n";
 const MOVIES: &str = "1::Toy Story (1995)::Animation|Children's|Comedy\n661::James and the Giant Peach (1996)::Animation\n";
+
+/// An error and its causes on one line, as the command line reports them.
+fn with_causes(err: &DownloadError) -> String {
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
 
 /// What the server sends for one request.
 enum Reply {
@@ -267,7 +280,7 @@ fn ml_1m_with_wrong_hash_is_rejected_and_leaves_nothing() {
 
     let err = ensure("ml-1m", cache.path(), Some(&server.base_url), false)
         .expect_err("a zip that is not the real ml-1m must be rejected");
-    let message = format!("{err:#}");
+    let message = with_causes(&err);
     assert!(message.contains("SHA-256 mismatch"), "{message}");
     let real_hash = find_dataset("ml-1m")
         .and_then(|d| d.sha256)
@@ -287,7 +300,7 @@ fn custom_wrong_hash_is_rejected_and_leaves_nothing() {
     let url = format!("{}/ml-1m.zip", server.base_url);
     let err = download_and_extract(&url, Some(&wrong), &cache.path().join("ml-1m"), false)
         .expect_err("wrong hash must fail");
-    let message = format!("{err:#}");
+    let message = with_causes(&err);
     assert!(
         message.contains(&format!(
             "SHA-256 mismatch for {url}: expected {wrong}, got {actual}"
@@ -304,7 +317,11 @@ fn malformed_expected_hash_is_rejected_before_downloading() {
     let url = format!("{}/ml-1m.zip", server.base_url);
     let err = download_and_extract(&url, Some("abc"), &cache.path().join("ml-1m"), false)
         .expect_err("a 3-digit hash is not a SHA-256");
-    assert!(format!("{err:#}").contains("64 hex digits"), "{err:#}");
+    assert!(
+        with_causes(&err).contains("64 hex digits"),
+        "{}",
+        with_causes(&err)
+    );
     assert!(server.requests().is_empty());
     assert_eq!(names_in(cache.path()), Vec::<String>::new());
 }
@@ -323,7 +340,7 @@ fn truncated_body_is_reported_and_leaves_nothing() {
 
     let err = ensure("ml-100k", cache.path(), Some(&server.base_url), false)
         .expect_err("a short body must fail");
-    let message = format!("{err:#}");
+    let message = with_causes(&err);
     assert!(
         message.contains(&format!("expected {claimed} bytes, got {sent}")),
         "{message}"
@@ -338,7 +355,7 @@ fn not_found_names_status_and_url() {
 
     let err =
         ensure("ml-32m", cache.path(), Some(&server.base_url), false).expect_err("404 must fail");
-    let message = format!("{err:#}");
+    let message = with_causes(&err);
     assert!(message.contains("HTTP 404"), "{message}");
     assert!(
         message.contains(&format!("{}/ml-32m.zip", server.base_url)),
@@ -360,9 +377,11 @@ fn unreachable_mirror_is_an_error() {
     let err =
         ensure("ml-20m", cache.path(), Some(&mirror), false).expect_err("nobody is listening");
     assert!(
-        format!("{err:#}").contains(&format!("{mirror}/ml-20m.zip")),
-        "{err:#}"
+        with_causes(&err).contains(&format!("{mirror}/ml-20m.zip")),
+        "{}",
+        with_causes(&err)
     );
+    assert!(err.is_unreachable(), "{err:?}");
     assert_eq!(names_in(cache.path()), Vec::<String>::new());
 }
 
@@ -373,7 +392,12 @@ fn unknown_dataset_lists_known_names() {
 
     let err = ensure("ml-2m", &cache, Some("http://127.0.0.1:9"), false)
         .expect_err("ml-2m does not exist");
-    let message = format!("{err:#}");
+    let message = with_causes(&err);
+    assert!(
+        matches!(err, DownloadError::UnknownDataset { .. }),
+        "{err:?}"
+    );
+    assert!(!err.is_unreachable());
     assert!(message.contains("unknown dataset 'ml-2m'"), "{message}");
     for dataset in KNOWN_DATASETS {
         assert!(message.contains(dataset.name), "{message}");
@@ -388,7 +412,11 @@ fn body_that_is_not_a_zip_is_rejected_and_leaves_nothing() {
 
     let err = ensure("ml-100k", cache.path(), Some(&server.base_url), false)
         .expect_err("html is not a zip");
-    assert!(format!("{err:#}").contains("not a readable zip"), "{err:#}");
+    assert!(
+        with_causes(&err).contains("not a readable zip"),
+        "{}",
+        with_causes(&err)
+    );
     assert_eq!(names_in(cache.path()), Vec::<String>::new());
 }
 
@@ -400,7 +428,7 @@ fn archive_without_the_dataset_folder_is_rejected() {
 
     let err = ensure("ml-100k", cache.path(), Some(&server.base_url), false)
         .expect_err("no ml-100k/ folder inside");
-    let message = format!("{err:#}");
+    let message = with_causes(&err);
     assert!(
         message.contains("no top-level folder 'ml-100k/'"),
         "{message}"
@@ -425,7 +453,7 @@ fn zip_slip_entries_are_refused() {
         let server = TestServer::start(vec![Reply::Body(zip)]);
         let err = ensure("ml-100k", &cache, Some(&server.base_url), false)
             .expect_err("an escaping entry must be refused");
-        let message = format!("{err:#}");
+        let message = with_causes(&err);
         assert!(message.contains("unsafe path"), "{message}");
         assert!(message.contains(evil_name), "{message}");
         assert_eq!(names_in(&cache), Vec::<String>::new());

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use seqrec::checkpoint as io;
 use seqrec::data::readers::{GenericFormat, ReadOptions};
 use seqrec::data::{source, Sequences};
-use seqrec::train::{LrSchedule, TrainConfig};
 
 fn synthetic(dir: &Path) -> PathBuf {
     let data = dir.join("data");
@@ -151,30 +150,6 @@ fn early_stopping_keeps_the_best_epoch_and_never_reads_test() {
         err.contains("patience") && err.contains("validation"),
         "{err}"
     );
-}
-
-#[test]
-fn learning_rate_schedules() {
-    let cfg = TrainConfig {
-        learning_rate: 1.0,
-        warmup_steps: 10,
-        lr_schedule: LrSchedule::Cosine,
-        min_lr_ratio: 0.1,
-        ..TrainConfig::default()
-    };
-    assert!((cfg.learning_rate_at(0, 110) - 0.1).abs() < 1e-6);
-    assert!((cfg.learning_rate_at(9, 110) - 1.0).abs() < 1e-6);
-    assert!((cfg.learning_rate_at(10, 110) - 1.0).abs() < 1e-6);
-    assert!((cfg.learning_rate_at(60, 110) - 0.55).abs() < 1e-6);
-    assert!((cfg.learning_rate_at(110, 110) - 0.1).abs() < 1e-6);
-    let linear = TrainConfig {
-        lr_schedule: LrSchedule::Linear,
-        ..cfg.clone()
-    };
-    assert!((linear.learning_rate_at(60, 110) - 0.55).abs() < 1e-6);
-    assert!((linear.learning_rate_at(35, 110) - 0.775).abs() < 1e-6);
-    let constant = TrainConfig::default();
-    assert_eq!(constant.learning_rate_at(500, 1000), constant.learning_rate);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use clap::Parser;
 use seqrec::data::readers::{read_ml1m_movies, read_ml1m_ratings, ReadOptions};
-use seqrec::data::synth::{generate, SynthConfig, SynthSummary};
+use seqrec::data::synth::{generate, SynthConfig, SynthError, SynthSummary};
 use seqrec::data::Sequences;
 
 fn small(seed: u64) -> SynthConfig {
@@ -320,28 +320,28 @@ fn bad_configs_are_clear_errors() {
                 users: 0,
                 ..small(1)
             },
-            "--users",
+            "users",
         ),
         (
             SynthConfig {
                 items: 0,
                 ..small(1)
             },
-            "--items",
+            "items",
         ),
         (
             SynthConfig {
                 ratings: 200 * 20 - 1,
                 ..small(1)
             },
-            "--ratings",
+            "ratings",
         ),
         (
             SynthConfig {
                 max_item_id: Some(299),
                 ..small(1)
             },
-            "--max-item-id",
+            "max_item_id",
         ),
         (
             SynthConfig {
@@ -349,47 +349,52 @@ fn bad_configs_are_clear_errors() {
                 ratings: 1000,
                 ..small(1)
             },
-            "--min-user-ratings",
+            "min_user_ratings",
         ),
         (
             SynthConfig {
                 noise_prob: 1.5,
                 ..small(1)
             },
-            "--noise-prob",
+            "noise_prob",
         ),
         (
             SynthConfig {
                 stay_prob: f64::NAN,
                 ..small(1)
             },
-            "--stay-prob",
+            "stay_prob",
         ),
         (
             SynthConfig {
                 length_sigma: -1.0,
                 ..small(1)
             },
-            "--length-sigma",
+            "length_sigma",
         ),
         (
             SynthConfig {
                 cluster_size: 0,
                 ..small(1)
             },
-            "--cluster-size",
+            "cluster_size",
         ),
         (
             SynthConfig {
                 follow_window: 0,
                 ..small(1)
             },
-            "--follow-window",
+            "follow_window",
         ),
     ];
-    for (cfg, flag) in cases {
-        let err = generate(&cfg, tmp.path(), false).unwrap_err().to_string();
-        assert!(err.contains(flag), "expected {flag} in {err:?}");
+    // The library names the setting; the command line names the flag (below).
+    for (cfg, field) in cases {
+        let err = generate(&cfg, tmp.path(), false).unwrap_err();
+        assert!(
+            matches!(&err, SynthError::Setting { field: f, .. } if *f == field),
+            "expected a {field} error, got {err:?}"
+        );
+        assert!(err.to_string().starts_with(&format!("{field}: ")), "{err}");
     }
     assert!(
         fs::read_dir(tmp.path()).unwrap().next().is_none(),

@@ -22,7 +22,8 @@ pub struct FetchArgs {
 pub fn fetch(args: FetchArgs, quiet: bool) -> Result<()> {
     let dir = args.data_dir.unwrap_or_else(download::default_cache_dir);
     let out = download::ensure(&args.name, &dir, args.mirror.as_deref(), !quiet).map_err(|e| {
-        let offline = format!("{e:#}").contains("could not download");
+        let offline = e.is_unreachable();
+        let e = anyhow::Error::new(e);
         if offline {
             e.context(format!(
                 "offline? unzip {}.zip yourself and pass its folder to seqrec commands (e.g. `seqrec train path/to/{}`), or use --mirror URL",

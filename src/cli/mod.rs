@@ -16,7 +16,7 @@ use anyhow::{bail, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::data::readers::GenericFormat;
-use crate::data::{download, DataSettings, DataSource, ReadOptions};
+use crate::data::{download, DataError, DataSettings, DataSource, ReadOptions, SourceError};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -178,6 +178,46 @@ impl DataArgs {
             &self.cache_dir(),
             !quiet,
         )
+        .map_err(Self::explain)
+    }
+
+    /// The library names settings (`user_col`, a named dataset); here the
+    /// errors name the flags that set them.
+    fn explain(e: SourceError) -> anyhow::Error {
+        let flag = |setting: &str| format!("--{}", setting.replace('_', "-"));
+        match e {
+            SourceError::Fetch { name, source } => anyhow::Error::new(source).context(format!(
+                "--dataset {name}: {}",
+                crate::data::source::offline_hint(&name)
+            )),
+            SourceError::Data(DataError::MissingColumn {
+                file,
+                column,
+                setting,
+                columns,
+                suggest_delimiter,
+            }) => {
+                let set_with = setting
+                    .map(|s| format!(" (set it with {})", flag(s)))
+                    .unwrap_or_default();
+                let hint = match suggest_delimiter {
+                    None => String::new(),
+                    Some(b'\t') => {
+                        " (the header is one column holding tabs: pass --delimiter tab)".into()
+                    }
+                    Some(d) => {
+                        let c = d as char;
+                        format!(" (the header is one column holding `{c}`: pass --delimiter '{c}')")
+                    }
+                };
+                anyhow::anyhow!(
+                    "{}:1: header has no column {column:?}{set_with}; columns are {}{hint}",
+                    file.display(),
+                    columns.join(", ")
+                )
+            }
+            e => e.into(),
+        }
     }
 }
 

@@ -113,9 +113,9 @@ pub fn demo(rec: &Recommender) -> Result<(Vec<String>, Vec<String>)> {
     }
     let all = rec.users.get(0);
     let history = &all[..all.len().saturating_sub(1)];
-    let l = rec.spec.context_len;
-    let mut context: Vec<u32> = history[history.len().saturating_sub(l)..].to_vec();
-    context.resize(l, 0);
+    // What the model reads: the window the spec cuts (padding included).
+    let mut context = vec![0u32; rec.spec.context_len];
+    rec.spec.cut_window(history, &mut context);
     let found = rec.recommend(&[history], 10, false, true);
     let watched = context
         .iter()

@@ -7,7 +7,12 @@ use anyhow::{bail, Result};
 use clap::Args;
 use tracing::level_filters::LevelFilter;
 
-use crate::serve::{self, ServeConfig};
+use crate::serve::{self, ServeConfig, ServeError};
+
+/// The service's defaults live in one place, `ServeConfig::default()`.
+fn defaults() -> ServeConfig {
+    ServeConfig::default()
+}
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -15,25 +20,25 @@ pub struct ServeArgs {
     #[arg(value_name = "MODEL")]
     pub model: PathBuf,
     /// Address to listen on; port 0 picks a free port (the ready line on stderr names it).
-    #[arg(long, default_value = "127.0.0.1:8080", value_name = "HOST:PORT")]
+    #[arg(long, default_value_t = defaults().addr, value_name = "HOST:PORT")]
     pub addr: String,
     /// Largest request body; larger ones get 413.
-    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    #[arg(long, default_value_t = defaults().max_body_bytes, value_name = "BYTES")]
     pub max_body_bytes: usize,
     /// Seconds a client may take to send a request body; slower ones get 408.
-    #[arg(long, default_value_t = 30.0, value_name = "S")]
+    #[arg(long, default_value_t = defaults().body_timeout.as_secs_f64(), value_name = "S")]
     pub body_timeout_s: f64,
     /// Most item ids (or titles) in one history.
-    #[arg(long, default_value_t = 1000, value_name = "N")]
+    #[arg(long, default_value_t = defaults().max_history, value_name = "N")]
     pub max_history: usize,
     /// Most requests in one `/v1/recommend/batch` call.
-    #[arg(long, default_value_t = 1000, value_name = "N")]
+    #[arg(long, default_value_t = defaults().max_batch, value_name = "N")]
     pub max_batch: usize,
     /// Micro-batcher: how long a single request may wait for others to be scored with it, in microseconds, counted from its arrival (0: off, each request scored alone).
-    #[arg(long, default_value_t = 20, value_name = "US")]
+    #[arg(long, default_value_t = defaults().batch_window.as_micros() as u64, value_name = "US")]
     pub batch_window_us: u64,
     /// Micro-batcher: the most single requests scored in one call.
-    #[arg(long, default_value_t = 64, value_name = "N")]
+    #[arg(long, default_value_t = defaults().batch_max, value_name = "N")]
     pub batch_max: usize,
     /// Reload the model when its file's modification time changes (checked every second); SIGHUP always reloads.
     #[arg(long)]
@@ -41,17 +46,17 @@ pub struct ServeArgs {
     /// Serve POST /v1/admin/reload.
     #[arg(long)]
     pub admin: bool,
-    /// Threads of the async runtime that handle connections [default: one per core].
-    #[arg(long, default_value_t = 0, value_name = "N")]
+    /// Threads of the async runtime that handle connections (0: one per core).
+    #[arg(long, default_value_t = defaults().io_threads, value_name = "N")]
     pub io_threads: usize,
-    /// Threads that score single requests [default: one per two cores, at least one]; batch requests use every core.
-    #[arg(long, default_value_t = 0, value_name = "N")]
+    /// Threads that score single requests (0: one per two cores, at least one); batch requests use every core.
+    #[arg(long, default_value_t = defaults().score_threads, value_name = "N")]
     pub score_threads: usize,
     /// Seconds that requests in flight may take to finish after SIGINT/SIGTERM.
-    #[arg(long, default_value_t = 30, value_name = "S")]
+    #[arg(long, default_value_t = defaults().shutdown_grace.as_secs(), value_name = "S")]
     pub shutdown_grace_s: u64,
     /// Log level on stderr: error, warn, info, debug, trace or off.
-    #[arg(long, default_value = "info", value_name = "LEVEL")]
+    #[arg(long, default_value_t = defaults().log_level.to_string().to_lowercase(), value_name = "LEVEL")]
     pub log_level: String,
 }
 
@@ -100,5 +105,12 @@ pub fn serve(args: ServeArgs, _quiet: bool) -> Result<()> {
         score_threads: args.score_threads,
         shutdown_grace: Duration::from_secs(args.shutdown_grace_s),
         log_level,
+    })
+    .map_err(|e| match e {
+        // Say which flag chose the address.
+        ServeError::Listen { addr, source } => {
+            anyhow::Error::new(source).context(format!("cannot listen on {addr} (--addr)"))
+        }
+        e => e.into(),
     })
 }

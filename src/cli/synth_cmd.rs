@@ -4,7 +4,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use crate::data::synth::{self, SynthConfig};
+use crate::data::synth::{self, SynthConfig, SynthError};
 
 #[derive(Args, Debug)]
 pub struct SynthArgs {
@@ -91,7 +91,14 @@ impl SynthArgs {
 }
 
 pub fn synth(args: SynthArgs, quiet: bool) -> Result<()> {
-    let s = synth::generate(&args.config(), &args.out_dir, !quiet)?;
+    let s = synth::generate(&args.config(), &args.out_dir, !quiet).map_err(|e| match e {
+        // The library names the setting (`min_user_ratings`); the flag is
+        // `--min-user-ratings`.
+        SynthError::Setting { field, msg } => {
+            anyhow::anyhow!("--{}: {msg}", field.replace('_', "-"))
+        }
+        e => e.into(),
+    })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());

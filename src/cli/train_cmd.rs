@@ -27,15 +27,15 @@ use crate::train::{self, Event, LrSchedule, Settings, TrainConfig};
 /// `--print-config` for the values in effect).
 #[derive(Args, Debug, Default, Serialize)]
 pub struct ModelFlags {
-    /// Embedding and GRU size (reference: 32).
+    /// Embedding and GRU size.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedding_dim: Option<usize>,
-    /// Items of history the model reads (MAX_CONTEXT_LENGTH; reference: 10).
+    /// Items of history the model reads (MAX_CONTEXT_LENGTH).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context_len: Option<usize>,
-    /// Padding side of short contexts (reference: right).
+    /// Padding side of short contexts.
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub padding: Option<Padding>,
@@ -56,23 +56,23 @@ pub struct ModelFlags {
 /// Training's settings, as flags (named as their config keys).
 #[derive(Args, Debug, Default, Serialize)]
 pub struct TrainFlags {
-    /// Epochs to train (reference: 5).
+    /// Epochs to train.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub epochs: Option<usize>,
-    /// Training batch size (reference: 4096).
+    /// Training batch size.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<usize>,
-    /// Batch size of the val_loss pass (reference: 2048).
+    /// Batch size of the val_loss pass.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_batch_size: Option<usize>,
-    /// AdamW learning rate (reference: 0.005).
+    /// AdamW learning rate.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub learning_rate: Option<f32>,
-    /// AdamW decoupled weight decay (reference: 0.004).
+    /// AdamW decoupled weight decay.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight_decay: Option<f32>,
@@ -139,6 +139,11 @@ pub struct TrainFlags {
 }
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Every setting defaults to the reference's value (Keras-RS GRU4Rec); \
+                  `seqrec train --print-config` prints the value of each in effect \
+                  (defaults, then --preset, then --config, then these flags)."
+)]
 pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,

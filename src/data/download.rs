@@ -16,9 +16,148 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, bail, Context, Result};
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
+
+/// Why a dataset could not be fetched. File errors keep the `io::Error` as
+/// their source; `Fetch` and `Extract` wrap the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("unknown dataset '{name}'; known datasets: {}", known_dataset_names())]
+    UnknownDataset { name: String },
+    #[error("{} exists but is not a folder; remove it to fetch {dataset}", path.display())]
+    NotAFolder { path: PathBuf, dataset: String },
+    /// Any failure of `ensure` past the checks above, with where it went.
+    #[error("fetching dataset {dataset} into {}", cache_dir.display())]
+    Fetch {
+        dataset: String,
+        cache_dir: PathBuf,
+        #[source]
+        source: Box<DownloadError>,
+    },
+    #[error("destination {} has no usable folder name", path.display())]
+    BadDestination { path: PathBuf },
+    #[error("expected SHA-256 '{hex}' is not 64 hex digits")]
+    BadSha256 { hex: String },
+    /// A file operation: `action` says what was being done to `path`
+    /// ("creating", "opening", "writing", ...).
+    #[error("{action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("moving {} to {}", from.display(), to.display())]
+    Move {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("HTTP {code} {status_text} from {url}")]
+    Http {
+        url: String,
+        code: u16,
+        status_text: String,
+    },
+    /// The server could not be reached (or the connection failed).
+    #[error("could not download {url}: {detail}")]
+    Unreachable { url: String, detail: String },
+    #[error("{url} sent an invalid Content-Length header: '{value}'")]
+    BadContentLength {
+        url: String,
+        value: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    #[error("download of {url} was cut short: expected {expected} bytes, got {received}")]
+    CutShort {
+        url: String,
+        expected: u64,
+        received: u64,
+    },
+    #[error("download of {url} failed after {received} bytes: {error}")]
+    ReadFailed {
+        url: String,
+        received: u64,
+        error: io::Error,
+    },
+    #[error("download of {url} is incomplete: expected {expected} bytes, got {received}")]
+    Incomplete {
+        url: String,
+        expected: u64,
+        received: u64,
+    },
+    #[error("SHA-256 mismatch for {url}: expected {expected}, got {got}")]
+    Sha256Mismatch {
+        url: String,
+        expected: String,
+        got: String,
+    },
+    #[error("size mismatch for {url}: expected {expected} bytes, got {got}")]
+    SizeMismatch {
+        url: String,
+        expected: u64,
+        got: u64,
+    },
+    #[error("extracting {url}")]
+    Extract {
+        url: String,
+        #[source]
+        source: Box<DownloadError>,
+    },
+    #[error("the download is not a readable zip archive")]
+    NotAZip(#[source] zip::result::ZipError),
+    #[error("reading entry #{index} of the archive")]
+    ZipEntry {
+        index: usize,
+        #[source]
+        source: zip::result::ZipError,
+    },
+    #[error("refusing unsafe path '{name}' in the archive")]
+    UnsafePath { name: String },
+    #[error("refusing symbolic link '{name}' in the archive")]
+    Symlink { name: String },
+    #[error("extracting '{name}' to {}", to.display())]
+    ExtractEntry {
+        name: String,
+        to: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("archive {url} has no top-level folder '{folder}/' (it has: {found})")]
+    MissingFolder {
+        url: String,
+        folder: String,
+        found: String,
+    },
+}
+
+impl DownloadError {
+    /// Whether the mirror could not be reached at all (offline, wrong host),
+    /// as opposed to answering with something wrong.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            DownloadError::Unreachable { .. } => true,
+            DownloadError::Fetch { source, .. } | DownloadError::Extract { source, .. } => {
+                source.is_unreachable()
+            }
+            _ => false,
+        }
+    }
+}
+
+type Result<T, E = DownloadError> = std::result::Result<T, E>;
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DownloadError {
+    let path = path.to_path_buf();
+    move |source| DownloadError::Io {
+        action,
+        path,
+        source,
+    }
+}
 
 /// Where GroupLens publishes the MovieLens zips.
 pub const DEFAULT_MIRROR: &str = "https://files.grouplens.org/datasets/movielens";
@@ -128,22 +267,18 @@ pub fn ensure(
     mirror: Option<&str>,
     show_progress: bool,
 ) -> Result<PathBuf> {
-    let dataset = find_dataset(name).ok_or_else(|| {
-        anyhow!(
-            "unknown dataset '{name}'; known datasets: {}",
-            known_dataset_names()
-        )
+    let dataset = find_dataset(name).ok_or_else(|| DownloadError::UnknownDataset {
+        name: name.to_string(),
     })?;
     let dest_folder = cache_dir.join(dataset.folder);
     if dest_folder.is_dir() {
         return Ok(dest_folder);
     }
     if dest_folder.exists() {
-        bail!(
-            "{} exists but is not a folder; remove it to fetch {}",
-            dest_folder.display(),
-            dataset.name
-        );
+        return Err(DownloadError::NotAFolder {
+            path: dest_folder,
+            dataset: dataset.name.to_string(),
+        });
     }
 
     let base = resolve_mirror(mirror);
@@ -152,15 +287,13 @@ pub fn ensure(
         sha256: dataset.sha256,
         size: dataset.size,
     };
-    download_and_extract_checked(&url, expected, &dest_folder, show_progress).with_context(
-        || {
-            format!(
-                "fetching dataset {} into {}",
-                dataset.name,
-                cache_dir.display()
-            )
-        },
-    )?;
+    download_and_extract_checked(&url, expected, &dest_folder, show_progress).map_err(|e| {
+        DownloadError::Fetch {
+            dataset: dataset.name.to_string(),
+            cache_dir: cache_dir.to_path_buf(),
+            source: Box::new(e),
+        }
+    })?;
     Ok(dest_folder)
 }
 
@@ -228,11 +361,8 @@ fn download_and_extract_checked(
     let folder_name = dest_folder
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| {
-            anyhow!(
-                "destination {} has no usable folder name",
-                dest_folder.display()
-            )
+        .ok_or_else(|| DownloadError::BadDestination {
+            path: dest_folder.to_path_buf(),
         })?
         .to_string();
     // Temporaries live next to the destination so the final rename stays on
@@ -241,8 +371,7 @@ fn download_and_extract_checked(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    fs::create_dir_all(&parent)
-        .with_context(|| format!("creating cache folder {}", parent.display()))?;
+    fs::create_dir_all(&parent).map_err(io_err("creating cache folder", &parent))?;
 
     if expected_sha256.is_none() {
         eprintln!(
@@ -255,42 +384,51 @@ fn download_and_extract_checked(
 
     match &expected_sha256 {
         Some(want) if *want != sha256 => {
-            bail!("SHA-256 mismatch for {url}: expected {want}, got {sha256}")
+            return Err(DownloadError::Sha256Mismatch {
+                url: url.to_string(),
+                expected: want.clone(),
+                got: sha256,
+            })
         }
         Some(_) => {}
         None => eprintln!("warning: {url} was not verified; its SHA-256 is {sha256}"),
     }
     if let Some(want_size) = expected.size {
         let got_size = fs::metadata(zip_temp.path())
-            .with_context(|| format!("reading size of {}", zip_temp.path().display()))?
+            .map_err(io_err("reading size of", zip_temp.path()))?
             .len();
         if got_size != want_size {
-            bail!("size mismatch for {url}: expected {want_size} bytes, got {got_size}");
+            return Err(DownloadError::SizeMismatch {
+                url: url.to_string(),
+                expected: want_size,
+                got: got_size,
+            });
         }
     }
 
     let extract_temp = TempPath::new_dir(&parent, &folder_name, "extract")?;
-    extract_zip(zip_temp.path(), extract_temp.path())
-        .with_context(|| format!("extracting {url}"))?;
+    extract_zip(zip_temp.path(), extract_temp.path()).map_err(|e| DownloadError::Extract {
+        url: url.to_string(),
+        source: Box::new(e),
+    })?;
     drop(zip_temp);
 
     let extracted = extract_temp.path().join(&folder_name);
     if !extracted.is_dir() {
-        bail!(
-            "archive {url} has no top-level folder '{folder_name}/' (it has: {})",
-            list_names(extract_temp.path())
-        );
+        return Err(DownloadError::MissingFolder {
+            url: url.to_string(),
+            found: list_names(extract_temp.path()),
+            folder: folder_name,
+        });
     }
     if let Err(err) = fs::rename(&extracted, dest_folder) {
         // Another process may have finished the same download meanwhile;
         // its complete folder is as good as ours.
         if !dest_folder.is_dir() {
-            return Err(err).with_context(|| {
-                format!(
-                    "moving {} to {}",
-                    extracted.display(),
-                    dest_folder.display()
-                )
+            return Err(DownloadError::Move {
+                from: extracted,
+                to: dest_folder.to_path_buf(),
+                source: err,
             });
         }
     }
@@ -302,7 +440,9 @@ fn download_and_extract_checked(
 fn normalize_sha256(hex: &str) -> Result<String> {
     let hex = hex.trim();
     if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("expected SHA-256 '{hex}' is not 64 hex digits");
+        return Err(DownloadError::BadSha256 {
+            hex: hex.to_string(),
+        });
     }
     Ok(hex.to_ascii_lowercase())
 }
@@ -325,10 +465,17 @@ fn download_to_file(
     let response = match agent.get(url).set("Accept-Encoding", "identity").call() {
         Ok(r) => r,
         Err(ureq::Error::Status(code, r)) => {
-            bail!("HTTP {code} {} from {url}", r.status_text())
+            return Err(DownloadError::Http {
+                url: url.to_string(),
+                code,
+                status_text: r.status_text().to_string(),
+            })
         }
         Err(ureq::Error::Transport(t)) => {
-            bail!("could not download {url}: {}", describe_transport(&t))
+            return Err(DownloadError::Unreachable {
+                url: url.to_string(),
+                detail: describe_transport(&t),
+            })
         }
     };
 
@@ -336,11 +483,17 @@ fn download_to_file(
         .header("Content-Encoding")
         .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
     let content_length = match response.header("Content-Length") {
-        Some(v) if !encoded => Some(
-            v.trim()
-                .parse::<u64>()
-                .with_context(|| format!("{url} sent an invalid Content-Length header: '{v}'"))?,
-        ),
+        Some(v) if !encoded => {
+            Some(
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|source| DownloadError::BadContentLength {
+                        url: url.to_string(),
+                        value: v.to_string(),
+                        source,
+                    })?,
+            )
+        }
         _ => None,
     };
 
@@ -366,7 +519,7 @@ fn copy_hashing(
         .write(true)
         .truncate(true)
         .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
+        .map_err(io_err("opening", path))?;
     let mut out = BufWriter::new(file);
     let mut hasher = Sha256::new();
     let mut received: u64 = 0;
@@ -380,22 +533,34 @@ fn copy_hashing(
                 // ureq reports a connection closed before Content-Length
                 // bytes as UnexpectedEof; say how short it was.
                 Some(want) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    bail!("download of {url} was cut short: expected {want} bytes, got {received}")
+                    return Err(DownloadError::CutShort {
+                        url: url.to_string(),
+                        expected: want,
+                        received,
+                    })
                 }
-                _ => bail!("download of {url} failed after {received} bytes: {e}"),
+                _ => {
+                    return Err(DownloadError::ReadFailed {
+                        url: url.to_string(),
+                        received,
+                        error: e,
+                    })
+                }
             },
         };
         hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])
-            .with_context(|| format!("writing {}", path.display()))?;
+        out.write_all(&buf[..n]).map_err(io_err("writing", path))?;
         received += n as u64;
         progress.inc(n as u64);
     }
-    out.flush()
-        .with_context(|| format!("writing {}", path.display()))?;
+    out.flush().map_err(io_err("writing", path))?;
     if let Some(want) = content_length {
         if want != received {
-            bail!("download of {url} is incomplete: expected {want} bytes, got {received}");
+            return Err(DownloadError::Incomplete {
+                url: url.to_string(),
+                expected: want,
+                received,
+            });
         }
     }
     Ok(hex_lower(&hasher.finalize()))
@@ -433,37 +598,39 @@ fn hex_lower(bytes: &[u8]) -> String {
 /// Extracts every entry of the zip at `zip_path` under `into`, refusing
 /// entries whose path would escape it (zip-slip) and symbolic links.
 fn extract_zip(zip_path: &Path, into: &Path) -> Result<()> {
-    let file = File::open(zip_path).with_context(|| format!("opening {}", zip_path.display()))?;
-    let mut archive = zip::ZipArchive::new(BufReader::new(file))
-        .context("the download is not a readable zip archive")?;
+    let file = File::open(zip_path).map_err(io_err("opening", zip_path))?;
+    let mut archive = zip::ZipArchive::new(BufReader::new(file)).map_err(DownloadError::NotAZip)?;
     for index in 0..archive.len() {
         let mut entry = archive
             .by_index(index)
-            .with_context(|| format!("reading entry #{index} of the archive"))?;
+            .map_err(|source| DownloadError::ZipEntry { index, source })?;
         let name = entry.name().to_string();
-        let relative = safe_relative_path(&name)
-            .ok_or_else(|| anyhow!("refusing unsafe path '{name}' in the archive"))?;
+        let Some(relative) = safe_relative_path(&name) else {
+            return Err(DownloadError::UnsafePath { name });
+        };
         if entry.is_symlink() {
-            bail!("refusing symbolic link '{name}' in the archive");
+            return Err(DownloadError::Symlink { name });
         }
         if relative.as_os_str().is_empty() {
             continue;
         }
         let target = into.join(&relative);
         if entry.is_dir() {
-            fs::create_dir_all(&target)
-                .with_context(|| format!("creating {}", target.display()))?;
+            fs::create_dir_all(&target).map_err(io_err("creating", &target))?;
             continue;
         }
         if let Some(dir) = target.parent() {
-            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
         }
-        let out =
-            File::create(&target).with_context(|| format!("creating {}", target.display()))?;
+        let out = File::create(&target).map_err(io_err("creating", &target))?;
         let mut out = BufWriter::new(out);
         io::copy(&mut entry, &mut out)
             .and_then(|_| out.flush())
-            .with_context(|| format!("extracting '{name}' to {}", target.display()))?;
+            .map_err(|source| DownloadError::ExtractEntry {
+                name,
+                to: target,
+                source,
+            })?;
     }
     Ok(())
 }
@@ -525,7 +692,7 @@ impl TempPath {
             .write(true)
             .create_new(true)
             .open(&path)
-            .with_context(|| format!("creating temporary file {}", path.display()))?;
+            .map_err(io_err("creating temporary file", &path))?;
         Ok(Self {
             path,
             is_dir: false,
@@ -534,8 +701,7 @@ impl TempPath {
 
     fn new_dir(parent: &Path, stem: &str, kind: &str) -> Result<Self> {
         let path = unique_temp_name(parent, stem, kind);
-        fs::create_dir(&path)
-            .with_context(|| format!("creating temporary folder {}", path.display()))?;
+        fs::create_dir(&path).map_err(io_err("creating temporary folder", &path))?;
         Ok(Self { path, is_dir: true })
     }
 

@@ -9,6 +9,8 @@ pub mod sequences;
 pub mod source;
 pub mod synth;
 
+pub use download::DownloadError;
 pub use readers::{Catalog, DataError, Interactions, ReadOptions};
 pub use sequences::{DataSettings, ExampleSet, Sequences, UserHistories};
-pub use source::{load, DataSource, Dataset};
+pub use source::{load, DataSource, Dataset, SourceError};
+pub use synth::SynthError;

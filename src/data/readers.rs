@@ -24,8 +24,37 @@ pub enum DataError {
         #[source]
         source: std::io::Error,
     },
+    /// A header without a column the reader needs. `setting` names the
+    /// `GenericFormat` field that chose the column (None: the format fixes
+    /// it); `suggest_delimiter` is set when the header looks like one column
+    /// holding another delimiter.
+    #[error(
+        "{}:1: header has no column {column:?}{}; columns are {}{}",
+        file.display(),
+        setting.map(|s| format!(" (the {s} setting)")).unwrap_or_default(),
+        columns.join(", "),
+        suggest_delimiter.map(delimiter_hint).unwrap_or_default()
+    )]
+    MissingColumn {
+        file: PathBuf,
+        column: String,
+        setting: Option<&'static str>,
+        columns: Vec<String>,
+        suggest_delimiter: Option<u8>,
+    },
     #[error("{0}")]
     Invalid(String),
+}
+
+/// " (the header is one column holding tabs: set the delimiter to tab)".
+fn delimiter_hint(d: u8) -> String {
+    match d {
+        b'\t' => " (the header is one column holding tabs: set the delimiter to tab)".into(),
+        d => {
+            let c = d as char;
+            format!(" (the header is one column holding `{c}`: set the delimiter to '{c}')")
+        }
+    }
 }
 
 fn io_err(file: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
@@ -520,29 +549,24 @@ fn column(
     path: &Path,
     headers: &csv::ByteRecord,
     name: &str,
-    flag: &str,
+    setting: Option<&'static str>,
 ) -> Result<usize, DataError> {
     headers
         .iter()
         .position(|h| h.trim_ascii() == name.as_bytes())
         .ok_or_else(|| {
-            let have: Vec<String> = headers.iter().map(utf8_or_latin1).collect();
-            let hint = match have.as_slice() {
-                [only] if only.contains('\t') => {
-                    " (the header is one column holding tabs: pass --delimiter tab)"
-                }
-                [only] if only.contains(';') => {
-                    " (the header is one column holding `;`: pass --delimiter ';')"
-                }
-                _ => "",
+            let columns: Vec<String> = headers.iter().map(utf8_or_latin1).collect();
+            let suggest_delimiter = match columns.as_slice() {
+                [only] if only.contains('\t') => Some(b'\t'),
+                [only] if only.contains(';') => Some(b';'),
+                _ => None,
             };
-            DataError::Malformed {
+            DataError::MissingColumn {
                 file: path.to_path_buf(),
-                line: 1,
-                msg: format!(
-                    "header has no column {name:?} (set it with {flag}); columns are {}{hint}",
-                    have.join(", ")
-                ),
+                column: name.to_string(),
+                setting,
+                columns,
+                suggest_delimiter,
             }
         })
 }
@@ -584,10 +608,10 @@ pub fn read_movielens_csv_ratings(
 ) -> Result<Interactions, DataError> {
     let (mut rdr, headers) = open_csv(path, b',')?;
     let cols = [
-        column(path, &headers, "userId", "the file's header")?,
-        column(path, &headers, "movieId", "the file's header")?,
-        column(path, &headers, "rating", "the file's header")?,
-        column(path, &headers, "timestamp", "the file's header")?,
+        column(path, &headers, "userId", None)?,
+        column(path, &headers, "movieId", None)?,
+        column(path, &headers, "rating", None)?,
+        column(path, &headers, "timestamp", None)?,
     ];
     let mut c = Collector::new(opts, path);
     for_each_record(path, &mut rdr, |line, rec| {
@@ -651,8 +675,8 @@ pub fn read_movielens_csv_ratings(
 /// when they hold commas).
 pub fn read_movielens_csv_movies(path: &Path, opts: &ReadOptions) -> Result<Catalog, DataError> {
     let (mut rdr, headers) = open_csv(path, b',')?;
-    let id_col = column(path, &headers, "movieId", "the file's header")?;
-    let title_col = column(path, &headers, "title", "the file's header")?;
+    let id_col = column(path, &headers, "movieId", None)?;
+    let title_col = column(path, &headers, "title", None)?;
     let mut cat = Catalog::default();
     cat.grow_to(0);
     for_each_record(path, &mut rdr, |line, rec| {
@@ -685,11 +709,11 @@ pub fn read_generic(
     opts: &ReadOptions,
 ) -> Result<(Interactions, Catalog), DataError> {
     let (mut rdr, headers) = open_csv(path, delimiter_for(path, fmt.delimiter))?;
-    let user_col = column(path, &headers, &fmt.user_col, "--user-col")?;
-    let item_col = column(path, &headers, &fmt.item_col, "--item-col")?;
-    let time_col = column(path, &headers, &fmt.time_col, "--time-col")?;
+    let user_col = column(path, &headers, &fmt.user_col, Some("user_col"))?;
+    let item_col = column(path, &headers, &fmt.item_col, Some("item_col"))?;
+    let time_col = column(path, &headers, &fmt.time_col, Some("time_col"))?;
     let rating_col = match &fmt.rating_col {
-        Some(name) => Some(column(path, &headers, name, "--rating-col")?),
+        Some(name) => Some(column(path, &headers, name, Some("rating_col"))?),
         None => None,
     };
     let mut item_ids: HashMap<String, u32> = HashMap::new();
@@ -767,8 +791,8 @@ pub fn read_generic(
     }
     if let Some(tpath) = &fmt.titles {
         let (mut trdr, th) = open_csv(tpath, delimiter_for(tpath, fmt.delimiter))?;
-        let ic = column(tpath, &th, &fmt.title_item_col, "--title-item-col")?;
-        let tc = column(tpath, &th, &fmt.title_col, "--title-col")?;
+        let ic = column(tpath, &th, &fmt.title_item_col, Some("title_item_col"))?;
+        let tc = column(tpath, &th, &fmt.title_col, Some("title_col"))?;
         for_each_record(tpath, &mut trdr, |line, rec| {
             match (rec.get(ic), rec.get(tc)) {
                 (Some(k), Some(t)) => {

@@ -3,10 +3,56 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use super::download::{self, DownloadError};
+use super::readers::{self, Catalog, DataError, GenericFormat, Interactions, ReadOptions};
 
-use super::download;
-use super::readers::{self, Catalog, GenericFormat, Interactions, ReadOptions};
+/// Why data could not be found or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{}: no such file or folder", path.display())]
+    NotFound { path: PathBuf },
+    #[error("{}: cannot list the folder", path.display())]
+    ListFolder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{}: no MovieLens files found (expected ratings.dat + movies.dat, u.data + u.item, \
+         or ratings.csv + movies.csv); for another interaction file, pass the file itself",
+        path.display()
+    )]
+    NoMovieLensFiles { path: PathBuf },
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(
+        "{}: no ratings left to use ({lines_read} read, {below_min_rating} below the minimum rating, {skipped_lines} malformed)",
+        path.display()
+    )]
+    NoRatings {
+        path: PathBuf,
+        lines_read: usize,
+        below_min_rating: usize,
+        skipped_lines: usize,
+    },
+    /// A named dataset that is neither cached nor downloadable.
+    #[error("dataset {name}: {}", offline_hint(name))]
+    Fetch {
+        name: String,
+        #[source]
+        source: DownloadError,
+    },
+}
+
+/// What to do when named dataset `name` cannot be fetched.
+pub fn offline_hint(name: &str) -> String {
+    format!(
+        "not in the cache and not downloadable; offline, unzip the release \
+         yourself and pass its folder instead (e.g. `seqrec train path/to/{name}`)"
+    )
+}
+
+type Result<T, E = SourceError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone)]
 pub enum DataSource {
@@ -45,7 +91,9 @@ pub fn detect(path: &Path) -> Result<(Format, PathBuf)> {
         return Ok((Format::Generic, path.to_path_buf()));
     }
     if !path.is_dir() {
-        bail!("{}: no such file or folder", path.display());
+        return Err(SourceError::NotFound {
+            path: path.to_path_buf(),
+        });
     }
     let probe = |dir: &Path| -> Option<Format> {
         if dir.join("ratings.dat").is_file() {
@@ -62,7 +110,10 @@ pub fn detect(path: &Path) -> Result<(Format, PathBuf)> {
         return Ok((f, path.to_path_buf()));
     }
     let subdirs: Vec<PathBuf> = std::fs::read_dir(path)
-        .with_context(|| format!("{}: cannot list the folder", path.display()))?
+        .map_err(|source| SourceError::ListFolder {
+            path: path.to_path_buf(),
+            source,
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_dir())
         .collect();
@@ -71,11 +122,9 @@ pub fn detect(path: &Path) -> Result<(Format, PathBuf)> {
             return Ok((f, only.clone()));
         }
     }
-    bail!(
-        "{}: no MovieLens files found (expected ratings.dat + movies.dat, u.data + u.item, \
-         or ratings.csv + movies.csv); for another interaction file, pass the file itself",
-        path.display()
-    )
+    Err(SourceError::NoMovieLensFiles {
+        path: path.to_path_buf(),
+    })
 }
 
 /// Reads a dataset from a MovieLens folder or interaction file.
@@ -122,13 +171,12 @@ pub fn read_path(path: &Path, generic: &GenericFormat, opts: &ReadOptions) -> Re
     };
     readers::complete_catalog(&mut catalog, &interactions);
     if interactions.is_empty() {
-        bail!(
-            "{}: no ratings left to use ({} read, {} below the minimum rating, {} malformed)",
-            dir.display(),
-            interactions.lines_read,
-            interactions.below_min_rating,
-            interactions.skipped_lines
-        );
+        return Err(SourceError::NoRatings {
+            path: dir,
+            lines_read: interactions.lines_read,
+            below_min_rating: interactions.below_min_rating,
+            skipped_lines: interactions.skipped_lines,
+        });
     }
     Ok(Dataset {
         origin: dir.display().to_string(),
@@ -149,11 +197,11 @@ pub fn load(
     match source {
         DataSource::Path(p) => read_path(p, generic, opts),
         DataSource::Named(name) => {
-            let dir = download::ensure(name, cache_dir, None, show_progress).with_context(|| {
-                format!(
-                    "--dataset {name}: not in the cache and not downloadable; offline, unzip the release \
-                     yourself and pass its folder instead (e.g. `seqrec train path/to/{name}`)"
-                )
+            let dir = download::ensure(name, cache_dir, None, show_progress).map_err(|source| {
+                SourceError::Fetch {
+                    name: name.clone(),
+                    source,
+                }
             })?;
             let mut ds = read_path(&dir, generic, opts)?;
             ds.origin = name.clone();

@@ -30,15 +30,46 @@
 
 use std::fs;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Exp1, StandardNormal};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+
+/// Why synthetic data could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SynthError {
+    /// A `SynthConfig` field out of range; `field` is its name (`users`,
+    /// `max_item_id`, ...).
+    #[error("{field}: {msg}")]
+    Setting { field: &'static str, msg: String },
+    #[error("{}: not a folder", path.display())]
+    NotAFolder { path: PathBuf },
+    /// A file operation: `what` says what failed ("cannot write", ...).
+    #[error("{}: {what}", path.display())]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot encode the summary as JSON")]
+    Json(#[from] serde_json::Error),
+}
+
+type Result<T, E = SynthError> = std::result::Result<T, E>;
+
+fn setting(field: &'static str, msg: String) -> SynthError {
+    SynthError::Setting { field, msg }
+}
+
+fn io_err(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> SynthError {
+    let path = path.to_path_buf();
+    move |source| SynthError::Io { path, what, source }
+}
 
 /// Cut-off of the ranking metrics reported as the ceiling.
 pub const CEILING_K: usize = 10;
@@ -173,79 +204,97 @@ impl SynthConfig {
         ((self.items + size / 2) / size).max(1)
     }
 
-    /// Checks every field; the messages name the command-line flags.
+    /// Checks every field; errors name the field (`SynthError::Setting`).
     pub fn validate(&self) -> Result<()> {
         if self.users == 0 {
-            bail!("--users: expected at least 1, found 0");
+            return Err(setting("users", "expected at least 1, found 0".into()));
         }
         if self.items == 0 {
-            bail!("--items: expected at least 1, found 0");
+            return Err(setting("items", "expected at least 1, found 0".into()));
         }
         let max_id = self.resolved_max_item_id();
         if max_id < self.items as u64 {
-            bail!(
-                "--max-item-id: {max_id} is smaller than --items {}; ids are distinct, so it must be at least the item count",
-                self.items
-            );
+            return Err(setting(
+                "max_item_id",
+                format!(
+                    "{max_id} is smaller than items {}; ids are distinct, so it must be at least the item count",
+                    self.items
+                ),
+            ));
         }
         if max_id >= u32::MAX as u64 {
-            bail!(
-                "--max-item-id: {max_id} is too large (at most {})",
-                u32::MAX - 1
-            );
+            return Err(setting(
+                "max_item_id",
+                format!("{max_id} is too large (at most {})", u32::MAX - 1),
+            ));
         }
         if self.min_user_ratings < MIN_KEPT_PER_USER {
-            bail!(
-                "--min-user-ratings: expected at least {MIN_KEPT_PER_USER} (a test example needs a history), found {}",
-                self.min_user_ratings
-            );
+            return Err(setting(
+                "min_user_ratings",
+                format!(
+                    "expected at least {MIN_KEPT_PER_USER} (a test example needs a history), found {}",
+                    self.min_user_ratings
+                ),
+            ));
         }
         let needed = (self.users as u128) * (self.min_user_ratings as u128);
         if (self.ratings as u128) < needed {
-            bail!(
-                "--ratings: {} is fewer than --users {} x --min-user-ratings {} = {needed}",
-                self.ratings,
-                self.users,
-                self.min_user_ratings
-            );
+            return Err(setting(
+                "ratings",
+                format!(
+                    "{} is fewer than users {} x min_user_ratings {} = {needed}",
+                    self.ratings, self.users, self.min_user_ratings
+                ),
+            ));
         }
         if self.ratings >= u32::MAX as usize {
-            bail!(
-                "--ratings: {} is too many (at most {})",
-                self.ratings,
-                u32::MAX - 1
-            );
+            return Err(setting(
+                "ratings",
+                format!("{} is too many (at most {})", self.ratings, u32::MAX - 1),
+            ));
         }
         if self.cluster_size == 0 {
-            bail!("--cluster-size: expected at least 1, found 0");
+            return Err(setting(
+                "cluster_size",
+                "expected at least 1, found 0".into(),
+            ));
         }
         if self.follow_window == 0 {
-            bail!("--follow-window: expected at least 1, found 0");
+            return Err(setting(
+                "follow_window",
+                "expected at least 1, found 0".into(),
+            ));
         }
-        let finite_nonneg = |name: &str, v: f64| -> Result<()> {
+        let finite_nonneg = |field: &'static str, v: f64| -> Result<()> {
             if !v.is_finite() || v < 0.0 {
-                bail!("{name}: expected a finite number >= 0, found {v}");
+                return Err(setting(
+                    field,
+                    format!("expected a finite number >= 0, found {v}"),
+                ));
             }
             Ok(())
         };
-        finite_nonneg("--length-sigma", self.length_sigma)?;
-        finite_nonneg("--popularity-exponent", self.popularity_exponent)?;
+        finite_nonneg("length_sigma", self.length_sigma)?;
+        finite_nonneg("popularity_exponent", self.popularity_exponent)?;
         finite_nonneg(
-            "--popularity-offset-fraction",
+            "popularity_offset_fraction",
             self.popularity_offset_fraction,
         )?;
-        let probability = |name: &str, v: f64, max: f64| -> Result<()> {
+        let probability = |field: &'static str, v: f64, max: f64| -> Result<()> {
             if !(0.0..=max).contains(&v) {
-                bail!("{name}: expected a probability between 0 and {max}, found {v}");
+                return Err(setting(
+                    field,
+                    format!("expected a probability between 0 and {max}, found {v}"),
+                ));
             }
             Ok(())
         };
-        probability("--stay-prob", self.stay_prob, 1.0)?;
-        probability("--follow-prob", self.follow_prob, 1.0)?;
-        probability("--noise-prob", self.noise_prob, 1.0)?;
-        probability("--tie-prob", self.tie_prob, 1.0)?;
+        probability("stay_prob", self.stay_prob, 1.0)?;
+        probability("follow_prob", self.follow_prob, 1.0)?;
+        probability("noise_prob", self.noise_prob, 1.0)?;
+        probability("tie_prob", self.tie_prob, 1.0)?;
         // Above one half, most lines would be outside the walk.
-        probability("--low-rating-fraction", self.low_rating_fraction, 0.5)?;
+        probability("low_rating_fraction", self.low_rating_fraction, 0.5)?;
         Ok(())
     }
 }
@@ -348,7 +397,7 @@ struct World {
 }
 
 /// Stream 0 builds the world, stream 1 the user lengths, stream 2 + u user u;
-/// separate streams keep, say, the world unchanged when `--users` changes.
+/// separate streams keep, say, the world unchanged when `users` changes.
 fn rng_for(seed: u64, stream: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(stream);
@@ -736,14 +785,13 @@ fn write_atomically(
     fill: impl FnOnce(&mut BufWriter<tempfile::NamedTempFile>) -> Result<()>,
 ) -> Result<()> {
     let tmp = crate::files::temp_file_beside(path)
-        .with_context(|| format!("{}: cannot create a temporary file", path.display()))?;
+        .map_err(io_err(path, "cannot create a temporary file"))?;
     let mut w = BufWriter::with_capacity(1 << 20, tmp);
     fill(&mut w)?;
     let tmp = w
         .into_inner()
-        .map_err(|e| anyhow::anyhow!("{}: cannot write: {}", path.display(), e.error()))?;
-    crate::files::persist(tmp, path)
-        .with_context(|| format!("{}: cannot move into place", path.display()))
+        .map_err(|e| io_err(path, "cannot write")(e.into_error()))?;
+    crate::files::persist(tmp, path).map_err(io_err(path, "cannot move into place"))
 }
 
 fn progress_bar(total: u64, show: bool) -> indicatif::ProgressBar {
@@ -774,10 +822,11 @@ pub fn generate(cfg: &SynthConfig, out_dir: &Path, show_progress: bool) -> Resul
     cfg.max_item_id = Some(cfg.resolved_max_item_id() as u32);
     let cfg = cfg;
 
-    fs::create_dir_all(out_dir)
-        .with_context(|| format!("{}: cannot create the folder", out_dir.display()))?;
+    fs::create_dir_all(out_dir).map_err(io_err(out_dir, "cannot create the folder"))?;
     if !out_dir.is_dir() {
-        bail!("{}: not a folder", out_dir.display());
+        return Err(SynthError::NotAFolder {
+            path: out_dir.to_path_buf(),
+        });
     }
 
     let world = World::build(&cfg);
@@ -790,7 +839,8 @@ pub fn generate(cfg: &SynthConfig, out_dir: &Path, show_progress: bool) -> Resul
     let mut kept_lengths = Vec::with_capacity(cfg.users);
     let mut final_states = Vec::with_capacity(cfg.users);
     let mut ratings_low = 0usize;
-    write_atomically(&out_dir.join("ratings.dat"), |w| {
+    let ratings_path = out_dir.join("ratings.dat");
+    write_atomically(&ratings_path, |w| {
         let mut first_user = 0;
         while first_user < cfg.users {
             let mut end = first_user;
@@ -805,7 +855,7 @@ pub fn generate(cfg: &SynthConfig, out_dir: &Path, show_progress: bool) -> Resul
                 .collect();
             for out in outputs {
                 w.write_all(&out.bytes)
-                    .context("ratings.dat: cannot write")?;
+                    .map_err(io_err(&ratings_path, "cannot write"))?;
                 let (history, _test) = out.walk.split_at(out.walk.len() - 1);
                 for &i in history {
                     train_counts[i as usize] += 1;
@@ -824,7 +874,8 @@ pub fn generate(cfg: &SynthConfig, out_dir: &Path, show_progress: bool) -> Resul
     })?;
     pb.finish_and_clear();
 
-    write_atomically(&out_dir.join("movies.dat"), |w| {
+    let movies_path = out_dir.join("movies.dat");
+    write_atomically(&movies_path, |w| {
         let mut line = Vec::with_capacity(96);
         for (i, &id) in world.ids.iter().enumerate() {
             let s = world.item_state[i];
@@ -842,7 +893,8 @@ pub fn generate(cfg: &SynthConfig, out_dir: &Path, show_progress: bool) -> Resul
             line.extend_from_slice(b")::");
             line.extend_from_slice(c.genres.as_bytes());
             line.push(b'\n');
-            w.write_all(&line).context("movies.dat: cannot write")?;
+            w.write_all(&line)
+                .map_err(io_err(&movies_path, "cannot write"))?;
         }
         Ok(())
     })?;
@@ -910,10 +962,11 @@ pub fn generate(cfg: &SynthConfig, out_dir: &Path, show_progress: bool) -> Resul
         config: cfg,
     };
     let json = serde_json::to_string_pretty(&summary)?;
-    write_atomically(&out_dir.join("synth.json"), |w| {
+    let json_path = out_dir.join("synth.json");
+    write_atomically(&json_path, |w| {
         w.write_all(json.as_bytes())
             .and_then(|_| w.write_all(b"\n"))
-            .context("synth.json: cannot write")
+            .map_err(io_err(&json_path, "cannot write"))
     })?;
     Ok(SynthSummary {
         seconds: started.elapsed().as_secs_f64(),

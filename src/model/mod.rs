@@ -11,6 +11,8 @@
 
 pub mod batch;
 pub mod embedding;
+#[cfg(test)]
+mod gradcheck;
 pub mod gru;
 pub mod loss;
 pub mod params;

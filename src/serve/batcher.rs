@@ -27,7 +27,20 @@ use crate::retrieval::Scored;
 
 /// What went wrong while scoring (a panic in the scoring code, or the
 /// scorer gone): the request gets a 500, the service goes on.
-pub type ScoreResult = Result<Vec<Scored>, String>;
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScoreError {
+    /// The scoring code panicked; the panic's message.
+    #[error("scoring failed: {0}")]
+    Panicked(String),
+    #[error("the scoring task ended without an answer")]
+    NoAnswer,
+    #[error("the scorer has stopped")]
+    Stopped,
+    #[error("the scorer dropped the request")]
+    Dropped,
+}
+
+pub type ScoreResult = Result<Vec<Scored>, ScoreError>;
 
 /// One history to score.
 pub struct ScoreRequest {
@@ -46,7 +59,7 @@ struct Job {
 
 /// Runs `f` on rayon's global pool and hands back its result; a panic
 /// becomes an error instead of aborting the process.
-pub async fn on_pool<T, F>(f: F) -> Result<T, String>
+pub async fn on_pool<T, F>(f: F) -> Result<T, ScoreError>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
@@ -56,17 +69,16 @@ where
         let r = catch_unwind(AssertUnwindSafe(f)).map_err(|p| panic_message(&p));
         let _ = tx.send(r);
     });
-    rx.await
-        .unwrap_or_else(|_| Err("the scoring task ended without an answer".into()))
+    rx.await.unwrap_or(Err(ScoreError::NoAnswer))
 }
 
-fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> ScoreError {
     let what = p
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown cause".into());
-    format!("scoring failed: {what}")
+    ScoreError::Panicked(what)
 }
 
 /// Counts of what the scorers did, for the logs and the load test.
@@ -119,7 +131,7 @@ impl Scorer {
             reply: tx,
         };
         if let Err(mpsc::SendError(job)) = self.tx.send(job) {
-            let _ = job.reply.send(Err("the scorer has stopped".to_string()));
+            let _ = job.reply.send(Err(ScoreError::Stopped));
         }
         rx
     }
@@ -189,9 +201,9 @@ fn score(mut batch: Vec<Job>) -> u64 {
                 }
             }
             Err(p) => {
-                let msg = panic_message(&p);
+                let err = panic_message(&p);
                 for job in group {
-                    let _ = job.reply.send(Err(msg.clone()));
+                    let _ = job.reply.send(Err(err.clone()));
                 }
             }
         }

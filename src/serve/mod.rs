@@ -21,7 +21,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use axum::body::{Body, HttpBody};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -34,13 +33,68 @@ use tracing::level_filters::LevelFilter;
 use tracing::{debug, error, info, warn};
 
 use api::{json_response, ApiError};
-use batcher::{on_pool, ScoreRequest, Scorer};
-use model::{file_stamp, Loaded, ModelSlot};
+use batcher::{on_pool, ScoreError, ScoreRequest, Scorer};
+use model::{file_stamp, Loaded, ModelError, ModelSlot};
 
 use crate::retrieval::Scored;
 
 /// The OpenAPI 3 description of the service, served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Why the service could not start or stopped, or a reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot handle {signal}")]
+    Signal {
+        signal: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The task loading the first model did not finish.
+    #[error("loading the model failed")]
+    LoadTask(#[source] tokio::task::JoinError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("cannot start the scorer threads")]
+    Scorer(#[source] std::io::Error),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the address listened on")]
+    LocalAddr(#[source] std::io::Error),
+    #[error("the server task failed")]
+    ServerTask(#[source] tokio::task::JoinError),
+    #[error("the server failed")]
+    Server(#[source] std::io::Error),
+    /// A reload that did not happen; `reason` is the whole chain of causes,
+    /// since this message is what the log and `POST /v1/admin/reload` show.
+    #[error("{why}: reload of {path} refused: {reason}; still serving generation {serving}")]
+    ReloadRefused {
+        why: String,
+        path: String,
+        reason: String,
+        serving: u64,
+    },
+}
+
+type Result<T, E = ServeError> = std::result::Result<T, E>;
+
+/// An error and its causes on one line, `outer: inner: ...`.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
 
 /// Everything `seqrec serve` is told.
 #[derive(Debug, Clone)]
@@ -112,10 +166,10 @@ impl AppState {
             .scorer
             .submit(req)
             .await
-            .unwrap_or_else(|_| Err("the scorer dropped the request".into()));
-        found.map_err(|m| {
-            error!("{m}");
-            ApiError::internal(m)
+            .unwrap_or(Err(ScoreError::Dropped));
+        found.map_err(|e| {
+            error!("{e}");
+            ApiError::internal(e.to_string())
         })
     }
 }
@@ -264,7 +318,7 @@ async fn recommend_many(app: &AppState, body: Body) -> Result<Response, ApiError
         .await
         .map_err(|e| {
             error!("{e}");
-            ApiError::internal(e)
+            ApiError::internal(e.to_string())
         })?;
     let mut out = Vec::with_capacity(64 + found.iter().map(|f| 96 * f.len() + 16).sum::<usize>());
     out.extend_from_slice(b"{\"results\":[");
@@ -368,9 +422,12 @@ async fn admin_reload(State(app): State<Shared>) -> Response {
             StatusCode::OK,
             format!("{{\"reloaded\":true,\"model\":{}}}", m.summary_json).into_bytes(),
         ),
-        Err(msg) => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "reload_failed", msg).into_response()
-        }
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "reload_failed",
+            e.to_string(),
+        )
+        .into_response(),
     }
 }
 
@@ -424,15 +481,16 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     r
 }
 
-/// Reloads the model file off the runtime and logs what happened; the error
-/// is the message logged.
-async fn reload(models: Arc<ModelSlot>, why: &str) -> Result<Arc<Loaded>, String> {
+/// Reloads the model file off the runtime and logs what happened; the
+/// error's message is the one logged.
+async fn reload(models: Arc<ModelSlot>, why: &str) -> Result<Arc<Loaded>> {
     let path = models.path().display().to_string();
     let m = models.clone();
-    let result = tokio::task::spawn_blocking(move || m.reload())
-        .await
-        .map_err(|e| anyhow::anyhow!("the reload task failed: {e}"))
-        .and_then(|r| r);
+    let result = match tokio::task::spawn_blocking(move || m.reload()).await {
+        Ok(Ok(loaded)) => Ok(loaded),
+        Ok(Err(e)) => Err(with_causes(&e)),
+        Err(e) => Err(format!("the reload task failed: {e}")),
+    };
     match result {
         Ok(loaded) => {
             info!(
@@ -441,13 +499,15 @@ async fn reload(models: Arc<ModelSlot>, why: &str) -> Result<Arc<Loaded>, String
             );
             Ok(loaded)
         }
-        Err(e) => {
-            let msg = format!(
-                "{why}: reload of {path} refused: {e:#}; still serving generation {}",
-                models.get().generation
-            );
-            error!("{msg}");
-            Err(msg)
+        Err(reason) => {
+            let e = ServeError::ReloadRefused {
+                why: why.to_string(),
+                path,
+                reason,
+                serving: models.get().generation,
+            };
+            error!("{e}");
+            Err(e)
         }
     }
 }
@@ -479,7 +539,7 @@ pub fn run(cfg: ServeConfig) -> Result<()> {
         .enable_all()
         .thread_name("seqrec-io")
         .build()
-        .context("cannot start the async runtime")?;
+        .map_err(ServeError::Runtime)?;
     let result = rt.block_on(serve(cfg));
     rt.shutdown_timeout(Duration::from_secs(1));
     result
@@ -488,15 +548,21 @@ pub fn run(cfg: ServeConfig) -> Result<()> {
 async fn serve(cfg: ServeConfig) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     // Handlers first: a SIGHUP right after the ready line must not kill us.
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let handle = |kind: SignalKind, name: &'static str| {
+        signal(kind).map_err(|source| ServeError::Signal {
+            signal: name,
+            source,
+        })
+    };
+    let mut sigint = handle(SignalKind::interrupt(), "SIGINT")?;
+    let mut sigterm = handle(SignalKind::terminate(), "SIGTERM")?;
+    let mut sighup = handle(SignalKind::hangup(), "SIGHUP")?;
 
     let path = cfg.model.clone();
     let models = Arc::new(
         tokio::task::spawn_blocking(move || ModelSlot::load(path))
             .await
-            .context("loading the model failed")??,
+            .map_err(ServeError::LoadTask)??,
     );
 
     let score_threads = if cfg.score_threads > 0 {
@@ -505,7 +571,7 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
         (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1)
     };
     let scorer = Scorer::start(score_threads, cfg.batch_window, cfg.batch_max)
-        .context("cannot start the scorer threads")?;
+        .map_err(ServeError::Scorer)?;
     let stats = scorer.stats.clone();
     let state = Arc::new(AppState {
         models: models.clone(),
@@ -519,8 +585,11 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
 
     let listener = tokio::net::TcpListener::bind(&cfg.addr)
         .await
-        .with_context(|| format!("cannot listen on {}", cfg.addr))?;
-    let local: SocketAddr = listener.local_addr()?;
+        .map_err(|source| ServeError::Listen {
+            addr: cfg.addr.clone(),
+            source,
+        })?;
+    let local: SocketAddr = listener.local_addr().map_err(ServeError::LocalAddr)?;
 
     {
         let models = models.clone();
@@ -585,7 +654,7 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
     let grace = cfg.shutdown_grace;
     tokio::select! {
         r = &mut server => {
-            r.context("the server task failed")?.context("the server failed")?;
+            r.map_err(ServeError::ServerTask)?.map_err(ServeError::Server)?;
             let (calls, requests) = (
                 stats.calls.load(std::sync::atomic::Ordering::Relaxed),
                 stats.requests.load(std::sync::atomic::Ordering::Relaxed),

@@ -7,11 +7,28 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, Result};
 use serde_json::{json, Value};
 
-use crate::checkpoint::{self, FORMAT, FORMAT_VERSION};
+use crate::checkpoint::{self, CheckpointError, FORMAT, FORMAT_VERSION};
 use crate::retrieval::recommender::Recommender;
+
+/// Why a model file could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// Reading the file panicked.
+    #[error("{}: the model file could not be read", path.display())]
+    Unreadable { path: PathBuf },
+    /// Building the recommender from the file panicked.
+    #[error(
+        "{}: the model file is inconsistent (building the recommender failed)",
+        path.display()
+    )]
+    Inconsistent { path: PathBuf },
+}
+
+type Result<T, E = ModelError> = std::result::Result<T, E>;
 
 /// One loaded model file.
 pub struct Loaded {
@@ -31,8 +48,11 @@ fn unix_seconds(t: SystemTime) -> Option<u64> {
 impl Loaded {
     /// Reads and checks a model file; never panics on a bad file.
     pub fn load(path: &Path, generation: u64) -> Result<Loaded> {
-        let saved = std::panic::catch_unwind(|| checkpoint::load(path))
-            .map_err(|_| anyhow!("{}: the model file could not be read", path.display()))??;
+        let saved = std::panic::catch_unwind(|| checkpoint::load(path)).map_err(|_| {
+            ModelError::Unreadable {
+                path: path.to_path_buf(),
+            }
+        })??;
         let items = saved.catalog.num_items();
         let epochs = saved.state.history.len();
         let spec = &saved.spec;
@@ -67,10 +87,9 @@ impl Loaded {
             "item_keys": saved.catalog.keys.is_some(),
         });
         let rec = std::panic::catch_unwind(move || Recommender::new(saved)).map_err(|_| {
-            anyhow!(
-                "{}: the model file is inconsistent (building the recommender failed)",
-                path.display()
-            )
+            ModelError::Inconsistent {
+                path: path.to_path_buf(),
+            }
         })?;
         Ok(Loaded {
             rec,

@@ -98,3 +98,53 @@ impl AdamW {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn adamw_matches_the_keras_update() {
+        let cfg = crate::model::ModelOptions {
+            embedding_dim: 2,
+            context_len: 1,
+            ..Default::default()
+        }
+        .spec(3);
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let mut params = Params::init(&cfg, 1);
+        let mut opt = AdamW::new(AdamWConfig::default(), &cfg);
+        let c = AdamWConfig::default();
+        let mut want: Vec<f64> = params.query_embedding.iter().map(|&x| x as f64).collect();
+        let (mut m, mut s) = (vec![0.0f64; want.len()], vec![0.0f64; want.len()]);
+        for step in 1..=3 {
+            let mut grads = Params::zeros(&cfg);
+            for t in grads.tensors_mut() {
+                for g in t.iter_mut() {
+                    *g = rng.random_range(-1.0..1.0);
+                }
+            }
+            opt.apply(&mut params, &grads, c.learning_rate);
+            let (lr, b1, b2, eps, wd) = (
+                c.learning_rate as f64,
+                c.beta_1 as f64,
+                c.beta_2 as f64,
+                c.epsilon as f64,
+                c.weight_decay as f64,
+            );
+            let alpha = lr * (1.0 - b2.powi(step)).sqrt() / (1.0 - b1.powi(step));
+            for i in 0..want.len() {
+                let g = grads.query_embedding[i] as f64;
+                want[i] -= lr * wd * want[i];
+                m[i] = b1 * m[i] + (1.0 - b1) * g;
+                s[i] = b2 * s[i] + (1.0 - b2) * g * g;
+                want[i] -= alpha * m[i] / (s[i].sqrt() + eps);
+            }
+        }
+        for (a, w) in params.query_embedding.iter().zip(&want) {
+            assert!((*a as f64 - w).abs() < 1e-6, "{a} vs {w}");
+        }
+    }
+}

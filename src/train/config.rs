@@ -336,3 +336,58 @@ impl Settings {
 fn to_table<T: Serialize>(value: &T) -> Result<toml::Table, SettingError> {
     toml::Table::try_from(value).map_err(|e| setting_error("config", e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learning_rate_schedules() {
+        let cfg = TrainConfig {
+            learning_rate: 1.0,
+            warmup_steps: 10,
+            lr_schedule: LrSchedule::Cosine,
+            min_lr_ratio: 0.1,
+            ..TrainConfig::default()
+        };
+        assert!((cfg.learning_rate_at(0, 110) - 0.1).abs() < 1e-6);
+        assert!((cfg.learning_rate_at(9, 110) - 1.0).abs() < 1e-6);
+        assert!((cfg.learning_rate_at(10, 110) - 1.0).abs() < 1e-6);
+        assert!((cfg.learning_rate_at(60, 110) - 0.55).abs() < 1e-6);
+        assert!((cfg.learning_rate_at(110, 110) - 0.1).abs() < 1e-6);
+        let linear = TrainConfig {
+            lr_schedule: LrSchedule::Linear,
+            ..cfg.clone()
+        };
+        assert!((linear.learning_rate_at(60, 110) - 0.55).abs() < 1e-6);
+        assert!((linear.learning_rate_at(35, 110) - 0.775).abs() < 1e-6);
+        let constant = TrainConfig::default();
+        assert_eq!(constant.learning_rate_at(500, 1000), constant.learning_rate);
+    }
+
+    #[test]
+    fn a_toml_overlay_sets_only_its_keys_and_names_unknown_ones() {
+        let best = Settings::default().preset("best").unwrap();
+        let s = best
+            .overlay_toml("epochs = 3\nshuffle = false\npadding = \"right\"\n")
+            .unwrap();
+        assert_eq!((s.train.epochs, s.train.shuffle), (3, false));
+        assert_eq!(s.model.padding, Padding::Right);
+        assert!(
+            s.model.mask_padding && s.train.validation,
+            "untouched keys keep the preset's"
+        );
+        let err = best.overlay_toml("epoch = 3\n").unwrap_err();
+        assert_eq!(err.key, "epoch");
+        let err = best.overlay_toml("epochs = \"three\"\n").unwrap_err();
+        assert!(err.to_string().contains("epochs"), "{err}");
+        // What `--print-config` prints reads back as the same settings.
+        let text = s.to_toml().unwrap();
+        assert_eq!(Settings::default().overlay_toml(&text).unwrap(), s);
+        // Validation names the key.
+        let zero = Settings::default()
+            .overlay_toml("context_len = 0\n")
+            .unwrap();
+        assert_eq!(zero.validate().unwrap_err().key, "context_len");
+    }
+}

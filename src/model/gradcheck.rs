@@ -4,12 +4,10 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use seqrec::model::gru::{self, GruCache, GruGradScratch, GruShape};
-use seqrec::model::loss::{self, LossGrads, LossInputs};
-use seqrec::model::{
-    embedding, Batch, Model, ModelOptions, ModelSpec, Params, StepOptions, Workspace,
-};
-use seqrec::train::adamw::{AdamW, AdamWConfig};
+
+use super::gru::{self, GruCache, GruGradScratch, GruShape};
+use super::loss::{self, LossGrads, LossInputs};
+use super::{embedding, Batch, Model, ModelOptions, ModelSpec, Params, StepOptions, Workspace};
 
 fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
@@ -526,8 +524,8 @@ fn whole_training_step_matches_finite_differences() {
         };
         if extras {
             let (mut im, mut om) = (Vec::new(), Vec::new());
-            seqrec::model::dropout_mask(&mut im, v * d, 0.3, 77);
-            seqrec::model::dropout_mask(&mut om, size * d, 0.2, 77 ^ 0x5EED_0F0D_D0D0_5EED);
+            super::dropout_mask(&mut im, v * d, 0.3, 77);
+            super::dropout_mask(&mut om, size * d, 0.2, 77 ^ 0x5EED_0F0D_D0D0_5EED);
             assert!(
                 im.contains(&0.0) && om.contains(&0.0),
                 "the masks drop something"
@@ -562,7 +560,7 @@ fn whole_training_step_matches_finite_differences() {
             assert!((sum / size as f64 - got).abs() < 1e-6);
         }
         for (i, g) in grads.tensors().iter().enumerate() {
-            let name = seqrec::model::TENSOR_NAMES[i];
+            let name = super::TENSOR_NAMES[i];
             if shared && name == "candidate_embedding" {
                 // Unused with a shared table: its gradient went to the query table.
                 assert!(g.iter().all(|&x| x == 0.0));
@@ -576,44 +574,6 @@ fn whole_training_step_matches_finite_differences() {
                 loss
             });
         }
-    }
-}
-
-#[test]
-fn adamw_matches_the_keras_update() {
-    let cfg = spec(3, 2, 1);
-    let mut rng = ChaCha8Rng::seed_from_u64(9);
-    let mut params = Params::init(&cfg, 1);
-    let mut opt = AdamW::new(AdamWConfig::default(), &cfg);
-    let c = AdamWConfig::default();
-    let mut want: Vec<f64> = params.query_embedding.iter().map(|&x| x as f64).collect();
-    let (mut m, mut s) = (vec![0.0f64; want.len()], vec![0.0f64; want.len()]);
-    for step in 1..=3 {
-        let mut grads = Params::zeros(&cfg);
-        for t in grads.tensors_mut() {
-            for g in t.iter_mut() {
-                *g = rng.random_range(-1.0..1.0);
-            }
-        }
-        opt.apply(&mut params, &grads, c.learning_rate);
-        let (lr, b1, b2, eps, wd) = (
-            c.learning_rate as f64,
-            c.beta_1 as f64,
-            c.beta_2 as f64,
-            c.epsilon as f64,
-            c.weight_decay as f64,
-        );
-        let alpha = lr * (1.0 - b2.powi(step)).sqrt() / (1.0 - b1.powi(step));
-        for i in 0..want.len() {
-            let g = grads.query_embedding[i] as f64;
-            want[i] -= lr * wd * want[i];
-            m[i] = b1 * m[i] + (1.0 - b1) * g;
-            s[i] = b2 * s[i] + (1.0 - b2) * g * g;
-            want[i] -= alpha * m[i] / (s[i].sqrt() + eps);
-        }
-    }
-    for (a, w) in params.query_embedding.iter().zip(&want) {
-        assert!((*a as f64 - w).abs() < 1e-6, "{a} vs {w}");
     }
 }
 
@@ -643,38 +603,6 @@ fn keras_initialisers() {
         .iter()
         .chain(&p.recurrent_bias)
         .all(|&x| x == 0.0));
-}
-
-#[test]
-fn fast_exp_sigmoid_and_tanh_are_accurate() {
-    use seqrec::kernels::{exp_in_place, fast_exp, sigmoid, tanh};
-    let xs: Vec<f32> = (0..200_000)
-        .map(|i| -87.0 + 175.0 * i as f32 / 200_000.0)
-        .collect();
-    let mut ys = xs.clone();
-    exp_in_place(&mut ys);
-    for (&x, &y) in xs.iter().zip(&ys) {
-        let want = (x as f64).exp();
-        assert!(
-            ((y as f64 - want) / want).abs() < 3e-7,
-            "exp({x}) = {y}, want {want}"
-        );
-        assert_eq!(y, fast_exp(x), "the dispatched and plain kernels agree");
-    }
-    // Clamped, never infinite or NaN, at the ends.
-    assert!(fast_exp(-1e9) >= 0.0 && fast_exp(-1e9) < 1e-37);
-    assert!(fast_exp(1e9).is_finite());
-    for i in -2000..=2000 {
-        let x = i as f32 * 0.01;
-        assert!(
-            (sigmoid(x) as f64 - 1.0 / (1.0 + (-(x as f64)).exp())).abs() < 1e-6,
-            "sigmoid({x})"
-        );
-        assert!(
-            (tanh(x) as f64 - (x as f64).tanh()).abs() < 1e-6,
-            "tanh({x})"
-        );
-    }
 }
 
 /// A spec of the reference's options with these sizes.
