@@ -24,32 +24,28 @@ use crate::train::{self, Event, LrSchedule, Settings, TrainConfig};
 
 /// The model's options, as flags. Each is named as its config key; unset
 /// flags leave the value of the defaults, preset or config file (see
-/// `--print-config` for the values in effect).
+/// `--print-config` for the values in effect). They reach the settings as a
+/// TOML table (TOML has no null, so unset flags are simply absent), through
+/// the same overlay as a config file.
 #[derive(Args, Debug, Default, Serialize)]
 pub struct ModelFlags {
     /// Embedding and GRU size.
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub embedding_dim: Option<usize>,
     /// Items of history the model reads (MAX_CONTEXT_LENGTH).
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub context_len: Option<usize>,
     /// Padding side of short contexts.
     #[arg(long, value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub padding: Option<Padding>,
     /// Padding steps leave the GRU state unchanged.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub mask_padding: Option<bool>,
     /// One item table for the query input and the candidates.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub shared_embeddings: Option<bool>,
     /// The query tower (only gru today).
     #[arg(long, value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tower: Option<QueryTower>,
 }
 
@@ -58,83 +54,63 @@ pub struct ModelFlags {
 pub struct TrainFlags {
     /// Epochs to train.
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub epochs: Option<usize>,
     /// Training batch size.
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<usize>,
     /// Batch size of the val_loss pass.
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub test_batch_size: Option<usize>,
     /// AdamW learning rate.
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub learning_rate: Option<f32>,
     /// AdamW decoupled weight decay.
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub weight_decay: Option<f32>,
     /// Seed of every random choice.
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     /// Worker threads (0: one per core).
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
     /// Report HR@10 and NDCG@10 (seen items excluded) on the test examples every N epochs.
     #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub eval_every: Option<usize>,
     /// Shuffle the train examples every epoch (seeded).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub shuffle: Option<bool>,
     /// In-batch negatives holding the row's own label get no probability.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub remove_accidental_hits: Option<bool>,
     /// Subtract each negative's log sampling probability from its logit.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub logq_correction: Option<bool>,
     /// Extra negatives per batch, drawn by popularity^alpha and shared by all rows.
     #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub negatives: Option<usize>,
     /// The exponent alpha of the extra negatives' sampler.
     #[arg(long, value_name = "ALPHA")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub negative_alpha: Option<f32>,
     /// Dropout on the input embeddings.
     #[arg(long, value_name = "P")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub dropout_input: Option<f32>,
     /// Dropout on the GRU output.
     #[arg(long, value_name = "P")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub dropout_output: Option<f32>,
     /// Linear learning-rate warm-up over this many steps.
     #[arg(long, value_name = "STEPS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub warmup_steps: Option<usize>,
     /// Learning-rate decay after warm-up.
     #[arg(long, value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub lr_schedule: Option<LrSchedule>,
     /// The decayed learning rate ends at this fraction of the peak.
     #[arg(long, value_name = "RATIO")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub min_lr_ratio: Option<f32>,
     /// Carve a validation split from train (each user's second-to-last item) and keep the epoch with the best validation NDCG@10.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub validation: Option<bool>,
     /// Stop after N epochs without a better validation NDCG@10 (needs --validation).
     #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub patience: Option<usize>,
 }
 

@@ -317,6 +317,15 @@ impl Settings {
     pub fn to_toml(&self) -> Result<String, SettingError> {
         let mut table = to_table(&self.model)?;
         table.extend(to_table(&self.train)?);
+        // Every float setting is an f32: print its shortest form (0.9, not
+        // 0.8999999761581421), which reads back as the same f32.
+        for (_, value) in table.iter_mut() {
+            if let toml::Value::Float(x) = value {
+                if let Ok(short) = (*x as f32).to_string().parse::<f64>() {
+                    *x = short;
+                }
+            }
+        }
         toml::to_string(&table).map_err(|e| setting_error("config", e.to_string()))
     }
 
