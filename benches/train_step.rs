@@ -11,7 +11,9 @@ use seqrec::data::readers::{GenericFormat, ReadOptions};
 use seqrec::data::synth::{generate, SynthConfig};
 use seqrec::data::{source, Sequences};
 use seqrec::kernels::{matmul, Mat, Output};
-use seqrec::model::{fill_batch, Batch, Model, ModelOptions, Params, StepOptions, Workspace};
+use seqrec::model::{
+    fill_batch, Batch, Grads, Model, ModelOptions, Params, StepOptions, Workspace,
+};
 use seqrec::train::adamw::AdamW;
 use seqrec::train::TrainConfig;
 
@@ -74,7 +76,7 @@ fn main() {
     pool.install(|| {
         let mut params = Params::init(&model_cfg, 1);
         let mut opt = AdamW::new(cfg.optimizer(), &model_cfg);
-        let mut grads = Params::zeros(&model_cfg);
+        let mut grads = Grads::zeros(&model_cfg);
         let mut ws = Workspace::default();
         let mut batch = Batch::default();
         let mut step_s = Vec::new();
@@ -95,7 +97,7 @@ fn main() {
             let tl = Instant::now();
             model.backward(&mut ws, &mut grads, &step);
             let t1 = Instant::now();
-            opt.apply(&mut params, &grads, cfg.learning_rate);
+            opt.apply(&mut params, &grads, cfg.learning_rate, cfg.optimizer);
             let t2 = Instant::now();
             if i >= 3 {
                 step_s.push((t2 - t0).as_secs_f64());

@@ -16,6 +16,7 @@ use crate::checkpoint;
 use crate::eval;
 use crate::model::{Padding, QueryTower};
 use crate::retrieval::recommender::Recommender;
+use crate::train::adamw::Optimizer;
 use crate::train::{self, Event, LrSchedule, Settings, TrainConfig};
 
 // Switches take `--NAME` or `--NAME=true` to turn on and `--NAME=false` to
@@ -67,6 +68,9 @@ pub struct TrainFlags {
     /// AdamW decoupled weight decay.
     #[arg(long)]
     pub weight_decay: Option<f32>,
+    /// How the embedding tables are updated: every row each step (adamw, the reference) or only the rows a step touched (lazy-adamw, for big catalogues).
+    #[arg(long, value_enum)]
+    pub optimizer: Option<Optimizer>,
     /// Seed of every random choice.
     #[arg(long)]
     pub seed: Option<u64>,

@@ -7,7 +7,9 @@ use rand_chacha::ChaCha8Rng;
 
 use super::gru::{self, GruCache, GruGradScratch, GruShape};
 use super::loss::{self, LossGrads, LossInputs};
-use super::{embedding, Batch, Model, ModelOptions, ModelSpec, Params, StepOptions, Workspace};
+use super::{
+    embedding, Batch, Grads, Model, ModelOptions, ModelSpec, Params, StepOptions, Workspace,
+};
 
 fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
@@ -547,9 +549,17 @@ fn whole_training_step_matches_finite_differences() {
             params: &params,
             threads,
         };
-        let mut grads = Params::zeros(&cfg);
+        let mut sparse = Grads::zeros(&case_spec);
         let mut ws = Workspace::default();
-        let got = model.loss_and_grads(&mut ws, &batch, &mut grads, &step);
+        let got = model.loss_and_grads(&mut ws, &batch, &mut sparse, &step);
+        for rows in [&sparse.query_embedding, &sparse.candidate_embedding] {
+            let mut ids = rows.ids.clone();
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(ids.len(), rows.ids.len(), "case {case}: each row once");
+            assert_eq!(rows.values.len(), rows.ids.len() * d);
+        }
+        let grads = sparse.to_dense(&case_spec);
         let want = ref_model_loss(&p64, &batch, v, d, l, &ref_opts);
         assert!(
             (got - want).abs() < 1e-5,

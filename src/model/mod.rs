@@ -23,9 +23,10 @@ use rayon::prelude::*;
 use crate::kernels;
 
 pub use batch::{fill_batch, history_before, Batch};
+pub use embedding::{SparseRows, TouchedRows};
 use gru::{GruCache, GruGradScratch, GruShape};
 use loss::{LossGrads, LossInputs};
-pub use params::{orthogonal, Params, TENSOR_NAMES};
+pub use params::{orthogonal, Grads, Params, TENSOR_NAMES};
 pub use spec::{ModelOptions, ModelSpec, Padding, QueryTower, SpecError};
 
 /// What a training step adds to the reference's loss; `Default` is the
@@ -51,23 +52,36 @@ pub struct StepOptions<'a> {
     pub dropout_seed: u64,
 }
 
-/// A keep-mask scaled by `1 / (1 - p)`, from a counter-based hash so it is
-/// the same whatever the thread count.
-pub fn dropout_mask(out: &mut Vec<f32>, n: usize, p: f32, seed: u64) {
-    let keep = 1.0 / (1.0 - p);
+/// Element `i` of a dropout keep-mask: `1 / (1 - p)` or 0, from a
+/// counter-based hash of `(seed, i)`, so it is the same whatever the thread
+/// count or the rows computed.
+fn dropout_keep(seed: u64, i: u64, p: f32) -> f32 {
     let threshold = (p as f64 * u32::MAX as f64) as u32;
+    let mut z = seed.wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    if (z >> 32) as u32 >= threshold {
+        1.0 / (1.0 - p)
+    } else {
+        0.0
+    }
+}
+
+/// A keep-mask of `n` elements scaled by `1 / (1 - p)`.
+pub fn dropout_mask(out: &mut Vec<f32>, n: usize, p: f32, seed: u64) {
     out.clear();
-    out.extend((0..n as u64).map(|i| {
-        let mut z = seed.wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        if (z >> 32) as u32 >= threshold {
-            keep
-        } else {
-            0.0
-        }
-    }));
+    out.extend((0..n as u64).map(|i| dropout_keep(seed, i, p)));
+}
+
+/// The rows `ids` of the keep-mask of a `vocab x cols` table
+/// (`ids.len() x cols`): the same values `dropout_mask` gives those rows.
+pub fn dropout_mask_rows(out: &mut Vec<f32>, ids: &[u32], cols: usize, p: f32, seed: u64) {
+    out.clear();
+    for &id in ids {
+        let start = id as u64 * cols as u64;
+        out.extend((0..cols as u64).map(|j| dropout_keep(seed, start + j, p)));
+    }
 }
 
 /// Inverted dropout in place, `x ⊙= mask`, with a mask from `dropout_mask`.
@@ -118,7 +132,7 @@ pub struct TowerChunk {
     mask: Vec<f32>,
     cache: GruCache,
     scratch: GruGradScratch,
-    /// `V x 3D`, this chunk's share of the projected table's gradient.
+    /// `U x 3D`, this chunk's share of the projected rows' gradient.
     d_projected: Vec<f32>,
     /// `D x 3D` and `3D`.
     d_recurrent: Vec<f32>,
@@ -175,16 +189,23 @@ impl TowerChunk {
         self.cache.output(self.shape(spec))
     }
 
-    /// Back-propagates `d_out` (`rows x D`) into this chunk's accumulators.
-    fn backward(&mut self, spec: &ModelSpec, params: &Params, d_out: &[f32]) {
-        let (v, d) = (spec.vocab_size, spec.dim);
+    /// Back-propagates `d_out` (`rows x D`) into this chunk's accumulators;
+    /// `projected_rows` is `U`, the rows of the table `forward` read.
+    fn backward(
+        &mut self,
+        spec: &ModelSpec,
+        params: &Params,
+        d_out: &[f32],
+        projected_rows: usize,
+    ) {
+        let d = spec.dim;
         let shape = self.shape(spec);
         self.d_recurrent.clear();
         self.d_recurrent.resize(d * 3 * d, 0.0);
         self.d_recurrent_bias.clear();
         self.d_recurrent_bias.resize(3 * d, 0.0);
         self.d_projected.clear();
-        self.d_projected.resize(v * 3 * d, 0.0);
+        self.d_projected.resize(projected_rows * 3 * d, 0.0);
         let mask = spec.mask_padding.then_some(self.mask.as_slice());
         gru::backward(
             d_out,
@@ -254,20 +275,29 @@ impl QueryEncoder {
 }
 
 /// Buffers of one batch's forward and backward pass, reused across steps.
+/// `U` is the number of distinct ids in the batch's windows (padding
+/// included), `K` the number of distinct loss columns.
 #[derive(Default)]
 pub struct Workspace {
-    /// `V x 3D`, the input projection of the (dropped-out) input table.
-    projected: Vec<f32>,
-    /// `V x D` input-dropout mask and the table it leaves.
+    /// The distinct input ids (slot 0 is always padding, so a window's
+    /// padding reads as 0 after the rewrite) and the windows rewritten to
+    /// their slots, `B x L`.
+    inputs: TouchedRows,
+    local_contexts: Vec<u32>,
+    /// `U x D`: the touched rows of the input table, input dropout applied,
+    /// and the dropout mask of those rows.
+    input_rows: Vec<f32>,
     input_mask: Vec<f32>,
-    dropped_embedding: Vec<f32>,
+    /// `U x 3D`, their input projection `E·W + b_in`, and its gradient
+    /// summed over chunks.
+    projected: Vec<f32>,
+    d_projected: Vec<f32>,
     /// `B x D` output-dropout mask.
     output_mask: Vec<f32>,
-    /// `C` column ids and their logit bias.
+    /// `C` column ids and their logit bias; the `K` distinct ones.
     column_ids: Vec<u32>,
     column_bias: Vec<f32>,
-    /// `V x 3D`, the projected table's gradient summed over chunks.
-    d_projected: Vec<f32>,
+    columns: TouchedRows,
     /// `B x D` query vectors (after output dropout) and their gradient.
     pub queries: Vec<f32>,
     d_queries: Vec<f32>,
@@ -300,26 +330,36 @@ impl Model<'_> {
     /// applied.
     pub fn forward(&self, ws: &mut Workspace, batch: &Batch, step: &StepOptions) {
         let (v, d, l) = (self.spec.vocab_size, self.spec.dim, self.spec.context_len);
-        let input_dropout = step.dropout_input > 0.0;
-        if input_dropout {
-            dropout_mask(
+        // Only the rows the windows read are projected: the work follows
+        // the batch, not the catalogue.
+        ws.inputs.clear(v);
+        ws.inputs.insert(0);
+        ws.local_contexts.clear();
+        for &id in &batch.contexts {
+            let slot = ws.inputs.insert(id);
+            ws.local_contexts.push(slot);
+        }
+        let u = ws.inputs.len();
+        ws.input_rows.resize(u * d, 0.0);
+        embedding::gather_rows(
+            &self.params.query_embedding,
+            d,
+            &ws.inputs.ids,
+            &mut ws.input_rows,
+        );
+        if step.dropout_input > 0.0 {
+            dropout_mask_rows(
                 &mut ws.input_mask,
-                v * d,
+                &ws.inputs.ids,
+                d,
                 step.dropout_input,
                 step.dropout_seed,
             );
-            ws.dropped_embedding
-                .clone_from(&self.params.query_embedding);
-            dropout_forward(&mut ws.dropped_embedding, &ws.input_mask);
+            dropout_forward(&mut ws.input_rows, &ws.input_mask);
         }
-        let table = if input_dropout {
-            &ws.dropped_embedding
-        } else {
-            &self.params.query_embedding
-        };
-        ws.projected.resize(v * 3 * d, 0.0);
+        ws.projected.resize(u * 3 * d, 0.0);
         embedding::project_table(
-            table,
+            &ws.input_rows,
             &self.params.kernel,
             &self.params.input_bias,
             d,
@@ -333,8 +373,9 @@ impl Model<'_> {
             c.rows = r;
         }
         let (spec, params, projected) = (self.spec, self.params, &ws.projected);
+        let local_contexts = &ws.local_contexts;
         ws.chunks.par_iter_mut().for_each(|c| {
-            let contexts = &batch.contexts[c.rows.start * l..c.rows.end * l];
+            let contexts = &local_contexts[c.rows.start * l..c.rows.end * l];
             c.forward(spec, params, projected, contexts)
         });
         ws.queries.resize(batch.size * d, 0.0);
@@ -438,25 +479,33 @@ impl Model<'_> {
     }
 
     /// Back-propagates the loss's gradients through the candidate gather,
-    /// the tower and the input projection into `grads` (every tensor
-    /// overwritten).
-    pub fn backward(&self, ws: &mut Workspace, grads: &mut Params, step: &StepOptions) {
-        let d = self.spec.dim;
-        grads.candidate_embedding.fill(0.0);
-        embedding::scatter_add_rows(
-            &mut grads.candidate_embedding,
-            d,
-            &ws.column_ids,
-            &ws.d_candidates,
-        );
+    /// the tower and the input projection into `grads`: the GRU's tensors
+    /// overwritten, each embedding table's gradient as the rows touched.
+    pub fn backward(&self, ws: &mut Workspace, grads: &mut Grads, step: &StepOptions) {
+        let (spec, params) = (self.spec, self.params);
+        let d = spec.dim;
+        // Candidate table: one row per distinct column, duplicates summed in
+        // column order.
+        ws.columns.clear(spec.vocab_size);
+        let cand = &mut grads.candidate_embedding;
+        cand.values.clear();
+        for (&id, row) in ws.column_ids.iter().zip(ws.d_candidates.chunks_exact(d)) {
+            let slot = ws.columns.insert(id) as usize;
+            if slot * d == cand.values.len() {
+                cand.values.resize((slot + 1) * d, 0.0);
+            }
+            kernels::add_assign(&mut cand.values[slot * d..(slot + 1) * d], row);
+        }
+        cand.ids.clone_from(&ws.columns.ids);
 
-        let (spec, params, d_queries) = (self.spec, self.params, &ws.d_queries);
+        let u = ws.inputs.len();
+        let d_queries = &ws.d_queries;
         ws.chunks.par_iter_mut().for_each(|c| {
             let d_out = &d_queries[c.rows.start * d..c.rows.end * d];
-            c.backward(spec, params, d_out)
+            c.backward(spec, params, d_out, u)
         });
         ws.d_projected.clear();
-        ws.d_projected.resize(spec.vocab_size * 3 * d, 0.0);
+        ws.d_projected.resize(u * 3 * d, 0.0);
         grads.recurrent_kernel.fill(0.0);
         grads.recurrent_bias.fill(0.0);
         for c in &ws.chunks {
@@ -465,32 +514,37 @@ impl Model<'_> {
             kernels::add_assign(&mut grads.recurrent_bias, &c.d_recurrent_bias);
         }
 
-        grads.query_embedding.fill(0.0);
+        let query = &mut grads.query_embedding;
+        query.values.clear();
+        query.values.resize(u * d, 0.0);
         grads.kernel.fill(0.0);
         grads.input_bias.fill(0.0);
-        let input_dropout = step.dropout_input > 0.0;
-        let table = if input_dropout {
-            &ws.dropped_embedding
-        } else {
-            &params.query_embedding
-        };
         embedding::project_table_backward(
-            table,
+            &ws.input_rows,
             &params.kernel,
             &ws.d_projected,
             d,
-            &mut grads.query_embedding,
+            &mut query.values,
             &mut grads.kernel,
             &mut grads.input_bias,
             self.threads,
         );
-        if input_dropout {
-            dropout_backward(&mut grads.query_embedding, &ws.input_mask);
+        if step.dropout_input > 0.0 {
+            dropout_backward(&mut query.values, &ws.input_mask);
         }
         if spec.shared_embeddings {
-            kernels::add_assign(&mut grads.query_embedding, &grads.candidate_embedding);
-            grads.candidate_embedding.fill(0.0);
+            // One table: the candidate rows' gradient joins the query rows'.
+            for (&id, row) in cand.ids.iter().zip(cand.values.chunks_exact(d)) {
+                let slot = ws.inputs.insert(id) as usize;
+                if slot * d == query.values.len() {
+                    query.values.resize((slot + 1) * d, 0.0);
+                }
+                kernels::add_assign(&mut query.values[slot * d..(slot + 1) * d], row);
+            }
+            cand.ids.clear();
+            cand.values.clear();
         }
+        query.ids.clone_from(&ws.inputs.ids);
     }
 
     /// One training step's maths: forward, loss, backward. Writes the
@@ -500,7 +554,7 @@ impl Model<'_> {
         &self,
         ws: &mut Workspace,
         batch: &Batch,
-        grads: &mut Params,
+        grads: &mut Grads,
         step: &StepOptions,
     ) -> f64 {
         self.forward(ws, batch, step);

@@ -4,6 +4,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
+use super::embedding::SparseRows;
 use super::spec::ModelSpec;
 
 /// Every learned tensor, each a flat row-major `f32` buffer.
@@ -134,4 +135,51 @@ pub fn orthogonal(rng: &mut impl Rng, rows: usize, cols: usize) -> Vec<f32> {
         }
     }
     out
+}
+
+/// The gradient of every parameter: the GRU's tensors dense, each embedding
+/// table as the rows the batch touched (so a step's cost follows the batch,
+/// not the catalogue).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Grads {
+    /// Query tower's item embedding: touched rows of `vocab x dim`.
+    pub query_embedding: SparseRows,
+    /// `dim x 3·dim`.
+    pub kernel: Vec<f32>,
+    /// `dim x 3·dim`.
+    pub recurrent_kernel: Vec<f32>,
+    /// `3·dim`.
+    pub input_bias: Vec<f32>,
+    /// `3·dim`.
+    pub recurrent_bias: Vec<f32>,
+    /// Candidate tower's item embedding: touched rows (none with shared
+    /// embeddings, whose candidate gradient goes to the query table).
+    pub candidate_embedding: SparseRows,
+}
+
+impl Grads {
+    pub fn zeros(spec: &ModelSpec) -> Grads {
+        let d = spec.dim;
+        Grads {
+            kernel: vec![0.0; d * 3 * d],
+            recurrent_kernel: vec![0.0; d * 3 * d],
+            input_bias: vec![0.0; 3 * d],
+            recurrent_bias: vec![0.0; 3 * d],
+            ..Grads::default()
+        }
+    }
+
+    /// The same gradient with every table dense (in `Params`' layout).
+    pub fn to_dense(&self, spec: &ModelSpec) -> Params {
+        let mut p = Params::zeros(spec);
+        self.query_embedding
+            .add_to_dense(&mut p.query_embedding, spec.dim);
+        self.candidate_embedding
+            .add_to_dense(&mut p.candidate_embedding, spec.dim);
+        p.kernel.clone_from(&self.kernel);
+        p.recurrent_kernel.clone_from(&self.recurrent_kernel);
+        p.input_bias.clone_from(&self.input_bias);
+        p.recurrent_bias.clone_from(&self.recurrent_bias);
+        p
+    }
 }

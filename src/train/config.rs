@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::adamw::AdamWConfig;
+use super::adamw::{AdamWConfig, Optimizer};
 use crate::model::{ModelOptions, Padding};
 
 /// Every hyper-parameter of training besides the model's definition.
@@ -21,6 +21,9 @@ pub struct TrainConfig {
     pub beta_1: f32,
     pub beta_2: f32,
     pub epsilon: f32,
+    /// How the embedding tables are updated: every row (`adamw`, the
+    /// reference) or only the rows a step touched (`lazy-adamw`).
+    pub optimizer: Optimizer,
     pub seed: u64,
     /// Worker threads; 0 means one per core.
     pub threads: usize,
@@ -77,6 +80,7 @@ impl Default for TrainConfig {
             beta_1: opt.beta_1,
             beta_2: opt.beta_2,
             epsilon: opt.epsilon,
+            optimizer: Optimizer::AdamW,
             seed: 42,
             threads: 0,
             eval_every: 0,

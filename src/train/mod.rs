@@ -15,7 +15,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{ExampleSet, Sequences};
-use crate::model::{fill_batch, Batch, Model, ModelSpec, Params, StepOptions, Workspace};
+use crate::model::{
+    fill_batch, Batch, Grads, Model, ModelSpec, Params, SparseRows, StepOptions, Workspace,
+};
 use adamw::AdamW;
 pub use config::{LrSchedule, SettingError, Settings, TrainConfig, PRESETS};
 use sampler::Sampler;
@@ -163,7 +165,7 @@ struct EpochRunner<'a> {
     cfg: &'a TrainConfig,
     threads: usize,
     ws: Workspace,
-    grads: Params,
+    grads: Grads,
     batch: Batch,
     sampler: Option<Sampler>,
     negatives: Vec<u32>,
@@ -190,7 +192,7 @@ impl<'a> EpochRunner<'a> {
             cfg,
             threads,
             ws: Workspace::default(),
-            grads: Params::zeros(spec),
+            grads: Grads::zeros(spec),
             batch: Batch::default(),
             sampler,
             negatives: Vec::new(),
@@ -255,9 +257,17 @@ impl<'a> EpochRunner<'a> {
                 });
             }
             lr = cfg.learning_rate_at(global_step, self.total_steps);
-            state.optimizer.apply(&mut state.params, &self.grads, lr);
+            state
+                .optimizer
+                .apply(&mut state.params, &self.grads, lr, cfg.optimizer);
             if self.spec.shared_embeddings {
-                tie_candidate_table(&mut state.params);
+                match cfg.optimizer {
+                    adamw::Optimizer::AdamW => tie_candidate_table(&mut state.params),
+                    // Only the touched rows changed.
+                    adamw::Optimizer::LazyAdamW => {
+                        tie_candidate_rows(&mut state.params, &self.grads.query_embedding)
+                    }
+                }
             }
             loss_sum += loss * self.batch.size as f64;
             seen += self.batch.size;
@@ -302,6 +312,15 @@ fn tie_candidate_table(params: &mut Params) {
     params
         .candidate_embedding
         .clone_from(&params.query_embedding);
+}
+
+/// `tie_candidate_table` for the rows `touched` only.
+fn tie_candidate_rows(params: &mut Params, touched: &SparseRows) {
+    let d = params.input_bias.len() / 3;
+    for &id in &touched.ids {
+        let row = id as usize * d..(id as usize + 1) * d;
+        params.candidate_embedding[row.clone()].copy_from_slice(&params.query_embedding[row]);
+    }
 }
 
 /// Trains `state` for `cfg.epochs` more epochs. Must run inside a rayon pool
