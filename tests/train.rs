@@ -397,6 +397,8 @@ fn switches_turn_off_from_the_command_line() {
         "--shared-embeddings=false",
         "--shuffle=false",
         "--mask-padding",
+        "--optimizer",
+        "lazy-adamw",
         "--print-config",
     ]);
     for want in [
@@ -405,6 +407,7 @@ fn switches_turn_off_from_the_command_line() {
         "mask_padding = true",
         "validation = true",
         "padding = \"left\"",
+        "optimizer = \"lazy-adamw\"",
     ] {
         assert!(out.contains(want), "{want} missing from:\n{out}");
     }
@@ -416,4 +419,58 @@ fn switches_turn_off_from_the_command_line() {
         "5",
     ]);
     assert!(err.contains("--context-len"), "{err}");
+}
+
+/// `--optimizer lazy-adamw` changes only the rows a step touched: an item
+/// no user ever picked keeps its initial embedding and zero moments, while
+/// dense AdamW decays it every step; both learn the same data about as well.
+#[test]
+fn lazy_adamw_leaves_untouched_rows_as_initialised() {
+    use seqrec::model::Params;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_dataset(dir.path(), 30);
+    let (dense, lazy) = (dir.path().join("dense"), dir.path().join("lazy"));
+    small_train(&data, &dense, &["--epochs", "2", "--seed", "5"]);
+    small_train(
+        &data,
+        &lazy,
+        &["--epochs", "2", "--seed", "5", "--optimizer", "lazy-adamw"],
+    );
+    let (dense, lazy) = (io::load(&dense).unwrap(), io::load(&lazy).unwrap());
+    assert_eq!(
+        lazy.config.optimizer,
+        seqrec::train::adamw::Optimizer::LazyAdamW
+    );
+    let init = Params::init(&lazy.spec, 5);
+    let d = lazy.spec.dim;
+    // Items 53..=60 are in movies.dat but never rated.
+    let row = |t: &[f32], id: usize| t[id * d..(id + 1) * d].to_vec();
+    for id in 53..=60 {
+        assert_eq!(
+            row(&lazy.state.params.query_embedding, id),
+            row(&init.query_embedding, id)
+        );
+        assert_eq!(
+            row(&lazy.state.params.candidate_embedding, id),
+            row(&init.candidate_embedding, id)
+        );
+        assert!(row(&lazy.state.optimizer.m.query_embedding, id)
+            .iter()
+            .all(|&x| x == 0.0));
+        assert_ne!(
+            row(&dense.state.params.query_embedding, id),
+            row(&init.query_embedding, id)
+        );
+    }
+    // A rated item moves under both.
+    assert_ne!(
+        row(&lazy.state.params.query_embedding, 20),
+        row(&init.query_embedding, 20)
+    );
+    let (l, dn) = (
+        lazy.state.history.last().unwrap().val_loss,
+        dense.state.history.last().unwrap().val_loss,
+    );
+    assert!((l - dn).abs() < 0.5, "lazy {l} vs dense {dn}");
 }

@@ -168,6 +168,10 @@ struct Summary {
     threads: usize,
     data_seconds: f64,
     train_seconds: f64,
+    /// Writing the model file.
+    save_seconds: f64,
+    /// The final evaluation on the test examples.
+    eval_seconds: f64,
     /// The saved model on the test examples, seen items excluded.
     test: eval::AtK,
     /// Its most-popular baseline, the same way.
@@ -408,13 +412,17 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         return Err(e.context("--log: cannot write the log"));
     }
     let lines = printer.lines;
+    let t_save = Instant::now();
     checkpoint::save(&args.out, &session.model)?;
+    let save_seconds = t_save.elapsed().as_secs_f64();
 
+    let t_eval = Instant::now();
     let best_epoch = session.model.best_epoch;
     let rec = Recommender::new(session.model);
     let final_eval = session
         .pool
         .install(|| eval::evaluate(&rec, &session.seqs, &session.train, &session.test, &[10]));
+    let eval_seconds = t_eval.elapsed().as_secs_f64();
     if let Some(path) = &args.plot {
         super::plot::draw(path, &lines_for_plot(&lines)).context("--plot")?;
     }
@@ -429,6 +437,8 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         threads: session.threads,
         data_seconds,
         train_seconds,
+        save_seconds,
+        eval_seconds,
         step_ms_median: medians.get(medians.len() / 2).copied().unwrap_or(0.0),
         peak_memory_mib: peak_memory_mib(),
         test: final_eval.model.seen_excluded[0],
@@ -447,7 +457,10 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
             summary.data_seconds,
             summary.peak_memory_mib.unwrap_or(f64::NAN)
         );
-        println!("model written to {}", summary.model);
+        println!(
+            "model written to {} in {:.2} s; evaluated in {:.2} s",
+            summary.model, summary.save_seconds, summary.eval_seconds
+        );
         if let Some(best) = best_epoch {
             println!("kept the parameters of epoch {best} (best validation NDCG@10)");
         }

@@ -6,6 +6,8 @@
 //! gathers `P[row]`. A batch of 4096 x 10 tokens touches at most 40,960
 //! rows, however large the catalogue.
 
+use rayon::prelude::*;
+
 use crate::kernels::{add_column_sums, matmul, Mat, Output};
 
 /// The distinct ids a batch touches, in first-seen order, and each one's
@@ -76,12 +78,21 @@ impl SparseRows {
     }
 }
 
-/// `out[i] = table[ids[i]]`, rows of `cols`.
+/// `out[i] = table[ids[i]]`, rows of `cols`; in parallel over blocks of
+/// rows (a batch gathers up to 40,960 scattered rows).
 pub fn gather_rows(table: &[f32], cols: usize, ids: &[u32], out: &mut [f32]) {
-    for (row, &id) in out.chunks_exact_mut(cols).zip(ids) {
-        let id = id as usize;
-        row.copy_from_slice(&table[id * cols..(id + 1) * cols]);
+    const ROWS: usize = 1024;
+    if cols == 0 {
+        return;
     }
+    out.par_chunks_mut(ROWS * cols)
+        .zip(ids.par_chunks(ROWS))
+        .for_each(|(out, ids)| {
+            for (row, &id) in out.chunks_exact_mut(cols).zip(ids) {
+                let id = id as usize;
+                row.copy_from_slice(&table[id * cols..(id + 1) * cols]);
+            }
+        });
 }
 
 /// The backward of `gather_rows`: `grad[ids[i]] += src[i]`.

@@ -504,12 +504,24 @@ impl Model<'_> {
             let d_out = &d_queries[c.rows.start * d..c.rows.end * d];
             c.backward(spec, params, d_out, u)
         });
-        ws.d_projected.clear();
+        // The chunks' shares summed in chunk order, in parallel over blocks
+        // of rows (the same sums whatever the block split).
         ws.d_projected.resize(u * 3 * d, 0.0);
+        const BLOCK: usize = 1 << 14;
+        let chunks = &ws.chunks;
+        ws.d_projected
+            .par_chunks_mut(BLOCK)
+            .enumerate()
+            .for_each(|(i, out)| {
+                let span = i * BLOCK..i * BLOCK + out.len();
+                out.fill(0.0);
+                for c in chunks {
+                    kernels::add_assign(out, &c.d_projected[span.clone()]);
+                }
+            });
         grads.recurrent_kernel.fill(0.0);
         grads.recurrent_bias.fill(0.0);
         for c in &ws.chunks {
-            kernels::add_assign(&mut ws.d_projected, &c.d_projected);
             kernels::add_assign(&mut grads.recurrent_kernel, &c.d_recurrent);
             kernels::add_assign(&mut grads.recurrent_bias, &c.d_recurrent_bias);
         }
