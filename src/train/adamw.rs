@@ -200,6 +200,24 @@ impl Update {
         );
     }
 
+    /// Untouched rows under dense AdamW: a zero gradient, in pieces of a
+    /// static zero buffer (no allocation per step).
+    fn untouched(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32], span: std::ops::Range<usize>) {
+        static ZEROS: [f32; 4096] = [0.0; 4096];
+        let mut start = span.start;
+        while start < span.end {
+            let end = span.end.min(start + ZEROS.len());
+            let piece = start..end;
+            self.run(
+                &mut p[piece.clone()],
+                &ZEROS[..end - start],
+                &mut m[piece.clone()],
+                &mut v[piece],
+            );
+            start = end;
+        }
+    }
+
     fn dense(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
         p.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK))
@@ -232,7 +250,6 @@ impl Update {
             .collect();
         order.sort_unstable();
         let rows_per_block = (CHUNK / dim).max(1);
-        let zeros = vec![0.0f32; rows_per_block * dim];
         p.par_chunks_mut(rows_per_block * dim)
             .zip(m.par_chunks_mut(rows_per_block * dim))
             .zip(v.par_chunks_mut(rows_per_block * dim))
@@ -248,14 +265,7 @@ impl Update {
                 for &(id, k) in &order[start..end] {
                     let r = (id - first) as usize;
                     if !lazy && r > next {
-                        let span = next * dim..r * dim;
-                        let zero = &zeros[..span.len()];
-                        self.run(
-                            &mut p[span.clone()],
-                            zero,
-                            &mut m[span.clone()],
-                            &mut v[span],
-                        );
+                        self.untouched(p, m, v, next * dim..r * dim);
                     }
                     let span = r * dim..(r + 1) * dim;
                     let g = &grad.values[k as usize * dim..(k as usize + 1) * dim];
@@ -263,14 +273,7 @@ impl Update {
                     next = r + 1;
                 }
                 if !lazy && rows > next {
-                    let span = next * dim..rows * dim;
-                    let zero = &zeros[..span.len()];
-                    self.run(
-                        &mut p[span.clone()],
-                        zero,
-                        &mut m[span.clone()],
-                        &mut v[span],
-                    );
+                    self.untouched(p, m, v, next * dim..rows * dim);
                 }
             });
     }
