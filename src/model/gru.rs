@@ -3,7 +3,7 @@
 //! element-wise kernel per direction, matrix products through `gemm`.
 //!
 //! Per step, with `gx = x·W + b_in` read from a projected table (the input
-//! projection is done once per vocabulary row, see `embedding`) and
+//! projection is done once per distinct row a batch reads, see `embedding`) and
 //! `gh = h·U + b_rec`:
 //!   z = σ(gx_z + gh_z), r = σ(gx_r + gh_r), ĥ = tanh(gx_h + r ⊙ gh_h),
 //!   h' = z ⊙ h + (1 − z) ⊙ ĥ,

@@ -149,7 +149,8 @@ impl TowerChunk {
     }
 
     /// Runs the tower over `contexts` (`rows x L` windows from
-    /// `ModelSpec::cut_window`); `projected` is `V x 3D` (`E·W + b_in`).
+    /// `ModelSpec::cut_window`, or rewritten to touched-row slots); row `id`
+    /// of `projected` (`rows x 3D`) is `E[id]·W + b_in`.
     pub fn forward(
         &mut self,
         spec: &ModelSpec,
@@ -324,10 +325,10 @@ impl Model<'_> {
         }
     }
 
-    /// The query tower: projects the input table (the dropped-out one when
-    /// `step` asks for input dropout), runs the tower chunk by chunk in
-    /// parallel and leaves `B x D` queries in `ws.queries`, output dropout
-    /// applied.
+    /// The query tower: projects the `U` distinct rows the batch's windows
+    /// read (input dropout applied to them when `step` asks), runs the tower
+    /// chunk by chunk in parallel over windows rewritten to those rows, and
+    /// leaves `B x D` queries in `ws.queries`, output dropout applied.
     pub fn forward(&self, ws: &mut Workspace, batch: &Batch, step: &StepOptions) {
         let (v, d, l) = (self.spec.vocab_size, self.spec.dim, self.spec.context_len);
         // Only the rows the windows read are projected: the work follows
