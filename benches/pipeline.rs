@@ -14,6 +14,8 @@
 //! SEQREC_BENCH_REPEATS (runs of the ML-1M case, default 5),
 //! SEQREC_BENCH_LARGE=0 (skip the 25M case).
 
+mod common;
+use common::{env, median};
 use std::hint::black_box;
 use std::path::Path;
 use std::process::Command;
@@ -27,13 +29,6 @@ use seqrec::model::{fill_batch, Batch, ModelOptions};
 const CHILD_FLAG: &str = "--pipeline-child";
 const BATCH_SIZE: usize = 4096;
 const GOAL_S: f64 = 0.3;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Peak resident memory of this process so far, in MiB (VmHWM, Linux).
 fn peak_rss_mib() -> Option<f64> {
@@ -131,15 +126,10 @@ fn run_once(dir: &Path) -> (Phases, RunInfo) {
 /// Picks one phase's (or a sum of phases') seconds out of a run.
 type PhaseFn = fn(&Phases) -> f64;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 /// The child: `repeats` runs on `dir`, then the phase times and peak RSS
 /// (and the read + build time against `goal_s`, if any).
 fn child(label: &str, dir: &Path, repeats: usize, goal_s: Option<f64>) {
-    let threads = env_usize(
+    let threads = env(
         "SEQREC_BENCH_THREADS",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
     );
@@ -259,14 +249,14 @@ fn main() {
         return;
     }
 
-    let repeats = env_usize("SEQREC_BENCH_REPEATS", 5).max(1);
+    let repeats = env("SEQREC_BENCH_REPEATS", 5).max(1);
     case(
         "ML-1M shape (1,000,209 ratings)",
         &SynthConfig::default(),
         repeats,
         Some(GOAL_S),
     );
-    if env_usize("SEQREC_BENCH_LARGE", 1) != 0 {
+    if env("SEQREC_BENCH_LARGE", 1) != 0 {
         let big = SynthConfig {
             ratings: 25_000_000,
             users: 162_541,

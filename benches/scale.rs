@@ -9,6 +9,8 @@
 //! Environment: SEQREC_BENCH_THREADS (default: all cores), SEQREC_BENCH_STEPS
 //! (default 20), SEQREC_SCALE_VOCABS (default 3953,62967,1000000).
 
+mod common;
+use common::{env, median};
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
@@ -20,18 +22,6 @@ use seqrec::model::{
 use seqrec::train::adamw::{AdamW, AdamWConfig, Optimizer};
 
 const BATCH: usize = 4096;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 /// `batches x 4096` sequences of 11 items (10 of context, one label), ids
 /// drawn as `1 + (V-1)·u³`, a steep power law like item popularity.

@@ -5,6 +5,8 @@
 //! Environment: SEQREC_BENCH_THREADS (default: all cores), SEQREC_BENCH_STEPS
 //! (default 30).
 
+mod common;
+use common::{env, median};
 use std::time::Instant;
 
 use seqrec::data::readers::{GenericFormat, ReadOptions};
@@ -16,18 +18,6 @@ use seqrec::model::{
 };
 use seqrec::train::adamw::AdamW;
 use seqrec::train::TrainConfig;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 /// Seconds for one product `a · b` into a fresh output, best of several runs.
 fn time_gemm(a: Mat, b: Mat, threads: usize) -> f64 {
