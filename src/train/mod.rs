@@ -202,6 +202,56 @@ impl<'a> EpochRunner<'a> {
         }
     }
 
+    /// The batch of `positions`, its extra negatives (drawn from `rng`)
+    /// and its gradients into `self.grads`; returns the mean loss.
+    fn step(
+        &mut self,
+        state: &TrainState,
+        positions: &[u32],
+        global_step: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> f64 {
+        let cfg = self.cfg;
+        fill_batch(self.spec, self.data.seqs, positions, &mut self.batch);
+        if let (Some(s), true) = (&self.sampler, cfg.negatives > 0) {
+            s.draw(rng, cfg.negatives, &mut self.negatives);
+        }
+        let log_q = self.sampler.as_ref().filter(|_| cfg.logq_correction);
+        let options = StepOptions {
+            remove_accidental_hits: cfg.remove_accidental_hits,
+            in_batch_log_q: log_q.map(|s| s.in_batch_log_q.as_slice()),
+            negatives: &self.negatives,
+            negatives_log_q: log_q.map(|s| s.negative_log_q.as_slice()),
+            dropout_input: cfg.dropout_input,
+            dropout_output: cfg.dropout_output,
+            dropout_seed: cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ global_step as u64,
+        };
+        let model = Model {
+            spec: self.spec,
+            params: &state.params,
+            threads: self.threads,
+        };
+        model.loss_and_grads(&mut self.ws, &self.batch, &mut self.grads, &options)
+    }
+
+    /// The optimiser's step at learning rate `lr`, then the shared table's
+    /// copy for the candidates.
+    fn update(&self, state: &mut TrainState, lr: f32) {
+        let how = self.cfg.optimizer;
+        state
+            .optimizer
+            .apply(&mut state.params, &self.grads, lr, how);
+        if self.spec.shared_embeddings {
+            match how {
+                adamw::Optimizer::AdamW => tie_candidate_table(&mut state.params),
+                // Only the touched rows changed.
+                adamw::Optimizer::LazyAdamW => {
+                    tie_candidate_rows(&mut state.params, &self.grads.query_embedding)
+                }
+            }
+        }
+    }
+
     /// One pass over the train examples, then val_loss over the test
     /// examples. The report's metrics are left for the caller.
     fn run(
@@ -229,27 +279,9 @@ impl<'a> EpochRunner<'a> {
         for (step, chunk) in order.chunks(cfg.batch_size).enumerate() {
             let ts = Instant::now();
             let global_step = (epoch - 1) * self.steps + step;
-            fill_batch(self.spec, data.seqs, chunk, &mut self.batch);
-            if let (Some(s), true) = (&self.sampler, cfg.negatives > 0) {
-                s.draw(&mut rng, cfg.negatives, &mut self.negatives);
-            }
-            let log_q = self.sampler.as_ref().filter(|_| cfg.logq_correction);
-            let options = StepOptions {
-                remove_accidental_hits: cfg.remove_accidental_hits,
-                in_batch_log_q: log_q.map(|s| s.in_batch_log_q.as_slice()),
-                negatives: &self.negatives,
-                negatives_log_q: log_q.map(|s| s.negative_log_q.as_slice()),
-                dropout_input: cfg.dropout_input,
-                dropout_output: cfg.dropout_output,
-                dropout_seed: cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ global_step as u64,
-            };
-            let model = Model {
-                spec: self.spec,
-                params: &state.params,
-                threads: self.threads,
-            };
-            let loss = model.loss_and_grads(&mut self.ws, &self.batch, &mut self.grads, &options);
+            let loss = self.step(state, chunk, global_step, &mut rng);
             if !loss.is_finite() {
+                self.order = order;
                 return Err(Diverged {
                     epoch,
                     step: step + 1,
@@ -257,18 +289,7 @@ impl<'a> EpochRunner<'a> {
                 });
             }
             lr = cfg.learning_rate_at(global_step, self.total_steps);
-            state
-                .optimizer
-                .apply(&mut state.params, &self.grads, lr, cfg.optimizer);
-            if self.spec.shared_embeddings {
-                match cfg.optimizer {
-                    adamw::Optimizer::AdamW => tie_candidate_table(&mut state.params),
-                    // Only the touched rows changed.
-                    adamw::Optimizer::LazyAdamW => {
-                        tie_candidate_rows(&mut state.params, &self.grads.query_embedding)
-                    }
-                }
-            }
+            self.update(state, lr);
             loss_sum += loss * self.batch.size as f64;
             seen += self.batch.size;
             step_ms.push(ts.elapsed().as_secs_f64() * 1e3);
