@@ -53,6 +53,21 @@ impl TouchedRows {
             .filter(|&s| s != u32::MAX)
     }
 
+    /// The backward of a gather over touched rows: `values[slot(ids[i])] +=
+    /// src[i]` (rows of `cols`), adding new ids as slots with a zero row.
+    /// `values` holds one row per slot; duplicates sum in `ids` order.
+    pub fn scatter_add(&mut self, values: &mut Vec<f32>, cols: usize, ids: &[u32], src: &[f32]) {
+        for (&id, row) in ids.iter().zip(src.chunks_exact(cols)) {
+            let slot = self.insert(id) as usize;
+            if slot * cols == values.len() {
+                values.resize((slot + 1) * cols, 0.0);
+            }
+            for (v, &x) in values[slot * cols..(slot + 1) * cols].iter_mut().zip(row) {
+                *v += x;
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.ids.len()
     }

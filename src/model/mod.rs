@@ -490,13 +490,8 @@ impl Model<'_> {
         ws.columns.clear(spec.vocab_size);
         let cand = &mut grads.candidate_embedding;
         cand.values.clear();
-        for (&id, row) in ws.column_ids.iter().zip(ws.d_candidates.chunks_exact(d)) {
-            let slot = ws.columns.insert(id) as usize;
-            if slot * d == cand.values.len() {
-                cand.values.resize((slot + 1) * d, 0.0);
-            }
-            kernels::add_assign(&mut cand.values[slot * d..(slot + 1) * d], row);
-        }
+        ws.columns
+            .scatter_add(&mut cand.values, d, &ws.column_ids, &ws.d_candidates);
         cand.ids.clone_from(&ws.columns.ids);
 
         let u = ws.inputs.len();
@@ -547,13 +542,8 @@ impl Model<'_> {
         }
         if spec.shared_embeddings {
             // One table: the candidate rows' gradient joins the query rows'.
-            for (&id, row) in cand.ids.iter().zip(cand.values.chunks_exact(d)) {
-                let slot = ws.inputs.insert(id) as usize;
-                if slot * d == query.values.len() {
-                    query.values.resize((slot + 1) * d, 0.0);
-                }
-                kernels::add_assign(&mut query.values[slot * d..(slot + 1) * d], row);
-            }
+            ws.inputs
+                .scatter_add(&mut query.values, d, &cand.ids, &cand.values);
             cand.ids.clear();
             cand.values.clear();
         }
