@@ -15,7 +15,7 @@
 //! SEQREC_BENCH_LARGE=0 (skip the 25M case).
 
 mod common;
-use common::{env, median};
+
 use std::hint::black_box;
 use std::path::Path;
 use std::process::Command;
@@ -25,6 +25,8 @@ use seqrec::data::readers::{GenericFormat, ReadOptions};
 use seqrec::data::synth::{generate, SynthConfig};
 use seqrec::data::{source, Sequences};
 use seqrec::model::{fill_batch, Batch, ModelOptions};
+
+use common::{env, median};
 
 const CHILD_FLAG: &str = "--pipeline-child";
 const BATCH_SIZE: usize = 4096;

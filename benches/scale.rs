@@ -10,7 +10,7 @@
 //! (default 20), SEQREC_SCALE_VOCABS (default 3953,62967,1000000).
 
 mod common;
-use common::{env, median};
+
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
@@ -20,6 +20,9 @@ use seqrec::model::{
     fill_batch, Batch, Grads, Model, ModelOptions, ModelSpec, Params, StepOptions, Workspace,
 };
 use seqrec::train::adamw::{AdamW, AdamWConfig, Optimizer};
+use seqrec::train::session::thread_pool;
+
+use common::{env, median};
 
 const BATCH: usize = 4096;
 
@@ -106,22 +109,14 @@ fn time_steps(spec: &ModelSpec, how: Optimizer, steps: usize, threads: usize) ->
 }
 
 fn main() {
-    let threads = env(
-        "SEQREC_BENCH_THREADS",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-    );
+    // 0: one thread per core, as `seqrec train --threads 0`.
+    let (pool, threads) = thread_pool(env("SEQREC_BENCH_THREADS", 0)).expect("thread pool");
     let steps = env("SEQREC_BENCH_STEPS", 20);
     let vocabs: Vec<usize> = std::env::var("SEQREC_SCALE_VOCABS")
         .unwrap_or_else(|_| "3953,62967,1000000".into())
         .split(',')
         .filter_map(|v| v.trim().parse().ok())
         .collect();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .expect("thread pool");
     println!(
         "train step at growing catalogues: batch {BATCH} x 10, dim 32, {threads} thread(s), {steps} steps (medians, ms)"
     );

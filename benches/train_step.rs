@@ -6,7 +6,7 @@
 //! (default 30).
 
 mod common;
-use common::{env, median};
+
 use std::time::Instant;
 
 use seqrec::data::readers::{GenericFormat, ReadOptions};
@@ -17,7 +17,10 @@ use seqrec::model::{
     fill_batch, Batch, Grads, Model, ModelOptions, Params, StepOptions, Workspace,
 };
 use seqrec::train::adamw::AdamW;
+use seqrec::train::session::thread_pool;
 use seqrec::train::TrainConfig;
+
+use common::{env, median};
 
 /// Seconds for one product `a · b` into a fresh output, best of several runs.
 fn time_gemm(a: Mat, b: Mat, threads: usize) -> f64 {
@@ -33,17 +36,9 @@ fn time_gemm(a: Mat, b: Mat, threads: usize) -> f64 {
 }
 
 fn main() {
-    let threads = env(
-        "SEQREC_BENCH_THREADS",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-    );
+    // 0: one thread per core, as `seqrec train --threads 0`.
+    let (pool, threads) = thread_pool(env("SEQREC_BENCH_THREADS", 0)).expect("thread pool");
     let steps = env("SEQREC_BENCH_STEPS", 30);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .expect("thread pool");
     let dir = tempfile::tempdir().expect("temp dir");
     generate(&SynthConfig::default(), dir.path(), false).expect("synthetic data");
     let ds = source::read_path(

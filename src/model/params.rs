@@ -47,6 +47,11 @@ impl Params {
         }
     }
 
+    /// The embedding (and GRU) size, read off the tensors.
+    pub fn dim(&self) -> usize {
+        self.input_bias.len() / 3
+    }
+
     /// The shape of each tensor, in the order of `tensors`.
     pub fn shapes(spec: &ModelSpec) -> [Vec<usize>; 6] {
         let (v, d) = (spec.vocab_size, spec.dim);

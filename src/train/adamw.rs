@@ -114,7 +114,7 @@ impl AdamW {
             beta_2: c.beta_2,
             epsilon: c.epsilon,
         };
-        let dim = params.input_bias.len() / 3;
+        let dim = params.dim();
         let lazy = how == Optimizer::LazyAdamW;
         let dense = [
             (

@@ -337,7 +337,7 @@ fn tie_candidate_table(params: &mut Params) {
 
 /// `tie_candidate_table` for the rows `touched` only.
 fn tie_candidate_rows(params: &mut Params, touched: &SparseRows) {
-    let d = params.input_bias.len() / 3;
+    let d = params.dim();
     for &id in &touched.ids {
         let row = id as usize * d..(id as usize + 1) * d;
         params.candidate_embedding[row.clone()].copy_from_slice(&params.query_embedding[row]);
