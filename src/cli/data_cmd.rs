@@ -104,9 +104,10 @@ fn stats(args: StatsArgs, quiet: bool) -> Result<()> {
         context_len: args.context_len,
         ..ModelOptions::default()
     };
-    options
-        .validate()
-        .map_err(|e| anyhow::anyhow!("--{}", e.to_string().replace('_', "-")))?;
+    options.validate().map_err(|e| {
+        let e = crate::train::SettingError::from(e);
+        anyhow::anyhow!("{}: {}", super::flag(&e.key), e.message)
+    })?;
     let t0 = Instant::now();
     let ds = args.data.load(quiet)?;
     let seqs = Sequences::build(&ds.interactions, split.min_sequence_len)?;

@@ -184,7 +184,6 @@ impl DataArgs {
     /// The library names settings (`user_col`, a named dataset); here the
     /// errors name the flags that set them.
     fn explain(e: SourceError) -> anyhow::Error {
-        let flag = |setting: &str| format!("--{}", setting.replace('_', "-"));
         match e {
             SourceError::Fetch { name, source } => anyhow::Error::new(source).context(format!(
                 "--dataset {name}: {}",
@@ -219,6 +218,12 @@ impl DataArgs {
             e => e.into(),
         }
     }
+}
+
+/// The flag that sets a setting: `user_col` is `--user-col`. The library's
+/// errors name settings; the command line reports them by flag.
+pub fn flag(setting: &str) -> String {
+    format!("--{}", setting.replace('_', "-"))
 }
 
 /// Runs the command line; returns the process exit code. Errors print to

@@ -95,7 +95,7 @@ pub fn synth(args: SynthArgs, quiet: bool) -> Result<()> {
         // The library names the setting (`min_user_ratings`); the flag is
         // `--min-user-ratings`.
         SynthError::Setting { field, msg } => {
-            anyhow::anyhow!("--{}: {msg}", field.replace('_', "-"))
+            anyhow::anyhow!("{}: {msg}", super::flag(field))
         }
         e => e.into(),
     })?;

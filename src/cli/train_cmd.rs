@@ -251,7 +251,7 @@ fn resolve_settings(args: &TrainArgs, base: Settings) -> Result<Settings> {
     flags.extend(toml::Table::try_from(&args.train)?);
     settings = settings
         .overlay(flags)
-        .map_err(|e| anyhow::anyhow!("--{}", e.to_string().replacen('_', "-", 3)))?;
+        .map_err(|e| anyhow::anyhow!("{}: {}", super::flag(&e.key), e.message))?;
     settings
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid setting: {e}"))?;

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::adamw::{AdamWConfig, Optimizer};
-use crate::model::{ModelOptions, Padding};
+use crate::model::{ModelOptions, Padding, SpecError};
 
 /// Every hyper-parameter of training besides the model's definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,6 +106,19 @@ impl Default for TrainConfig {
 pub struct SettingError {
     pub key: String,
     pub message: String,
+}
+
+/// A model option out of range is a setting out of range, keyed by its field.
+impl From<SpecError> for SettingError {
+    fn from(e: SpecError) -> Self {
+        match e {
+            SpecError::OutOfRange {
+                field,
+                expected,
+                found,
+            } => setting_error(field, format!("expected {expected}, found {found}")),
+        }
+    }
 }
 
 fn setting_error(key: &str, message: impl Into<String>) -> SettingError {
@@ -339,13 +352,7 @@ impl Settings {
     }
 
     pub fn validate(&self) -> Result<(), SettingError> {
-        self.model.validate().map_err(|e| match e {
-            crate::model::SpecError::OutOfRange {
-                field,
-                expected,
-                found,
-            } => setting_error(field, format!("expected {expected}, found {found}")),
-        })?;
+        self.model.validate()?;
         self.train.validate()
     }
 }
