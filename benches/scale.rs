@@ -7,7 +7,8 @@
 //! recur, as in real logs), so a batch touches a realistic share of ids.
 //!
 //! Environment: SEQREC_BENCH_THREADS (default: all cores), SEQREC_BENCH_STEPS
-//! (default 20), SEQREC_SCALE_VOCABS (default 3953,62967,1000000).
+//! (default 20), SEQREC_SCALE_VOCABS (default 3953,62967,1000000),
+//! SEQREC_SCALE_OPTIMIZERS (default adamw,lazy-adamw).
 
 mod common;
 
@@ -45,66 +46,87 @@ fn sequences(vocab: usize, batches: usize, seed: u64) -> (Sequences, Vec<u32>) {
     (seqs, labels)
 }
 
-/// Milliseconds per step of each phase (medians), and the distinct ids a
-/// batch touched.
-struct Timing {
-    phases: [f64; 4],
-    step: f64,
+/// One configuration's model, optimiser and buffers.
+struct Setup {
+    spec: ModelSpec,
+    how: Optimizer,
+    seqs: Sequences,
+    labels: Vec<u32>,
+    params: Params,
+    opt: AdamW,
+    grads: Grads,
+    ws: Workspace,
+    batch: Batch,
+    /// Milliseconds of each phase and of the step, one entry per step.
+    phase_ms: [Vec<f64>; 4],
+    step_ms: Vec<f64>,
     touched: usize,
 }
 
-fn time_steps(spec: &ModelSpec, how: Optimizer, steps: usize, threads: usize) -> Timing {
-    let (seqs, labels) = sequences(spec.vocab_size, 4, 7);
-    let mut params = Params::init(spec, 1);
-    let mut opt = AdamW::new(AdamWConfig::default(), spec);
-    // The moments start as untouched zero pages: a long run faults each
-    // page in once, but lazy AdamW would pay those faults inside the timed
-    // steps here (dense pays them all in the first, untimed one). Touch
-    // them first, so both are measured in their steady state.
-    for t in opt.m.tensors_mut().into_iter().chain(opt.v.tensors_mut()) {
-        for x in t.iter_mut() {
-            *x = std::hint::black_box(0.0);
+impl Setup {
+    fn new(vocab: usize, how: Optimizer) -> Setup {
+        let spec = ModelOptions::default().spec(vocab);
+        let (seqs, labels) = sequences(vocab, 4, 7);
+        let params = Params::init(&spec, 1);
+        let mut opt = AdamW::new(AdamWConfig::default(), &spec);
+        // The moments start as untouched zero pages: a long run faults each
+        // page in once, but lazy AdamW would pay those faults inside the
+        // timed steps here (dense pays them all in the first, untimed one).
+        // Touch them first, so both are measured in their steady state.
+        for t in opt.m.tensors_mut().into_iter().chain(opt.v.tensors_mut()) {
+            for x in t.iter_mut() {
+                *x = std::hint::black_box(0.0);
+            }
+        }
+        let grads = Grads::zeros(&spec);
+        Setup {
+            spec,
+            how,
+            seqs,
+            labels,
+            params,
+            opt,
+            grads,
+            ws: Workspace::default(),
+            batch: Batch::default(),
+            phase_ms: Default::default(),
+            step_ms: Vec::new(),
+            touched: 0,
         }
     }
-    let mut grads = Grads::zeros(spec);
-    let mut ws = Workspace::default();
-    let mut batch = Batch::default();
-    let mut phase_ms: [Vec<f64>; 4] = Default::default();
-    let mut step_ms = Vec::new();
-    let mut touched = 0;
-    let chunks: Vec<&[u32]> = labels.chunks(BATCH).collect();
-    for i in 0..steps + 2 {
-        fill_batch(spec, &seqs, chunks[i % chunks.len()], &mut batch);
+
+    /// Step `i` (batches in turn); recorded when `record`.
+    fn step(&mut self, i: usize, threads: usize, record: bool) {
+        let chunks = self.labels.len() / BATCH;
+        let batch_labels = &self.labels[(i % chunks) * BATCH..(i % chunks + 1) * BATCH];
+        fill_batch(&self.spec, &self.seqs, batch_labels, &mut self.batch);
         let model = Model {
-            spec,
-            params: &params,
+            spec: &self.spec,
+            params: &self.params,
             threads,
         };
+        let (ws, grads, batch) = (&mut self.ws, &mut self.grads, &self.batch);
         let step = StepOptions::default();
         let t0 = Instant::now();
-        model.forward(&mut ws, &batch, &step);
+        model.forward(ws, batch, &step);
         let t1 = Instant::now();
-        model.loss(&mut ws, &batch, &step);
+        model.loss(ws, batch, &step);
         let t2 = Instant::now();
-        model.backward(&mut ws, &mut grads, &step);
+        model.backward(ws, grads, &step);
         let t3 = Instant::now();
-        opt.apply(&mut params, &grads, 0.001, how);
+        self.opt.apply(&mut self.params, grads, 0.001, self.how);
         let t4 = Instant::now();
-        if i >= 2 {
-            for (p, (a, b)) in phase_ms
-                .iter_mut()
-                .zip([(t0, t1), (t1, t2), (t2, t3), (t3, t4)])
+        if record {
+            for (p, (a, b)) in
+                self.phase_ms
+                    .iter_mut()
+                    .zip([(t0, t1), (t1, t2), (t2, t3), (t3, t4)])
             {
                 p.push((b - a).as_secs_f64() * 1e3);
             }
-            step_ms.push((t4 - t0).as_secs_f64() * 1e3);
-            touched = grads.query_embedding.ids.len();
+            self.step_ms.push((t4 - t0).as_secs_f64() * 1e3);
+            self.touched = grads.query_embedding.ids.len();
         }
-    }
-    Timing {
-        phases: phase_ms.map(median),
-        step: median(step_ms),
-        touched,
     }
 }
 
@@ -117,9 +139,21 @@ fn main() {
         .split(',')
         .filter_map(|v| v.trim().parse().ok())
         .collect();
+    let optimizers: Vec<Optimizer> = std::env::var("SEQREC_SCALE_OPTIMIZERS")
+        .unwrap_or_else(|_| "adamw,lazy-adamw".into())
+        .split(',')
+        .filter_map(|o| match o.trim() {
+            "adamw" => Some(Optimizer::AdamW),
+            "lazy-adamw" => Some(Optimizer::LazyAdamW),
+            _ => None,
+        })
+        .collect();
     println!(
         "train step at growing catalogues: batch {BATCH} x 10, dim 32, {threads} thread(s), {steps} steps (medians, ms)"
     );
+    println!("configurations take turns step by step, so a slow spell of the machine");
+    println!("falls on all of them; \"vs first\" is the median of per-round ratios");
+    println!("to the first vocabulary's step with the same optimiser");
     println!(
         "{:>10} {:>11} {:>7} {:>8} {:>8} {:>8} {:>9} {:>8} {:>9}",
         "vocab",
@@ -132,32 +166,40 @@ fn main() {
         "step",
         "vs first"
     );
-    let mut first: [Option<f64>; 2] = [None, None];
+    let mut setups: Vec<Setup> = vocabs
+        .iter()
+        .flat_map(|&v| optimizers.iter().map(move |&how| (v, how)))
+        .map(|(v, how)| Setup::new(v, how))
+        .collect();
     pool.install(|| {
-        for &vocab in &vocabs {
-            let spec = ModelOptions::default().spec(vocab);
-            for (k, how) in [Optimizer::AdamW, Optimizer::LazyAdamW]
-                .into_iter()
-                .enumerate()
-            {
-                let t = time_steps(&spec, how, steps, threads);
-                let base = *first[k].get_or_insert(t.step);
-                println!(
-                    "{:>10} {:>11} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>8.2} {:>8.2}x",
-                    vocab,
-                    match how {
-                        Optimizer::AdamW => "adamw",
-                        Optimizer::LazyAdamW => "lazy-adamw",
-                    },
-                    t.touched,
-                    t.phases[0],
-                    t.phases[1],
-                    t.phases[2],
-                    t.phases[3],
-                    t.step,
-                    t.step / base
-                );
+        for i in 0..steps + 2 {
+            for s in &mut setups {
+                s.step(i, threads, i >= 2);
             }
         }
     });
+    for s in &setups {
+        let first = setups.iter().find(|f| f.how == s.how).expect("itself");
+        let ratios: Vec<f64> = s
+            .step_ms
+            .iter()
+            .zip(&first.step_ms)
+            .map(|(a, b)| a / b)
+            .collect();
+        println!(
+            "{:>10} {:>11} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>8.2} {:>8.2}x",
+            s.spec.vocab_size,
+            match s.how {
+                Optimizer::AdamW => "adamw",
+                Optimizer::LazyAdamW => "lazy-adamw",
+            },
+            s.touched,
+            median(s.phase_ms[0].clone()),
+            median(s.phase_ms[1].clone()),
+            median(s.phase_ms[2].clone()),
+            median(s.phase_ms[3].clone()),
+            median(s.step_ms.clone()),
+            median(ratios)
+        );
+    }
 }

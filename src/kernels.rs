@@ -237,6 +237,27 @@ pub fn add_assign(dst: &mut [f32], src: &[f32]) {
     }
 }
 
+/// Asks the CPU to start loading the cache lines of `row` (up to 256
+/// bytes) before they are read: for loops that visit scattered rows of a
+/// table too large for the cache, where the hardware cannot guess the next
+/// address. A hint only: it never faults and changes no value.
+#[inline(always)]
+pub fn prefetch<T>(row: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = row.as_ptr() as *const i8;
+        for line in (0..std::mem::size_of_val(row).min(256)).step_by(64) {
+            // SAFETY: PREFETCH is in SSE, which every x86_64 CPU has, and it
+            // is only a hint: it never faults or writes, whatever the
+            // address (`wrapping_add` stays within `row` here anyway).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

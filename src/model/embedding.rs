@@ -8,7 +8,11 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::{add_column_sums, matmul, Mat, Output};
+use crate::kernels::{self, add_assign, add_column_sums, matmul, Mat, Output};
+
+/// How many rows ahead a loop over scattered rows prefetches: enough to
+/// cover a cache miss, few enough that the lines are still there.
+pub const PREFETCH_AHEAD: usize = 8;
 
 /// The distinct ids a batch touches, in first-seen order, and each one's
 /// slot in that order. `slot_of` is as long as the vocabulary but is only
@@ -36,6 +40,15 @@ impl TouchedRows {
     }
 
     /// The slot of `id`, adding it when new.
+    /// Starts loading `id`'s entry: a batch's ids are scattered over a
+    /// table as long as the catalogue, so a loop of `insert`s calls this a
+    /// few ids ahead.
+    pub fn prefetch(&self, id: u32) {
+        if let Some(entry) = self.slot_of.get(id as usize..id as usize + 1) {
+            kernels::prefetch(entry);
+        }
+    }
+
     pub fn insert(&mut self, id: u32) -> u32 {
         let slot = &mut self.slot_of[id as usize];
         if *slot == u32::MAX {
@@ -103,7 +116,11 @@ pub fn gather_rows(table: &[f32], cols: usize, ids: &[u32], out: &mut [f32]) {
     out.par_chunks_mut(ROWS * cols)
         .zip(ids.par_chunks(ROWS))
         .for_each(|(out, ids)| {
-            for (row, &id) in out.chunks_exact_mut(cols).zip(ids) {
+            for (i, (row, &id)) in out.chunks_exact_mut(cols).zip(ids).enumerate() {
+                if let Some(&ahead) = ids.get(i + PREFETCH_AHEAD) {
+                    let ahead = ahead as usize;
+                    kernels::prefetch(&table[ahead * cols..(ahead + 1) * cols]);
+                }
                 let id = id as usize;
                 row.copy_from_slice(&table[id * cols..(id + 1) * cols]);
             }
@@ -112,7 +129,11 @@ pub fn gather_rows(table: &[f32], cols: usize, ids: &[u32], out: &mut [f32]) {
 
 /// The backward of `gather_rows`: `grad[ids[i]] += src[i]`.
 pub fn scatter_add_rows(grad: &mut [f32], cols: usize, ids: &[u32], src: &[f32]) {
-    for (row, &id) in src.chunks_exact(cols).zip(ids) {
+    for (i, (row, &id)) in src.chunks_exact(cols).zip(ids).enumerate() {
+        if let Some(&ahead) = ids.get(i + PREFETCH_AHEAD) {
+            let ahead = ahead as usize;
+            kernels::prefetch(&grad[ahead * cols..(ahead + 1) * cols]);
+        }
         let id = id as usize;
         for (g, &s) in grad[id * cols..(id + 1) * cols].iter_mut().zip(row) {
             *g += s;
@@ -160,15 +181,33 @@ pub fn project_table_backward(
 ) {
     let vocab = emb.len() / d;
     let cols = w.len() / d;
-    add_column_sums(db_in, dp, cols);
-    // dw (d x cols) += embᵀ (d x vocab) · dp (vocab x cols).
-    matmul(
-        dw,
-        Mat::new(emb, vocab, d).t(),
-        Mat::new(dp, vocab, cols),
-        Output::Accumulate,
-        threads,
-    );
+    // dw (d x cols) += embᵀ (d x vocab) · dp (vocab x cols), and db_in:
+    // sums over rows, which one product cannot split between threads, so
+    // each block of rows gives its partial sums and they are added in
+    // block order (the same bytes whatever the thread count).
+    const ROWS: usize = 1024;
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = emb
+        .par_chunks(ROWS * d)
+        .zip(dp.par_chunks(ROWS * cols))
+        .map(|(emb, dp)| {
+            let rows = emb.len() / d;
+            let mut dw = vec![0.0; d * cols];
+            matmul(
+                &mut dw,
+                Mat::new(emb, rows, d).t(),
+                Mat::new(dp, rows, cols),
+                Output::Overwrite,
+                1,
+            );
+            let mut db = vec![0.0; cols];
+            add_column_sums(&mut db, dp, cols);
+            (dw, db)
+        })
+        .collect();
+    for (w_part, b_part) in &partials {
+        add_assign(dw, w_part);
+        add_assign(db_in, b_part);
+    }
     // demb (vocab x d) += dp (vocab x cols) · wᵀ (cols x d).
     matmul(
         demb,

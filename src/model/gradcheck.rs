@@ -246,7 +246,6 @@ fn gru_backward_matches_finite_differences() {
         let mut db = vec![0.0f32; 3 * d];
         gru::backward(
             &to_f32(&upstream),
-            &ids,
             &to_f32(&u),
             m,
             s,

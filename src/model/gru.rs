@@ -9,8 +9,8 @@
 //!   h' = z ⊙ h + (1 − z) ⊙ ĥ,
 //! and where a mask is given, a padding step keeps the state: h' = h.
 
-use super::embedding::scatter_add_rows;
-use crate::kernels::{add_column_sums, dispatch, matmul, sigmoid, tanh, Mat, Output};
+use super::embedding::PREFETCH_AHEAD;
+use crate::kernels::{add_column_sums, dispatch, matmul, prefetch, sigmoid, tanh, Mat, Output};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GruShape {
@@ -70,6 +70,10 @@ dispatch! {
     ) {
         let (bz, br, bh) = (&b_rec[..d], &b_rec[d..2 * d], &b_rec[2 * d..3 * d]);
         for (b, &id) in ids.iter().enumerate() {
+            if let Some(&ahead) = ids.get(b + PREFETCH_AHEAD) {
+                let ahead = ahead as usize;
+                prefetch(&projected[ahead * 3 * d..(ahead + 1) * 3 * d]);
+            }
             let gx = &projected[id as usize * 3 * d..(id as usize + 1) * 3 * d];
             let (gxz, gxr, gxh) = (&gx[..d], &gx[d..2 * d], &gx[2 * d..]);
             let g = &gh[b * 3 * d..(b + 1) * 3 * d];
@@ -214,33 +218,36 @@ pub fn forward(
 pub struct GruGradScratch {
     dh: Vec<f32>,
     dh_prev: Vec<f32>,
-    dgx: Vec<f32>,
     dgh: Vec<f32>,
 }
 
 /// Back-propagates `d_out` (the gradient of the last state) through the
-/// steps. Adds each step's input-projection gradient into row `ids[..]` of
-/// `d_projected` (the layout of `forward`'s `projected`), and adds into `du`
-/// and `db_rec`.
+/// steps. Writes the gradient of each step's input projection into
+/// `d_inputs` (`steps x batch x 3·hidden`, step-major like `forward`'s
+/// `ids`: one row per token, summed per projected row by the caller), and
+/// adds into `du` and `db_rec`.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     d_out: &[f32],
-    ids: &[u32],
     u: &[f32],
     mask: Option<&[f32]>,
     s: GruShape,
     cache: &GruCache,
-    d_projected: &mut [f32],
+    d_inputs: &mut [f32],
     du: &mut [f32],
     db_rec: &mut [f32],
     scratch: &mut GruGradScratch,
 ) {
     let (b, d) = (s.batch, s.hidden);
     let n = b * d;
+    assert_eq!(
+        d_inputs.len(),
+        s.steps * 3 * n,
+        "gru: d_inputs is steps x batch x 3d"
+    );
     scratch.dh.clear();
     scratch.dh.extend_from_slice(&d_out[..n]);
     scratch.dh_prev.resize(n, 0.0);
-    scratch.dgx.resize(3 * n, 0.0);
     scratch.dgh.resize(3 * n, 0.0);
     for t in (0..s.steps).rev() {
         let h_prev = &cache.h[t * n..(t + 1) * n];
@@ -254,11 +261,10 @@ pub fn backward(
             &cache.gh_h[gate],
             mask.map(|m| &m[t * b..(t + 1) * b]),
             d,
-            &mut scratch.dgx,
+            &mut d_inputs[t * 3 * n..(t + 1) * 3 * n],
             &mut scratch.dgh,
             &mut scratch.dh_prev,
         );
-        scatter_add_rows(d_projected, 3 * d, &ids[t * b..(t + 1) * b], &scratch.dgx);
         // du (d x 3d) += h_prevᵀ (d x b) · dgh (b x 3d).
         matmul(
             du,

@@ -132,8 +132,6 @@ pub struct TowerChunk {
     mask: Vec<f32>,
     cache: GruCache,
     scratch: GruGradScratch,
-    /// `U x 3D`, this chunk's share of the projected rows' gradient.
-    d_projected: Vec<f32>,
     /// `D x 3D` and `3D`.
     d_recurrent: Vec<f32>,
     d_recurrent_bias: Vec<f32>,
@@ -190,32 +188,24 @@ impl TowerChunk {
         self.cache.output(self.shape(spec))
     }
 
-    /// Back-propagates `d_out` (`rows x D`) into this chunk's accumulators;
-    /// `projected_rows` is `U`, the rows of the table `forward` read.
-    fn backward(
-        &mut self,
-        spec: &ModelSpec,
-        params: &Params,
-        d_out: &[f32],
-        projected_rows: usize,
-    ) {
+    /// Back-propagates `d_out` (`rows x D`) into this chunk's accumulators
+    /// and `d_inputs`, the gradient of each of its tokens' input projection
+    /// (`L x rows x 3D`, laid out as `ids`).
+    fn backward(&mut self, spec: &ModelSpec, params: &Params, d_out: &[f32], d_inputs: &mut [f32]) {
         let d = spec.dim;
         let shape = self.shape(spec);
         self.d_recurrent.clear();
         self.d_recurrent.resize(d * 3 * d, 0.0);
         self.d_recurrent_bias.clear();
         self.d_recurrent_bias.resize(3 * d, 0.0);
-        self.d_projected.clear();
-        self.d_projected.resize(projected_rows * 3 * d, 0.0);
         let mask = spec.mask_padding.then_some(self.mask.as_slice());
         gru::backward(
             d_out,
-            &self.ids,
             &params.recurrent_kernel,
             mask,
             shape,
             &self.cache,
-            &mut self.d_projected,
+            d_inputs,
             &mut self.d_recurrent,
             &mut self.d_recurrent_bias,
             &mut self.scratch,
@@ -229,6 +219,72 @@ fn row_ranges(batch_size: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
     (0..parts)
         .map(|p| (p * batch_size / parts)..((p + 1) * batch_size / parts))
         .collect()
+}
+
+/// For each slot, the rows of `d_tokens` that belong to it, in batch
+/// order (row, then step): a counting sort of the batch's tokens by slot.
+/// Chunk `c` holds its tokens step-major after the chunks before it, so the
+/// token at (row, t) is row `start·L + t·rows + (row − start)` there.
+fn group_tokens_by_slot(
+    chunks: &[TowerChunk],
+    local_contexts: &[u32],
+    slots: usize,
+    l: usize,
+    token_start: &mut Vec<u32>,
+    slot_tokens: &mut Vec<u32>,
+) {
+    token_start.clear();
+    token_start.resize(slots + 1, 0);
+    for &slot in local_contexts {
+        token_start[slot as usize + 1] += 1;
+    }
+    for s in 0..slots {
+        token_start[s + 1] += token_start[s];
+    }
+    slot_tokens.resize(local_contexts.len(), 0);
+    let mut next: Vec<u32> = token_start[..slots].to_vec();
+    for c in chunks {
+        let rows = c.rows.len();
+        for row in c.rows.clone() {
+            let window = &local_contexts[row * l..(row + 1) * l];
+            for (t, &slot) in window.iter().enumerate() {
+                let at = &mut next[slot as usize];
+                slot_tokens[*at as usize] =
+                    (c.rows.start * l + t * rows + row - c.rows.start) as u32;
+                *at += 1;
+            }
+        }
+    }
+}
+
+/// `out[s] = Σ src[k]` over `k` in `tokens[start[s]..start[s + 1]]`, rows
+/// of `cols`, summed in that order; in parallel over blocks of slots.
+fn sum_rows_by_slot(src: &[f32], cols: usize, start: &[u32], tokens: &[u32], out: &mut [f32]) {
+    const SLOTS: usize = 256;
+    if cols == 0 {
+        return;
+    }
+    out.par_chunks_mut(SLOTS * cols)
+        .enumerate()
+        .for_each(|(block, out)| {
+            let first = block * SLOTS;
+            let slots = out.len() / cols;
+            // The block's tokens, slot after slot: prefetched a few ahead
+            // across slot boundaries (most slots have one token).
+            let base = start[first] as usize;
+            let flat = &tokens[base..start[first + slots] as usize];
+            for (i, row) in out.chunks_exact_mut(cols).enumerate() {
+                row.fill(0.0);
+                for j in start[first + i] as usize - base..start[first + i + 1] as usize - base {
+                    if let Some(&ahead) = flat.get(j + embedding::PREFETCH_AHEAD) {
+                        let ahead = ahead as usize;
+                        kernels::prefetch(&src[ahead * cols..(ahead + 1) * cols]);
+                    }
+                    let k = flat[j] as usize;
+                    kernels::add_assign(row, &src[k * cols..(k + 1) * cols]);
+                }
+            }
+        });
 }
 
 /// Inference: the projected table of fixed parameters, computed once, and
@@ -289,10 +345,16 @@ pub struct Workspace {
     /// and the dropout mask of those rows.
     input_rows: Vec<f32>,
     input_mask: Vec<f32>,
-    /// `U x 3D`, their input projection `E·W + b_in`, and its gradient
-    /// summed over chunks.
+    /// `U x 3D`, their input projection `E·W + b_in`, and its gradient.
     projected: Vec<f32>,
     d_projected: Vec<f32>,
+    /// `B·L x 3D`: the gradient of every token's input projection, the
+    /// chunks' `d_inputs` one after another; and where each slot's tokens
+    /// are in it (`slot_tokens[token_start[s]..token_start[s + 1]]`, in
+    /// batch order), to sum them into `d_projected`.
+    d_tokens: Vec<f32>,
+    token_start: Vec<u32>,
+    slot_tokens: Vec<u32>,
     /// `B x D` output-dropout mask.
     output_mask: Vec<f32>,
     /// `C` column ids and their logit bias; the `K` distinct ones.
@@ -336,7 +398,10 @@ impl Model<'_> {
         ws.inputs.clear(v);
         ws.inputs.insert(0);
         ws.local_contexts.clear();
-        for &id in &batch.contexts {
+        for (i, &id) in batch.contexts.iter().enumerate() {
+            if let Some(&ahead) = batch.contexts.get(i + embedding::PREFETCH_AHEAD) {
+                ws.inputs.prefetch(ahead);
+            }
             let slot = ws.inputs.insert(id);
             ws.local_contexts.push(slot);
         }
@@ -494,27 +559,42 @@ impl Model<'_> {
             .scatter_add(&mut cand.values, d, &ws.column_ids, &ws.d_candidates);
         cand.ids.clone_from(&ws.columns.ids);
 
-        let u = ws.inputs.len();
+        let (u, l) = (ws.inputs.len(), spec.context_len);
+        ws.d_tokens.resize(ws.local_contexts.len() * 3 * d, 0.0);
+        let mut d_inputs = Vec::with_capacity(ws.chunks.len());
+        let mut rest = ws.d_tokens.as_mut_slice();
+        for c in &ws.chunks {
+            let (mine, others) = rest.split_at_mut(c.rows.len() * l * 3 * d);
+            d_inputs.push(mine);
+            rest = others;
+        }
         let d_queries = &ws.d_queries;
-        ws.chunks.par_iter_mut().for_each(|c| {
-            let d_out = &d_queries[c.rows.start * d..c.rows.end * d];
-            c.backward(spec, params, d_out, u)
-        });
-        // The chunks' shares summed in chunk order, in parallel over blocks
-        // of rows (the same sums whatever the block split).
-        ws.d_projected.resize(u * 3 * d, 0.0);
-        const BLOCK: usize = 1 << 14;
-        let chunks = &ws.chunks;
-        ws.d_projected
-            .par_chunks_mut(BLOCK)
-            .enumerate()
-            .for_each(|(i, out)| {
-                let span = i * BLOCK..i * BLOCK + out.len();
-                out.fill(0.0);
-                for c in chunks {
-                    kernels::add_assign(out, &c.d_projected[span.clone()]);
-                }
+        ws.chunks
+            .par_iter_mut()
+            .zip(d_inputs)
+            .for_each(|(c, d_inputs)| {
+                let d_out = &d_queries[c.rows.start * d..c.rows.end * d];
+                c.backward(spec, params, d_out, d_inputs)
             });
+        // Each projected row's gradient is the sum of its tokens' rows, in
+        // batch order whatever the thread count; in parallel over slots.
+        // The work follows the tokens: no per-thread copy of all `U` rows.
+        group_tokens_by_slot(
+            &ws.chunks,
+            &ws.local_contexts,
+            u,
+            l,
+            &mut ws.token_start,
+            &mut ws.slot_tokens,
+        );
+        ws.d_projected.resize(u * 3 * d, 0.0);
+        sum_rows_by_slot(
+            &ws.d_tokens,
+            3 * d,
+            &ws.token_start,
+            &ws.slot_tokens,
+            &mut ws.d_projected,
+        );
         grads.recurrent_kernel.fill(0.0);
         grads.recurrent_bias.fill(0.0);
         for c in &ws.chunks {

@@ -18,7 +18,7 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::kernels::dispatch;
+use crate::kernels::{self, dispatch};
 use crate::model::{Grads, Params, SparseRows};
 
 /// How the embedding tables are updated (see the module header).
@@ -185,6 +185,9 @@ struct Update {
 /// shares them.
 const CHUNK: usize = 1 << 15;
 
+/// How many touched rows ahead the lazy update prefetches.
+const PREFETCH_AHEAD: usize = 4;
+
 impl Update {
     fn run(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
         update_tensor(
@@ -228,8 +231,7 @@ impl Update {
 
     /// A `vocab x dim` table whose gradient is `grad`'s rows: every row
     /// (untouched ones with a zero gradient), or with `lazy` only the
-    /// touched rows. In parallel over blocks of rows; each block finds its
-    /// touched rows in the sorted ids.
+    /// touched rows.
     fn table(
         &self,
         p: &mut [f32],
@@ -242,40 +244,104 @@ impl Update {
         if dim == 0 || (lazy && grad.ids.is_empty()) {
             return;
         }
-        let mut order: Vec<(u32, u32)> = grad
+        // (id, slot in `grad.values`) by id. Packed in one u64 so the sort
+        // compares integers; ids that arrive sorted skip it.
+        let mut order: Vec<u64> = grad
             .ids
             .iter()
             .enumerate()
-            .map(|(k, &id)| (id, k as u32))
+            .map(|(k, &id)| (id as u64) << 32 | k as u64)
             .collect();
-        order.sort_unstable();
+        if !order.is_sorted() {
+            order.sort_unstable();
+        }
+        if lazy {
+            self.touched_rows(p, grad, m, v, dim, &order);
+        } else {
+            self.every_row(p, grad, m, v, dim, &order);
+        }
+    }
+
+    /// Dense: in parallel over blocks of rows; each block finds its touched
+    /// rows in `order` and runs of untouched rows go in one call with a
+    /// zero gradient.
+    fn every_row(
+        &self,
+        p: &mut [f32],
+        grad: &SparseRows,
+        m: &mut [f32],
+        v: &mut [f32],
+        dim: usize,
+        order: &[u64],
+    ) {
         let rows_per_block = (CHUNK / dim).max(1);
         p.par_chunks_mut(rows_per_block * dim)
             .zip(m.par_chunks_mut(rows_per_block * dim))
             .zip(v.par_chunks_mut(rows_per_block * dim))
             .enumerate()
             .for_each(|(block, ((p, m), v))| {
-                let first = (block * rows_per_block) as u32;
+                let first = (block * rows_per_block) as u64;
                 let rows = p.len() / dim;
-                let start = order.partition_point(|&(id, _)| id < first);
-                let end = order.partition_point(|&(id, _)| (id as usize) < first as usize + rows);
-                // Rows before `next` are done; runs of untouched rows go
-                // in one call with a zero gradient.
+                let start = order.partition_point(|&e| e >> 32 < first);
+                let end = order.partition_point(|&e| e >> 32 < first + rows as u64);
                 let mut next = 0usize;
-                for &(id, k) in &order[start..end] {
-                    let r = (id - first) as usize;
-                    if !lazy && r > next {
+                for &e in &order[start..end] {
+                    let (r, k) = ((e >> 32) as usize - first as usize, e as u32 as usize);
+                    if r > next {
                         self.untouched(p, m, v, next * dim..r * dim);
                     }
                     let span = r * dim..(r + 1) * dim;
-                    let g = &grad.values[k as usize * dim..(k as usize + 1) * dim];
+                    let g = &grad.values[k * dim..(k + 1) * dim];
                     self.run(&mut p[span.clone()], g, &mut m[span.clone()], &mut v[span]);
                     next = r + 1;
                 }
-                if !lazy && rows > next {
+                if rows > next {
                     self.untouched(p, m, v, next * dim..rows * dim);
                 }
             });
+    }
+
+    /// Lazy: the touched rows only, in parallel over runs of them. A run's
+    /// rows lie in one span of the table, so the spans are split off
+    /// disjointly; the work follows the rows touched, not the table size.
+    fn touched_rows(
+        &self,
+        p: &mut [f32],
+        grad: &SparseRows,
+        m: &mut [f32],
+        v: &mut [f32],
+        dim: usize,
+        order: &[u64],
+    ) {
+        const RUN: usize = 512;
+        let mut runs = Vec::with_capacity(order.len().div_ceil(RUN));
+        let (mut p, mut m, mut v) = (p, m, v);
+        let mut offset = 0usize;
+        for run in order.chunks(RUN) {
+            let end = ((run[run.len() - 1] >> 32) as usize + 1) * dim;
+            let (p_run, p_rest) = std::mem::take(&mut p).split_at_mut(end - offset);
+            let (m_run, m_rest) = std::mem::take(&mut m).split_at_mut(end - offset);
+            let (v_run, v_rest) = std::mem::take(&mut v).split_at_mut(end - offset);
+            runs.push((run, offset / dim, p_run, m_run, v_run));
+            (p, m, v) = (p_rest, m_rest, v_rest);
+            offset = end;
+        }
+        runs.into_par_iter().for_each(|(run, first, p, m, v)| {
+            let span =
+                |e: u64| ((e >> 32) as usize - first) * dim..((e >> 32) as usize - first + 1) * dim;
+            for (i, &e) in run.iter().enumerate() {
+                // The rows are scattered over a table larger than the cache:
+                // start loading a later row's state while this one runs.
+                if let Some(&ahead) = run.get(i + PREFETCH_AHEAD) {
+                    kernels::prefetch(&p[span(ahead)]);
+                    kernels::prefetch(&m[span(ahead)]);
+                    kernels::prefetch(&v[span(ahead)]);
+                }
+                let k = e as u32 as usize;
+                let g = &grad.values[k * dim..(k + 1) * dim];
+                self.run(&mut p[span(e)], g, &mut m[span(e)], &mut v[span(e)]);
+            }
+        });
     }
 }
 
