@@ -39,7 +39,6 @@ impl TouchedRows {
         self.ids.clear();
     }
 
-    /// The slot of `id`, adding it when new.
     /// Starts loading `id`'s entry: a batch's ids are scattered over a
     /// table as long as the catalogue, so a loop of `insert`s calls this a
     /// few ids ahead.
@@ -49,6 +48,7 @@ impl TouchedRows {
         }
     }
 
+    /// The slot of `id`, adding it when new.
     pub fn insert(&mut self, id: u32) -> u32 {
         let slot = &mut self.slot_of[id as usize];
         if *slot == u32::MAX {
@@ -159,11 +159,11 @@ pub fn project_table(
         Output::Overwrite,
         threads,
     );
-    for row in p.chunks_exact_mut(cols) {
-        for (x, &b) in row.iter_mut().zip(b_in) {
-            *x += b;
+    p.par_chunks_mut(1024 * cols).for_each(|rows| {
+        for row in rows.chunks_exact_mut(cols) {
+            add_assign(row, b_in);
         }
-    }
+    });
 }
 
 /// The backward of `project_table`: adds `embᵀ·dp` to `dw`, `dp·wᵀ` to

@@ -244,6 +244,9 @@ impl Update {
         if dim == 0 || (lazy && grad.ids.is_empty()) {
             return;
         }
+        if lazy {
+            return self.touched_rows(p, grad, m, v, dim);
+        }
         // (id, slot in `grad.values`) by id. Packed in one u64 so the sort
         // compares integers; ids that arrive sorted skip it.
         let mut order: Vec<u64> = grad
@@ -255,11 +258,7 @@ impl Update {
         if !order.is_sorted() {
             order.sort_unstable();
         }
-        if lazy {
-            self.touched_rows(p, grad, m, v, dim, &order);
-        } else {
-            self.every_row(p, grad, m, v, dim, &order);
-        }
+        self.every_row(p, grad, m, v, dim, &order);
     }
 
     /// Dense: in parallel over blocks of rows; each block finds its touched
@@ -301,9 +300,10 @@ impl Update {
             });
     }
 
-    /// Lazy: the touched rows only, in parallel over runs of them. A run's
-    /// rows lie in one span of the table, so the spans are split off
-    /// disjointly; the work follows the rows touched, not the table size.
+    /// Lazy: the touched rows only, in parallel over spans of the table.
+    /// One counting pass puts each row in the span of ids it falls in (no
+    /// sort), so the spans are split off disjointly and the work follows
+    /// the rows touched, not the table size.
     fn touched_rows(
         &self,
         p: &mut [f32],
@@ -311,35 +311,55 @@ impl Update {
         m: &mut [f32],
         v: &mut [f32],
         dim: usize,
-        order: &[u64],
     ) {
-        const RUN: usize = 512;
-        let mut runs = Vec::with_capacity(order.len().div_ceil(RUN));
-        let (mut p, mut m, mut v) = (p, m, v);
-        let mut offset = 0usize;
-        for run in order.chunks(RUN) {
-            let end = ((run[run.len() - 1] >> 32) as usize + 1) * dim;
-            let (p_run, p_rest) = std::mem::take(&mut p).split_at_mut(end - offset);
-            let (m_run, m_rest) = std::mem::take(&mut m).split_at_mut(end - offset);
-            let (v_run, v_rest) = std::mem::take(&mut v).split_at_mut(end - offset);
-            runs.push((run, offset / dim, p_run, m_run, v_run));
-            (p, m, v) = (p_rest, m_rest, v_rest);
-            offset = end;
+        const SPANS: usize = 256;
+        let vocab = p.len() / dim;
+        // Ids per span: a power of two, so a row's span is `id >> shift`.
+        let shift = (vocab.div_ceil(SPANS).next_power_of_two()).trailing_zeros();
+        let span_rows = 1usize << shift;
+        let mut start = [0u32; SPANS + 1];
+        for &id in &grad.ids {
+            start[(id >> shift) as usize + 1] += 1;
         }
-        runs.into_par_iter().for_each(|(run, first, p, m, v)| {
-            let span =
-                |e: u64| ((e >> 32) as usize - first) * dim..((e >> 32) as usize - first + 1) * dim;
-            for (i, &e) in run.iter().enumerate() {
+        for s in 0..SPANS {
+            start[s + 1] += start[s];
+        }
+        // Slots in `grad.values`, grouped by span (in slot order within one).
+        let mut slots = vec![0u32; grad.ids.len()];
+        let mut next = start;
+        for (k, &id) in grad.ids.iter().enumerate() {
+            let at = &mut next[(id >> shift) as usize];
+            slots[*at as usize] = k as u32;
+            *at += 1;
+        }
+        let mut spans = Vec::with_capacity(SPANS);
+        let (mut p, mut m, mut v) = (p, m, v);
+        for s in 0..SPANS {
+            let len = (span_rows * dim).min(p.len());
+            let (p_span, p_rest) = std::mem::take(&mut p).split_at_mut(len);
+            let (m_span, m_rest) = std::mem::take(&mut m).split_at_mut(len);
+            let (v_span, v_rest) = std::mem::take(&mut v).split_at_mut(len);
+            (p, m, v) = (p_rest, m_rest, v_rest);
+            let mine = &slots[start[s] as usize..start[s + 1] as usize];
+            if !mine.is_empty() {
+                spans.push((s * span_rows, mine, p_span, m_span, v_span));
+            }
+        }
+        spans.into_par_iter().for_each(|(first, mine, p, m, v)| {
+            let row = |k: u32| {
+                let r = grad.ids[k as usize] as usize - first;
+                r * dim..(r + 1) * dim
+            };
+            for (i, &k) in mine.iter().enumerate() {
                 // The rows are scattered over a table larger than the cache:
                 // start loading a later row's state while this one runs.
-                if let Some(&ahead) = run.get(i + PREFETCH_AHEAD) {
-                    kernels::prefetch(&p[span(ahead)]);
-                    kernels::prefetch(&m[span(ahead)]);
-                    kernels::prefetch(&v[span(ahead)]);
+                if let Some(&ahead) = mine.get(i + PREFETCH_AHEAD) {
+                    kernels::prefetch(&p[row(ahead)]);
+                    kernels::prefetch(&m[row(ahead)]);
+                    kernels::prefetch(&v[row(ahead)]);
                 }
-                let k = e as u32 as usize;
-                let g = &grad.values[k * dim..(k + 1) * dim];
-                self.run(&mut p[span(e)], g, &mut m[span(e)], &mut v[span(e)]);
+                let g = &grad.values[k as usize * dim..(k as usize + 1) * dim];
+                self.run(&mut p[row(k)], g, &mut m[row(k)], &mut v[row(k)]);
             }
         });
     }
@@ -356,13 +376,21 @@ mod tests {
     /// rows (some rows never, some every step).
     #[test]
     fn dense_and_lazy_adamw_match_a_plain_implementation() {
+        // 7 ids: one per span of the lazy update; 1500: several per span.
+        for vocab in [7, 1500] {
+            dense_and_lazy_adamw_match_a_plain_implementation_at(vocab);
+        }
+    }
+
+    fn dense_and_lazy_adamw_match_a_plain_implementation_at(vocab: usize) {
         let spec = crate::model::ModelOptions {
             embedding_dim: 3,
             context_len: 1,
             ..Default::default()
         }
-        .spec(7);
+        .spec(vocab);
         let d = spec.dim;
+        let last = vocab as u32 - 1;
         let c = AdamWConfig::default();
         for how in [Optimizer::AdamW, Optimizer::LazyAdamW] {
             let mut rng = ChaCha8Rng::seed_from_u64(9);
@@ -375,10 +403,10 @@ mod tests {
             let mut m = tensors.clone().map(|t| vec![0.0f64; t.len()]);
             let mut s = m.clone();
             for step in 1..=4 {
-                // Row 0 every step, row 6 never, the others at random; ids
-                // out of order.
+                // Row 0 every step, the last row never, the others at
+                // random; ids out of order.
                 let mut ids: Vec<u32> = vec![0];
-                ids.extend((1..6).filter(|_| rng.random_bool(0.5)));
+                ids.extend((1..last).filter(|_| rng.random_bool(0.5)));
                 ids.reverse();
                 let mut rows = |ids: &[u32]| SparseRows {
                     ids: ids.to_vec(),
@@ -413,14 +441,16 @@ mod tests {
                 let alpha = lr * (1.0 - b2.powi(step)).sqrt() / (1.0 - b1.powi(step));
                 for (i, g) in dense.tensors().iter().enumerate() {
                     let table = i == 0 || i == 5;
-                    let touched = |j: usize| {
-                        let rows = if i == 0 {
-                            &grads.query_embedding
-                        } else {
-                            &grads.candidate_embedding
-                        };
-                        rows.ids.contains(&((j / d) as u32))
+                    let mut is_touched = vec![false; vocab];
+                    let rows = if i == 0 {
+                        &grads.query_embedding
+                    } else {
+                        &grads.candidate_embedding
                     };
+                    for &id in &rows.ids {
+                        is_touched[id as usize] = true;
+                    }
+                    let touched = |j: usize| is_touched[j / d];
                     for j in 0..g.len() {
                         if how == Optimizer::LazyAdamW && table && !touched(j) {
                             continue;
@@ -442,13 +472,14 @@ mod tests {
                 }
             }
             if how == Optimizer::LazyAdamW {
-                // Row 6 was never touched: exactly as initialised.
+                // The last row was never touched: exactly as initialised.
                 let init = Params::init(&spec, 1);
+                let never = last as usize * d..;
                 assert_eq!(
-                    params.query_embedding[6 * d..],
-                    init.query_embedding[6 * d..]
+                    params.query_embedding[never.clone()],
+                    init.query_embedding[never.clone()]
                 );
-                assert!(opt.m.query_embedding[6 * d..].iter().all(|&x| x == 0.0));
+                assert!(opt.m.query_embedding[never].iter().all(|&x| x == 0.0));
             }
         }
     }
