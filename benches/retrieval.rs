@@ -3,7 +3,16 @@
 //! dimension 32), against the floor set by this machine's measured `gemm`
 //! speed for the same scores.
 //!
-//! Environment: SEQREC_BENCH_THREADS (default: all cores).
+//! Then big catalogues (synthetic clustered tables, item norms varying as
+//! popularity does): exact top-10 against the approximate graph
+//! (`retrieval::approx`), with the graph's recall@10 against exact, its
+//! build time and memory.
+//!
+//! Environment: SEQREC_BENCH_THREADS (default: all cores),
+//! SEQREC_RETRIEVAL_SIZES (default 100000x32,100000x64,1000000x32,1000000x64;
+//! empty for none), SEQREC_RETRIEVAL_EF (search lists, default 32,64,128),
+//! SEQREC_RETRIEVAL_M and SEQREC_RETRIEVAL_EFC (the graph's links per node
+//! and build list; default `ApproxSettings::default()`).
 
 use std::time::Instant;
 
@@ -12,8 +21,111 @@ use rand_chacha::ChaCha8Rng;
 use seqrec::data::{Catalog, UserHistories};
 use seqrec::kernels::{matmul, Mat, Output};
 use seqrec::model::{ModelOptions, Params};
+use seqrec::retrieval::approx::{approx_top_k, ApproxIndex, ApproxSettings};
 use seqrec::retrieval::recommender::Recommender;
-use seqrec::retrieval::{for_each_scored_row, top_k, Candidates};
+use seqrec::retrieval::{for_each_scored_row, top_k, Candidates, Scored};
+
+fn common_env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Standard normal, by Box-Muller.
+fn normal(rng: &mut ChaCha8Rng) -> f32 {
+    let u: f32 = rng.random_range(1e-7..1.0);
+    let v: f32 = rng.random();
+    (-2.0 * u.ln()).sqrt() * (2.0 * std::f32::consts::PI * v).cos()
+}
+
+/// `n x d` candidates around `n / 1000` cluster centres, each scaled by a
+/// log-normal factor (popular items have larger norms), and `q` queries
+/// near random items (what a trained tower's queries look like).
+fn clustered(n: usize, d: usize, q: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let clusters = (n / 1000).max(8);
+    let centres: Vec<f32> = (0..clusters * d).map(|_| normal(&mut rng)).collect();
+    let norm = 1.0 / (d as f32).sqrt();
+    let mut table = vec![0.0; n * d];
+    for row in table.chunks_exact_mut(d) {
+        let c = rng.random_range(0..clusters);
+        let scale = (0.3 * normal(&mut rng)).exp() * norm;
+        for (j, x) in row.iter_mut().enumerate() {
+            *x = scale * (centres[c * d + j] + 0.6 * normal(&mut rng));
+        }
+    }
+    let mut queries = vec![0.0; q * d];
+    for row in queries.chunks_exact_mut(d) {
+        let a = rng.random_range(0..n);
+        for (j, x) in row.iter_mut().enumerate() {
+            *x = 3.0 * table[a * d + j] + 0.3 * norm * normal(&mut rng);
+        }
+    }
+    (table, queries)
+}
+
+fn recall(found: &[Vec<Scored>], truth: &[Vec<Scored>]) -> f64 {
+    let hits: usize = found
+        .iter()
+        .zip(truth)
+        .map(|(f, t)| f.iter().filter(|x| t.iter().any(|y| y.id == x.id)).count())
+        .sum();
+    hits as f64 / truth.iter().map(Vec::len).sum::<usize>().max(1) as f64
+}
+
+/// Exact against approximate top-10 at one catalogue size.
+fn big_catalogue(n: usize, d: usize, efs: &[usize], threads: usize) {
+    let (k, queries) = (10, 2048);
+    let (table, q) = clustered(n, d, queries, 3);
+    let allowed: Vec<bool> = (0..n).map(|i| i > 0).collect();
+    let cands = Candidates {
+        embeddings: &table,
+        dim: d,
+        allowed: Some(&allowed),
+    };
+    let mut exact_s = f64::INFINITY;
+    let mut truth = Vec::new();
+    for _ in 0..2 {
+        let t = Instant::now();
+        truth = top_k(&q, cands, k, |_| &[]);
+        exact_s = exact_s.min(t.elapsed().as_secs_f64());
+    }
+    let exact_qps = queries as f64 / exact_s;
+    let t = Instant::now();
+    let defaults = ApproxSettings::default();
+    let settings = ApproxSettings {
+        connectivity: common_env("SEQREC_RETRIEVAL_M", defaults.connectivity),
+        expansion_add: common_env("SEQREC_RETRIEVAL_EFC", defaults.expansion_add),
+        ..defaults
+    };
+    let mut index = ApproxIndex::build(cands, settings).expect("build");
+    let build_s = t.elapsed().as_secs_f64();
+    println!(
+        "{n:>9} x {d:<3} exact {exact_qps:>8.0} q/s | graph (M {}, ef_add {}): build {build_s:6.1} s, {:5.0} MiB (table {:.0} MiB), {threads} thread(s)",
+        settings.connectivity,
+        settings.expansion_add,
+        index.memory_bytes() as f64 / 1048576.0,
+        (table.len() * 4) as f64 / 1048576.0
+    );
+    for &ef in efs {
+        index.set_expansion_search(ef);
+        let mut best = f64::INFINITY;
+        let mut found = Vec::new();
+        for _ in 0..2 {
+            let t = Instant::now();
+            found = approx_top_k(&index, &q, cands, k, |_| &[]);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        let qps = queries as f64 / best;
+        println!(
+            "{:>15} ef {ef:>4}: {qps:>8.0} q/s  {:>6.1}x exact   recall@10 {:.4}",
+            "",
+            qps / exact_qps,
+            recall(&found, &truth)
+        );
+    }
+}
 
 fn main() {
     let threads: usize = std::env::var("SEQREC_BENCH_THREADS")
@@ -96,5 +208,26 @@ fn main() {
             queries as f64 / with_encoding,
             with_encoding * 1e3
         );
+        let sizes = std::env::var("SEQREC_RETRIEVAL_SIZES")
+            .unwrap_or_else(|_| "100000x32,100000x64,1000000x32,1000000x64".into());
+        let efs: Vec<usize> = std::env::var("SEQREC_RETRIEVAL_EF")
+            .unwrap_or_else(|_| "32,64,128".into())
+            .split(',')
+            .filter_map(|e| e.trim().parse().ok())
+            .collect();
+        let sizes: Vec<(usize, usize)> = sizes
+            .split(',')
+            .filter_map(|s| {
+                let (n, d) = s.trim().split_once('x')?;
+                Some((n.parse().ok()?, d.parse().ok()?))
+            })
+            .collect();
+        if !sizes.is_empty() {
+            println!();
+            println!("big catalogues: exact top-10 (batch of 2048) against the approximate graph (one search per query, in parallel)");
+        }
+        for (n, d) in sizes {
+            big_catalogue(n, d, &efs, threads);
+        }
     });
 }

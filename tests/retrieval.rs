@@ -316,3 +316,85 @@ fn evaluate_refuses_data_of_another_catalogue() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("trained on"), "{err}");
 }
+
+/// A hot swap replaces the model and its approximate graph together: the
+/// graph served after a reload is the one built for the new file, and the
+/// cache beside the file follows it.
+#[test]
+fn a_hot_swap_replaces_model_and_index_together() {
+    use seqrec::retrieval::approx::{self, ApproxIndex, ApproxSettings, IndexChoice};
+    use seqrec::serve::model::ModelSlot;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&[
+        "--quiet",
+        "synth",
+        data.to_str().unwrap(),
+        "--users",
+        "300",
+        "--items",
+        "300",
+        "--ratings",
+        "20000",
+        "--seed",
+        "2",
+    ]);
+    let trained = |seed: &str, name: &str| {
+        let out = dir.path().join(name);
+        ok(&[
+            "--quiet",
+            "train",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--seed",
+            seed,
+        ]);
+        out
+    };
+    let (a, b) = (trained("1", "a.safetensors"), trained("2", "b.safetensors"));
+    let served = dir.path().join("served.safetensors");
+    fs::copy(&a, &served).unwrap();
+
+    let slot = ModelSlot::load(served.clone(), IndexChoice::Approx).unwrap();
+    let first = slot.get();
+    let graph = first.rec.approx_index().expect("on the graph");
+    assert!(graph.is_for(first.rec.candidates(false)));
+    assert_eq!(first.info["index"]["kind"], "approx");
+    assert!(approx::cache_path(&served).exists());
+
+    // The new file arrives by rename, as `seqrec train --out` writes it.
+    let tmp = dir.path().join("incoming");
+    fs::copy(&b, &tmp).unwrap();
+    fs::rename(&tmp, &served).unwrap();
+    let second = slot.reload().unwrap();
+    assert_eq!(second.generation, 2);
+    let new_graph = second.rec.approx_index().expect("on the graph");
+    assert!(new_graph.is_for(second.rec.candidates(false)));
+    assert!(!new_graph.is_for(first.rec.candidates(false)));
+    assert_eq!(
+        second.info["index"]["from"], "built",
+        "the old cache is not reused"
+    );
+    // The cache now holds the new model's graph.
+    let bytes = fs::read(approx::cache_path(&served)).unwrap();
+    let cache = approx::cache_path(&served);
+    assert!(ApproxIndex::from_bytes(
+        &bytes,
+        second.rec.candidates(false),
+        ApproxSettings::default(),
+        &cache
+    )
+    .is_ok());
+    // Requests still holding the first model keep its own graph.
+    assert!(first
+        .rec
+        .approx_index()
+        .unwrap()
+        .is_for(first.rec.candidates(false)));
+    // The next load of the same file reads the cache.
+    let third = slot.reload().unwrap();
+    assert_eq!(third.info["index"]["from"], "cache");
+}

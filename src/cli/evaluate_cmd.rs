@@ -10,6 +10,7 @@ use clap::Args;
 use super::DataArgs;
 use crate::data::{Dataset, Sequences};
 use crate::eval::{self, EvalReport};
+use crate::retrieval::approx::IndexChoice;
 use crate::retrieval::recommender::Recommender;
 
 #[derive(Args, Debug)]
@@ -28,6 +29,15 @@ pub struct EvaluateArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// exact: rank against every item (the metrics); approx: also retrieve through the approximate graph and report its recall@K against exact and the metrics it gives.
+    #[arg(long, value_enum, default_value_t = EvalIndex::Exact)]
+    pub index: EvalIndex,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvalIndex {
+    Exact,
+    Approx,
 }
 
 /// Parses `10,20` into cut-offs, each at least 1.
@@ -84,6 +94,18 @@ pub fn print_report(r: &EvalReport) {
             );
         }
     }
+    if let Some(a) = &r.approx {
+        for b in &a.seen_excluded {
+            println!(
+                "{:<11} {:>4}   {:>7} {:>7} {:>7}   {:>7.4} {:>7.4} {:>7.4}",
+                "approx", b.k, "", "", "", b.hr, b.ndcg, b.mrr
+            );
+        }
+        println!(
+            "approximate top-{} found {:.4} of exact top-{} (recall, seen items excluded)",
+            a.k, a.recall, a.k
+        );
+    }
 }
 
 pub fn evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
@@ -91,7 +113,10 @@ pub fn evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
     let saved = crate::checkpoint::load(&args.model)?;
     let mut args = args;
     args.data.default_to(&saved.data);
-    let rec = Recommender::new(saved);
+    let mut rec = Recommender::new(saved);
+    if args.index == EvalIndex::Approx {
+        super::use_index(&mut rec, IndexChoice::Approx, &args.model, quiet)?;
+    }
     let data = args.data.data_settings()?;
     let ds = args.data.load(quiet)?;
     check_same_catalogue(&rec, &ds)?;

@@ -263,3 +263,45 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => serve_cmd::serve(*a, quiet),
     }
 }
+
+/// Puts `rec` on the top-K `choice` asks for, saying on stderr (unless
+/// `quiet`) when the approximate graph is built, how long that took and
+/// whether it was cached beside `model`.
+pub fn use_index(
+    rec: &mut crate::retrieval::recommender::Recommender,
+    choice: crate::retrieval::approx::IndexChoice,
+    model: &std::path::Path,
+    quiet: bool,
+) -> Result<()> {
+    use crate::retrieval::approx::{self, ApproxSettings, IndexSource};
+    let cache = approx::cache_path(model);
+    let started = std::time::Instant::now();
+    let spinner = crate::progress::bar(
+        None,
+        "{spinner} approximate index: {msg} {elapsed}",
+        !quiet && choice.approximate(rec.item_count()),
+    );
+    spinner.set_message(format!("{} items", rec.item_count()));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+    let source = rec.use_index(choice, Some(&cache), ApproxSettings::default())?;
+    spinner.finish_and_clear();
+    if quiet {
+        return Ok(());
+    }
+    match source {
+        Some(IndexSource::BuiltAndCached) => eprintln!(
+            "built the approximate index over {} items in {:.1} s, cached at {}",
+            rec.item_count(),
+            started.elapsed().as_secs_f64(),
+            cache.display()
+        ),
+        Some(IndexSource::BuiltNotCached(why)) => eprintln!(
+            "built the approximate index over {} items in {:.1} s (not cached: {})",
+            rec.item_count(),
+            started.elapsed().as_secs_f64(),
+            why
+        ),
+        Some(IndexSource::Cache) | None => {}
+    }
+    Ok(())
+}

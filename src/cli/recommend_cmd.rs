@@ -1,6 +1,7 @@
 //! `seqrec recommend MODEL ...`: the top K for a history (ids, titles or a
 //! known user), for a whole file of histories, or the reference's demo.
 
+use crate::retrieval::approx::IndexChoice;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -45,6 +46,9 @@ pub struct RecommendArgs {
     /// Print the answer as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Top-K: exact (score every item), approx (the HNSW graph, cached beside the model file as MODEL.index) or auto (approx above 100,000 items).
+    #[arg(long, value_enum, default_value_t = IndexChoice::Auto)]
+    pub index: IndexChoice,
 }
 
 #[derive(Serialize)]
@@ -137,7 +141,7 @@ pub fn print_demo(watched: &[String], recommended: &[String]) {
     }
 }
 
-pub fn recommend(args: RecommendArgs, _quiet: bool) -> Result<()> {
+pub fn recommend(args: RecommendArgs, quiet: bool) -> Result<()> {
     if args.k == 0 || args.k > 10_000 {
         bail!("--k: expected 1 to 10000, found {}", args.k);
     }
@@ -154,7 +158,10 @@ pub fn recommend(args: RecommendArgs, _quiet: bool) -> Result<()> {
     if args.demo && (args.k != 10 || args.exclude_seen || args.parity) {
         bail!("--demo repeats the reference's demo (10 items, retrieval as the reference's); it takes no --k, --exclude-seen or --parity");
     }
-    let rec = Recommender::load(&args.model)?;
+    let mut rec = Recommender::load(&args.model)?;
+    if !args.parity && !args.demo {
+        super::use_index(&mut rec, args.index, &args.model, quiet)?;
+    }
     if args.demo {
         let (watched, recommended) = demo(&rec)?;
         if args.json {

@@ -1,5 +1,6 @@
 //! `seqrec serve MODEL`: the HTTP service (see `crate::serve` and docs/serve.md).
 
+use crate::retrieval::approx::IndexChoice;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -55,6 +56,9 @@ pub struct ServeArgs {
     /// Seconds that requests in flight may take to finish after SIGINT/SIGTERM.
     #[arg(long, default_value_t = defaults().shutdown_grace.as_secs(), value_name = "S")]
     pub shutdown_grace_s: u64,
+    /// Top-K: exact (score every item), approx (the HNSW graph, cached beside the model file as MODEL.index) or auto (approx above 100,000 items).
+    #[arg(long, value_enum, default_value_t = IndexChoice::Auto)]
+    pub index: IndexChoice,
     /// Log level on stderr: error, warn, info, debug, trace or off.
     #[arg(long, default_value_t = defaults().log_level.to_string().to_lowercase(), value_name = "LEVEL")]
     pub log_level: String,
@@ -105,6 +109,7 @@ pub fn serve(args: ServeArgs, _quiet: bool) -> Result<()> {
         score_threads: args.score_threads,
         shutdown_grace: Duration::from_secs(args.shutdown_grace_s),
         log_level,
+        index: args.index,
     })
     .map_err(|e| match e {
         // Say which flag chose the address.

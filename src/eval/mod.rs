@@ -14,8 +14,9 @@ use serde::Serialize;
 
 use crate::data::{Catalog, ExampleSet, Sequences, UserHistories};
 use crate::model::{history_before as history, ModelSpec, Params};
+use crate::retrieval::approx::approx_top_k;
 use crate::retrieval::recommender::Recommender;
-use crate::retrieval::{for_each_scored_row, rank_of};
+use crate::retrieval::{for_each_scored_row, rank_of, select_top_k, SelectScratch};
 
 /// One K's figures, averaged over examples.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -85,6 +86,22 @@ pub struct EvalReport {
     pub model: ScorerReport,
     pub popularity: ScorerReport,
     pub tie_rule: &'static str,
+    /// The approximate graph's top-K against exact, when the recommender
+    /// was put on it (`evaluate --index approx`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approx: Option<ApproxReport>,
+}
+
+/// What approximate top-K costs in quality, seen items excluded: the share
+/// of exact top-K it finds, and the model's metrics when it retrieves.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApproxReport {
+    /// The list length compared (the largest cut-off).
+    pub k: usize,
+    /// `|approx ∩ exact| / |exact|` over the test examples.
+    pub recall: f64,
+    /// HR/NDCG/MRR at each cut-off from the approximate lists.
+    pub seen_excluded: Vec<AtK>,
 }
 
 pub const TIE_RULE: &str = "a label tied with other candidates ranks after all of them";
@@ -191,12 +208,25 @@ pub fn evaluate(
         p_seen.add(s);
     }
 
+    let index = rec.approx_index();
+    let k_max = ks.iter().copied().max().unwrap_or(10);
+    let mut a_seen = RankMetrics::new(ks);
+    let (mut found, mut wanted) = (0usize, 0usize);
     for chunk in test.label_pos.chunks(4096) {
         let histories: Vec<&[u32]> = chunk.iter().map(|&p| history(seqs, p)).collect();
         let queries = rec.encode(&histories);
         let ranks = Mutex::new(vec![(None, None); chunk.len()]);
+        let exact_lists = Mutex::new(vec![Vec::new(); chunk.len()]);
         for_each_scored_row(&queries, cands, |q, row| {
             let r = ranks_both(row, seqs.items[chunk[q] as usize], histories[q]);
+            if index.is_some() {
+                // The row now has the seen items (but the label) knocked out.
+                let mut list = Vec::with_capacity(4 * k_max);
+                select_top_k(row, k_max, &mut list, &mut SelectScratch::default());
+                if let Ok(mut v) = exact_lists.lock() {
+                    v[q] = list;
+                }
+            }
             if let Ok(mut v) = ranks.lock() {
                 v[q] = r;
             }
@@ -204,6 +234,27 @@ pub fn evaluate(
         for (a, s) in ranks.into_inner().unwrap_or_default() {
             m_all.add(a);
             m_seen.add(s);
+        }
+        if let Some(index) = index {
+            let exclusions: Vec<Vec<u32>> = chunk
+                .iter()
+                .zip(&histories)
+                .map(|(&p, h)| {
+                    let label = seqs.items[p as usize];
+                    h.iter().copied().filter(|&id| id != label).collect()
+                })
+                .collect();
+            let lists = approx_top_k(index, &queries, cands, k_max, |q| &exclusions[q]);
+            let exact_lists = exact_lists.into_inner().unwrap_or_default();
+            for ((list, exact), &p) in lists.iter().zip(&exact_lists).zip(chunk) {
+                let label = seqs.items[p as usize];
+                a_seen.add(list.iter().position(|s| s.id == label).map(|i| i + 1));
+                wanted += exact.len();
+                found += list
+                    .iter()
+                    .filter(|s| exact.iter().any(|e| e.id == s.id))
+                    .count();
+            }
         }
     }
     EvalReport {
@@ -220,6 +271,11 @@ pub fn evaluate(
             seen_excluded: p_seen.finish(),
         },
         tie_rule: TIE_RULE,
+        approx: index.map(|_| ApproxReport {
+            k: k_max,
+            recall: found as f64 / wanted.max(1) as f64,
+            seen_excluded: a_seen.finish(),
+        }),
     }
 }
 

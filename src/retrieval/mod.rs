@@ -5,6 +5,7 @@
 //! id ranks first. Ids that are not allowed (padding, ids that are no item)
 //! and per-query exclusions are never returned.
 
+pub mod approx;
 pub mod recommender;
 
 use rayon::prelude::*;
@@ -13,6 +14,9 @@ use crate::kernels::{dispatch, matmul, Mat, Output};
 
 /// Queries scored per block: 128 rows of 3,953 scores is 2 MiB.
 const BLOCK_ROWS: usize = 128;
+/// At most this many scores per block (64 MiB): at 10^6 items a block is
+/// 16 queries, not 128 (512 MiB per thread).
+const BLOCK_SCORES: usize = 16 << 20;
 
 /// The candidate side of retrieval.
 #[derive(Clone, Copy)]
@@ -42,7 +46,7 @@ impl Candidates<'_> {
     }
 }
 
-/// Scores every query against every candidate, `BLOCK_ROWS` queries at a
+/// Scores every query against every candidate, a block of queries at a
 /// time, in parallel, and hands each row of scores to `visit(query, row)`.
 /// Rows of disallowed ids are already `-inf`.
 pub fn for_each_scored_row<F>(queries: &[f32], cands: Candidates, visit: F)
@@ -54,31 +58,29 @@ where
     let disallowed = cands.disallowed();
     // A block's scores, sized to the queries so that one query (the
     // service's common case) does not allocate and zero a whole block.
-    let block_rows = (queries.len() / d.max(1)).clamp(1, BLOCK_ROWS);
-    queries
-        .par_chunks(BLOCK_ROWS * d)
-        .enumerate()
-        .for_each_init(
-            || vec![0.0f32; block_rows * n],
-            |scores, (block, q)| {
-                let rows = q.len() / d;
-                let s = &mut scores[..rows * n];
-                // s (rows x n) = q (rows x d) · candidatesᵀ (d x n).
-                matmul(
-                    s,
-                    Mat::new(q, rows, d),
-                    Mat::new(cands.embeddings, n, d).t(),
-                    Output::Overwrite,
-                    1,
-                );
-                for (r, row) in s.chunks_exact_mut(n).enumerate() {
-                    for &id in &disallowed {
-                        row[id as usize] = f32::NEG_INFINITY;
-                    }
-                    visit(block * BLOCK_ROWS + r, row);
+    let per_block = (BLOCK_SCORES / n.max(1)).clamp(1, BLOCK_ROWS);
+    let block_rows = (queries.len() / d.max(1)).clamp(1, per_block);
+    queries.par_chunks(per_block * d).enumerate().for_each_init(
+        || vec![0.0f32; block_rows * n],
+        |scores, (block, q)| {
+            let rows = q.len() / d;
+            let s = &mut scores[..rows * n];
+            // s (rows x n) = q (rows x d) · candidatesᵀ (d x n).
+            matmul(
+                s,
+                Mat::new(q, rows, d),
+                Mat::new(cands.embeddings, n, d).t(),
+                Output::Overwrite,
+                1,
+            );
+            for (r, row) in s.chunks_exact_mut(n).enumerate() {
+                for &id in &disallowed {
+                    row[id as usize] = f32::NEG_INFINITY;
                 }
-            },
-        );
+                visit(block * per_block + r, row);
+            }
+        },
+    );
 }
 
 /// One retrieved item.

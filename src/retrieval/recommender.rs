@@ -5,6 +5,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use super::approx::{
+    approx_top_k, ApproxIndex, ApproxSettings, IndexChoice, IndexError, IndexSource,
+};
 use super::{top_k, Candidates, Scored};
 use crate::checkpoint::{self, CheckpointError};
 use crate::data::{Catalog, UserHistories};
@@ -36,6 +39,8 @@ pub struct Recommender {
     by_key: HashMap<String, u32>,
     by_title: HashMap<String, Vec<u32>>,
     by_user: HashMap<String, usize>,
+    /// The approximate graph `recommend` searches, when one is in use.
+    approx: Option<ApproxIndex>,
 }
 
 impl Recommender {
@@ -90,7 +95,37 @@ impl Recommender {
             by_key,
             by_title,
             by_user,
+            approx: None,
         }
+    }
+
+    /// Items that can be recommended.
+    pub fn item_count(&self) -> usize {
+        self.allowed.iter().filter(|&&a| a).count()
+    }
+
+    /// Puts `recommend` on the approximate graph when `choice` says so for
+    /// this catalogue (else on exact top-K), reading the graph from `cache`
+    /// or building it there. Returns how the graph was got, or `None` for
+    /// exact.
+    pub fn use_index(
+        &mut self,
+        choice: IndexChoice,
+        cache: Option<&Path>,
+        settings: ApproxSettings,
+    ) -> Result<Option<IndexSource>, IndexError> {
+        self.approx = None;
+        if !choice.approximate(self.item_count()) {
+            return Ok(None);
+        }
+        let (index, source) = ApproxIndex::load_or_build(cache, self.candidates(false), settings)?;
+        self.approx = Some(index);
+        Ok(Some(source))
+    }
+
+    /// The graph `recommend` searches, if any.
+    pub fn approx_index(&self) -> Option<&ApproxIndex> {
+        self.approx.as_ref()
     }
 
     /// An item id from what a user typed: the original key for renumbered
@@ -156,7 +191,8 @@ impl Recommender {
     }
 
     /// Top `k` for each history; `exclude_seen` leaves out every item of the
-    /// history itself.
+    /// history itself. On the approximate graph when `use_index` put it
+    /// there (never in `parity` mode).
     pub fn recommend(
         &self,
         histories: &[&[u32]],
@@ -166,12 +202,19 @@ impl Recommender {
     ) -> Vec<Vec<Scored>> {
         let queries = self.encode(histories);
         let none: &[u32] = &[];
-        top_k(&queries, self.candidates(parity), k, |q| {
+        let exclude = |q: usize| {
             if exclude_seen {
                 histories[q]
             } else {
                 none
             }
-        })
+        };
+        match &self.approx {
+            // Parity is the reference's brute force, whatever the index.
+            Some(index) if !parity => {
+                approx_top_k(index, &queries, self.candidates(false), k, exclude)
+            }
+            _ => top_k(&queries, self.candidates(parity), k, exclude),
+        }
     }
 }

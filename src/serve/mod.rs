@@ -36,6 +36,7 @@ use api::{json_response, ApiError};
 use batcher::{on_pool, ScoreError, ScoreRequest, Scorer};
 use model::{file_stamp, Loaded, ModelError, ModelSlot};
 
+use crate::retrieval::approx::IndexChoice;
 use crate::retrieval::Scored;
 
 /// The OpenAPI 3 description of the service, served at `/openapi.json`.
@@ -124,6 +125,10 @@ pub struct ServeConfig {
     /// How long requests in flight may take to finish after SIGINT/SIGTERM.
     pub shutdown_grace: Duration,
     pub log_level: LevelFilter,
+    /// Exact or approximate top-K (`auto`: approximate above
+    /// `approx::AUTO_MIN_ITEMS` items); the graph is cached beside the model
+    /// file and reloaded with it.
+    pub index: IndexChoice,
 }
 
 impl Default for ServeConfig {
@@ -139,6 +144,7 @@ impl Default for ServeConfig {
             batch_max: 64,
             watch: false,
             admin: false,
+            index: IndexChoice::Auto,
             io_threads: 0,
             score_threads: 0,
             shutdown_grace: Duration::from_secs(30),
@@ -558,9 +564,9 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
     let mut sigterm = handle(SignalKind::terminate(), "SIGTERM")?;
     let mut sighup = handle(SignalKind::hangup(), "SIGHUP")?;
 
-    let path = cfg.model.clone();
+    let (path, index) = (cfg.model.clone(), cfg.index);
     let models = Arc::new(
-        tokio::task::spawn_blocking(move || ModelSlot::load(path))
+        tokio::task::spawn_blocking(move || ModelSlot::load(path, index))
             .await
             .map_err(ServeError::LoadTask)??,
     );

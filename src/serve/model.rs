@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use crate::checkpoint::{self, CheckpointError, FORMAT, FORMAT_VERSION};
+use crate::retrieval::approx::{self, ApproxSettings, IndexChoice, IndexError, IndexSource};
 use crate::retrieval::recommender::Recommender;
 
 /// Why a model file could not be served.
@@ -20,6 +21,9 @@ pub enum ModelError {
     /// Reading the file panicked.
     #[error("{}: the model file could not be read", path.display())]
     Unreadable { path: PathBuf },
+    /// The approximate index could not be built.
+    #[error(transparent)]
+    Index(#[from] IndexError),
     /// Building the recommender from the file panicked.
     #[error(
         "{}: the model file is inconsistent (building the recommender failed)",
@@ -46,8 +50,11 @@ fn unix_seconds(t: SystemTime) -> Option<u64> {
 }
 
 impl Loaded {
-    /// Reads and checks a model file; never panics on a bad file.
-    pub fn load(path: &Path, generation: u64) -> Result<Loaded> {
+    /// Reads and checks a model file, and puts it on the top-K `index` asks
+    /// for (the graph read from its cache beside the file when that was
+    /// built for this very model, else built and cached): the model and its
+    /// graph are loaded, and swapped, together. Never panics on a bad file.
+    pub fn load(path: &Path, generation: u64, index: IndexChoice) -> Result<Loaded> {
         let saved = std::panic::catch_unwind(|| checkpoint::load(path)).map_err(|_| {
             ModelError::Unreadable {
                 path: path.to_path_buf(),
@@ -86,11 +93,30 @@ impl Loaded {
             "users": saved.users.len(),
             "item_keys": saved.catalog.keys.is_some(),
         });
-        let rec = std::panic::catch_unwind(move || Recommender::new(saved)).map_err(|_| {
+        let mut rec = std::panic::catch_unwind(move || Recommender::new(saved)).map_err(|_| {
             ModelError::Inconsistent {
                 path: path.to_path_buf(),
             }
         })?;
+        let cache = approx::cache_path(path);
+        let source = rec.use_index(index, Some(&cache), ApproxSettings::default())?;
+        let mut info = info;
+        info["index"] = match (&source, rec.approx_index()) {
+            (Some(source), Some(graph)) => json!({
+                "kind": "approx",
+                "items": graph.items(),
+                "connectivity": graph.settings().connectivity,
+                "expansion_search": graph.settings().expansion_search,
+                "from": match source {
+                    IndexSource::Cache => "cache",
+                    IndexSource::BuiltAndCached | IndexSource::BuiltNotCached(_) => "built",
+                },
+            }),
+            _ => json!({ "kind": "exact" }),
+        };
+        if let Some(IndexSource::BuiltNotCached(why)) = &source {
+            tracing::warn!("approximate index built but not cached: {why}");
+        }
         Ok(Loaded {
             rec,
             generation,
@@ -112,6 +138,7 @@ pub fn file_stamp(path: &Path) -> FileStamp {
 /// The model now served, swappable while requests run.
 pub struct ModelSlot {
     path: PathBuf,
+    index: IndexChoice,
     current: RwLock<Arc<Loaded>>,
     /// One reload at a time; holds the last generation handed out.
     reloading: Mutex<u64>,
@@ -128,11 +155,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl ModelSlot {
     /// Loads the first model; `stamp` is the file's, taken before reading it.
-    pub fn load(path: PathBuf) -> Result<ModelSlot> {
+    pub fn load(path: PathBuf, index: IndexChoice) -> Result<ModelSlot> {
         let stamp = file_stamp(&path);
-        let first = Loaded::load(&path, 1)?;
+        let first = Loaded::load(&path, 1, index)?;
         Ok(ModelSlot {
             path,
+            index,
             current: RwLock::new(Arc::new(first)),
             reloading: Mutex::new(1),
             stamp: Mutex::new(stamp),
@@ -163,7 +191,7 @@ impl ModelSlot {
     pub fn reload(&self) -> Result<Arc<Loaded>> {
         let mut last = lock(&self.reloading);
         *lock(&self.stamp) = file_stamp(&self.path);
-        let loaded = Arc::new(Loaded::load(&self.path, *last + 1)?);
+        let loaded = Arc::new(Loaded::load(&self.path, *last + 1, self.index)?);
         *last += 1;
         match self.current.write() {
             Ok(mut g) => *g = loaded.clone(),

@@ -1,0 +1,595 @@
+//! Approximate top-K by maximum inner product, for catalogues where scoring
+//! every item for every query is too slow (10^6 items is 64 MFLOP a query).
+//!
+//! The graph is an HNSW index from the `usearch` crate, searched with its
+//! inner-product metric (`MetricKind::IP`, distance `1 − q·c`): candidate
+//! vectors are not normalised, and inner product is what the model scores,
+//! so no reduction to cosine or L2 is involved. It was chosen over
+//! `hnsw_rs` by measurement (docs/retrieval.md): `hnsw_rs` has no
+//! inner-product metric for unnormalised vectors (its `DistDot` assumes unit
+//! length), and through the standard MIPS-to-L2 reduction (one extra
+//! coordinate `√(M² − |c|²)`) its recall@10 at 10^5 x 32 was 0.55–0.74 where
+//! usearch's was 0.99, at a third of usearch's speed and 3x its build time.
+//!
+//! What seqrec adds around the graph:
+//! - only allowed ids (items) are in it, so padding and non-items can never
+//!   come back;
+//! - per-query exclusions are a filter inside the graph walk, and a query
+//!   that still finds fewer than K while K allowed, non-excluded items
+//!   exist, or that excludes most of the catalogue, falls back to exact
+//!   top-K: never fewer than K when K exist;
+//! - the ids found are re-scored exactly from the candidate table, so
+//!   scores and tie order are those of `top_k` over the ids found;
+//! - a fingerprint (SHA-256 of the candidate table, the allowed ids and the
+//!   graph settings) ties a saved graph to one model: a cache written for
+//!   another model, or damaged, is rebuilt, never used.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+
+use super::{top_k, Candidates, Scored};
+use crate::files;
+
+/// The graph's settings. Measured at 10^6 x 32 (docs/retrieval.md): 16
+/// links per node and a search list of 64 give recall@10 about 0.96.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApproxSettings {
+    /// Links per node (HNSW's M).
+    pub connectivity: usize,
+    /// Candidate list while building (ef_construction).
+    pub expansion_add: usize,
+    /// Candidate list while searching (ef); usearch uses K when larger.
+    pub expansion_search: usize,
+}
+
+impl Default for ApproxSettings {
+    fn default() -> Self {
+        ApproxSettings {
+            connectivity: 16,
+            expansion_add: 64,
+            expansion_search: 64,
+        }
+    }
+}
+
+/// Which top-K a command uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum IndexChoice {
+    /// Score every item (brute force).
+    Exact,
+    /// The approximate graph.
+    Approx,
+    /// Approximate when the catalogue has more than `AUTO_MIN_ITEMS` items.
+    #[default]
+    Auto,
+}
+
+/// Below this many items exact top-K is fast enough to serve (about 50,000
+/// queries a second per core at 10^4 items) and needs no graph.
+pub const AUTO_MIN_ITEMS: usize = 100_000;
+
+impl IndexChoice {
+    /// Whether a catalogue of `items` items uses the graph.
+    pub fn approximate(self, items: usize) -> bool {
+        match self {
+            IndexChoice::Exact => false,
+            IndexChoice::Approx => true,
+            IndexChoice::Auto => items > AUTO_MIN_ITEMS,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("the approximate index could not be built: {0}")]
+    Build(String),
+    #[error("{}: not a seqrec index file (or damaged): {why}", path.display())]
+    Damaged { path: PathBuf, why: String },
+    #[error("{}: the index was built for another model (fingerprint differs)", path.display())]
+    OtherModel { path: PathBuf },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// How `load_or_build` got its graph.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IndexSource {
+    /// Read from the cache file, whose fingerprint matched.
+    Cache,
+    /// Built, and written to the cache file.
+    BuiltAndCached,
+    /// Built; the cache could not be used or written (why).
+    BuiltNotCached(String),
+}
+
+/// An HNSW graph over the allowed rows of one candidate table.
+pub struct ApproxIndex {
+    graph: Index,
+    settings: ApproxSettings,
+    /// Ids in the graph.
+    items: usize,
+    fingerprint: [u8; 32],
+}
+
+const MAGIC: &[u8; 8] = b"SEQRIDX1";
+/// Magic, fingerprint, SHA-256 of the graph bytes, their length.
+const HEADER: usize = 8 + 32 + 32 + 8;
+
+fn options(dim: usize, s: ApproxSettings) -> IndexOptions {
+    IndexOptions {
+        dimensions: dim,
+        metric: MetricKind::IP,
+        quantization: ScalarKind::F32,
+        connectivity: s.connectivity,
+        expansion_add: s.expansion_add,
+        expansion_search: s.expansion_search,
+        multi: false,
+    }
+}
+
+fn build_error(e: impl std::fmt::Display) -> IndexError {
+    IndexError::Build(e.to_string())
+}
+
+fn allowed_ids(cands: Candidates) -> Vec<u32> {
+    (0..cands.count() as u32)
+        .filter(|&i| {
+            cands
+                .allowed
+                .is_none_or(|a| a.get(i as usize) == Some(&true))
+        })
+        .collect()
+}
+
+impl ApproxIndex {
+    /// What ties a graph to a table: its dimension, settings, allowed ids
+    /// and every candidate value.
+    pub fn fingerprint(cands: Candidates, s: ApproxSettings) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"seqrec approx index v1");
+        for x in [cands.dim, s.connectivity, s.expansion_add] {
+            h.update((x as u64).to_le_bytes());
+        }
+        for id in allowed_ids(cands) {
+            h.update(id.to_le_bytes());
+        }
+        for chunk in cands.embeddings.chunks(1 << 16) {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|x| x.to_le_bytes()).collect();
+            h.update(&bytes);
+        }
+        h.finalize().into()
+    }
+
+    /// Builds the graph over the allowed rows, in parallel on the current
+    /// rayon pool. The graph depends on the order threads insert in, so two
+    /// builds may differ slightly; one graph always answers alike.
+    pub fn build(cands: Candidates, s: ApproxSettings) -> Result<ApproxIndex, IndexError> {
+        let graph = Index::new(&options(cands.dim, s)).map_err(build_error)?;
+        let ids = allowed_ids(cands);
+        graph
+            .reserve_capacity_and_threads(ids.len(), rayon::current_num_threads())
+            .map_err(build_error)?;
+        let d = cands.dim;
+        ids.par_iter()
+            .try_for_each(|&id| {
+                let row = &cands.embeddings[id as usize * d..(id as usize + 1) * d];
+                graph.add(id as u64, row)
+            })
+            .map_err(build_error)?;
+        Ok(ApproxIndex {
+            graph,
+            settings: s,
+            items: ids.len(),
+            fingerprint: Self::fingerprint(cands, s),
+        })
+    }
+
+    /// Whether this graph was built for exactly `cands` (and its settings).
+    pub fn is_for(&self, cands: Candidates) -> bool {
+        self.fingerprint == Self::fingerprint(cands, self.settings)
+    }
+
+    pub fn items(&self) -> usize {
+        self.items
+    }
+
+    pub fn settings(&self) -> ApproxSettings {
+        self.settings
+    }
+
+    /// Bytes the graph holds in memory.
+    pub fn memory_bytes(&self) -> usize {
+        self.graph.memory_usage()
+    }
+
+    /// Changes the search list (ef) of later searches.
+    pub fn set_expansion_search(&mut self, ef: usize) {
+        self.settings.expansion_search = ef;
+        self.graph.change_expansion_search(ef);
+    }
+
+    /// The graph as a file: magic, fingerprint, the SHA-256 and length of
+    /// the graph's bytes, then those bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, IndexError> {
+        let len = self.graph.serialized_length();
+        let mut graph = vec![0u8; len];
+        self.graph.save_to_buffer(&mut graph).map_err(build_error)?;
+        let mut out = Vec::with_capacity(HEADER + len);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.fingerprint);
+        out.extend_from_slice(&Sha256::digest(&graph));
+        out.extend_from_slice(&(len as u64).to_le_bytes());
+        out.extend_from_slice(&graph);
+        Ok(out)
+    }
+
+    /// A graph from `to_bytes`, if it was built for exactly `cands` with
+    /// `s`. The graph's bytes reach usearch only once their checksum
+    /// matches, so a damaged file is refused, not parsed.
+    pub fn from_bytes(
+        bytes: &[u8],
+        cands: Candidates,
+        s: ApproxSettings,
+        path: &Path,
+    ) -> Result<ApproxIndex, IndexError> {
+        let damaged = |why: &str| IndexError::Damaged {
+            path: path.to_path_buf(),
+            why: why.to_string(),
+        };
+        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+            return Err(damaged("no seqrec index header"));
+        }
+        let fingerprint: [u8; 32] = bytes[8..40].try_into().expect("32 bytes");
+        let want = Self::fingerprint(cands, s);
+        if fingerprint != want {
+            return Err(IndexError::OtherModel {
+                path: path.to_path_buf(),
+            });
+        }
+        let len = u64::from_le_bytes(bytes[72..80].try_into().expect("8 bytes"));
+        let graph_bytes = &bytes[HEADER..];
+        if graph_bytes.len() as u64 != len {
+            return Err(damaged("truncated or padded"));
+        }
+        if Sha256::digest(graph_bytes).as_slice() != &bytes[40..72] {
+            return Err(damaged("checksum mismatch"));
+        }
+        let graph = Index::new(&options(cands.dim, s)).map_err(|e| damaged(&e.to_string()))?;
+        graph
+            .load_from_buffer(graph_bytes)
+            .map_err(|e| damaged(&e.to_string()))?;
+        let items = allowed_ids(cands).len();
+        if graph.size() != items || graph.dimensions() != cands.dim {
+            return Err(damaged("size or dimension differs from the model"));
+        }
+        graph.change_expansion_search(s.expansion_search);
+        Ok(ApproxIndex {
+            graph,
+            settings: s,
+            items,
+            fingerprint,
+        })
+    }
+
+    /// The graph from `cache` when it was built for this table, else built
+    /// and written there (atomically). A cache that cannot be read or
+    /// written is not an error: the graph is built and serves from memory.
+    pub fn load_or_build(
+        cache: Option<&Path>,
+        cands: Candidates,
+        s: ApproxSettings,
+    ) -> Result<(ApproxIndex, IndexSource), IndexError> {
+        let Some(path) = cache else {
+            return Ok((
+                Self::build(cands, s)?,
+                IndexSource::BuiltNotCached("no cache path".into()),
+            ));
+        };
+        let stale = match read_regular_file(path) {
+            Ok(bytes) => match Self::from_bytes(&bytes, cands, s, path) {
+                Ok(index) => return Ok((index, IndexSource::Cache)),
+                Err(e) => Some(e.to_string()),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => Some(format!("{}: {e}", path.display())),
+        };
+        let index = Self::build(cands, s)?;
+        let written = index.to_bytes().map_err(|e| e.to_string()).and_then(|b| {
+            files::write_atomically(path, &b).map_err(|e| format!("{}: {e}", path.display()))
+        });
+        let source = match (written, stale) {
+            (Ok(()), _) => IndexSource::BuiltAndCached,
+            (Err(e), Some(stale)) => IndexSource::BuiltNotCached(format!("{stale}; {e}")),
+            (Err(e), None) => IndexSource::BuiltNotCached(e),
+        };
+        Ok((index, source))
+    }
+
+    /// The best `k` allowed ids for `query` (score descending, id ascending
+    /// on ties), leaving out `exclude`.
+    pub fn search(
+        &self,
+        cands: Candidates,
+        query: &[f32],
+        k: usize,
+        exclude: &[u32],
+    ) -> Vec<Scored> {
+        if k == 0 {
+            return Vec::new();
+        }
+        let mut excluded = exclude.to_vec();
+        excluded.sort_unstable();
+        excluded.dedup();
+        let excluded_items = excluded
+            .iter()
+            .filter(|&&id| {
+                cands
+                    .allowed
+                    .is_none_or(|a| a.get(id as usize) == Some(&true))
+            })
+            .count();
+        if excluded_items * 2 > self.items {
+            // Most of the catalogue excluded: a graph walk would wander
+            // through excluded nodes, and exact is cheap next to it.
+            return top_k(query, cands, k, |_| exclude)
+                .pop()
+                .unwrap_or_default();
+        }
+        let keep = |key: u64| excluded.binary_search(&(key as u32)).is_err();
+        // usearch widens its list to K when K is larger (max(ef, K)).
+        let found = if excluded.is_empty() {
+            self.graph.search(query, k)
+        } else {
+            self.graph.filtered_search(query, k, keep)
+        };
+        let d = cands.dim;
+        let mut out: Vec<Scored> = found
+            .map(|m| m.keys)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|&key| (key as usize) < cands.count() && keep(key))
+            .map(|key| {
+                let row = &cands.embeddings[key as usize * d..(key as usize + 1) * d];
+                Scored {
+                    id: key as u32,
+                    score: row.iter().zip(query).map(|(a, b)| a * b).sum(),
+                }
+            })
+            .collect();
+        out.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+        out.dedup_by_key(|s| s.id);
+        let available = self.items.saturating_sub(excluded_items);
+        if out.len() < k.min(available) {
+            // The walk ran out (heavy exclusions): exact for this query.
+            return top_k(query, cands, k, |_| exclude)
+                .pop()
+                .unwrap_or_default();
+        }
+        out.truncate(k);
+        out
+    }
+}
+
+/// Reads a cache file: a regular file only (a FIFO would block), and no
+/// larger than a graph of this size can be.
+fn read_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    std::fs::read(path)
+}
+
+/// The approximate top-`k` of every query, in parallel; `exclude(q)` as in
+/// `top_k`.
+pub fn approx_top_k<'e, E>(
+    index: &ApproxIndex,
+    queries: &[f32],
+    cands: Candidates,
+    k: usize,
+    exclude: E,
+) -> Vec<Vec<Scored>>
+where
+    E: Fn(usize) -> &'e [u32] + Sync,
+{
+    queries
+        .par_chunks(cands.dim.max(1))
+        .enumerate()
+        .map(|(q, query)| index.search(cands, query, k, exclude(q)))
+        .collect()
+}
+
+/// Where a model file's graph is cached: beside it, `MODEL.index`.
+pub fn cache_path(model: &Path) -> PathBuf {
+    let mut name = model.file_name().unwrap_or_default().to_os_string();
+    name.push(".index");
+    model.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// `n x d` rows around 20 centres with varying norms: planted structure
+    /// a graph can find, as trained tables have.
+    fn planted(n: usize, d: usize, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let centres: Vec<f32> = (0..20 * d).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let mut t = vec![0.0; n * d];
+        for row in t.chunks_exact_mut(d) {
+            let c = rng.random_range(0..20);
+            let scale: f32 = rng.random_range(0.5..1.5);
+            for (j, x) in row.iter_mut().enumerate() {
+                *x = scale * (centres[c * d + j] + rng.random_range(-0.3..0.3));
+            }
+        }
+        t
+    }
+
+    struct Fixture {
+        table: Vec<f32>,
+        allowed: Vec<bool>,
+        d: usize,
+    }
+
+    impl Fixture {
+        fn new(seed: u64) -> Fixture {
+            let (n, d) = (3000, 16);
+            Fixture {
+                table: planted(n, d, seed),
+                // Padding and every 7th id are no items.
+                allowed: (0..n).map(|i| i > 0 && i % 7 != 3).collect(),
+                d,
+            }
+        }
+
+        fn cands(&self) -> Candidates<'_> {
+            Candidates {
+                embeddings: &self.table,
+                dim: self.d,
+                allowed: Some(&self.allowed),
+            }
+        }
+    }
+
+    #[test]
+    fn results_are_allowed_not_excluded_k_long_and_the_same_each_time() {
+        let f = Fixture::new(1);
+        let index = ApproxIndex::build(f.cands(), ApproxSettings::default()).unwrap();
+        assert_eq!(index.items(), f.allowed.iter().filter(|&&a| a).count());
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        for _ in 0..50 {
+            let q: Vec<f32> = (0..f.d).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let exclude: Vec<u32> = (0..30).map(|_| rng.random_range(0..3000)).collect();
+            let found = index.search(f.cands(), &q, 10, &exclude);
+            assert_eq!(found.len(), 10);
+            for s in &found {
+                assert!(f.allowed[s.id as usize], "{} is no item", s.id);
+                assert!(!exclude.contains(&s.id), "{} was excluded", s.id);
+                let row = &f.table[s.id as usize * f.d..(s.id as usize + 1) * f.d];
+                let exact: f32 = row.iter().zip(&q).map(|(a, b)| a * b).sum();
+                assert_eq!(s.score, exact, "scores are re-computed exactly");
+            }
+            let mut ids: Vec<u32> = found.iter().map(|s| s.id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(ids.len(), 10, "no id twice");
+            assert!(found.windows(2).all(|w| w[0].score >= w[1].score));
+            assert_eq!(found, index.search(f.cands(), &q, 10, &exclude));
+        }
+    }
+
+    #[test]
+    fn recall_against_exact_top_k_on_planted_data() {
+        let f = Fixture::new(3);
+        let index = ApproxIndex::build(f.cands(), ApproxSettings::default()).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        // Queries near items, as a trained tower's are.
+        let queries: Vec<f32> = (0..200)
+            .flat_map(|_| {
+                let a = rng.random_range(1..3000);
+                f.table[a * f.d..(a + 1) * f.d].to_vec()
+            })
+            .collect();
+        let exact = top_k(&queries, f.cands(), 10, |_| &[]);
+        let approx = approx_top_k(&index, &queries, f.cands(), 10, |_| &[]);
+        let hits: usize = approx
+            .iter()
+            .zip(&exact)
+            .map(|(a, e)| a.iter().filter(|s| e.iter().any(|x| x.id == s.id)).count())
+            .sum();
+        let recall = hits as f64 / 2000.0;
+        assert!(recall >= 0.95, "recall@10 {recall}");
+    }
+
+    #[test]
+    fn never_fewer_than_k_when_k_remain() {
+        let f = Fixture::new(5);
+        let index = ApproxIndex::build(f.cands(), ApproxSettings::default()).unwrap();
+        let q = f.table[100 * f.d..101 * f.d].to_vec();
+        let items: Vec<u32> = (0..3000u32).filter(|&i| f.allowed[i as usize]).collect();
+        // All but 12 items excluded: exactly the 10 best of those 12.
+        let keep: Vec<u32> = items.iter().copied().step_by(200).take(12).collect();
+        let exclude: Vec<u32> = items
+            .iter()
+            .copied()
+            .filter(|i| !keep.contains(i))
+            .collect();
+        let found = index.search(f.cands(), &q, 10, &exclude);
+        let want = top_k(&q, f.cands(), 10, |_| &exclude).pop().unwrap();
+        assert_eq!(found.len(), 10);
+        for (a, b) in found.iter().zip(&want) {
+            assert_eq!(a.id, b.id);
+            assert!((a.score - b.score).abs() < 1e-4);
+        }
+        // Only 4 left: those 4.
+        let exclude: Vec<u32> = items.iter().copied().skip(4).collect();
+        assert_eq!(index.search(f.cands(), &q, 10, &exclude).len(), 4);
+    }
+
+    #[test]
+    fn the_cache_is_used_only_for_the_model_it_was_built_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("m.safetensors.index");
+        let s = ApproxSettings::default();
+        let f = Fixture::new(6);
+        let (a, source) = ApproxIndex::load_or_build(Some(&cache), f.cands(), s).unwrap();
+        assert_eq!(source, IndexSource::BuiltAndCached);
+        let (b, source) = ApproxIndex::load_or_build(Some(&cache), f.cands(), s).unwrap();
+        assert_eq!(source, IndexSource::Cache);
+        let q = f.table[..f.d].to_vec();
+        assert_eq!(
+            a.search(f.cands(), &q, 10, &[]),
+            b.search(f.cands(), &q, 10, &[])
+        );
+
+        // Another model (one value changed): refused, rebuilt, re-cached.
+        let mut g = Fixture::new(6);
+        g.table[5] += 0.5;
+        let bytes = std::fs::read(&cache).unwrap();
+        assert!(matches!(
+            ApproxIndex::from_bytes(&bytes, g.cands(), s, &cache),
+            Err(IndexError::OtherModel { .. })
+        ));
+        let (_, source) = ApproxIndex::load_or_build(Some(&cache), g.cands(), s).unwrap();
+        assert_eq!(source, IndexSource::BuiltAndCached);
+        let (_, source) = ApproxIndex::load_or_build(Some(&cache), g.cands(), s).unwrap();
+        assert_eq!(source, IndexSource::Cache);
+
+        // Damaged: one graph byte flipped, or cut short; never parsed.
+        let mut bytes = std::fs::read(&cache).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        for bad in [&bytes[..], &bytes[..bytes.len() / 2], &bytes[..10]] {
+            assert!(matches!(
+                ApproxIndex::from_bytes(bad, g.cands(), s, &cache),
+                Err(IndexError::Damaged { .. })
+            ));
+        }
+        std::fs::write(&cache, &bytes).unwrap();
+        let (_, source) = ApproxIndex::load_or_build(Some(&cache), g.cands(), s).unwrap();
+        assert_eq!(source, IndexSource::BuiltAndCached);
+
+        // A cache that cannot be written: built, served, said why.
+        let (_, source) =
+            ApproxIndex::load_or_build(Some(&dir.path().join("no/such/dir/x.index")), g.cands(), s)
+                .unwrap();
+        assert!(matches!(source, IndexSource::BuiltNotCached(_)));
+    }
+
+    #[test]
+    fn auto_uses_the_graph_only_for_big_catalogues() {
+        assert!(!IndexChoice::Auto.approximate(AUTO_MIN_ITEMS));
+        assert!(IndexChoice::Auto.approximate(AUTO_MIN_ITEMS + 1));
+        assert!(IndexChoice::Approx.approximate(10));
+        assert!(!IndexChoice::Exact.approximate(10_000_000));
+    }
+}
