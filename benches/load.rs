@@ -12,7 +12,13 @@
 //! cargo bench --bench load                                  # 100,000 requests x 2 phases x windows 0 (off) and 20 us
 //! cargo bench --bench load -- --requests 20000 --connections 16 --windows 0,100,500,1000
 //! cargo bench --bench load -- --model path/to/model.safetensors
+//! cargo bench --bench load -- --items 1000000 --requests 20000   # a 10^6-item catalogue (approximate top-K)
 //! ```
+//!
+//! With `--items N` the synthetic catalogue has N items (20,000 users,
+//! 2,000,000 ratings); the server then runs with its default `--index auto`,
+//! which at more than 100,000 items builds the approximate graph on the
+//! first start (cached beside the model for the next ones).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -31,6 +37,7 @@ struct Options {
     connections: usize,
     windows: Vec<u64>,
     model: Option<PathBuf>,
+    items: Option<usize>,
     extra: Vec<String>,
 }
 
@@ -40,6 +47,7 @@ fn options() -> Options {
         connections: 8,
         windows: vec![0, 20],
         model: None,
+        items: None,
         extra: Vec::new(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -56,6 +64,7 @@ fn options() -> Options {
                     .collect()
             }
             "--model" => o.model = Some(PathBuf::from(value)),
+            "--items" => o.items = Some(value.parse().expect("--items N")),
             // Passed on to `seqrec serve` (e.g. --server-arg=--batch-max=32).
             "--server-arg" => o.extra.push(value),
             _ => {
@@ -317,7 +326,20 @@ fn main() {
             let data = dir.path().join("data");
             let model = dir.path().join("model.safetensors");
             let t = Instant::now();
-            seqrec(&["synth", data.to_str().unwrap(), "--quiet"]);
+            match o.items {
+                Some(items) => seqrec(&[
+                    "synth",
+                    data.to_str().unwrap(),
+                    "--quiet",
+                    "--items",
+                    &items.to_string(),
+                    "--users",
+                    "20000",
+                    "--ratings",
+                    "2000000",
+                ]),
+                None => seqrec(&["synth", data.to_str().unwrap(), "--quiet"]),
+            }
             seqrec(&[
                 "--quiet",
                 "train",
@@ -328,7 +350,9 @@ fn main() {
                 "1",
             ]);
             eprintln!(
-                "made a synthetic ML-1M-shaped model (1 epoch) in {:.1} s",
+                "made a synthetic model ({} items, 1 epoch) in {:.1} s",
+                o.items
+                    .map_or("ML-1M-shaped".to_string(), |n| n.to_string()),
                 t.elapsed().as_secs_f64()
             );
             model
