@@ -291,7 +291,7 @@ impl ApproxIndex {
                 IndexSource::BuiltNotCached("no cache path".into()),
             ));
         };
-        let stale = match read_regular_file(path) {
+        let stale = match read_regular_file(path, cache_limit(cands, s)) {
             Ok(bytes) => match Self::from_bytes(&bytes, cands, s, path) {
                 Ok(index) => return Ok((index, IndexSource::Cache)),
                 Err(e) => Some(e.to_string()),
@@ -376,14 +376,33 @@ impl ApproxIndex {
     }
 }
 
-/// Reads a cache file: a regular file only (a FIFO would block), and no
-/// larger than a graph of this size can be.
-fn read_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
-    let meta = std::fs::metadata(path)?;
+/// Reads a cache file: a regular file only (a FIFO would block), and at
+/// most `limit` bytes (more is refused before it is read).
+fn read_regular_file(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
-    std::fs::read(path)
+    if meta.len() > limit {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, more than a graph of this model can take ({limit})",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The most bytes a cache file for `cands` may have: the vectors, the links
+/// (at most twice `connectivity` per node, 8 bytes each, on a few levels)
+/// and slack, generously; a file above it is refused unread.
+fn cache_limit(cands: Candidates, s: ApproxSettings) -> u64 {
+    let items = cands.count() as u64;
+    let per_item = (cands.dim as u64) * 4 + 4 * 2 * (s.connectivity as u64) * 8 + 64;
+    HEADER as u64 + items * per_item + (64 << 20)
 }
 
 /// The approximate top-`k` of every query, in parallel; `exclude(q)` as in
@@ -577,6 +596,16 @@ mod tests {
         std::fs::write(&cache, &bytes).unwrap();
         let (_, source) = ApproxIndex::load_or_build(Some(&cache), g.cands(), s).unwrap();
         assert_eq!(source, IndexSource::BuiltAndCached);
+
+        // Larger than any graph of this model: refused unread, rebuilt.
+        let limit = cache_limit(g.cands(), s);
+        std::fs::File::create(&cache)
+            .unwrap()
+            .set_len(limit + 1)
+            .unwrap();
+        let (_, source) = ApproxIndex::load_or_build(Some(&cache), g.cands(), s).unwrap();
+        assert_eq!(source, IndexSource::BuiltAndCached);
+        assert!(std::fs::metadata(&cache).unwrap().len() < limit);
 
         // A cache that cannot be written: built, served, said why.
         let (_, source) =
