@@ -327,9 +327,35 @@ fn parse(bytes: &[u8]) -> Result<TrainedModel, String> {
     })
 }
 
+/// The bytes of a model file: a regular file only, read to the length it
+/// had when opened and no further. A FIFO or a device at the path (say
+/// `/dev/zero`) is refused at once instead of blocking or reading without
+/// end; the open does not wait for a FIFO's writer. A file longer than its
+/// safetensors header says is refused by `from_bytes`.
+fn read_model_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(
+            "not a regular file (a model file is what `seqrec train --out` writes)",
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(meta.len()).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// Reads a model file; errors name the file and what is wrong with it.
 pub fn load(path: &Path) -> Result<TrainedModel, CheckpointError> {
-    let bytes = std::fs::read(path).map_err(|error| CheckpointError::Read {
+    let bytes = read_model_file(path).map_err(|error| CheckpointError::Read {
         path: path.to_path_buf(),
         error,
     })?;
@@ -384,6 +410,32 @@ mod tests {
         let mut out = bytes.to_vec();
         out[at..at + to.len()].copy_from_slice(to.as_bytes());
         out
+    }
+
+    #[test]
+    fn only_a_regular_model_file_is_read_and_only_as_long_as_its_header_says() {
+        let dir = tempfile::tempdir().unwrap();
+        // A device that never ends: refused at once, nothing read.
+        let err = load(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        // A FIFO with no writer: refused without blocking.
+        let fifo = dir.path().join("model.fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates a node.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = load(&fifo).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        // A folder.
+        let err = load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("model file"), "{err}");
+        // Bytes appended after a valid model: refused.
+        let mut bytes = to_bytes(&small_model()).unwrap();
+        let file = dir.path().join("m.safetensors");
+        std::fs::write(&file, &bytes).unwrap();
+        assert!(load(&file).is_ok());
+        bytes.extend_from_slice(&[0u8; 4096]);
+        std::fs::write(&file, &bytes).unwrap();
+        assert!(load(&file).is_err());
     }
 
     #[test]
