@@ -14,10 +14,14 @@
 //! SEQREC_RETRIEVAL_M and SEQREC_RETRIEVAL_EFC (the graph's links per node
 //! and build list; default `ApproxSettings::default()`).
 
+mod common;
+
 use std::time::Instant;
 
+use common::env;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
 use seqrec::data::{Catalog, UserHistories};
 use seqrec::kernels::{matmul, Mat, Output};
 use seqrec::model::{ModelOptions, Params};
@@ -25,18 +29,8 @@ use seqrec::retrieval::approx::{approx_top_k, ApproxIndex, ApproxSettings};
 use seqrec::retrieval::recommender::Recommender;
 use seqrec::retrieval::{for_each_scored_row, top_k, Candidates, Scored};
 
-fn common_env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Standard normal, by Box-Muller.
 fn normal(rng: &mut ChaCha8Rng) -> f32 {
-    let u: f32 = rng.random_range(1e-7..1.0);
-    let v: f32 = rng.random();
-    (-2.0 * u.ln()).sqrt() * (2.0 * std::f32::consts::PI * v).cos()
+    rng.sample(StandardNormal)
 }
 
 /// `n x d` candidates around `n / 1000` cluster centres, each scaled by a
@@ -95,8 +89,8 @@ fn big_catalogue(n: usize, d: usize, efs: &[usize], threads: usize) {
     let t = Instant::now();
     let defaults = ApproxSettings::default();
     let settings = ApproxSettings {
-        connectivity: common_env("SEQREC_RETRIEVAL_M", defaults.connectivity),
-        expansion_add: common_env("SEQREC_RETRIEVAL_EFC", defaults.expansion_add),
+        connectivity: env("SEQREC_RETRIEVAL_M", defaults.connectivity),
+        expansion_add: env("SEQREC_RETRIEVAL_EFC", defaults.expansion_add),
         ..defaults
     };
     let mut index = ApproxIndex::build(cands, settings).expect("build");

@@ -237,6 +237,23 @@ pub fn add_assign(dst: &mut [f32], src: &[f32]) {
     }
 }
 
+/// How many rows ahead a loop over scattered rows prefetches: enough to
+/// cover a cache miss, few enough that the lines are still there (4, 8 and
+/// 16 measured alike in the lazy update).
+pub const PREFETCH_AHEAD: usize = 8;
+
+/// In a loop at position `i` over `ids`, prefetches the row of `table`
+/// (rows of `cols`) that the loop reads `PREFETCH_AHEAD` positions later.
+#[inline(always)]
+pub fn prefetch_row_ahead(table: &[f32], cols: usize, ids: &[u32], i: usize) {
+    if let Some(&ahead) = ids.get(i + PREFETCH_AHEAD) {
+        let ahead = ahead as usize;
+        if let Some(row) = table.get(ahead * cols..(ahead + 1) * cols) {
+            prefetch(row);
+        }
+    }
+}
+
 /// Asks the CPU to start loading the cache lines of `row` (up to 256
 /// bytes) before they are read: for loops that visit scattered rows of a
 /// table too large for the cache, where the hardware cannot guess the next

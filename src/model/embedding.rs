@@ -8,11 +8,7 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::{self, add_assign, add_column_sums, matmul, Mat, Output};
-
-/// How many rows ahead a loop over scattered rows prefetches: enough to
-/// cover a cache miss, few enough that the lines are still there.
-pub const PREFETCH_AHEAD: usize = 8;
+use crate::kernels::{self, add_assign, add_column_sums, matmul, prefetch_row_ahead, Mat, Output};
 
 /// The distinct ids a batch touches, in first-seen order, and each one's
 /// slot in that order. `slot_of` is as long as the vocabulary but is only
@@ -117,10 +113,7 @@ pub fn gather_rows(table: &[f32], cols: usize, ids: &[u32], out: &mut [f32]) {
         .zip(ids.par_chunks(ROWS))
         .for_each(|(out, ids)| {
             for (i, (row, &id)) in out.chunks_exact_mut(cols).zip(ids).enumerate() {
-                if let Some(&ahead) = ids.get(i + PREFETCH_AHEAD) {
-                    let ahead = ahead as usize;
-                    kernels::prefetch(&table[ahead * cols..(ahead + 1) * cols]);
-                }
+                prefetch_row_ahead(table, cols, ids, i);
                 let id = id as usize;
                 row.copy_from_slice(&table[id * cols..(id + 1) * cols]);
             }
@@ -129,11 +122,7 @@ pub fn gather_rows(table: &[f32], cols: usize, ids: &[u32], out: &mut [f32]) {
 
 /// The backward of `gather_rows`: `grad[ids[i]] += src[i]`.
 pub fn scatter_add_rows(grad: &mut [f32], cols: usize, ids: &[u32], src: &[f32]) {
-    for (i, (row, &id)) in src.chunks_exact(cols).zip(ids).enumerate() {
-        if let Some(&ahead) = ids.get(i + PREFETCH_AHEAD) {
-            let ahead = ahead as usize;
-            kernels::prefetch(&grad[ahead * cols..(ahead + 1) * cols]);
-        }
+    for (row, &id) in src.chunks_exact(cols).zip(ids) {
         let id = id as usize;
         for (g, &s) in grad[id * cols..(id + 1) * cols].iter_mut().zip(row) {
             *g += s;

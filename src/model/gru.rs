@@ -9,8 +9,9 @@
 //!   h' = z ⊙ h + (1 − z) ⊙ ĥ,
 //! and where a mask is given, a padding step keeps the state: h' = h.
 
-use super::embedding::PREFETCH_AHEAD;
-use crate::kernels::{add_column_sums, dispatch, matmul, prefetch, sigmoid, tanh, Mat, Output};
+use crate::kernels::{
+    add_column_sums, dispatch, matmul, prefetch_row_ahead, sigmoid, tanh, Mat, Output,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GruShape {
@@ -70,10 +71,7 @@ dispatch! {
     ) {
         let (bz, br, bh) = (&b_rec[..d], &b_rec[d..2 * d], &b_rec[2 * d..3 * d]);
         for (b, &id) in ids.iter().enumerate() {
-            if let Some(&ahead) = ids.get(b + PREFETCH_AHEAD) {
-                let ahead = ahead as usize;
-                prefetch(&projected[ahead * 3 * d..(ahead + 1) * 3 * d]);
-            }
+            prefetch_row_ahead(projected, 3 * d, ids, b);
             let gx = &projected[id as usize * 3 * d..(id as usize + 1) * 3 * d];
             let (gxz, gxr, gxh) = (&gx[..d], &gx[d..2 * d], &gx[2 * d..]);
             let g = &gh[b * 3 * d..(b + 1) * 3 * d];

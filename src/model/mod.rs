@@ -276,10 +276,7 @@ fn sum_rows_by_slot(src: &[f32], cols: usize, start: &[u32], tokens: &[u32], out
             for (i, row) in out.chunks_exact_mut(cols).enumerate() {
                 row.fill(0.0);
                 for j in start[first + i] as usize - base..start[first + i + 1] as usize - base {
-                    if let Some(&ahead) = flat.get(j + embedding::PREFETCH_AHEAD) {
-                        let ahead = ahead as usize;
-                        kernels::prefetch(&src[ahead * cols..(ahead + 1) * cols]);
-                    }
+                    kernels::prefetch_row_ahead(src, cols, flat, j);
                     let k = flat[j] as usize;
                     kernels::add_assign(row, &src[k * cols..(k + 1) * cols]);
                 }
@@ -399,7 +396,7 @@ impl Model<'_> {
         ws.inputs.insert(0);
         ws.local_contexts.clear();
         for (i, &id) in batch.contexts.iter().enumerate() {
-            if let Some(&ahead) = batch.contexts.get(i + embedding::PREFETCH_AHEAD) {
+            if let Some(&ahead) = batch.contexts.get(i + kernels::PREFETCH_AHEAD) {
                 ws.inputs.prefetch(ahead);
             }
             let slot = ws.inputs.insert(id);

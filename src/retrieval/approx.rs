@@ -139,11 +139,7 @@ fn build_error(e: impl std::fmt::Display) -> IndexError {
 
 fn allowed_ids(cands: Candidates) -> Vec<u32> {
     (0..cands.count() as u32)
-        .filter(|&i| {
-            cands
-                .allowed
-                .is_none_or(|a| a.get(i as usize) == Some(&true))
-        })
+        .filter(|&i| cands.allows(i))
         .collect()
 }
 
@@ -326,21 +322,28 @@ impl ApproxIndex {
         let mut excluded = exclude.to_vec();
         excluded.sort_unstable();
         excluded.dedup();
-        let excluded_items = excluded
-            .iter()
-            .filter(|&&id| {
-                cands
-                    .allowed
-                    .is_none_or(|a| a.get(id as usize) == Some(&true))
-            })
-            .count();
-        if excluded_items * 2 > self.items {
-            // Most of the catalogue excluded: a graph walk would wander
-            // through excluded nodes, and exact is cheap next to it.
+        let excluded_items = excluded.iter().filter(|&&id| cands.allows(id)).count();
+        let available = self.items.saturating_sub(excluded_items);
+        // Most of the catalogue excluded: a graph walk would wander through
+        // excluded nodes, and exact is cheap next to it.
+        let mut out = if excluded_items * 2 > self.items {
+            Vec::new()
+        } else {
+            self.walk(cands, query, k, &excluded)
+        };
+        if out.len() < k.min(available) {
+            // The walk ran out (heavy exclusions), or was not worth taking.
             return top_k(query, cands, k, |_| exclude)
                 .pop()
                 .unwrap_or_default();
         }
+        out.truncate(k);
+        out
+    }
+
+    /// The graph's answer for `query`, leaving out `excluded` (sorted),
+    /// re-scored exactly and ordered by score, then id.
+    fn walk(&self, cands: Candidates, query: &[f32], k: usize, excluded: &[u32]) -> Vec<Scored> {
         let keep = |key: u64| excluded.binary_search(&(key as u32)).is_err();
         // usearch widens its list to K when K is larger (max(ef, K)).
         let found = if excluded.is_empty() {
@@ -364,14 +367,6 @@ impl ApproxIndex {
             .collect();
         out.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
         out.dedup_by_key(|s| s.id);
-        let available = self.items.saturating_sub(excluded_items);
-        if out.len() < k.min(available) {
-            // The walk ran out (heavy exclusions): exact for this query.
-            return top_k(query, cands, k, |_| exclude)
-                .pop()
-                .unwrap_or_default();
-        }
-        out.truncate(k);
         out
     }
 }

@@ -34,12 +34,17 @@ impl Candidates<'_> {
         self.embeddings.len() / self.dim
     }
 
+    /// Whether `id` may be returned.
+    pub fn allows(&self, id: u32) -> bool {
+        self.allowed
+            .is_none_or(|a| a.get(id as usize).copied().unwrap_or(false))
+    }
+
     /// Ids never to return, to knock out of every row.
     fn disallowed(&self) -> Vec<u32> {
         match self.allowed {
-            Some(a) => (0..self.count())
-                .filter(|&i| !a.get(i).copied().unwrap_or(false))
-                .map(|i| i as u32)
+            Some(_) => (0..self.count() as u32)
+                .filter(|&i| !self.allows(i))
                 .collect(),
             None => Vec::new(),
         }

@@ -185,9 +185,6 @@ struct Update {
 /// shares them.
 const CHUNK: usize = 1 << 15;
 
-/// How many touched rows ahead the lazy update prefetches.
-const PREFETCH_AHEAD: usize = 4;
-
 impl Update {
     fn run(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
         update_tensor(
@@ -353,7 +350,7 @@ impl Update {
             for (i, &k) in mine.iter().enumerate() {
                 // The rows are scattered over a table larger than the cache:
                 // start loading a later row's state while this one runs.
-                if let Some(&ahead) = mine.get(i + PREFETCH_AHEAD) {
+                if let Some(&ahead) = mine.get(i + kernels::PREFETCH_AHEAD) {
                     kernels::prefetch(&p[row(ahead)]);
                     kernels::prefetch(&m[row(ahead)]);
                     kernels::prefetch(&v[row(ahead)]);
