@@ -1,9 +1,10 @@
 //! seqrec: a sequential recommender (the Keras-RS GRU4Rec example, rebuilt in Rust).
 //!
 //! Data flows one way, and each module imports only those above it in this
-//! list: `kernels`, `files` and `progress` (bottom: numeric building blocks,
-//! atomic writes, progress bars) -> `data` (files -> sequences -> examples) -> `model` (spec,
-//! windows and batches, the query tower, the loss) -> `train` (a run from a
+//! list: `kernels`, `files`, `progress` and `text` (bottom: numeric
+//! building blocks, atomic writes, progress bars, input quoted in messages)
+//! -> `data` (files -> sequences -> examples) -> `model` (spec, windows and
+//! batches, the query tower, the loss) -> `train` (a run from a
 //! dataset to a trained model) -> `checkpoint` (the model file) ->
 //! `retrieval` (top-K; the `Recommender`) -> `eval` -> `serve` -> `cli`.
 
@@ -17,4 +18,5 @@ pub mod model;
 pub mod progress;
 pub mod retrieval;
 pub mod serve;
+pub mod text;
 pub mod train;

@@ -1,0 +1,91 @@
+//! Showing user input inside a message. Whatever a file, flag or request
+//! holds may be huge or may hold terminal escape codes; a message quotes it
+//! through `quoted`, which bounds its length and escapes every control
+//! character, so no input can flood or drive the terminal it is shown on.
+
+/// How many characters of an input value a message shows.
+pub const SHOWN_CHARS: usize = 80;
+
+/// `value` in double quotes, control characters (and `"`, `\`) escaped as
+/// Rust would write them, cut after `SHOWN_CHARS` characters with the
+/// total length said: `"abc…" (10485760 characters)`.
+pub fn quoted(value: &str) -> String {
+    bounded(value, "\"")
+}
+
+/// `value` escaped and bounded as by `quoted`, without the quotes: for a
+/// name shown in a list (a CSV header's columns).
+pub fn escaped(value: &str) -> String {
+    bounded(value, "")
+}
+
+fn bounded(value: &str, quote: &str) -> String {
+    let mut out = String::from(quote);
+    let mut chars = value.chars();
+    for c in chars.by_ref().take(SHOWN_CHARS) {
+        out.extend(c.escape_debug());
+    }
+    if chars.next().is_some() {
+        let total = value.chars().count();
+        out.push_str(&format!("…{quote} ({total} characters)"));
+    } else {
+        out.push_str(quote);
+    }
+    out
+}
+
+/// `bytes` read as Latin-1 (every byte a character), then `quoted`: for a
+/// field of a file that is not known to be UTF-8.
+pub fn quoted_bytes(bytes: &[u8]) -> String {
+    let cut = bytes.len().min(SHOWN_CHARS + 1);
+    let head: String = bytes[..cut].iter().map(|&b| b as char).collect();
+    if bytes.len() <= SHOWN_CHARS {
+        quoted(&head)
+    } else {
+        let mut q = quoted(&head[..head.char_indices().nth(SHOWN_CHARS).unwrap().0]);
+        q.pop();
+        format!("{q}…\" ({} bytes)", bytes.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_values_are_quoted_whole() {
+        assert_eq!(quoted("abc"), "\"abc\"");
+        assert_eq!(quoted(""), "\"\"");
+        assert_eq!(quoted("é"), "\"é\"");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let q = quoted("a\u{1b}[31mred\u{7}\n\"x\\");
+        assert!(!q.chars().any(|c| c.is_control()), "{q}");
+        assert_eq!(q, "\"a\\u{1b}[31mred\\u{7}\\n\\\"x\\\\\"");
+        assert!(!escaped("\u{1b}]0;title\u{7}")
+            .chars()
+            .any(|c| c.is_control()));
+        assert!(!quoted_bytes(b"\x1b[2J\x9b").chars().any(|c| c.is_control()));
+    }
+
+    #[test]
+    fn long_values_are_cut_and_their_length_said() {
+        let long = "x".repeat(10_000_000);
+        let q = quoted(&long);
+        assert!(q.len() < 2 * SHOWN_CHARS, "{} bytes", q.len());
+        assert!(q.starts_with(&format!("\"{}…\"", "x".repeat(SHOWN_CHARS))));
+        assert!(q.ends_with("(10000000 characters)"));
+        let exact = "y".repeat(SHOWN_CHARS);
+        assert_eq!(quoted(&exact), format!("\"{exact}\""));
+        let e = escaped(&long);
+        assert!(e.len() < 2 * SHOWN_CHARS && !e.contains('"'), "{e}");
+        let b = quoted_bytes(&vec![b'z'; 1_000_000]);
+        assert!(
+            b.len() < 2 * SHOWN_CHARS && b.ends_with("(1000000 bytes)"),
+            "{b}"
+        );
+        assert_eq!(quoted_bytes(b"\xe9t\xe9"), "\"\u{e9}t\u{e9}\"");
+    }
+}
