@@ -26,12 +26,167 @@ pub fn parent_dir(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
-/// A temporary file beside `path`, named so it is obviously seqrec's.
+/// Temporary files are named `.seqrec-PID-XXXXXX.tmp`: obviously seqrec's,
+/// and holding the id of the process that writes them, so a later run can
+/// tell one left by a killed run from one still being written.
+const TEMP_PREFIX: &str = ".seqrec-";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// A temporary file beside `path`, named so it is obviously seqrec's. Any
+/// temporary file a killed seqrec left in that folder goes first.
 pub fn temp_file_beside(path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    let dir = parent_dir(path);
+    remove_abandoned_temp_files(dir);
     tempfile::Builder::new()
-        .prefix(".seqrec-")
-        .suffix(".tmp")
-        .tempfile_in(parent_dir(path))
+        .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+        .suffix(TEMP_SUFFIX)
+        .tempfile_in(dir)
+}
+
+/// Removes the temporary files in `dir` whose writer is no longer running
+/// (killed between writing and renaming). Best effort: a folder that cannot
+/// be listed, or a file that cannot be removed, is left alone.
+pub fn remove_abandoned_temp_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    // A folder of millions of files is not ours to walk on every write.
+    for entry in entries.flatten().take(100_000) {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temp_file_writer) else {
+            continue;
+        };
+        if !process_is_running(pid) && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The writer's process id, for a name made by `temp_file_beside`.
+fn temp_file_writer(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(TEMP_PREFIX)?.strip_suffix(TEMP_SUFFIX)?;
+    let (pid, random) = rest.split_once('-')?;
+    if random.is_empty() {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+fn process_is_running(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return true;
+        };
+        // Signal 0 checks existence; EPERM means it exists as another user's.
+        // SAFETY: kill with signal 0 sends nothing.
+        let r = unsafe { libc::kill(pid, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+/// Whether `a` and `b` name the same existing file (through links, `..`
+/// or hard links alike).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        ma.dev() == mb.dev() && ma.ino() == mb.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (ma, mb);
+        matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+    }
+}
+
+/// Why an output cannot be written where it was asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("{flag} {}: the folder {} does not exist", path.display(), dir.display())]
+    NoFolder {
+        flag: String,
+        path: std::path::PathBuf,
+        dir: std::path::PathBuf,
+    },
+    #[error("{flag} {}: is a folder; give a file name", path.display())]
+    IsAFolder {
+        flag: String,
+        path: std::path::PathBuf,
+    },
+    #[error("{flag} {}: is the input {}; seqrec never writes over its input, give another name", path.display(), input.display())]
+    IsAnInput {
+        flag: String,
+        path: std::path::PathBuf,
+        input: std::path::PathBuf,
+    },
+    #[error("{flag} {}: is also {other}; give each output its own file", path.display())]
+    Twice {
+        flag: String,
+        path: std::path::PathBuf,
+        other: String,
+    },
+    #[error("{flag} {}: cannot create a file in {}: {source}", path.display(), dir.display())]
+    NotWritable {
+        flag: String,
+        path: std::path::PathBuf,
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Checks, before any work, that each output (`(flag, path)`) can be
+/// written: its folder exists and takes a new file, it is not a folder,
+/// not an input, and not another output. Finding this out after training
+/// would lose the run.
+pub fn check_outputs(outputs: &[(&str, &Path)], inputs: &[&Path]) -> Result<(), OutputError> {
+    for (i, &(flag, path)) in outputs.iter().enumerate() {
+        let named = |path: &Path| (flag.to_string(), path.to_path_buf());
+        if path.is_dir() {
+            let (flag, path) = named(path);
+            return Err(OutputError::IsAFolder { flag, path });
+        }
+        let dir = parent_dir(path);
+        if !dir.is_dir() {
+            let (flag, path) = named(path);
+            let dir = dir.to_path_buf();
+            return Err(OutputError::NoFolder { flag, path, dir });
+        }
+        if let Some(input) = inputs.iter().find(|input| same_file(path, input)) {
+            let (flag, path) = named(path);
+            let input = input.to_path_buf();
+            return Err(OutputError::IsAnInput { flag, path, input });
+        }
+        let earlier = outputs[..i]
+            .iter()
+            .find(|(_, other)| other == &path || same_file(path, other));
+        if let Some((other, _)) = earlier {
+            let (flag, path) = named(path);
+            let other = other.to_string();
+            return Err(OutputError::Twice { flag, path, other });
+        }
+        // The only sure test of a folder's permissions is to try.
+        if let Err(source) = temp_file_beside(path) {
+            let (flag, path) = named(path);
+            let dir = dir.to_path_buf();
+            return Err(OutputError::NotWritable {
+                flag,
+                path,
+                dir,
+                source,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Moves a finished temporary file over `path`, synced and made readable.
@@ -46,4 +201,73 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = temp_file_beside(path)?;
     tmp.write_all(bytes)?;
     persist(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_temporary_file_left_by_a_dead_process_is_removed_by_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        // No process has pid 2^22 + 1 (above Linux's pid_max limit).
+        let abandoned = dir.path().join(".seqrec-4194305-AbC123.tmp");
+        let own = dir
+            .path()
+            .join(format!(".seqrec-{}-live00.tmp", std::process::id()));
+        let not_ours = dir.path().join(".seqrec-notes.tmp");
+        for p in [&abandoned, &own, &not_ours] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        write_atomically(&dir.path().join("model.safetensors"), b"new").unwrap();
+        assert!(!abandoned.exists(), "the dead writer's file stays");
+        assert!(own.exists(), "a running writer's file was removed");
+        assert!(not_ours.exists(), "a file not named by seqrec was removed");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+    }
+
+    #[test]
+    fn outputs_are_checked_before_any_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("ratings.dat");
+        std::fs::write(&input, b"1::1::5::1\n").unwrap();
+        let out = dir.path().join("model.safetensors");
+        let ok = check_outputs(&[("--out", &out)], &[&input]);
+        assert!(ok.is_ok(), "{ok:?}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "the check left a file"
+        );
+
+        let e = check_outputs(&[("--out", &input)], &[&input]).unwrap_err();
+        assert!(matches!(e, OutputError::IsAnInput { .. }), "{e}");
+        // The same file by another name.
+        let dotted = dir.path().join(".").join("ratings.dat");
+        let e = check_outputs(&[("--log", &dotted)], &[&input]).unwrap_err();
+        assert!(e.to_string().starts_with("--log "), "{e}");
+
+        let e = check_outputs(&[("--out", dir.path())], &[]).unwrap_err();
+        assert!(matches!(e, OutputError::IsAFolder { .. }), "{e}");
+        let e = check_outputs(&[("--out", &dir.path().join("no/such/m"))], &[]).unwrap_err();
+        assert!(matches!(e, OutputError::NoFolder { .. }), "{e}");
+        let e = check_outputs(&[("--out", &out), ("--log", &out)], &[]).unwrap_err();
+        assert!(
+            matches!(e, OutputError::Twice { .. }) && e.to_string().contains("--out"),
+            "{e}"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_output_in_a_folder_that_takes_no_file_is_refused() {
+        // /proc takes no new file, whoever asks (root ignores permission bits,
+        // so a read-only folder would not test this as root).
+        let r = check_outputs(&[("--plot", Path::new("/proc/seqrec-plot.png"))], &[]);
+        assert!(matches!(r, Err(OutputError::NotWritable { .. })), "{r:?}");
+        assert!(r
+            .unwrap_err()
+            .to_string()
+            .starts_with("--plot /proc/seqrec-plot.png: cannot create a file in /proc"));
+    }
 }

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -298,6 +298,25 @@ fn recommend_by_ids_titles_user_file_and_demo() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in.csv:2:") && err.contains("\"x\""), "{err}");
+
+    // The answers never replace the questions, nor the model.
+    for target in [&input, &PathBuf::from(&model)] {
+        let before = fs::read(target).unwrap();
+        let out = seqrec(&[
+            "recommend",
+            &model,
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            target.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("is the input"),
+            "{err}"
+        );
+        assert_eq!(fs::read(target).unwrap(), before);
+    }
 }
 
 #[test]

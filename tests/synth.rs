@@ -436,3 +436,49 @@ fn command_line_rejects_zero_users_and_writes_a_small_set() {
         (30, 40, 900, 4)
     );
 }
+
+fn synth_cli(dir: &Path, extra: &[&str]) -> anyhow::Result<()> {
+    let mut args = vec!["seqrec", "--quiet", "synth", dir.to_str().unwrap()];
+    args.extend(["--users", "30", "--items", "40", "--ratings", "900"]);
+    args.extend_from_slice(extra);
+    seqrec::cli::run(seqrec::cli::Cli::try_parse_from(args).unwrap())
+}
+
+#[test]
+fn synth_never_writes_over_files_it_did_not_write_unless_forced() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A real dataset: ratings.dat and movies.dat, no synth.json.
+    let real = tmp.path().join("ml");
+    fs::create_dir(&real).unwrap();
+    fs::write(real.join("ratings.dat"), b"1::1::5::978300760\n").unwrap();
+    fs::write(real.join("movies.dat"), b"1::Toy Story (1995)::Animation\n").unwrap();
+    let err = synth_cli(&real, &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("did not write") && err.contains("ratings.dat") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(read(&real.join("ratings.dat")), b"1::1::5::978300760\n");
+
+    // Any other file, its name escaped in the message.
+    let other = tmp.path().join("other");
+    fs::create_dir(&other).unwrap();
+    fs::write(other.join("notes\x1b[31m.txt"), b"mine").unwrap();
+    let err = synth_cli(&other, &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("notes\\u{1b}[31m.txt") && !err.contains('\x1b'),
+        "{err}"
+    );
+
+    // Its own earlier output is rewritten freely, a new folder is made.
+    let own = tmp.path().join("own");
+    synth_cli(&own, &["--seed", "1"]).unwrap();
+    synth_cli(&own, &["--seed", "2"]).unwrap();
+    let s: SynthSummary = serde_json::from_slice(&read(&own.join("synth.json"))).unwrap();
+    assert_eq!(s.seed, 2);
+
+    // --force writes over them; other files stay.
+    synth_cli(&real, &["--force"]).unwrap();
+    assert!(read(&real.join("ratings.dat")).len() > 100);
+    synth_cli(&other, &["--force"]).unwrap();
+    assert_eq!(read(&other.join("notes\x1b[31m.txt")), b"mine");
+}

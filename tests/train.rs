@@ -474,3 +474,77 @@ fn lazy_adamw_leaves_untouched_rows_as_initialised() {
     );
     assert!((l - dn).abs() < 0.5, "lazy {l} vs dense {dn}");
 }
+
+#[test]
+fn outputs_are_checked_before_training_and_never_write_over_an_input() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("data")).unwrap();
+    let data = write_dataset(&dir.path().join("data"), 30);
+    let ratings = data.join("ratings.dat");
+    let movies = data.join("movies.dat");
+    let before = (fs::read(&ratings).unwrap(), fs::read(&movies).unwrap());
+    let model = dir.path().join("m.safetensors");
+    let config = dir.path().join("c.toml");
+    fs::write(&config, "epochs = 1\n").unwrap();
+    let d = data.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--out", ratings.to_str().unwrap()], "is the input"),
+        (
+            vec![
+                "--out",
+                model.to_str().unwrap(),
+                "--log",
+                movies.to_str().unwrap(),
+            ],
+            "is the input",
+        ),
+        (
+            vec![
+                "--out",
+                config.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+            ],
+            "is the input",
+        ),
+        (vec!["--out", dir.path().to_str().unwrap()], "is a folder"),
+        (
+            vec![
+                "--out",
+                model.to_str().unwrap(),
+                "--plot",
+                model.to_str().unwrap(),
+            ],
+            "is also --out",
+        ),
+        (
+            vec![
+                "--out",
+                model.to_str().unwrap(),
+                "--plot",
+                "/proc/seqrec.png",
+            ],
+            "cannot create a file in /proc",
+        ),
+    ];
+    for (flags, want) in cases {
+        let mut args = vec!["train", d, "--epochs", "1", "--embedding-dim", "8"];
+        args.extend(flags);
+        let out = seqrec(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{args:?}: {err}"
+        );
+        // Refused before any training: no epoch line was printed.
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("epoch"),
+            "{args:?}"
+        );
+    }
+    assert_eq!(
+        (fs::read(&ratings).unwrap(), fs::read(&movies).unwrap()),
+        before
+    );
+    assert!(!model.exists());
+}

@@ -140,6 +140,45 @@ impl DataArgs {
         })
     }
 
+    /// Every file the data may be read from: the file given, or each file
+    /// of the folder given (or of the named dataset's cache folder) and of
+    /// its subfolders, and the title file. Outputs are checked against
+    /// these, never to write over them.
+    pub fn input_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        let root = match (&self.data, &self.dataset) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(name)) => Some(self.cache_dir().join(name)),
+            (None, None) => None,
+        };
+        if let Some(root) = root {
+            if root.is_dir() {
+                // MovieLens folders are shallow: the files, or one subfolder
+                // of them as a zip extracts.
+                let mut dirs = vec![(root, 0)];
+                while let Some((dir, depth)) = dirs.pop() {
+                    let Ok(entries) = std::fs::read_dir(&dir) else {
+                        continue;
+                    };
+                    for entry in entries.flatten().take(10_000) {
+                        let path = entry.path();
+                        if path.is_dir() {
+                            if depth < 1 {
+                                dirs.push((path, depth + 1));
+                            }
+                        } else {
+                            files.push(path);
+                        }
+                    }
+                }
+            } else {
+                files.push(root);
+            }
+        }
+        files.extend(self.titles_file.clone());
+        files
+    }
+
     /// How ratings are filtered and sequences kept, checked.
     pub fn data_settings(&self) -> Result<DataSettings> {
         let min_sequence_len = self.min_sequence_len.unwrap_or(3);

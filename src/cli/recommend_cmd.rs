@@ -215,6 +215,9 @@ pub fn recommend(args: RecommendArgs, quiet: bool) -> Result<()> {
 
 /// `--input FILE --output FILE`: one answer per input row, written atomically.
 fn batch_file(rec: &Recommender, args: &RecommendArgs, input: &Path, output: &Path) -> Result<()> {
+    if output != Path::new("-") {
+        crate::files::check_outputs(&[("--output", output)], &[input, &args.model])?;
+    }
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
         .from_path(input)

@@ -64,6 +64,9 @@ pub struct SynthArgs {
     /// Print the summary as JSON (the content of synth.json).
     #[arg(long)]
     pub json: bool,
+    /// Write into OUT_DIR even if it holds files synth did not write (ratings.dat, movies.dat and synth.json are replaced; other files are left).
+    #[arg(long)]
+    pub force: bool,
 }
 
 impl SynthArgs {
@@ -91,6 +94,9 @@ impl SynthArgs {
 }
 
 pub fn synth(args: SynthArgs, quiet: bool) -> Result<()> {
+    if !args.force {
+        synth::check_out_dir(&args.out_dir)?;
+    }
     let s = synth::generate(&args.config(), &args.out_dir, !quiet).map_err(|e| match e {
         // The library names the setting (`min_user_ratings`); the flag is
         // `--min-user-ratings`.

@@ -2,10 +2,10 @@
 //! exactly; every setting a flag or a key of `--config FILE`. The run itself
 //! is `train::run` in the library; this file parses, calls and prints.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -366,23 +366,19 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         print!("{}", settings.to_toml()?);
         return Ok(());
     }
-    // Output folders are checked now, not after minutes of training.
-    for (flag, path) in [
+    // Outputs are checked now, not after minutes of training.
+    let mut inputs = args.data.input_files();
+    inputs.extend(args.config.iter().chain(&args.resume).cloned());
+    let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    let outputs: Vec<(&str, &Path)> = [
         ("--out", Some(&args.out)),
         ("--plot", args.plot.as_ref()),
         ("--log", args.log.as_ref()),
-    ] {
-        if let Some(path) = path {
-            let dir = crate::files::parent_dir(path);
-            if !dir.is_dir() {
-                bail!(
-                    "{flag} {}: the folder {} does not exist",
-                    path.display(),
-                    dir.display()
-                );
-            }
-        }
-    }
+    ]
+    .into_iter()
+    .filter_map(|(flag, path)| Some((flag, path?.as_path())))
+    .collect();
+    crate::files::check_outputs(&outputs, &inputs)?;
 
     let t_data = Instant::now();
     let data = args.data.data_settings()?;

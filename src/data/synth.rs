@@ -56,6 +56,13 @@ pub enum SynthError {
         #[source]
         source: std::io::Error,
     },
+    /// The folder holds files synth did not write.
+    #[error(
+        "{}: holds files seqrec synth did not write ({}); pick an empty or new folder, or pass --force to write over them",
+        path.display(),
+        files.join(", ")
+    )]
+    NotOurs { path: PathBuf, files: Vec<String> },
     #[error("cannot encode the summary as JSON")]
     Json(#[from] serde_json::Error),
 }
@@ -811,6 +818,63 @@ fn expected_metrics(ranked_probs: impl Iterator<Item = f64>) -> (f64, f64) {
         ndcg += p / (r as f64 + 2.0).log2();
     }
     (hr, ndcg)
+}
+
+/// The files `generate` writes.
+pub const WRITTEN_FILES: [&str; 3] = ["ratings.dat", "movies.dat", "synth.json"];
+
+/// Checks that writing into `out_dir` loses nothing of the user's: it is
+/// missing, empty, or holds only what an earlier synth wrote there (its
+/// `synth.json` names this generator family). A real `ratings.dat` in the
+/// folder is refused, as is any other file.
+pub fn check_out_dir(out_dir: &Path) -> Result<()> {
+    if !out_dir.exists() {
+        return Ok(());
+    }
+    if !out_dir.is_dir() {
+        return Err(SynthError::NotAFolder {
+            path: out_dir.to_path_buf(),
+        });
+    }
+    let entries = fs::read_dir(out_dir).map_err(io_err(out_dir, "cannot list the folder"))?;
+    let mut foreign = Vec::new();
+    let mut ours = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err(out_dir, "cannot list the folder"))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if WRITTEN_FILES.contains(&name.as_str()) && entry.path().is_file() {
+            ours.push(name);
+        } else if !(name.starts_with(".seqrec-") && name.ends_with(".tmp")) {
+            foreign.push(crate::text::escaped(&name));
+        }
+    }
+    let made_by_synth = || {
+        fs::read(out_dir.join("synth.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| {
+                v.get("generator")?
+                    .as_str()
+                    .map(|g| g.starts_with("seqrec-synth/"))
+            })
+            .unwrap_or(false)
+    };
+    if !ours.is_empty() && !made_by_synth() {
+        foreign.append(&mut ours);
+    }
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    foreign.sort();
+    let total = foreign.len();
+    foreign.truncate(5);
+    if total > 5 {
+        foreign.push(format!("and {} more", total - 5));
+    }
+    Err(SynthError::NotOurs {
+        path: out_dir.to_path_buf(),
+        files: foreign,
+    })
 }
 
 /// Writes `ratings.dat`, `movies.dat` and `synth.json` into `out_dir`
