@@ -43,6 +43,20 @@ pub fn temp_file_beside(path: &Path) -> std::io::Result<tempfile::NamedTempFile>
         .tempfile_in(dir)
 }
 
+/// `temp_file_beside`, with a name ending in `.EXTENSION` for writers that
+/// pick a format by the name (`.seqrec-PID-XXXXXX.tmp.png`).
+pub fn temp_file_beside_as(
+    path: &Path,
+    extension: &str,
+) -> std::io::Result<tempfile::NamedTempFile> {
+    let dir = parent_dir(path);
+    remove_abandoned_temp_files(dir);
+    tempfile::Builder::new()
+        .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+        .suffix(&format!("{TEMP_SUFFIX}.{extension}"))
+        .tempfile_in(dir)
+}
+
 /// Removes the temporary files in `dir` whose writer is no longer running
 /// (killed between writing and renaming). Best effort: a folder that cannot
 /// be listed, or a file that cannot be removed, is left alone.
@@ -64,7 +78,16 @@ pub fn remove_abandoned_temp_files(dir: &Path) {
 
 /// The writer's process id, for a name made by `temp_file_beside`.
 fn temp_file_writer(name: &str) -> Option<u32> {
-    let rest = name.strip_prefix(TEMP_PREFIX)?.strip_suffix(TEMP_SUFFIX)?;
+    let rest = name.strip_prefix(TEMP_PREFIX)?;
+    // `.tmp`, or `.tmp.EXT` (`temp_file_beside_as`).
+    let end = rest.rfind(TEMP_SUFFIX)?;
+    let ext = &rest[end + TEMP_SUFFIX.len()..];
+    if !(ext.is_empty()
+        || ext.starts_with('.') && ext[1..].chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        return None;
+    }
+    let rest = &rest[..end];
     let (pid, random) = rest.split_once('-')?;
     if random.is_empty() {
         return None;
@@ -216,11 +239,13 @@ mod tests {
             .path()
             .join(format!(".seqrec-{}-live00.tmp", std::process::id()));
         let not_ours = dir.path().join(".seqrec-notes.tmp");
-        for p in [&abandoned, &own, &not_ours] {
+        let abandoned_plot = dir.path().join(".seqrec-4194305-XyZ789.tmp.png");
+        for p in [&abandoned, &own, &not_ours, &abandoned_plot] {
             std::fs::write(p, b"x").unwrap();
         }
         write_atomically(&dir.path().join("model.safetensors"), b"new").unwrap();
         assert!(!abandoned.exists(), "the dead writer's file stays");
+        assert!(!abandoned_plot.exists(), "the dead writer's plot stays");
         assert!(own.exists(), "a running writer's file was removed");
         assert!(not_ours.exists(), "a file not named by seqrec was removed");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);

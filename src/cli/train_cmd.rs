@@ -378,6 +378,9 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
     .into_iter()
     .filter_map(|(flag, path)| Some((flag, path?.as_path())))
     .collect();
+    if let Some(plot) = &args.plot {
+        super::plot::check_path(plot)?;
+    }
     crate::files::check_outputs(&outputs, &inputs)?;
 
     let t_data = Instant::now();
