@@ -188,6 +188,17 @@ fn a_trained_model_beats_popularity_on_planted_structure() {
         6,
         "{table}"
     );
+    assert!(table.ends_with('\n'), "{table:?}");
+
+    // Without DATA, on the data the model records: the same report.
+    let recorded = ok(&["--quiet", "evaluate", &model, "--json"]);
+    assert_eq!(recorded, out);
+    // A recorded folder that has gone is a clear error, not a guess.
+    let moved = dir.path().join("moved");
+    fs::rename(&data, &moved).unwrap();
+    let out = seqrec(&["evaluate", &model]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("pass DATA"), "{err}");
 }
 
 #[test]

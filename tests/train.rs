@@ -484,6 +484,7 @@ fn outputs_are_checked_before_training_and_never_write_over_an_input() {
     let movies = data.join("movies.dat");
     let before = (fs::read(&ratings).unwrap(), fs::read(&movies).unwrap());
     let model = dir.path().join("m.safetensors");
+    let png = dir.path().join("m.png");
     let config = dir.path().join("c.toml");
     fs::write(&config, "epochs = 1\n").unwrap();
     let d = data.to_str().unwrap();
@@ -511,9 +512,9 @@ fn outputs_are_checked_before_training_and_never_write_over_an_input() {
         (
             vec![
                 "--out",
-                model.to_str().unwrap(),
+                png.to_str().unwrap(),
                 "--plot",
-                model.to_str().unwrap(),
+                png.to_str().unwrap(),
             ],
             "is also --out",
         ),
@@ -547,4 +548,36 @@ fn outputs_are_checked_before_training_and_never_write_over_an_input() {
         before
     );
     assert!(!model.exists());
+}
+
+#[test]
+fn more_threads_than_cores_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_dataset(dir.path(), 10);
+    let m = dir.path().join("m");
+    let run = |threads: &str| {
+        let out = seqrec(&[
+            "--quiet",
+            "train",
+            data.to_str().unwrap(),
+            "--out",
+            m.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--embedding-dim",
+            "4",
+            "--threads",
+            threads,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        err
+    };
+    let err = run("1000");
+    assert!(
+        err.contains("warning: threads 1000 is more than the"),
+        "{err}"
+    );
+    assert!(!run("1").contains("warning"));
+    assert!(!run("0").contains("warning"));
 }

@@ -1,5 +1,6 @@
-//! `seqrec evaluate MODEL DATA`: HR/NDCG/MRR@K over the full catalogue, for
-//! the model and for a most-popular baseline, with and without seen items.
+//! `seqrec evaluate MODEL [DATA]`: HR/NDCG/MRR@K over the full catalogue,
+//! for the model and for a most-popular baseline, with and without seen
+//! items. Without DATA, on the data the model records it was trained on.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -113,6 +114,15 @@ pub fn evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
     let saved = crate::checkpoint::load(&args.model)?;
     let mut args = args;
     args.data.default_to(&saved.data);
+    if args.data.data.is_none() && args.data.dataset.is_none() {
+        args.data.default_source_to(&saved.dataset)?;
+        if !quiet {
+            eprintln!(
+                "evaluating on {}, the model's training data",
+                crate::text::escaped(&saved.dataset)
+            );
+        }
+    }
     let mut rec = Recommender::new(saved);
     if args.index == EvalIndex::Approx {
         super::use_index(&mut rec, IndexChoice::Approx, &args.model, quiet)?;
@@ -123,6 +133,9 @@ pub fn evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
     let seqs = Sequences::build(&ds.interactions, data.min_sequence_len)?;
     let (train, test) = seqs.split_last();
     let threads = args.threads.unwrap_or(0);
+    if let Some(w) = super::oversubscription_warning("--threads", threads) {
+        eprintln!("{w}");
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;

@@ -53,6 +53,19 @@ pub enum Command {
     Serve(Box<serve_cmd::ServeArgs>),
 }
 
+/// A warning when `threads` (0: one per core) is more than this machine
+/// has cores: each step's work is split finer than the cores can run it,
+/// and training slows by up to two orders of magnitude.
+pub fn oversubscription_warning(setting: &str, threads: usize) -> Option<String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (threads > cores).then(|| {
+        format!(
+            "warning: {setting} {threads} is more than the {cores} core(s) this machine has; \
+             this runs slower, not faster (0 uses one thread per core)"
+        )
+    })
+}
+
 /// Where the data comes from and how it becomes examples; shared by every
 /// command that reads data.
 #[derive(Args, Debug, Clone)]
@@ -140,41 +153,53 @@ impl DataArgs {
         })
     }
 
-    /// Every file the data may be read from: the file given, or each file
-    /// of the folder given (or of the named dataset's cache folder) and of
-    /// its subfolders, and the title file. Outputs are checked against
-    /// these, never to write over them.
+    /// Without DATA or --dataset, the data a model records it was trained
+    /// on (a named release, or the folder or file it was read from, as it
+    /// was given then).
+    pub fn default_source_to(&mut self, recorded: &str) -> Result<()> {
+        if self.data.is_some() || self.dataset.is_some() {
+            return Ok(());
+        }
+        if download::find_dataset(recorded).is_some() {
+            self.dataset = Some(recorded.to_string());
+        } else if !recorded.is_empty() && std::path::Path::new(recorded).exists() {
+            self.data = Some(PathBuf::from(recorded));
+        } else {
+            bail!(
+                "no data given, and the model's training data {} is not found from here: pass DATA (the folder or file it was trained on) or --dataset NAME",
+                crate::text::quoted(recorded)
+            );
+        }
+        Ok(())
+    }
+
+    /// The files the data is read from: the file given, or the ratings and
+    /// titles files of the MovieLens folder given (or of the named
+    /// dataset's cache folder), and the title file. Outputs are checked
+    /// against these, never to write over them.
     pub fn input_files(&self) -> Vec<PathBuf> {
-        let mut files = Vec::new();
+        use crate::data::source::{detect, Format};
         let root = match (&self.data, &self.dataset) {
             (Some(p), _) => Some(p.clone()),
             (None, Some(name)) => Some(self.cache_dir().join(name)),
             (None, None) => None,
         };
-        if let Some(root) = root {
-            if root.is_dir() {
-                // MovieLens folders are shallow: the files, or one subfolder
-                // of them as a zip extracts.
-                let mut dirs = vec![(root, 0)];
-                while let Some((dir, depth)) = dirs.pop() {
-                    let Ok(entries) = std::fs::read_dir(&dir) else {
-                        continue;
-                    };
-                    for entry in entries.flatten().take(10_000) {
-                        let path = entry.path();
-                        if path.is_dir() {
-                            if depth < 1 {
-                                dirs.push((path, depth + 1));
-                            }
-                        } else {
-                            files.push(path);
-                        }
-                    }
+        let mut files = match root.as_deref().map(detect) {
+            Some(Ok((format, path))) => {
+                let names: &[&str] = match format {
+                    Format::Generic => &[],
+                    Format::MovieLensDat => &["ratings.dat", "movies.dat"],
+                    Format::MovieLens100k => &["u.data", "u.item"],
+                    Format::MovieLensCsv => &["ratings.csv", "movies.csv"],
+                };
+                match names {
+                    [] => vec![path],
+                    names => names.iter().map(|n| path.join(n)).collect(),
                 }
-            } else {
-                files.push(root);
             }
-        }
+            // Reading the data will say what is wrong with it.
+            Some(Err(_)) | None => root.into_iter().collect(),
+        };
         files.extend(self.titles_file.clone());
         files
     }

@@ -366,6 +366,9 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         print!("{}", settings.to_toml()?);
         return Ok(());
     }
+    if let Some(w) = super::oversubscription_warning("threads", settings.train.threads) {
+        eprintln!("{w}");
+    }
     // Outputs are checked now, not after minutes of training.
     let mut inputs = args.data.input_files();
     inputs.extend(args.config.iter().chain(&args.resume).cloned());
