@@ -428,3 +428,58 @@ fn a_hot_swap_replaces_model_and_index_together() {
     let third = slot.reload().unwrap();
     assert_eq!(third.info["index"]["from"], "cache");
 }
+
+#[test]
+fn short_histories_on_a_right_padded_unmasked_model_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, parity) = train_small_synthetic(dir.path());
+    let stderr = |model: &str, history: &str| {
+        let out = seqrec(&["--quiet", "recommend", model, "--history", history]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        err
+    };
+    let short = "5,6,7";
+    let full = "1,2,3,4,5,6,7,8,9,11";
+    let err = stderr(&parity, short);
+    assert!(
+        err.contains("warning: this history is shorter than the model's context (10 items)")
+            && err.contains("--preset best"),
+        "{err}"
+    );
+    assert!(!stderr(&parity, full).contains("warning"));
+
+    // A file of histories: how many are short.
+    let input = dir.path().join("in.csv");
+    let spaced = |h: &str| h.replace(',', " ");
+    let rows = format!("history\n{}\n{}\n3 4\n", spaced(short), spaced(full));
+    fs::write(&input, rows).unwrap();
+    let out = seqrec(&[
+        "recommend",
+        &parity,
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        dir.path().join("out.jsonl").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: 2 of 3 histories are shorter"),
+        "{err}"
+    );
+
+    // Left padding reads the newest item last: no warning.
+    let left = dir.path().join("left.safetensors");
+    ok(&[
+        "--quiet",
+        "train",
+        &data,
+        "--out",
+        left.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--padding",
+        "left",
+    ]);
+    assert!(!stderr(left.to_str().unwrap(), short).contains("warning"));
+}

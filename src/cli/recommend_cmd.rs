@@ -109,6 +109,31 @@ fn history_from_flags(rec: &Recommender, args: &RecommendArgs) -> Result<Vec<u32
         .to_vec())
 }
 
+/// A model with the reference's padding gives nearly one answer to every
+/// history shorter than its context (see `ModelSpec::short_history_washed_out`);
+/// the user is told, not left to wonder at the same titles. Warnings go to
+/// stderr whatever `--quiet` says.
+fn warn_if_washed_out(rec: &Recommender, histories: &[&[u32]]) {
+    let short = histories
+        .iter()
+        .filter(|h| rec.spec.short_history_washed_out(h.len()))
+        .count();
+    if short == 0 {
+        return;
+    }
+    let which = if histories.len() == 1 {
+        "this history is".to_string()
+    } else {
+        format!("{short} of {} histories are", histories.len())
+    };
+    eprintln!(
+        "warning: {which} shorter than the model's context ({} items), and the model pads on the right \
+         without a mask (the reference's settings): its answers to short histories hardly depend on them. \
+         A model trained with --preset best (left padding, masked) answers them well.",
+        rec.spec.context_len
+    );
+}
+
 /// The reference's demo, from the model file alone: the first user's
 /// history without its last item is the first test example.
 pub fn demo(rec: &Recommender) -> Result<(Vec<String>, Vec<String>)> {
@@ -179,6 +204,7 @@ pub fn recommend(args: RecommendArgs, quiet: bool) -> Result<()> {
         return batch_file(&rec, &args, input, output);
     }
     let history = history_from_flags(&rec, &args)?;
+    warn_if_washed_out(&rec, &[&history]);
     let found = rec.recommend(&[&history], args.k, args.exclude_seen, args.parity);
     let list = items(&rec, &found[0]);
     if args.json {
@@ -267,6 +293,7 @@ fn batch_file(rec: &Recommender, args: &RecommendArgs, input: &Path, output: &Pa
         histories.push(hist);
     }
     let refs: Vec<&[u32]> = histories.iter().map(|h| h.as_slice()).collect();
+    warn_if_washed_out(rec, &refs);
     let found = rec.recommend(&refs, args.k, args.exclude_seen, args.parity);
     let json = matches!(
         output.extension().and_then(|e| e.to_str()),

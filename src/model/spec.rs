@@ -158,6 +158,15 @@ impl ModelSpec {
             .collect()
     }
 
+    /// Whether a history of `len` items is read before padding steps that
+    /// wash it out: with right padding and no mask (the reference's
+    /// settings) the GRU's last steps read padding, so every short history
+    /// gets nearly the same answer. Left padding, or a mask, reads the
+    /// newest item last.
+    pub fn short_history_washed_out(&self, len: usize) -> bool {
+        self.padding == Padding::Right && !self.mask_padding && len < self.context_len
+    }
+
     /// The one place a history becomes the model's input window: the last
     /// `context_len` items of `history` (oldest first) into `out` (length
     /// `context_len`), padded with 0 on the spec's side; ids outside the
