@@ -581,3 +581,27 @@ fn more_threads_than_cores_is_warned_about() {
     assert!(!run("1").contains("warning"));
     assert!(!run("0").contains("warning"));
 }
+
+/// The README's first command writes the default model file into the
+/// checkout; git must not offer to commit it (or its index cache).
+#[test]
+fn the_default_model_file_is_ignored_by_git() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let default_out = seqrec::cli::DEFAULT_MODEL_FILE;
+    for name in [default_out.to_string(), format!("{default_out}.index")] {
+        let status = std::process::Command::new("git")
+            .args(["-C", root, "check-ignore", "-q", &name])
+            .status();
+        match status {
+            Ok(s) if s.code() == Some(128) => {
+                eprintln!("not a git checkout; nothing to check");
+                return;
+            }
+            Ok(s) => assert!(s.success(), "{name} is not ignored by git"),
+            Err(e) => {
+                eprintln!("git is not installed ({e}); nothing to check");
+                return;
+            }
+        }
+    }
+}

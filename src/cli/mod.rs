@@ -53,6 +53,10 @@ pub enum Command {
     Serve(Box<serve_cmd::ServeArgs>),
 }
 
+/// Where `train` writes the model without `--out` (git ignores it in a
+/// checkout of seqrec).
+pub const DEFAULT_MODEL_FILE: &str = "seqrec-model.safetensors";
+
 /// A warning when `threads` (0: one per core) is more than this machine
 /// has cores: each step's work is split finer than the cores can run it,
 /// and training slows by up to two orders of magnitude.

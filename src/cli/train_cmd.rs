@@ -128,7 +128,7 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Where to write the model file.
-    #[arg(long, short, default_value = "seqrec-model.safetensors")]
+    #[arg(long, short, default_value = super::DEFAULT_MODEL_FILE)]
     pub out: PathBuf,
     /// A TOML file with any of the settings' keys (epochs, batch_size, padding, ...); flags win over it.
     #[arg(long, value_name = "FILE")]
