@@ -1,0 +1,288 @@
+//! Fuzz targets: every reader (each format, then the sequences built from
+//! what it read), the model-file loader (then a recommendation from what
+//! it loaded), and the approximate index's cache file. Each runs for
+//! `SEQREC_FUZZ_SECONDS` (default 5) from real seed files; see harness.rs.
+//!
+//! Briefly (CI):  cargo test --release --test fuzz -- --nocapture
+//! Longer:        SEQREC_FUZZ_SECONDS=600 cargo test --release --test fuzz -- --nocapture --test-threads 1
+//! With the real MovieLens-100K files as extra seeds, set SEQREC_ML100K.
+//! A saved failure replays with SEQREC_FUZZ_REPLAY=FILE (every target
+//! runs just that input).
+
+mod harness;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use seqrec::data::readers::{self, GenericFormat, ReadOptions};
+use seqrec::data::synth::{generate, SynthConfig};
+use seqrec::data::Sequences;
+
+#[global_allocator]
+static ALLOCATOR: harness::CountingAllocator = harness::CountingAllocator;
+
+/// Synthetic data and a model trained on it, made once per run: real files
+/// of seqrec's own making, shaped like MovieLens-1M.
+struct Fixtures {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    model: PathBuf,
+}
+
+fn fixtures() -> &'static Fixtures {
+    static F: OnceLock<Fixtures> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("synth");
+        let cfg = SynthConfig {
+            seed: 3,
+            users: 40,
+            items: 60,
+            ratings: 40 * 30,
+            ..SynthConfig::default()
+        };
+        generate(&cfg, &data, false).unwrap();
+        let model = dir.path().join("m.safetensors");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_seqrec"))
+            .args(["--quiet", "train"])
+            .arg(&data)
+            .arg("--out")
+            .arg(&model)
+            .args(["--epochs", "1", "--embedding-dim", "4", "--threads", "1"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Fixtures {
+            _dir: dir,
+            data,
+            model,
+        }
+    })
+}
+
+/// The first `n` bytes of a file, cut at a line end.
+fn head(path: &Path, n: usize) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let mut cut = bytes.len().min(n);
+    while cut < bytes.len() && cut > 0 && bytes[cut - 1] != b'\n' {
+        cut -= 1;
+    }
+    bytes[..cut].to_vec()
+}
+
+/// The real MovieLens-100K file `name` (in the ML-1M format), when
+/// SEQREC_ML100K names its folder.
+fn real(name: &str) -> Option<Vec<u8>> {
+    let dir = std::env::var_os("SEQREC_ML100K")?;
+    let path = Path::new(&dir).join(name);
+    path.is_file().then(|| head(&path, 8 << 10))
+}
+
+fn seeds(mut written: Vec<&[u8]>, files: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    if let Some(path) = std::env::var_os("SEQREC_FUZZ_REPLAY") {
+        return vec![std::fs::read(path).unwrap()];
+    }
+    let mut all: Vec<Vec<u8>> = written.drain(..).map(<[u8]>::to_vec).collect();
+    all.extend(files);
+    all
+}
+
+/// Writes each input to a file named as the reader expects, and reads it.
+fn file_target<T, E>(
+    name: &str,
+    read: impl Fn(&Path) -> Result<T, E>,
+) -> impl FnMut(&[u8]) -> Result<T, E> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    move |bytes| {
+        let _keep = &dir;
+        std::fs::write(&path, bytes).unwrap();
+        read(&path)
+    }
+}
+
+/// What training does with what a ratings reader returns.
+fn into_sequences(i: readers::Interactions) -> Result<(), seqrec::data::DataError> {
+    let seqs = Sequences::build(&i, 3)?;
+    let (train, test) = seqs.split_last();
+    assert!(train.len() + test.len() >= test.len());
+    Ok(())
+}
+
+fn opts() -> ReadOptions {
+    ReadOptions::default()
+}
+
+#[test]
+fn fuzz_movielens_dat_ratings() {
+    let f = fixtures();
+    let seeds = seeds(
+        vec![
+            b"1::1193::5::978300760\n1::661::3::978302109\n1::914::3::978301968\n2::1357::5::978298709\n2::3068::4::978299000\n2::1537::4::978299620\n",
+        ],
+        [Some(head(&f.data.join("ratings.dat"), 4 << 10)), real("ratings.dat")]
+            .into_iter()
+            .flatten()
+            .collect(),
+    );
+    harness::fuzz(
+        "dat_ratings",
+        &seeds,
+        &[b"::5::", b"\n1::"],
+        file_target("ratings.dat", |p| {
+            into_sequences(readers::read_ml1m_ratings(p, &opts())?)
+        }),
+    );
+}
+
+#[test]
+fn fuzz_movielens_dat_movies() {
+    let f = fixtures();
+    let seeds = seeds(
+        vec![
+            b"1::Toy Story (1995)::Animation|Children's|Comedy\n2::Jumanji (1995)::Adventure|Children's|Fantasy\n73::Mis\xe9rables, Les (1995)::Drama|Musical\n",
+        ],
+        [Some(head(&f.data.join("movies.dat"), 4 << 10)), real("movies.dat")]
+            .into_iter()
+            .flatten()
+            .collect(),
+    );
+    harness::fuzz(
+        "dat_movies",
+        &seeds,
+        &[b"::Drama\n", b" (1995)"],
+        file_target("movies.dat", |p| readers::read_ml1m_movies(p, &opts())),
+    );
+}
+
+#[test]
+fn fuzz_movielens_100k_files() {
+    let seeds_data = seeds(
+        vec![b"196\t242\t3\t881250949\n186\t302\t3\t891717742\n22\t377\t1\t878887116\n196\t51\t2\t880606923\n196\t346\t1\t886397596\n"],
+        vec![],
+    );
+    harness::fuzz(
+        "u_data",
+        &seeds_data,
+        &[b"\t", b"\t5\t"],
+        file_target("u.data", |p| {
+            into_sequences(readers::read_ml100k_ratings(p, &opts())?)
+        }),
+    );
+    let seeds_item = seeds(
+        vec![b"1|Toy Story (1995)|01-Jan-1995||http://us.imdb.com/M/title-exact?Toy%20Story%20(1995)|0|0|0|1|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0\n2|GoldenEye (1995)|01-Jan-1995||http://us.imdb.com/M/title-exact?GoldenEye%20(1995)|0|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0|1|0|0\n"],
+        vec![],
+    );
+    harness::fuzz(
+        "u_item",
+        &seeds_item,
+        &[b"|0|1|", b"|"],
+        file_target("u.item", |p| readers::read_ml100k_items(p, &opts())),
+    );
+}
+
+#[test]
+fn fuzz_movielens_csv_files() {
+    let ratings = seeds(
+        vec![b"userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.0,964981247\n1,6,4.0,964982224\n2,318,3.0,1445714835\n2,333,4.0,1445715029\n2,1704,4.5,1445715228\n"],
+        vec![],
+    );
+    harness::fuzz(
+        "csv_ratings",
+        &ratings,
+        &[b",4.5,", b"\n1,"],
+        file_target("ratings.csv", |p| {
+            into_sequences(readers::read_movielens_csv_ratings(p, &opts())?)
+        }),
+    );
+    let movies = seeds(
+        vec![b"movieId,title,genres\n1,Toy Story (1995),Adventure|Animation|Children|Comedy|Fantasy\n11,\"American President, The (1995)\",Comedy|Drama|Romance\n\xef\xbb\xbf"],
+        vec![],
+    );
+    harness::fuzz(
+        "csv_movies",
+        &movies,
+        &[b"\"", b",\"a, b\","],
+        file_target("movies.csv", |p| {
+            readers::read_movielens_csv_movies(p, &opts())
+        }),
+    );
+}
+
+#[test]
+fn fuzz_generic_files() {
+    let seeds = seeds(
+        vec![
+            b"user_id,item_id,timestamp\nu1,i1,1\nu1,i2,2\nu1,i3,3\nu2,i2,1\nu2,i3,5\nu2,i1,9\n",
+            b"user_id\titem_id\ttimestamp\trating\nalice\tbook 1\t1700000000\t5\nalice\tbook 2\t1700000100\t4\nalice\tbook 3\t1700000200\t1\n",
+        ],
+        vec![],
+    );
+    let fmt = GenericFormat::default();
+    let tsv = GenericFormat {
+        delimiter: Some(b'\t'),
+        rating_col: Some("rating".into()),
+        ..GenericFormat::default()
+    };
+    let mut csv_target = file_target("events.csv", |p| readers::read_generic(p, &fmt, &opts()));
+    let mut tsv_target = file_target("events.tsv", |p| readers::read_generic(p, &tsv, &opts()));
+    harness::fuzz("generic", &seeds, &[b",", b"\t", b"\""], |bytes| {
+        // Each input in both dialects: the delimiter decides the fields.
+        let a = csv_target(bytes).and_then(|(i, _)| into_sequences(i));
+        let b = tsv_target(bytes).and_then(|(i, _)| into_sequences(i));
+        a.or(b)
+    });
+}
+
+#[test]
+fn fuzz_model_files() {
+    let f = fixtures();
+    let good = std::fs::read(&f.model).unwrap();
+    // The header is where structure lives; seeds of a few shapes of it.
+    let seeds = seeds(
+        vec![],
+        vec![good.clone(), good[..good.len().min(4096)].to_vec()],
+    );
+    let keys: Vec<&[u8]> = vec![
+        b"\"shape\":[",
+        b"\"dtype\":\"F32\"",
+        b"\"data_offsets\":[",
+        b"vocab_size",
+        b"context_len",
+        b"99999999999",
+    ];
+    let mut count = 0usize;
+    harness::fuzz("model_file", &seeds, &keys, |bytes| {
+        count += 1;
+        // Every other input gets its header's length prefix set to where
+        // its JSON seems to end, so mutations reach the JSON and the
+        // tensors, not just the prefix.
+        let fixed;
+        let bytes = match last_brace(bytes) {
+            Some(end) if count.is_multiple_of(2) => {
+                let mut b = bytes.to_vec();
+                b[..8].copy_from_slice(&(end as u64 - 7).to_le_bytes());
+                fixed = b;
+                &fixed[..]
+            }
+            _ => bytes,
+        };
+        let model = seqrec::checkpoint::from_bytes(bytes)?;
+        let rec = seqrec::retrieval::recommender::Recommender::new(model);
+        let history: Vec<u32> = (1..rec.spec.vocab_size.min(4) as u32).collect();
+        let found = rec.recommend(&[&history], 5, true, false);
+        assert!(found[0].len() <= 5);
+        Ok::<(), seqrec::checkpoint::FormatError>(())
+    });
+}
+
+/// Where a model file's header JSON likely ends: the last `}` within its
+/// first 64 KiB, after the 8-byte length prefix.
+fn last_brace(b: &[u8]) -> Option<usize> {
+    let head = b.get(8..b.len().min(64 << 10))?;
+    head.iter().rposition(|&c| c == b'}').map(|i| i + 8)
+}
