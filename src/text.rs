@@ -19,6 +19,25 @@ pub fn escaped(value: &str) -> String {
     bounded(value, "")
 }
 
+/// `value` whole, its control characters escaped: for text of the user's
+/// own data printed as output (titles in a table), where cutting would lose
+/// what was asked for but an escape code must still not reach the terminal.
+pub fn printable(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.chars().any(char::is_control) {
+        let mut out = String::with_capacity(value.len() + 8);
+        for c in value.chars() {
+            if c.is_control() {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        out.into()
+    } else {
+        value.into()
+    }
+}
+
 fn bounded(value: &str, quote: &str) -> String {
     let mut out = String::from(quote);
     let mut chars = value.chars();
@@ -68,6 +87,15 @@ mod tests {
             .chars()
             .any(|c| c.is_control()));
         assert!(!quoted_bytes(b"\x1b[2J\x9b").chars().any(|c| c.is_control()));
+    }
+
+    #[test]
+    fn printable_text_is_whole_with_control_characters_escaped() {
+        assert_eq!(printable("Amélie (2001)"), "Amélie (2001)");
+        let p = printable("Evil\u{1b}[2J (1999)\u{9b}");
+        assert_eq!(p, "Evil\\u{1b}[2J (1999)\\u{9b}");
+        let long = "t".repeat(1000);
+        assert_eq!(printable(&long).len(), 1000);
     }
 
     #[test]

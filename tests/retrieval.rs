@@ -483,3 +483,43 @@ fn short_histories_on_a_right_padded_unmasked_model_are_warned_about() {
     ]);
     assert!(!stderr(left.to_str().unwrap(), short).contains("warning"));
 }
+
+#[test]
+fn titles_with_terminal_escape_codes_are_printed_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fs::create_dir(&data).unwrap();
+    fs::write(
+        data.join("movies.dat"),
+        "1::Evil\x1b[2J Title (1999)::Drama\n2::B (2000)::C\n3::D (2001)::E\n",
+    )
+    .unwrap();
+    let mut ratings = String::new();
+    for u in 1..=6 {
+        for (t, i) in [1, 2, 3, 1, 2].iter().enumerate() {
+            ratings.push_str(&format!("{u}::{i}::5::{}\n", t + 1));
+        }
+    }
+    fs::write(data.join("ratings.dat"), ratings).unwrap();
+    let model = dir.path().join("m");
+    let m = model.to_str().unwrap();
+    let train_out = ok(&[
+        "--quiet",
+        "train",
+        data.to_str().unwrap(),
+        "--out",
+        m,
+        "--epochs",
+        "1",
+        "--embedding-dim",
+        "4",
+    ]);
+    for out in [
+        train_out,
+        ok(&["recommend", m, "--history", "1,2", "--k", "3"]),
+        ok(&["recommend", m, "--demo"]),
+    ] {
+        assert!(!out.contains('\x1b'), "{out:?}");
+        assert!(out.contains("Evil\\u{1b}[2J Title (1999)"), "{out}");
+    }
+}

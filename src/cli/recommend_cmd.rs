@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::retrieval::recommender::Recommender;
 use crate::retrieval::Scored;
+use crate::text::printable;
 
 #[derive(Args, Debug)]
 pub struct RecommendArgs {
@@ -159,10 +160,10 @@ pub fn demo(rec: &Recommender) -> Result<(Vec<String>, Vec<String>)> {
 
 pub fn print_demo(watched: &[String], recommended: &[String]) {
     println!("\n==> Movies the user has watched:");
-    println!("{}", watched.join(", "));
+    println!("{}", printable(&watched.join(", ")));
     println!("\n==> Recommended movies for the above sequence:");
     for t in recommended {
-        println!("{t}");
+        println!("{}", printable(t));
     }
 }
 
@@ -219,7 +220,10 @@ pub fn recommend(args: RecommendArgs, quiet: bool) -> Result<()> {
         .rev()
         .take(5)
         .rev()
-        .map(|&i| format!("{} ({})", rec.catalog.title(i), rec.catalog.key(i)))
+        .map(|&i| {
+            let (title, key) = (rec.catalog.title(i), rec.catalog.key(i));
+            format!("{} ({})", printable(title), printable(&key))
+        })
         .collect();
     println!(
         "history: {} item(s), most recent: {}",
@@ -231,9 +235,9 @@ pub fn recommend(args: RecommendArgs, quiet: bool) -> Result<()> {
         println!(
             "{:>4}  {:>8}  {:>8.4}  {}",
             r + 1,
-            it.id,
+            printable(&it.id),
             it.score,
-            it.title
+            printable(it.title)
         );
     }
     Ok(())
