@@ -903,3 +903,73 @@ fn concurrent_clients_are_all_answered() {
         c.join().unwrap();
     }
 }
+
+#[test]
+fn serve_help_shows_one_default_per_flag() {
+    let out = seqrec(&["serve", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    // One block per option: its line and the indented lines under it.
+    let mut blocks: Vec<String> = Vec::new();
+    for line in help.lines() {
+        if line.starts_with("  -") || line.starts_with("      --") {
+            blocks.push(String::new());
+        }
+        if let Some(b) = blocks.last_mut() {
+            b.push_str(line);
+            b.push('\n');
+        }
+    }
+    assert!(blocks.len() > 10, "{help}");
+    for b in &blocks {
+        assert!(b.matches("default").count() <= 1, "two defaults:\n{b}");
+    }
+    let block = |flag: &str| {
+        blocks
+            .iter()
+            .find(|b| b.trim_start().starts_with(flag))
+            .unwrap_or_else(|| panic!("no {flag} in\n{help}"))
+            .clone()
+    };
+    // The default shown is what happens, not the number that stands for it.
+    assert!(
+        block("--io-threads").contains("[default: one per core]"),
+        "{}",
+        block("--io-threads")
+    );
+    assert!(
+        block("--score-threads").contains("[default: one per two cores"),
+        "{}",
+        block("--score-threads")
+    );
+}
+
+#[test]
+fn recommend_input_refuses_a_line_with_history_and_user_as_the_server_does() {
+    let m = models();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, "id,history,user\na,5 6 7,\nb,5 6,1\n").unwrap();
+    let output = dir.path().join("out.jsonl");
+    let out = Command::new(BIN)
+        .args(["recommend", m.a.to_str().unwrap(), "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("in.csv:3: give exactly one of \"history\""),
+        "{err}"
+    );
+    assert!(!output.exists());
+
+    let server = Server::start(&m.a, &[]);
+    let msg = expect_error(
+        server.post("/v1/recommend", &json!({"history": [5, 6], "user": "1"})),
+        400,
+        "conflicting_fields",
+    );
+    assert!(msg.starts_with("give exactly one of \"history\""), "{msg}");
+}

@@ -47,17 +47,19 @@ pub struct ServeArgs {
     /// Serve POST /v1/admin/reload.
     #[arg(long)]
     pub admin: bool,
-    /// Threads of the async runtime that handle connections (0: one per core).
-    #[arg(long, default_value_t = defaults().io_threads, value_name = "N")]
+    // clap would show `[default: 0]` beside the text saying what 0 does:
+    // two defaults for one flag. The text names the one that applies.
+    /// Threads of the async runtime that handle connections [default: one per core].
+    #[arg(long, default_value_t = defaults().io_threads, hide_default_value = true, value_name = "N")]
     pub io_threads: usize,
-    /// Threads that score single requests (0: one per two cores, at least one); batch requests use every core.
-    #[arg(long, default_value_t = defaults().score_threads, value_name = "N")]
+    /// Threads that score single requests [default: one per two cores, at least one]; batch requests use every core.
+    #[arg(long, default_value_t = defaults().score_threads, hide_default_value = true, value_name = "N")]
     pub score_threads: usize,
     /// Seconds that requests in flight may take to finish after SIGINT/SIGTERM.
     #[arg(long, default_value_t = defaults().shutdown_grace.as_secs(), value_name = "S")]
     pub shutdown_grace_s: u64,
     /// Top-K: exact (score every item), approx (the HNSW graph, cached beside the model file as MODEL.index) or auto (approx above 100,000 items).
-    #[arg(long, value_enum, default_value_t = IndexChoice::Auto)]
+    #[arg(long, value_enum, default_value_t = defaults().index)]
     pub index: IndexChoice,
     /// Log level on stderr: error, warn, info, debug, trace or off.
     #[arg(long, default_value_t = defaults().log_level.to_string().to_lowercase(), value_name = "LEVEL")]
