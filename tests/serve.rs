@@ -100,6 +100,8 @@ struct Server {
     child: Child,
     port: u16,
     log: Arc<Mutex<Vec<String>>>,
+    /// The `Authorization` header line `get` and `post` send, if any.
+    auth: String,
 }
 
 impl Server {
@@ -139,7 +141,26 @@ impl Server {
                 sink.lock().unwrap().push(line);
             }
         });
-        Server { child, port, log }
+        Server {
+            child,
+            port,
+            log,
+            auth: String::new(),
+        }
+    }
+
+    /// A server started with `--token-file` holding `token`; `get` and
+    /// `post` send it.
+    fn start_with_token(model: &Path, token: &str, extra: &[&str]) -> (Server, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        // Surrounding whitespace is trimmed away.
+        std::fs::write(&file, format!("  {token}\n")).unwrap();
+        let mut args = vec!["--token-file", file.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let mut server = Server::start(model, &args);
+        server.auth = format!("Authorization: Bearer {token}\r\n");
+        (server, dir)
     }
 
     fn signal(&self, sig: i32) {
@@ -175,11 +196,17 @@ impl Server {
     }
 
     fn get(&self, path: &str) -> (u16, Value) {
-        request(self.port, "GET", path, b"")
+        request_with(self.port, "GET", path, b"", &self.auth)
     }
 
     fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        request(self.port, "POST", path, body.to_string().as_bytes())
+        request_with(
+            self.port,
+            "POST",
+            path,
+            body.to_string().as_bytes(),
+            &self.auth,
+        )
     }
 }
 
@@ -240,9 +267,27 @@ fn raw_request(method: &str, path: &str, body: &[u8], extra_headers: &str) -> Ve
 
 /// One request on a fresh connection; the body must be JSON.
 fn request(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    request_with(port, method, path, body, "")
+}
+
+/// `request` with more header lines (each ending in CRLF).
+fn request_with(port: u16, method: &str, path: &str, body: &[u8], headers: &str) -> (u16, Value) {
+    let (status, _, v) = request_full(port, method, path, body, headers);
+    (status, v)
+}
+
+/// `request_with`, also handing back the response's headers.
+fn request_full(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    headers: &str,
+) -> (u16, Vec<(String, String)>, Value) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(&raw_request(method, path, body, "Connection: close\r\n"))
+    let extra = format!("Connection: close\r\n{headers}");
+    s.write_all(&raw_request(method, path, body, &extra))
         .unwrap();
     let (status, headers, body) = read_response(&mut BufReader::new(s)).unwrap();
     let ct = headers
@@ -256,7 +301,7 @@ fn request(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
             String::from_utf8_lossy(&body)
         )
     });
-    (status, v)
+    (status, headers, v)
 }
 
 fn ids(answer: &Value) -> Vec<String> {
@@ -311,7 +356,7 @@ fn expect_error(got: (u16, Value), status: u16, code: &str) -> String {
 #[test]
 fn every_route_answers() {
     let m = models();
-    let server = Server::start(&m.a, &[]);
+    let server = Server::start(&m.a, &["--allow-user-lookup"]);
 
     let (s, v) = server.get("/healthz");
     assert_eq!((s, v["status"].as_str()), (200, Some("ok")));
@@ -435,6 +480,7 @@ fn bad_input_gets_a_json_4xx_that_says_what_and_where() {
             "3",
             "--max-body-bytes",
             "1000",
+            "--allow-user-lookup",
         ],
     );
     let post_raw = |path: &str, body: &[u8]| request(server.port, "POST", path, body);
@@ -697,7 +743,7 @@ fn sighup_swaps_the_model_refusing_a_bad_file_without_dropping_requests() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
     std::fs::copy(&m.a, &path).unwrap();
-    let server = Server::start(&path, &["--admin"]);
+    let (server, _token) = Server::start_with_token(&path, "sighup-test-token", &["--admin"]);
     let (_, v) = server.get("/v1/model");
     assert_eq!(
         (v["model"]["dim"].as_u64(), v["generation"].as_u64()),
@@ -710,6 +756,7 @@ fn sighup_swaps_the_model_refusing_a_bad_file_without_dropping_requests() {
     let clients: Vec<_> = (0..3)
         .map(|c| {
             let stop = stop.clone();
+            let auth = server.auth.clone();
             std::thread::spawn(move || {
                 let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
                 s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -717,8 +764,13 @@ fn sighup_swaps_the_model_refusing_a_bad_file_without_dropping_requests() {
                 let body = json!({"history": [1 + c, 2, 3], "k": 5}).to_string();
                 let mut n = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    s.write_all(&raw_request("POST", "/v1/recommend", body.as_bytes(), ""))
-                        .unwrap();
+                    s.write_all(&raw_request(
+                        "POST",
+                        "/v1/recommend",
+                        body.as_bytes(),
+                        &auth,
+                    ))
+                    .unwrap();
                     let (status, _, body) = read_response(&mut r).unwrap();
                     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
                     n += 1;
@@ -838,7 +890,7 @@ fn sigint_stops_an_idle_server_cleanly() {
 #[test]
 fn string_item_keys_and_numbers_both_work() {
     let m = models();
-    let server = Server::start(&m.keyed, &[]);
+    let server = Server::start(&m.keyed, &["--allow-user-lookup"]);
     let (s, v) = server.post(
         "/v1/recommend",
         &json!({"history": ["sku-1", "sku-4", "sku-7"], "k": 5, "exclude_seen": true}),
@@ -972,4 +1024,146 @@ fn recommend_input_refuses_a_line_with_history_and_user_as_the_server_does() {
         "conflicting_fields",
     );
     assert!(msg.starts_with("give exactly one of \"history\""), "{msg}");
+}
+
+/// Every string in a JSON value, for checking what an answer shows.
+fn strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        Value::Object(m) => m.values().for_each(|x| strings(x, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn user_lookups_are_off_unless_asked_for() {
+    let m = models();
+    let server = Server::start(&m.a, &[]);
+    let msg = expect_error(
+        server.post("/v1/recommend", &json!({"user": "1", "k": 3})),
+        403,
+        "user_lookup_off",
+    );
+    assert!(msg.contains("--allow-user-lookup"), "{msg}");
+    let (s, v) = server.post(
+        "/v1/recommend/batch",
+        &json!({"requests": [{"history": [1]}, {"user": "1", "exclude_seen": true}]}),
+    );
+    assert_eq!((s, &v["error"]["code"]), (403, &json!("user_lookup_off")));
+    assert_eq!(v["error"]["index"], 1);
+    // exclude_seen with a history leaves out the items sent, nothing else.
+    let (s, v) = server.post(
+        "/v1/recommend",
+        &json!({"history": [1, 2], "k": 5, "exclude_seen": true}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(!ids(&v).iter().any(|i| i == "1" || i == "2"));
+
+    let on = Server::start(&m.a, &["--allow-user-lookup"]);
+    let (s, v) = on.post("/v1/recommend", &json!({"user": "1", "k": 3}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(ids(&v).len(), 3);
+}
+
+#[test]
+fn a_token_guards_every_route_but_healthz_and_no_answer_shows_a_directory() {
+    let m = models();
+    let (server, _dir) = Server::start_with_token(&m.a, "s3cret-Token", &["--admin"]);
+    let port = server.port;
+    let (s, v) = request(port, "GET", "/healthz", b"");
+    assert_eq!((s, &v["status"]), (200, &json!("ok")));
+    let body = json!({"history": [1], "k": 2}).to_string();
+    for (method, path, body) in [
+        ("GET", "/v1/model", &b""[..]),
+        ("GET", "/openapi.json", b""),
+        ("GET", "/v1/items/1", b""),
+        ("POST", "/v1/recommend", body.as_bytes()),
+        ("POST", "/v1/admin/reload", b"{}"),
+        ("GET", "/no/such/route", b""),
+    ] {
+        for auth in [
+            "",
+            "Authorization: Bearer wrong\r\n",
+            "Authorization: Bearer s3cret-Toke\r\n",
+            "Authorization: s3cret-Token\r\n",
+            "Authorization: Basic czNjcmV0LVRva2Vu\r\n",
+        ] {
+            let (s, headers, v) = request_full(port, method, path, body, auth);
+            assert_eq!(s, 401, "{method} {path} with {auth:?}: {v}");
+            assert_eq!(v["error"]["code"], "unauthorized");
+            assert!(
+                headers
+                    .iter()
+                    .any(|(n, v)| n == "www-authenticate" && v == "Bearer"),
+                "{headers:?}"
+            );
+            // The token is never echoed.
+            assert!(!v.to_string().contains("s3cret"), "{v}");
+        }
+    }
+    let (s, v) = server.post("/v1/recommend", &json!({"history": [1], "k": 2}));
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = request_with(
+        port,
+        "GET",
+        "/healthz",
+        b"",
+        "Authorization: bearer s3cret-Token\r\n",
+    );
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = server.post("/v1/admin/reload", &json!({}));
+    assert_eq!((s, &v["reloaded"]), (200, &json!(true)), "{v}");
+
+    // Neither the model's description nor an answer shows where files lie.
+    let (s, info) = server.get("/v1/model");
+    assert_eq!(s, 200);
+    let (_, answer) = server.post("/v1/recommend", &json!({"history": [1], "k": 2}));
+    let mut shown = Vec::new();
+    strings(&info, &mut shown);
+    strings(&answer, &mut shown);
+    let dir = m.a.parent().unwrap().to_str().unwrap();
+    for text in &shown {
+        assert!(
+            !text.starts_with('/') && !text.contains(dir),
+            "{text:?} in {info}"
+        );
+    }
+    assert_eq!(info["file"]["name"], "a.safetensors");
+}
+
+#[test]
+fn admin_routes_without_a_token_and_bad_token_files_are_refused_at_start() {
+    let m = models();
+    let dir = tempfile::tempdir().unwrap();
+    let model = m.a.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["serve", model, "--addr", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    };
+    let err = run(&["--admin"]);
+    assert!(err.contains("--token-file"), "{err}");
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, " \n\t").unwrap();
+    let err = run(&["--token-file", empty.to_str().unwrap()]);
+    assert!(
+        err.contains("empty") && err.contains("--token-file"),
+        "{err}"
+    );
+    let missing = dir.path().join("missing");
+    let err = run(&["--token-file", missing.to_str().unwrap()]);
+    assert!(
+        err.contains("missing") && err.contains("cannot open"),
+        "{err}"
+    );
+    let err = run(&["--token-file", dir.path().to_str().unwrap()]);
+    assert!(err.contains("regular file"), "{err}");
 }

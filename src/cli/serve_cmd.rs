@@ -44,9 +44,15 @@ pub struct ServeArgs {
     /// Reload the model when its file's modification time changes (checked every second); SIGHUP always reloads.
     #[arg(long)]
     pub watch: bool,
-    /// Serve POST /v1/admin/reload.
+    /// Serve POST /v1/admin/reload; needs --token-file.
     #[arg(long)]
     pub admin: bool,
+    /// Answer requests naming a user of the training data (`"user"`) from the histories stored in the model file; off, only histories sent by the client are scored.
+    #[arg(long)]
+    pub allow_user_lookup: bool,
+    /// A file holding a bearer token (read once at start, trimmed): every route but /healthz then asks for `Authorization: Bearer TOKEN`.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     // clap would show `[default: 0]` beside the text saying what 0 does:
     // two defaults for one flag. The text names the one that applies.
     /// Threads of the async runtime that handle connections [default: one per core].
@@ -107,6 +113,8 @@ pub fn serve(args: ServeArgs, _quiet: bool) -> Result<()> {
         batch_max: args.batch_max,
         watch: args.watch,
         admin: args.admin,
+        allow_user_lookup: args.allow_user_lookup,
+        token_file: args.token_file,
         io_threads: args.io_threads,
         score_threads: args.score_threads,
         shutdown_grace: Duration::from_secs(args.shutdown_grace_s),

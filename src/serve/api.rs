@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::retrieval::recommender::Recommender;
 use crate::retrieval::Scored;
+use crate::text::{escaped, quoted};
 
 /// The largest `k` a request may ask for.
 pub const MAX_K: usize = 1000;
@@ -281,7 +282,8 @@ pub fn parse_query(v: Value, at: &str, max_history: usize) -> Result<Query, ApiE
                 return Err(ApiError::bad(
                     "unknown_field",
                     format!(
-                        "{field}: unknown field; a request has {}",
+                        "{at}{}: unknown field; a request has {}",
+                        escaped(&key),
                         QUERY_FIELDS.join(", ")
                     ),
                 ))
@@ -385,13 +387,17 @@ pub fn resolve(q: &Query, rec: &Recommender, at: &str) -> Result<Resolved, ApiEr
                     }),
                     Ok(_) => Err(ApiError::bad(
                         "empty_history",
-                        format!("{at}user: user {u:?} has no items in the model's data"),
+                        format!(
+                            "{at}user: user {} has no items in the model's data",
+                            quoted(u)
+                        ),
                     )),
                     Err(_) => {
                         let mut e = ApiError::bad(
                             "unknown_user",
                             format!(
-                                "{at}user: unknown user {u:?}: not in the model's training data"
+                                "{at}user: unknown user {}: not in the model's training data",
+                                quoted(u)
                             ),
                         );
                         e.unknown = Some(vec![Value::from(u.as_str())]);
@@ -451,6 +457,23 @@ pub fn resolve(q: &Query, rec: &Recommender, at: &str) -> Result<Resolved, ApiEr
     })
 }
 
+/// Refuses a query naming a user of the training data when the server was
+/// not started with user look-ups on: the stored histories are the
+/// training data's, and answers with and without `exclude_seen` give them
+/// away.
+pub fn check_lookup(q: &Query, at: &str, allowed: bool) -> Result<(), ApiError> {
+    if allowed || !matches!(q.source, Source::User(_)) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "user_lookup_off",
+        format!(
+            "{at}user: this server does not look up users of the training data (it was started without --allow-user-lookup); send the user's \"history\" instead"
+        ),
+    ))
+}
+
 /// Reads a batch body: `{"requests": [query, ...]}`.
 pub fn parse_batch(v: Value, max_batch: usize, max_history: usize) -> Result<Vec<Query>, ApiError> {
     let map = match v {
@@ -467,7 +490,10 @@ pub fn parse_batch(v: Value, max_batch: usize, max_history: usize) -> Result<Vec
             _ => {
                 return Err(ApiError::bad(
                     "unknown_field",
-                    format!("{key}: unknown field; a batch has only \"requests\""),
+                    format!(
+                        "{}: unknown field; a batch has only \"requests\"",
+                        escaped(&key)
+                    ),
                 ))
             }
         }

@@ -38,6 +38,7 @@ use model::{file_stamp, Loaded, ModelError, ModelSlot};
 
 use crate::retrieval::approx::IndexChoice;
 use crate::retrieval::Scored;
+use crate::text::quoted;
 
 /// The OpenAPI 3 description of the service, served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -45,6 +46,11 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// Why the service could not start or stopped, or a reload was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    #[error("{path}: the token file (--token-file) is refused: {why}")]
+    Token { path: String, why: String },
+    /// Admin routes open to anyone who reaches the port: refused.
+    #[error("the admin routes (--admin) need a bearer token: give --token-file FILE")]
+    AdminWithoutToken,
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error("cannot handle {signal}")]
@@ -115,8 +121,12 @@ pub struct ServeConfig {
     pub batch_max: usize,
     /// Reload when the model file's modification time changes (polled every second).
     pub watch: bool,
-    /// Serve `POST /v1/admin/reload`.
+    /// Serve `POST /v1/admin/reload` (needs `token_file`).
     pub admin: bool,
+    /// Answer `{"user": ...}` from the training data's histories.
+    pub allow_user_lookup: bool,
+    /// A file holding the bearer token every route but `/healthz` asks for.
+    pub token_file: Option<PathBuf>,
     /// Async runtime threads (0: one per core).
     pub io_threads: usize,
     /// Threads scoring single requests (0: one per two cores, at least one).
@@ -144,6 +154,8 @@ impl Default for ServeConfig {
             batch_max: 64,
             watch: false,
             admin: false,
+            allow_user_lookup: false,
+            token_file: None,
             index: IndexChoice::Auto,
             io_threads: 0,
             score_threads: 0,
@@ -161,6 +173,9 @@ pub struct AppState {
     pub max_history: usize,
     pub max_batch: usize,
     pub scorer: Scorer,
+    pub allow_user_lookup: bool,
+    /// The SHA-256 of the bearer token, when one is asked for.
+    pub token: Option<[u8; 32]>,
 }
 
 type Shared = Arc<AppState>;
@@ -192,9 +207,102 @@ pub fn router(state: Shared, admin: bool) -> Router {
     if admin {
         r = r.route("/v1/admin/reload", post(admin_reload));
     }
-    r.fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+    let r = r
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
+    let r = if state.token.is_some() {
+        r.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
+    } else {
+        r
+    };
+    r.with_state(state)
+}
+
+/// The SHA-256 of a token: tokens are compared by digest, so the time a
+/// comparison takes says nothing about how much of a guess was right.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// Reads the bearer token: a regular file of at most 4 KiB, trimmed, not
+/// empty. A token read from a FIFO or a device could block or never end.
+pub fn read_token(path: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    let bad = |why: String| ServeError::Token {
+        path: path.display().to_string(),
+        why,
+    };
+    let file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open it: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| bad(format!("cannot read it: {e}")))?;
+    if !meta.is_file() {
+        return Err(bad("expected a regular file".into()));
+    }
+    const MAX: u64 = 4096;
+    let mut bytes = Vec::new();
+    file.take(MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(format!("cannot read it: {e}")))?;
+    if bytes.len() as u64 > MAX {
+        return Err(bad(format!("expected a token of at most {MAX} bytes")));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| bad("expected UTF-8 text".into()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(bad("the file is empty: expected a token".into()));
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad(
+            "expected one token on one line (no spaces or control characters)".into(),
+        ));
+    }
+    Ok(token.to_string())
+}
+
+/// Every route but `/healthz` asks for `Authorization: Bearer TOKEN`.
+async fn require_token(
+    State(app): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(want) = app.token else {
+        return next.run(req).await;
+    };
+    if req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    let refused = match given {
+        None => {
+            "this server asks for a bearer token: send the header \"Authorization: Bearer TOKEN\""
+        }
+        Some(token) => {
+            let got = token_digest(token);
+            // Every byte compared, whatever the first difference.
+            if got.iter().zip(&want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0 {
+                return next.run(req).await;
+            }
+            "the bearer token is not this server's"
+        }
+    };
+    let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", refused).into_response();
+    r.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    r
 }
 
 /// Reads a request body: 413 past `limit` bytes (at once when
@@ -275,6 +383,7 @@ async fn recommend(State(app): State<Shared>, body: Body) -> Response {
 async fn recommend_one(app: &AppState, body: Body) -> Result<Response, ApiError> {
     let body = read_body(body, app.max_body_bytes, app.body_timeout).await?;
     let q = api::parse_query(api::parse_json(&body)?, "", app.max_history)?;
+    api::check_lookup(&q, "", app.allow_user_lookup)?;
     let model = app.models.get();
     let r = api::resolve(&q, &model.rec, "")?;
     let found = app
@@ -302,6 +411,14 @@ async fn recommend_batch(State(app): State<Shared>, body: Body) -> Response {
 async fn recommend_many(app: &AppState, body: Body) -> Result<Response, ApiError> {
     let body = read_body(body, app.max_body_bytes, app.body_timeout).await?;
     let queries = api::parse_batch(api::parse_json(&body)?, app.max_batch, app.max_history)?;
+    for (i, q) in queries.iter().enumerate() {
+        api::check_lookup(q, &format!("requests[{i}]."), app.allow_user_lookup).map_err(
+            |mut e| {
+                e.index = Some(i);
+                e
+            },
+        )?;
+    }
     let model = app.models.get();
     let mut resolved = Vec::with_capacity(queries.len());
     for (i, q) in queries.iter().enumerate() {
@@ -390,7 +507,7 @@ async fn item(State(app): State<Shared>, id: Result<Path<String>, PathRejection>
             let mut e = ApiError::new(
                 StatusCode::NOT_FOUND,
                 "unknown_item",
-                format!("item {id:?} is not in the model's catalogue"),
+                format!("item {} is not in the model's catalogue", quoted(&id)),
             );
             e.unknown = Some(vec![Value::from(id)]);
             return Err(e);
@@ -454,7 +571,7 @@ async fn not_found(method: Method, uri: Uri) -> Response {
         "not_found",
         format!(
             "no route {method} {}; the routes are {}",
-            uri.path(),
+            quoted(uri.path()),
             routes.join(", ")
         ),
     )
@@ -478,7 +595,7 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     let mut r = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("{method} is not allowed on {path}: use {allowed}"),
+        format!("{method} is not allowed on {}: use {allowed}", quoted(path)),
     )
     .into_response();
     if let Ok(v) = axum::http::HeaderValue::from_str(&allowed) {
@@ -529,6 +646,10 @@ fn init_logging(level: LevelFilter) {
 
 /// Runs the service until SIGINT or SIGTERM.
 pub fn run(cfg: ServeConfig) -> Result<()> {
+    if cfg.admin && cfg.token_file.is_none() {
+        return Err(ServeError::AdminWithoutToken);
+    }
+    let token = cfg.token_file.as_deref().map(read_token).transpose()?;
     // A client that closes its connection must not kill the process: writes
     // to a closed socket fail with EPIPE instead of raising SIGPIPE.
     #[cfg(unix)]
@@ -546,12 +667,12 @@ pub fn run(cfg: ServeConfig) -> Result<()> {
         .thread_name("seqrec-io")
         .build()
         .map_err(ServeError::Runtime)?;
-    let result = rt.block_on(serve(cfg));
+    let result = rt.block_on(serve(cfg, token));
     rt.shutdown_timeout(Duration::from_secs(1));
     result
 }
 
-async fn serve(cfg: ServeConfig) -> Result<()> {
+async fn serve(cfg: ServeConfig, token: Option<String>) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     // Handlers first: a SIGHUP right after the ready line must not kill us.
     let handle = |kind: SignalKind, name: &'static str| {
@@ -586,6 +707,8 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
         max_history: cfg.max_history,
         max_batch: cfg.max_batch,
         scorer,
+        allow_user_lookup: cfg.allow_user_lookup,
+        token: token.as_deref().map(token_digest),
     });
     let app = router(state, cfg.admin);
 
@@ -634,12 +757,18 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
         )
     };
     info!(
-        "listening on http://{local} (model {}, generation {}: {}; {score_threads} scorer thread(s), micro-batcher {batching}{}{})",
+        "listening on http://{local} (model {}, generation {}: {}; {score_threads} scorer thread(s), micro-batcher {batching}{}{}{})",
         cfg.model.display(),
         m.generation,
         m.summary_json,
         if cfg.watch { "; watching the file" } else { "" },
         if cfg.admin { "; admin routes on" } else { "" },
+        match (token.is_some(), cfg.allow_user_lookup) {
+            (true, true) => "; bearer token asked; user look-ups on",
+            (true, false) => "; bearer token asked",
+            (false, true) => "; user look-ups on",
+            (false, false) => "",
+        },
     );
     drop(m);
 
