@@ -1167,3 +1167,303 @@ fn admin_routes_without_a_token_and_bad_token_files_are_refused_at_start() {
     let err = run(&["--token-file", dir.path().to_str().unwrap()]);
     assert!(err.contains("regular file"), "{err}");
 }
+
+/// Reads until the server closes the connection; the bytes it sent, or
+/// `None` when it kept the connection open for 20 s.
+fn until_closed(s: &mut TcpStream) -> Option<Vec<u8>> {
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(got),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// The JSON error of a whole response read from a closed connection.
+fn json_error_in(raw: &[u8]) -> (u16, Vec<(String, String)>, Value) {
+    let (status, headers, body) = read_response(&mut BufReader::new(raw))
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(raw)));
+    let ct = headers.iter().find(|(n, _)| n == "content-type");
+    assert_eq!(
+        ct.map(|(_, v)| v.as_str()),
+        Some("application/json"),
+        "{}",
+        String::from_utf8_lossy(raw)
+    );
+    let v: Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(raw)));
+    assert!(v["error"]["message"].as_str().is_some(), "{v}");
+    (status, headers, v)
+}
+
+#[test]
+fn silent_half_sent_and_idle_connections_are_closed() {
+    let m = models();
+    let server = Server::start(
+        &m.a,
+        &["--header-timeout-s", "0.5", "--idle-timeout-s", "0.5"],
+    );
+    // Says nothing at all: closed without a word.
+    let mut silent = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let got = until_closed(&mut silent).expect("a silent connection stayed open");
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    // Half a header: 408, then closed.
+    let mut half = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    half.write_all(b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let got = until_closed(&mut half).expect("a half-sent header held its connection");
+    let (status, _, v) = json_error_in(&got);
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (408, &json!("header_timeout"))
+    );
+    // Idle after an answer: closed.
+    let mut idle = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let body = json!({"history": [1], "k": 2}).to_string();
+    idle.write_all(&raw_request("POST", "/v1/recommend", body.as_bytes(), ""))
+        .unwrap();
+    let mut r = BufReader::new(idle.try_clone().unwrap());
+    let (status, _, _) = read_response(&mut r).unwrap();
+    assert_eq!(status, 200);
+    let mut rest = Vec::new();
+    idle.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let closed = r.read_to_end(&mut rest);
+    assert!(
+        closed.is_ok() || closed.unwrap_err().kind() == std::io::ErrorKind::ConnectionReset,
+        "an idle keep-alive connection stayed open"
+    );
+    assert!(rest.is_empty());
+    // A body slower than the header timeout is the body timeout's business:
+    // a request whose header arrived is not cut by the header deadline.
+    let mut slow = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (head, tail) = body.as_bytes().split_at(5);
+    slow.write_all(
+        format!(
+            "POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    slow.write_all(head).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    slow.write_all(tail).unwrap();
+    let (status, _, _) = read_response(&mut BufReader::new(&slow)).unwrap();
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn connections_over_the_cap_get_503_json_with_retry_after() {
+    let m = models();
+    let server = Server::start(&m.a, &["--max-connections", "2"]);
+    let port = server.port;
+    // Two connections hold the cap (one idle after a request, so the server
+    // has surely taken both).
+    let held = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut busy = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    busy.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    busy.write_all(&raw_request("GET", "/healthz", b"", ""))
+        .unwrap();
+    let mut r = BufReader::new(busy.try_clone().unwrap());
+    assert_eq!(read_response(&mut r).unwrap().0, 200);
+
+    let mut third = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    third
+        .write_all(&raw_request("GET", "/healthz", b"", ""))
+        .unwrap();
+    let got = until_closed(&mut third).expect("the connection over the cap stayed open");
+    let (status, headers, v) = json_error_in(&got);
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (503, &json!("too_many_connections"))
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 connections"),
+        "{v}"
+    );
+    assert!(headers.iter().any(|(n, v)| n == "retry-after" && v == "1"));
+
+    // One closed, a new one is served.
+    drop(held);
+    let start = Instant::now();
+    loop {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(&raw_request(
+            "GET",
+            "/healthz",
+            b"",
+            "Connection: close\r\n",
+        ))
+        .unwrap();
+        let (status, _, _) = read_response(&mut BufReader::new(s)).unwrap();
+        if status == 200 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "still {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigterm_does_not_wait_for_connections_without_a_request() {
+    let m = models();
+    // A grace far longer than the test waits for the exit.
+    let mut server = Server::start(&m.a, &["--shutdown-grace-s", "600"]);
+    let mut half = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    half.write_all(b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Le")
+        .unwrap();
+    let mut silent = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let (s, _) = server.get("/healthz");
+    assert_eq!(s, 200);
+    server.signal(libc::SIGTERM);
+    let exit = server.wait_exit();
+    assert!(exit.success(), "{exit}");
+    server.wait_for_log("stopped");
+    assert!(until_closed(&mut half).is_some());
+    assert!(until_closed(&mut silent).is_some());
+}
+
+#[test]
+fn a_batch_over_the_work_bound_gets_400_naming_bound_and_value() {
+    let m = models();
+    let server = Server::start(&m.a, &["--max-batch-items", "50"]);
+    let over = json!({"requests": [
+        {"history": [1], "k": 20}, {"history": [2], "k": 20}, {"history": [3], "k": 20}
+    ]});
+    let msg = expect_error(
+        server.post("/v1/recommend/batch", &over),
+        400,
+        "batch_too_much_work",
+    );
+    assert!(
+        msg.contains("60 items") && msg.contains("limit of 50"),
+        "{msg}"
+    );
+    let (s, v) = server.post(
+        "/v1/recommend/batch",
+        &json!({"requests": [{"history": [1], "k": 25}, {"history": [2], "k": 25}]}),
+    );
+    assert_eq!(s, 200, "{v}");
+}
+
+#[test]
+fn batches_over_the_concurrency_bound_are_shed_with_503_and_retry_after() {
+    let m = models();
+    let server = Server::start(&m.a, &["--max-concurrent-batches", "1"]);
+    let port = server.port;
+    let requests: Vec<Value> = (0..1000)
+        .map(|i| json!({"history": [1 + i % 3, 2, 3], "k": 100, "exclude_seen": true}))
+        .collect();
+    let body = Arc::new(json!({ "requests": requests }).to_string());
+    // Clients keep sending until one of them is shed; each shed answer
+    // must say why and when to retry.
+    let shed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let (body, shed) = (body.clone(), shed.clone());
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let (mut ok, start) = (0, Instant::now());
+                while shed.load(std::sync::atomic::Ordering::Relaxed) == 0
+                    && start.elapsed() < Duration::from_secs(20)
+                {
+                    s.write_all(&raw_request(
+                        "POST",
+                        "/v1/recommend/batch",
+                        body.as_bytes(),
+                        "",
+                    ))
+                    .unwrap();
+                    let (status, headers, answer) = read_response(&mut r).unwrap();
+                    let v: Value = serde_json::from_slice(&answer).unwrap();
+                    match status {
+                        200 => ok += 1,
+                        503 => {
+                            assert_eq!(v["error"]["code"], "overloaded", "{v}");
+                            assert!(headers.iter().any(|(n, v)| n == "retry-after" && v == "1"));
+                            shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        _ => panic!("{status}: {v}"),
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let ok: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert!(
+        shed.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "none shed"
+    );
+    assert!(ok > 0);
+}
+
+#[test]
+fn errors_before_the_router_are_json_too() {
+    let m = models();
+    let server = Server::start(&m.a, &[]);
+    let port = server.port;
+    let send = |raw: &[u8]| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(raw).unwrap();
+        until_closed(&mut s).expect("the connection stayed open")
+    };
+    let (status, _, v) = json_error_in(&send(
+        b"GARBAGE\x01 /v1/recommend HTTP/1.1\r\nHost: x\r\n\r\n",
+    ));
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (400, &json!("malformed_request"))
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("request line"),
+        "{v}"
+    );
+    let (status, _, v) = json_error_in(&send(
+        b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Length: lots\r\n\r\n{}",
+    ));
+    assert_eq!(status, 400);
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("Content-Length") && msg.contains("\"lots\""),
+        "{msg}"
+    );
+    let mut many = String::from("GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..150 {
+        many.push_str(&format!("X-Field-{i}: {i}\r\n"));
+    }
+    many.push_str("\r\n");
+    let (status, _, v) = json_error_in(&send(many.as_bytes()));
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (431, &json!("header_too_large"))
+    );
+    // Still serving.
+    assert_eq!(server.get("/healthz").0, 200);
+}

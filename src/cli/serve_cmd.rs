@@ -35,6 +35,24 @@ pub struct ServeArgs {
     /// Most requests in one `/v1/recommend/batch` call.
     #[arg(long, default_value_t = defaults().max_batch, value_name = "N")]
     pub max_batch: usize,
+    /// Most items one `/v1/recommend/batch` call may ask for in all (the sum of its requests' k); more gets 400 batch_too_much_work.
+    #[arg(long, default_value_t = defaults().max_batch_items, value_name = "N")]
+    pub max_batch_items: usize,
+    /// Batch requests scored at once; one more gets 503 with Retry-After instead of waiting.
+    #[arg(long, default_value_t = defaults().max_concurrent_batches, value_name = "N")]
+    pub max_concurrent_batches: usize,
+    /// Single requests waiting for a scorer thread; one more gets 503 with Retry-After.
+    #[arg(long, default_value_t = defaults().max_queued, value_name = "N")]
+    pub max_queued: usize,
+    /// Connections open at once; one more is answered 503 with Retry-After and closed.
+    #[arg(long, default_value_t = defaults().max_connections, value_name = "N")]
+    pub max_connections: usize,
+    /// Seconds a request's header may take to arrive whole, from its first byte (for a new connection, from its accept); slower ones get 408 and are closed.
+    #[arg(long, default_value_t = defaults().header_timeout.as_secs_f64(), value_name = "S")]
+    pub header_timeout_s: f64,
+    /// Seconds a keep-alive connection may stay silent between requests (or leave an answer unread) before it is closed.
+    #[arg(long, default_value_t = defaults().idle_timeout.as_secs_f64(), value_name = "S")]
+    pub idle_timeout_s: f64,
     /// Micro-batcher: how long a single request may wait for others to be scored with it, in microseconds, counted from its arrival (0: off, each request scored alone).
     #[arg(long, default_value_t = defaults().batch_window.as_micros() as u64, value_name = "US")]
     pub batch_window_us: u64,
@@ -85,16 +103,30 @@ pub fn serve(args: ServeArgs, _quiet: bool) -> Result<()> {
         ("--max-history", args.max_history),
         ("--max-batch", args.max_batch),
         ("--batch-max", args.batch_max),
+        ("--max-batch-items", args.max_batch_items),
+        ("--max-concurrent-batches", args.max_concurrent_batches),
+        ("--max-queued", args.max_queued),
+        ("--max-connections", args.max_connections),
     ] {
         if v == 0 {
             bail!("{flag}: expected at least 1");
         }
     }
-    if !(args.body_timeout_s > 0.0 && args.body_timeout_s <= 86_400.0) {
+    if args.max_connections > serve::MAX_CONNECTIONS {
         bail!(
-            "--body-timeout-s: expected a number of seconds above 0 (at most a day), found {}",
-            args.body_timeout_s
+            "--max-connections: expected at most {}, found {}",
+            serve::MAX_CONNECTIONS,
+            args.max_connections
         );
+    }
+    for (flag, s) in [
+        ("--body-timeout-s", args.body_timeout_s),
+        ("--header-timeout-s", args.header_timeout_s),
+        ("--idle-timeout-s", args.idle_timeout_s),
+    ] {
+        if !(s > 0.0 && s <= 86_400.0) {
+            bail!("{flag}: expected a number of seconds above 0 (at most a day), found {s}");
+        }
     }
     if args.batch_window_us > 1_000_000 {
         bail!(
@@ -109,6 +141,12 @@ pub fn serve(args: ServeArgs, _quiet: bool) -> Result<()> {
         body_timeout: Duration::from_secs_f64(args.body_timeout_s),
         max_history: args.max_history,
         max_batch: args.max_batch,
+        max_batch_items: args.max_batch_items,
+        max_concurrent_batches: args.max_concurrent_batches,
+        max_queued: args.max_queued,
+        max_connections: args.max_connections,
+        header_timeout: Duration::from_secs_f64(args.header_timeout_s),
+        idle_timeout: Duration::from_secs_f64(args.idle_timeout_s),
         batch_window: Duration::from_micros(args.batch_window_us),
         batch_max: args.batch_max,
         watch: args.watch,

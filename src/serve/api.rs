@@ -28,6 +28,8 @@ pub struct ApiError {
     pub unknown: Option<Vec<Value>>,
     /// The request's index in a batch.
     pub index: Option<usize>,
+    /// Seconds to wait before trying again (`Retry-After`), for 503.
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -38,7 +40,16 @@ impl ApiError {
             message: message.into(),
             unknown: None,
             index: None,
+            retry_after: None,
         }
+    }
+
+    /// 503 `overloaded`: the work is refused now rather than queued
+    /// without bound; the client may try again in a second.
+    pub fn overloaded(message: impl Into<String>) -> ApiError {
+        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message);
+        e.retry_after = Some(1);
+        e
     }
 
     pub fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -67,7 +78,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        json_response(self.status, self.body().to_string().into_bytes())
+        let mut r = json_response(self.status, self.body().to_string().into_bytes());
+        if let Some(s) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
     }
 }
 

@@ -1,4 +1,5 @@
-//! `seqrec serve`: the HTTP service (axum on tokio).
+//! `seqrec serve`: the HTTP service (axum routes on hyper, on tokio; the
+//! connections and their limits in `conn`).
 //!
 //! Routes: `POST /v1/recommend`, `POST /v1/recommend/batch`,
 //! `GET /v1/items/{id}`, `GET /v1/model`, `GET /healthz`,
@@ -8,11 +9,15 @@
 //! async runtime, optionally through the micro-batcher (`batcher`). The
 //! model is swapped on SIGHUP (and with `--watch` when its file changes)
 //! without dropping a request; a file that does not load is refused and the
-//! model in place keeps serving. SIGINT/SIGTERM stop accepting connections
-//! and let requests in flight finish.
+//! model in place keeps serving. SIGINT/SIGTERM stop accepting connections,
+//! close those without a request in progress and let requests in flight
+//! finish. Batches are bounded in work (`max_batch_items`) and, with single
+//! requests, in how many are scored or wait at once: overload is shed with
+//! 503 and `Retry-After`, not queued without bound.
 
 pub mod api;
 pub mod batcher;
+pub mod conn;
 pub mod model;
 
 use std::io::IsTerminal;
@@ -103,6 +108,10 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The most connections `--max-connections` may allow (each is a file
+/// descriptor; the wait for all to close counts them in a `u32`).
+pub const MAX_CONNECTIONS: usize = 1_000_000;
+
 /// Everything `seqrec serve` is told.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -114,6 +123,20 @@ pub struct ServeConfig {
     pub body_timeout: Duration,
     pub max_history: usize,
     pub max_batch: usize,
+    /// The most items one batch may ask for in all (the sum of its `k`):
+    /// what bounds a batch's work and the size of its answer.
+    pub max_batch_items: usize,
+    /// Batch requests scored at once; one more gets 503 with `Retry-After`.
+    pub max_concurrent_batches: usize,
+    /// Single requests waiting for a scorer; one more gets 503.
+    pub max_queued: usize,
+    /// Connections open at once; one more gets 503 and is closed.
+    pub max_connections: usize,
+    /// How long a request's header may take to arrive whole, from its first
+    /// byte (or from the connection's accept).
+    pub header_timeout: Duration,
+    /// How long a keep-alive connection may stay silent between requests.
+    pub idle_timeout: Duration,
     /// How long a single request may wait for others to be scored with it
     /// (the micro-batcher); zero disables batching.
     pub batch_window: Duration,
@@ -150,6 +173,13 @@ impl Default for ServeConfig {
             body_timeout: Duration::from_secs(30),
             max_history: 1000,
             max_batch: 1000,
+            // 1000 requests at k 100: an answer of about 6.6 MB.
+            max_batch_items: 100_000,
+            max_concurrent_batches: 2,
+            max_queued: 1024,
+            max_connections: 512,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             batch_window: Duration::from_micros(20),
             batch_max: 64,
             watch: false,
@@ -172,6 +202,10 @@ pub struct AppState {
     pub body_timeout: Duration,
     pub max_history: usize,
     pub max_batch: usize,
+    pub max_batch_items: usize,
+    pub max_concurrent_batches: usize,
+    /// One permit per batch request being scored.
+    pub batch_slots: Arc<tokio::sync::Semaphore>,
     pub scorer: Scorer,
     pub allow_user_lookup: bool,
     /// The SHA-256 of the bearer token, when one is asked for.
@@ -181,6 +215,10 @@ pub struct AppState {
 type Shared = Arc<AppState>;
 
 impl AppState {
+    fn batch_slots_total(&self) -> usize {
+        self.max_concurrent_batches
+    }
+
     /// The top `k` for one history, on the scoring pool.
     async fn score(&self, req: ScoreRequest) -> Result<Vec<Scored>, ApiError> {
         let found = self
@@ -188,9 +226,14 @@ impl AppState {
             .submit(req)
             .await
             .unwrap_or(Err(ScoreError::Dropped));
-        found.map_err(|e| {
-            error!("{e}");
-            ApiError::internal(e.to_string())
+        found.map_err(|e| match e {
+            ScoreError::Overloaded(queued) => ApiError::overloaded(format!(
+                "{queued} requests are already waiting to be scored, the most this server queues; try again shortly"
+            )),
+            e => {
+                error!("{e}");
+                ApiError::internal(e.to_string())
+            }
         })
     }
 }
@@ -411,6 +454,16 @@ async fn recommend_batch(State(app): State<Shared>, body: Body) -> Response {
 async fn recommend_many(app: &AppState, body: Body) -> Result<Response, ApiError> {
     let body = read_body(body, app.max_body_bytes, app.body_timeout).await?;
     let queries = api::parse_batch(api::parse_json(&body)?, app.max_batch, app.max_history)?;
+    let items: usize = queries.iter().map(|q| q.k).sum();
+    if items > app.max_batch_items {
+        return Err(ApiError::bad(
+            "batch_too_much_work",
+            format!(
+                "requests: the batch asks for {items} items in all (the sum of its k), more than the limit of {}; send fewer requests or smaller k",
+                app.max_batch_items
+            ),
+        ));
+    }
     for (i, q) in queries.iter().enumerate() {
         api::check_lookup(q, &format!("requests[{i}]."), app.allow_user_lookup).map_err(
             |mut e| {
@@ -436,6 +489,14 @@ async fn recommend_many(app: &AppState, body: Body) -> Result<Response, ApiError
         .iter()
         .map(|q| (q.k, q.exclude_seen, q.parity))
         .collect();
+    // Held until the answer is written out: scoring and the answer's bytes
+    // are what a batch costs in memory.
+    let _slot = app.batch_slots.clone().try_acquire_owned().map_err(|_| {
+        ApiError::overloaded(format!(
+            "{} batch requests are being scored, the most this server scores at once; try again shortly",
+            app.batch_slots_total()
+        ))
+    })?;
     let m = model.clone();
     let found = on_pool(move || score_grouped(&m, &histories, &settings))
         .await
@@ -697,8 +758,13 @@ async fn serve(cfg: ServeConfig, token: Option<String>) -> Result<()> {
     } else {
         (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1)
     };
-    let scorer = Scorer::start(score_threads, cfg.batch_window, cfg.batch_max)
-        .map_err(ServeError::Scorer)?;
+    let scorer = Scorer::start(
+        score_threads,
+        cfg.batch_window,
+        cfg.batch_max,
+        cfg.max_queued,
+    )
+    .map_err(ServeError::Scorer)?;
     let stats = scorer.stats.clone();
     let state = Arc::new(AppState {
         models: models.clone(),
@@ -706,6 +772,9 @@ async fn serve(cfg: ServeConfig, token: Option<String>) -> Result<()> {
         body_timeout: cfg.body_timeout,
         max_history: cfg.max_history,
         max_batch: cfg.max_batch,
+        max_batch_items: cfg.max_batch_items,
+        max_concurrent_batches: cfg.max_concurrent_batches,
+        batch_slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_batches)),
         scorer,
         allow_user_lookup: cfg.allow_user_lookup,
         token: token.as_deref().map(token_digest),
@@ -772,24 +841,29 @@ async fn serve(cfg: ServeConfig, token: Option<String>) -> Result<()> {
     );
     drop(m);
 
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = async move {
-        let which = tokio::select! {
-            _ = sigint.recv() => "SIGINT",
-            _ = sigterm.recv() => "SIGTERM",
-        };
-        info!("{which}: shutting down, finishing the requests in flight");
-        let _ = stopping_tx.send(());
+    let max_conns = cfg.max_connections.clamp(1, MAX_CONNECTIONS);
+    let open = Arc::new(tokio::sync::Semaphore::new(max_conns));
+    let limits = conn::Limits {
+        max_connections: max_conns,
+        header_timeout: cfg.header_timeout,
+        idle_timeout: cfg.idle_timeout,
     };
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
-    let mut server = tokio::spawn(async move { server.await });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let accepting = tokio::spawn(conn::accept(listener, app, limits, stop_rx, open.clone()));
+    let which = tokio::select! {
+        _ = sigint.recv() => "SIGINT",
+        _ = sigterm.recv() => "SIGTERM",
+    };
+    let _ = stop_tx.send(true);
+    accepting.await.map_err(ServeError::ServerTask)?;
+    info!(
+        "{which}: shutting down: {} connection(s) open; those without a request in progress are closed, the requests in flight finish",
+        max_conns - open.available_permits()
+    );
+    // Every connection's task holds a permit: all back means all closed.
     let grace = cfg.shutdown_grace;
-    tokio::select! {
-        r = &mut server => {
-            r.map_err(ServeError::ServerTask)?.map_err(ServeError::Server)?;
+    match tokio::time::timeout(grace, open.acquire_many(max_conns as u32)).await {
+        Ok(_) => {
             let (calls, requests) = (
                 stats.calls.load(std::sync::atomic::Ordering::Relaxed),
                 stats.requests.load(std::sync::atomic::Ordering::Relaxed),
@@ -799,15 +873,10 @@ async fn serve(cfg: ServeConfig, token: Option<String>) -> Result<()> {
                 requests as f64 / calls.max(1) as f64
             );
         }
-        _ = async move {
-            if stopping_rx.await.is_ok() {
-                tokio::time::sleep(grace).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        } => {
-            warn!("requests still open {} s after the signal: closing them", grace.as_secs());
-        }
+        Err(_) => warn!(
+            "requests still open {} s after the signal: closing them",
+            grace.as_secs()
+        ),
     }
     Ok(())
 }
