@@ -13,7 +13,16 @@
 //! cargo bench --bench load -- --requests 20000 --connections 16 --windows 0,100,500,1000
 //! cargo bench --bench load -- --model path/to/model.safetensors
 //! cargo bench --bench load -- --items 1000000 --requests 20000   # a 10^6-item catalogue (approximate top-K)
+//! cargo bench --bench load -- --slow-connections 200 --rounds 4  # the valid phase with and without 200 slow clients, alternated
 //! ```
+//!
+//! With `--slow-connections N` the valid phase runs `--rounds` times (3 by
+//! default) without and with N slow connections held open beside the
+//! clients, alternating, since a shared machine drifts between runs more
+//! than the difference looked for. Each slow connection sends half a
+//! request header, then one more byte a second; when the server closes it
+//! (its header timeout) it is opened again at once, so N are held open all
+//! along. The table then gives each round and the medians of the two.
 //!
 //! With `--items N` the synthetic catalogue has N items (20,000 users,
 //! 2,000,000 ratings); the server then runs with its default `--index auto`,
@@ -39,6 +48,8 @@ struct Options {
     model: Option<PathBuf>,
     items: Option<usize>,
     extra: Vec<String>,
+    slow: usize,
+    rounds: usize,
 }
 
 fn options() -> Options {
@@ -49,6 +60,8 @@ fn options() -> Options {
         model: None,
         items: None,
         extra: Vec::new(),
+        slow: 0,
+        rounds: 3,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -65,7 +78,9 @@ fn options() -> Options {
             }
             "--model" => o.model = Some(PathBuf::from(value)),
             "--items" => o.items = Some(value.parse().expect("--items N")),
-            // Passed on to `seqrec serve` (e.g. --server-arg=--batch-max=32).
+            "--slow-connections" => o.slow = value.parse().expect("--slow-connections N"),
+            "--rounds" => o.rounds = value.parse().expect("--rounds N"),
+            // Passed on to `seqrec serve` (e.g. --server-arg --batch-max=32).
             "--server-arg" => o.extra.push(value),
             _ => {
                 i += 1;
@@ -74,7 +89,7 @@ fn options() -> Options {
         }
         i += 2;
     }
-    assert!(o.connections > 0 && o.requests >= o.connections);
+    assert!(o.connections > 0 && o.requests >= o.connections && o.rounds > 0);
     o
 }
 
@@ -309,6 +324,67 @@ fn run_phase(port: u16, per_thread: Vec<Vec<Prepared>>) -> PhaseResult {
     res
 }
 
+/// `n` connections that each send half a request header, then a byte a
+/// second, reopened when the server closes them; held until `stop`.
+struct SlowClients {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl SlowClients {
+    fn start(port: u16, n: usize) -> SlowClients {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let open = move || -> Option<TcpStream> {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.write_all(b"POST /v1/recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+                .ok()?;
+            Some(s)
+        };
+        let thread = std::thread::spawn(move || {
+            let mut conns: Vec<Option<TcpStream>> = (0..n).map(|_| open()).collect();
+            let mut reopened = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                for c in conns.iter_mut() {
+                    let alive = c.as_mut().is_some_and(|s| s.write_all(b"a").is_ok());
+                    if !alive {
+                        *c = open();
+                        reopened += 1;
+                    }
+                }
+                // A byte a second, checking for the stop ten times as often.
+                for _ in 0..10 {
+                    if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            reopened
+        });
+        SlowClients {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Closes them all; how many times one was reopened.
+    fn stop(mut self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
 fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -385,6 +461,80 @@ fn main() {
         // Warm up: connections, caches, the allocator.
         let warm = prepare(&items, 2000, 0, 99);
         let _ = run_phase(server.port, vec![warm]);
+        if o.slow > 0 {
+            let label = format!("{} slow", o.slow);
+            let mut figures: [(Vec<f64>, Vec<f64>); 2] = Default::default();
+            for round in 0..o.rounds {
+                for (with_slow, name) in [(false, "no slow"), (true, label.as_str())] {
+                    let slow = with_slow.then(|| SlowClients::start(server.port, o.slow));
+                    if slow.is_some() {
+                        // Let them all connect and start their headers.
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    let per = o.requests / o.connections;
+                    let reqs: Vec<Vec<Prepared>> = (0..o.connections)
+                        .map(|t| prepare(&items, per, 0, (round * 100 + t) as u64 + 1))
+                        .collect();
+                    let res = run_phase(server.port, reqs);
+                    let reopened = slow.map_or(0, SlowClients::stop);
+                    let rate = (per * o.connections) as f64 / res.seconds;
+                    let p99 = percentile(&res.latencies_us, 0.99);
+                    figures[with_slow as usize].0.push(rate);
+                    figures[with_slow as usize].1.push(p99);
+                    println!(
+                        "{:>10}  {:>14}  {:>9.0}  {:>8.3}  {:>8.3}  {:>8.3}  {:>8.3}  {:>6}  {:>6}{}",
+                        window,
+                        format!("{name} r{}", round + 1),
+                        rate,
+                        percentile(&res.latencies_us, 0.50),
+                        percentile(&res.latencies_us, 0.90),
+                        p99,
+                        percentile(&res.latencies_us, 1.0),
+                        res.ok,
+                        res.rejected,
+                        if with_slow {
+                            format!("  (slow ones reopened {reopened} times)")
+                        } else {
+                            String::new()
+                        },
+                    );
+                    if res.failed > 0 || res.wrong > 0 || res.ok != per * o.connections {
+                        println!(
+                            "    ERROR: {} failed (dropped), {} with the wrong status",
+                            res.failed, res.wrong
+                        );
+                        all_good = false;
+                    }
+                }
+            }
+            let [(mut r0, mut p0), (mut r1, mut p1)] = figures;
+            let (range_r0, range_r1) = (
+                (
+                    r0.iter().cloned().fold(f64::MAX, f64::min),
+                    r0.iter().cloned().fold(0.0, f64::max),
+                ),
+                (
+                    r1.iter().cloned().fold(f64::MAX, f64::min),
+                    r1.iter().cloned().fold(0.0, f64::max),
+                ),
+            );
+            let (m_r0, m_r1, m_p0, m_p1) = (
+                median(&mut r0),
+                median(&mut r1),
+                median(&mut p0),
+                median(&mut p1),
+            );
+            println!(
+                "{:>10}  medians: no slow {:.0} req/s (range {:.0}-{:.0}), p99 {:.3} ms; {label} {:.0} req/s (range {:.0}-{:.0}), p99 {:.3} ms; throughput {:+.1}%, p99 {:+.1}%",
+                window,
+                m_r0, range_r0.0, range_r0.1, m_p0,
+                m_r1, range_r1.0, range_r1.1, m_p1,
+                100.0 * (m_r1 / m_r0 - 1.0),
+                100.0 * (m_p1 / m_p0 - 1.0),
+            );
+            server.stop();
+            continue;
+        }
         for (phase, malformed_every) in [("valid", 0usize), ("10% malformed", 10)] {
             let per = o.requests / o.connections;
             let reqs: Vec<Vec<Prepared>> = (0..o.connections)

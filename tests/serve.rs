@@ -100,6 +100,8 @@ struct Server {
     child: Child,
     port: u16,
     log: Arc<Mutex<Vec<String>>>,
+    /// The `Authorization` header line `get` and `post` send, if any.
+    auth: String,
 }
 
 impl Server {
@@ -139,7 +141,26 @@ impl Server {
                 sink.lock().unwrap().push(line);
             }
         });
-        Server { child, port, log }
+        Server {
+            child,
+            port,
+            log,
+            auth: String::new(),
+        }
+    }
+
+    /// A server started with `--token-file` holding `token`; `get` and
+    /// `post` send it.
+    fn start_with_token(model: &Path, token: &str, extra: &[&str]) -> (Server, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        // Surrounding whitespace is trimmed away.
+        std::fs::write(&file, format!("  {token}\n")).unwrap();
+        let mut args = vec!["--token-file", file.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let mut server = Server::start(model, &args);
+        server.auth = format!("Authorization: Bearer {token}\r\n");
+        (server, dir)
     }
 
     fn signal(&self, sig: i32) {
@@ -175,11 +196,17 @@ impl Server {
     }
 
     fn get(&self, path: &str) -> (u16, Value) {
-        request(self.port, "GET", path, b"")
+        request_with(self.port, "GET", path, b"", &self.auth)
     }
 
     fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        request(self.port, "POST", path, body.to_string().as_bytes())
+        request_with(
+            self.port,
+            "POST",
+            path,
+            body.to_string().as_bytes(),
+            &self.auth,
+        )
     }
 }
 
@@ -240,9 +267,27 @@ fn raw_request(method: &str, path: &str, body: &[u8], extra_headers: &str) -> Ve
 
 /// One request on a fresh connection; the body must be JSON.
 fn request(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    request_with(port, method, path, body, "")
+}
+
+/// `request` with more header lines (each ending in CRLF).
+fn request_with(port: u16, method: &str, path: &str, body: &[u8], headers: &str) -> (u16, Value) {
+    let (status, _, v) = request_full(port, method, path, body, headers);
+    (status, v)
+}
+
+/// `request_with`, also handing back the response's headers.
+fn request_full(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    headers: &str,
+) -> (u16, Vec<(String, String)>, Value) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(&raw_request(method, path, body, "Connection: close\r\n"))
+    let extra = format!("Connection: close\r\n{headers}");
+    s.write_all(&raw_request(method, path, body, &extra))
         .unwrap();
     let (status, headers, body) = read_response(&mut BufReader::new(s)).unwrap();
     let ct = headers
@@ -256,7 +301,7 @@ fn request(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
             String::from_utf8_lossy(&body)
         )
     });
-    (status, v)
+    (status, headers, v)
 }
 
 fn ids(answer: &Value) -> Vec<String> {
@@ -311,7 +356,7 @@ fn expect_error(got: (u16, Value), status: u16, code: &str) -> String {
 #[test]
 fn every_route_answers() {
     let m = models();
-    let server = Server::start(&m.a, &[]);
+    let server = Server::start(&m.a, &["--allow-user-lookup"]);
 
     let (s, v) = server.get("/healthz");
     assert_eq!((s, v["status"].as_str()), (200, Some("ok")));
@@ -435,6 +480,7 @@ fn bad_input_gets_a_json_4xx_that_says_what_and_where() {
             "3",
             "--max-body-bytes",
             "1000",
+            "--allow-user-lookup",
         ],
     );
     let post_raw = |path: &str, body: &[u8]| request(server.port, "POST", path, body);
@@ -697,7 +743,7 @@ fn sighup_swaps_the_model_refusing_a_bad_file_without_dropping_requests() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
     std::fs::copy(&m.a, &path).unwrap();
-    let server = Server::start(&path, &["--admin"]);
+    let (server, _token) = Server::start_with_token(&path, "sighup-test-token", &["--admin"]);
     let (_, v) = server.get("/v1/model");
     assert_eq!(
         (v["model"]["dim"].as_u64(), v["generation"].as_u64()),
@@ -710,6 +756,7 @@ fn sighup_swaps_the_model_refusing_a_bad_file_without_dropping_requests() {
     let clients: Vec<_> = (0..3)
         .map(|c| {
             let stop = stop.clone();
+            let auth = server.auth.clone();
             std::thread::spawn(move || {
                 let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
                 s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -717,8 +764,13 @@ fn sighup_swaps_the_model_refusing_a_bad_file_without_dropping_requests() {
                 let body = json!({"history": [1 + c, 2, 3], "k": 5}).to_string();
                 let mut n = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    s.write_all(&raw_request("POST", "/v1/recommend", body.as_bytes(), ""))
-                        .unwrap();
+                    s.write_all(&raw_request(
+                        "POST",
+                        "/v1/recommend",
+                        body.as_bytes(),
+                        &auth,
+                    ))
+                    .unwrap();
                     let (status, _, body) = read_response(&mut r).unwrap();
                     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
                     n += 1;
@@ -838,7 +890,7 @@ fn sigint_stops_an_idle_server_cleanly() {
 #[test]
 fn string_item_keys_and_numbers_both_work() {
     let m = models();
-    let server = Server::start(&m.keyed, &[]);
+    let server = Server::start(&m.keyed, &["--allow-user-lookup"]);
     let (s, v) = server.post(
         "/v1/recommend",
         &json!({"history": ["sku-1", "sku-4", "sku-7"], "k": 5, "exclude_seen": true}),
@@ -902,4 +954,516 @@ fn concurrent_clients_are_all_answered() {
     for c in clients {
         c.join().unwrap();
     }
+}
+
+#[test]
+fn serve_help_shows_one_default_per_flag() {
+    let out = seqrec(&["serve", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    // One block per option: its line and the indented lines under it.
+    let mut blocks: Vec<String> = Vec::new();
+    for line in help.lines() {
+        if line.starts_with("  -") || line.starts_with("      --") {
+            blocks.push(String::new());
+        }
+        if let Some(b) = blocks.last_mut() {
+            b.push_str(line);
+            b.push('\n');
+        }
+    }
+    assert!(blocks.len() > 10, "{help}");
+    for b in &blocks {
+        assert!(b.matches("default").count() <= 1, "two defaults:\n{b}");
+    }
+    let block = |flag: &str| {
+        blocks
+            .iter()
+            .find(|b| b.trim_start().starts_with(flag))
+            .unwrap_or_else(|| panic!("no {flag} in\n{help}"))
+            .clone()
+    };
+    // The default shown is what happens, not the number that stands for it.
+    assert!(
+        block("--io-threads").contains("[default: one per core]"),
+        "{}",
+        block("--io-threads")
+    );
+    assert!(
+        block("--score-threads").contains("[default: one per two cores"),
+        "{}",
+        block("--score-threads")
+    );
+}
+
+#[test]
+fn recommend_input_refuses_a_line_with_history_and_user_as_the_server_does() {
+    let m = models();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, "id,history,user\na,5 6 7,\nb,5 6,1\n").unwrap();
+    let output = dir.path().join("out.jsonl");
+    let out = Command::new(BIN)
+        .args(["recommend", m.a.to_str().unwrap(), "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("in.csv:3: give exactly one of \"history\""),
+        "{err}"
+    );
+    assert!(!output.exists());
+
+    let server = Server::start(&m.a, &[]);
+    let msg = expect_error(
+        server.post("/v1/recommend", &json!({"history": [5, 6], "user": "1"})),
+        400,
+        "conflicting_fields",
+    );
+    assert!(msg.starts_with("give exactly one of \"history\""), "{msg}");
+}
+
+/// Every string in a JSON value, for checking what an answer shows.
+fn strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        Value::Object(m) => m.values().for_each(|x| strings(x, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn user_lookups_are_off_unless_asked_for() {
+    let m = models();
+    let server = Server::start(&m.a, &[]);
+    let msg = expect_error(
+        server.post("/v1/recommend", &json!({"user": "1", "k": 3})),
+        403,
+        "user_lookup_off",
+    );
+    assert!(msg.contains("--allow-user-lookup"), "{msg}");
+    let (s, v) = server.post(
+        "/v1/recommend/batch",
+        &json!({"requests": [{"history": [1]}, {"user": "1", "exclude_seen": true}]}),
+    );
+    assert_eq!((s, &v["error"]["code"]), (403, &json!("user_lookup_off")));
+    assert_eq!(v["error"]["index"], 1);
+    // exclude_seen with a history leaves out the items sent, nothing else.
+    let (s, v) = server.post(
+        "/v1/recommend",
+        &json!({"history": [1, 2], "k": 5, "exclude_seen": true}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(!ids(&v).iter().any(|i| i == "1" || i == "2"));
+
+    let on = Server::start(&m.a, &["--allow-user-lookup"]);
+    let (s, v) = on.post("/v1/recommend", &json!({"user": "1", "k": 3}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(ids(&v).len(), 3);
+}
+
+#[test]
+fn a_token_guards_every_route_but_healthz_and_no_answer_shows_a_directory() {
+    let m = models();
+    let (server, _dir) = Server::start_with_token(&m.a, "s3cret-Token", &["--admin"]);
+    let port = server.port;
+    let (s, v) = request(port, "GET", "/healthz", b"");
+    assert_eq!((s, &v["status"]), (200, &json!("ok")));
+    let body = json!({"history": [1], "k": 2}).to_string();
+    for (method, path, body) in [
+        ("GET", "/v1/model", &b""[..]),
+        ("GET", "/openapi.json", b""),
+        ("GET", "/v1/items/1", b""),
+        ("POST", "/v1/recommend", body.as_bytes()),
+        ("POST", "/v1/admin/reload", b"{}"),
+        ("GET", "/no/such/route", b""),
+    ] {
+        for auth in [
+            "",
+            "Authorization: Bearer wrong\r\n",
+            "Authorization: Bearer s3cret-Toke\r\n",
+            "Authorization: s3cret-Token\r\n",
+            "Authorization: Basic czNjcmV0LVRva2Vu\r\n",
+        ] {
+            let (s, headers, v) = request_full(port, method, path, body, auth);
+            assert_eq!(s, 401, "{method} {path} with {auth:?}: {v}");
+            assert_eq!(v["error"]["code"], "unauthorized");
+            assert!(
+                headers
+                    .iter()
+                    .any(|(n, v)| n == "www-authenticate" && v == "Bearer"),
+                "{headers:?}"
+            );
+            // The token is never echoed.
+            assert!(!v.to_string().contains("s3cret"), "{v}");
+        }
+    }
+    let (s, v) = server.post("/v1/recommend", &json!({"history": [1], "k": 2}));
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = request_with(
+        port,
+        "GET",
+        "/healthz",
+        b"",
+        "Authorization: bearer s3cret-Token\r\n",
+    );
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = server.post("/v1/admin/reload", &json!({}));
+    assert_eq!((s, &v["reloaded"]), (200, &json!(true)), "{v}");
+
+    // Neither the model's description nor an answer shows where files lie.
+    let (s, info) = server.get("/v1/model");
+    assert_eq!(s, 200);
+    let (_, answer) = server.post("/v1/recommend", &json!({"history": [1], "k": 2}));
+    let mut shown = Vec::new();
+    strings(&info, &mut shown);
+    strings(&answer, &mut shown);
+    let dir = m.a.parent().unwrap().to_str().unwrap();
+    for text in &shown {
+        assert!(
+            !text.starts_with('/') && !text.contains(dir),
+            "{text:?} in {info}"
+        );
+    }
+    assert_eq!(info["file"]["name"], "a.safetensors");
+}
+
+#[test]
+fn admin_routes_without_a_token_and_bad_token_files_are_refused_at_start() {
+    let m = models();
+    let dir = tempfile::tempdir().unwrap();
+    let model = m.a.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["serve", model, "--addr", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    };
+    let err = run(&["--admin"]);
+    assert!(err.contains("--token-file"), "{err}");
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, " \n\t").unwrap();
+    let err = run(&["--token-file", empty.to_str().unwrap()]);
+    assert!(
+        err.contains("empty") && err.contains("--token-file"),
+        "{err}"
+    );
+    let missing = dir.path().join("missing");
+    let err = run(&["--token-file", missing.to_str().unwrap()]);
+    assert!(
+        err.contains("missing") && err.contains("cannot open"),
+        "{err}"
+    );
+    let err = run(&["--token-file", dir.path().to_str().unwrap()]);
+    assert!(err.contains("regular file"), "{err}");
+}
+
+/// Reads until the server closes the connection; the bytes it sent, or
+/// `None` when it kept the connection open for 20 s.
+fn until_closed(s: &mut TcpStream) -> Option<Vec<u8>> {
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(got),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// The JSON error of a whole response read from a closed connection.
+fn json_error_in(raw: &[u8]) -> (u16, Vec<(String, String)>, Value) {
+    let (status, headers, body) = read_response(&mut BufReader::new(raw))
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(raw)));
+    let ct = headers.iter().find(|(n, _)| n == "content-type");
+    assert_eq!(
+        ct.map(|(_, v)| v.as_str()),
+        Some("application/json"),
+        "{}",
+        String::from_utf8_lossy(raw)
+    );
+    let v: Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(raw)));
+    assert!(v["error"]["message"].as_str().is_some(), "{v}");
+    (status, headers, v)
+}
+
+#[test]
+fn silent_half_sent_and_idle_connections_are_closed() {
+    let m = models();
+    let server = Server::start(
+        &m.a,
+        &["--header-timeout-s", "0.5", "--idle-timeout-s", "0.5"],
+    );
+    // Says nothing at all: closed without a word.
+    let mut silent = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let got = until_closed(&mut silent).expect("a silent connection stayed open");
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    // Half a header: 408, then closed.
+    let mut half = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    half.write_all(b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let got = until_closed(&mut half).expect("a half-sent header held its connection");
+    let (status, _, v) = json_error_in(&got);
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (408, &json!("header_timeout"))
+    );
+    // Idle after an answer: closed.
+    let mut idle = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let body = json!({"history": [1], "k": 2}).to_string();
+    idle.write_all(&raw_request("POST", "/v1/recommend", body.as_bytes(), ""))
+        .unwrap();
+    let mut r = BufReader::new(idle.try_clone().unwrap());
+    let (status, _, _) = read_response(&mut r).unwrap();
+    assert_eq!(status, 200);
+    let mut rest = Vec::new();
+    idle.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let closed = r.read_to_end(&mut rest);
+    assert!(
+        closed.is_ok() || closed.unwrap_err().kind() == std::io::ErrorKind::ConnectionReset,
+        "an idle keep-alive connection stayed open"
+    );
+    assert!(rest.is_empty());
+    // A body slower than the header timeout is the body timeout's business:
+    // a request whose header arrived is not cut by the header deadline.
+    let mut slow = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (head, tail) = body.as_bytes().split_at(5);
+    slow.write_all(
+        format!(
+            "POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    slow.write_all(head).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    slow.write_all(tail).unwrap();
+    let (status, _, _) = read_response(&mut BufReader::new(&slow)).unwrap();
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn connections_over_the_cap_get_503_json_with_retry_after() {
+    let m = models();
+    let server = Server::start(&m.a, &["--max-connections", "2"]);
+    let port = server.port;
+    // Two connections hold the cap (one idle after a request, so the server
+    // has surely taken both).
+    let held = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut busy = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    busy.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    busy.write_all(&raw_request("GET", "/healthz", b"", ""))
+        .unwrap();
+    let mut r = BufReader::new(busy.try_clone().unwrap());
+    assert_eq!(read_response(&mut r).unwrap().0, 200);
+
+    let mut third = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    third
+        .write_all(&raw_request("GET", "/healthz", b"", ""))
+        .unwrap();
+    let got = until_closed(&mut third).expect("the connection over the cap stayed open");
+    let (status, headers, v) = json_error_in(&got);
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (503, &json!("too_many_connections"))
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 connections"),
+        "{v}"
+    );
+    assert!(headers.iter().any(|(n, v)| n == "retry-after" && v == "1"));
+
+    // One closed, a new one is served.
+    drop(held);
+    let start = Instant::now();
+    loop {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(&raw_request(
+            "GET",
+            "/healthz",
+            b"",
+            "Connection: close\r\n",
+        ))
+        .unwrap();
+        let (status, _, _) = read_response(&mut BufReader::new(s)).unwrap();
+        if status == 200 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "still {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigterm_does_not_wait_for_connections_without_a_request() {
+    let m = models();
+    // A grace far longer than the test waits for the exit.
+    let mut server = Server::start(&m.a, &["--shutdown-grace-s", "600"]);
+    let mut half = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    half.write_all(b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Le")
+        .unwrap();
+    let mut silent = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let (s, _) = server.get("/healthz");
+    assert_eq!(s, 200);
+    server.signal(libc::SIGTERM);
+    let exit = server.wait_exit();
+    assert!(exit.success(), "{exit}");
+    server.wait_for_log("stopped");
+    assert!(until_closed(&mut half).is_some());
+    assert!(until_closed(&mut silent).is_some());
+}
+
+#[test]
+fn a_batch_over_the_work_bound_gets_400_naming_bound_and_value() {
+    let m = models();
+    let server = Server::start(&m.a, &["--max-batch-items", "50"]);
+    let over = json!({"requests": [
+        {"history": [1], "k": 20}, {"history": [2], "k": 20}, {"history": [3], "k": 20}
+    ]});
+    let msg = expect_error(
+        server.post("/v1/recommend/batch", &over),
+        400,
+        "batch_too_much_work",
+    );
+    assert!(
+        msg.contains("60 items") && msg.contains("limit of 50"),
+        "{msg}"
+    );
+    let (s, v) = server.post(
+        "/v1/recommend/batch",
+        &json!({"requests": [{"history": [1], "k": 25}, {"history": [2], "k": 25}]}),
+    );
+    assert_eq!(s, 200, "{v}");
+}
+
+#[test]
+fn batches_over_the_concurrency_bound_are_shed_with_503_and_retry_after() {
+    let m = models();
+    let server = Server::start(&m.a, &["--max-concurrent-batches", "1"]);
+    let port = server.port;
+    let requests: Vec<Value> = (0..1000)
+        .map(|i| json!({"history": [1 + i % 3, 2, 3], "k": 100, "exclude_seen": true}))
+        .collect();
+    let body = Arc::new(json!({ "requests": requests }).to_string());
+    // Clients keep sending until one of them is shed; each shed answer
+    // must say why and when to retry.
+    let shed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let (body, shed) = (body.clone(), shed.clone());
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let (mut ok, start) = (0, Instant::now());
+                while shed.load(std::sync::atomic::Ordering::Relaxed) == 0
+                    && start.elapsed() < Duration::from_secs(20)
+                {
+                    s.write_all(&raw_request(
+                        "POST",
+                        "/v1/recommend/batch",
+                        body.as_bytes(),
+                        "",
+                    ))
+                    .unwrap();
+                    let (status, headers, answer) = read_response(&mut r).unwrap();
+                    let v: Value = serde_json::from_slice(&answer).unwrap();
+                    match status {
+                        200 => ok += 1,
+                        503 => {
+                            assert_eq!(v["error"]["code"], "overloaded", "{v}");
+                            assert!(headers.iter().any(|(n, v)| n == "retry-after" && v == "1"));
+                            shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        _ => panic!("{status}: {v}"),
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let ok: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert!(
+        shed.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "none shed"
+    );
+    assert!(ok > 0);
+}
+
+#[test]
+fn errors_before_the_router_are_json_too() {
+    let m = models();
+    let server = Server::start(&m.a, &[]);
+    let port = server.port;
+    let send = |raw: &[u8]| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(raw).unwrap();
+        until_closed(&mut s).expect("the connection stayed open")
+    };
+    let (status, _, v) = json_error_in(&send(
+        b"GARBAGE\x01 /v1/recommend HTTP/1.1\r\nHost: x\r\n\r\n",
+    ));
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (400, &json!("malformed_request"))
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("request line"),
+        "{v}"
+    );
+    let (status, _, v) = json_error_in(&send(
+        b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Length: lots\r\n\r\n{}",
+    ));
+    assert_eq!(status, 400);
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("Content-Length") && msg.contains("\"lots\""),
+        "{msg}"
+    );
+    let mut many = String::from("GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..150 {
+        many.push_str(&format!("X-Field-{i}: {i}\r\n"));
+    }
+    many.push_str("\r\n");
+    let (status, _, v) = json_error_in(&send(many.as_bytes()));
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (431, &json!("header_too_large"))
+    );
+    // Still serving.
+    assert_eq!(server.get("/healthz").0, 200);
 }

@@ -282,7 +282,13 @@ fn batch_file(rec: &Recommender, args: &RecommendArgs, input: &Path, output: &Pa
                 .filter(|h| !h.trim().is_empty()),
             user,
         ) {
-            (Some(h), _) => h
+            // The server refuses such a request (`conflicting_fields`):
+            // picking one here would answer a different question than it.
+            (Some(_), Some(_)) => bail!(
+                "{}:{line}: give exactly one of \"history\" (item ids) or \"user\"; this line has both",
+                input.display()
+            ),
+            (Some(h), None) => h
                 .split([' ', ',', '|', ';'])
                 .filter(|p| !p.is_empty())
                 .map(|p| rec.item_id(p))

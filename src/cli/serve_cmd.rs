@@ -35,6 +35,24 @@ pub struct ServeArgs {
     /// Most requests in one `/v1/recommend/batch` call.
     #[arg(long, default_value_t = defaults().max_batch, value_name = "N")]
     pub max_batch: usize,
+    /// Most items one `/v1/recommend/batch` call may ask for in all (the sum of its requests' k); more gets 400 batch_too_much_work.
+    #[arg(long, default_value_t = defaults().max_batch_items, value_name = "N")]
+    pub max_batch_items: usize,
+    /// Batch requests scored at once; one more gets 503 with Retry-After instead of waiting.
+    #[arg(long, default_value_t = defaults().max_concurrent_batches, value_name = "N")]
+    pub max_concurrent_batches: usize,
+    /// Single requests waiting for a scorer thread; one more gets 503 with Retry-After.
+    #[arg(long, default_value_t = defaults().max_queued, value_name = "N")]
+    pub max_queued: usize,
+    /// Connections open at once; one more is answered 503 with Retry-After and closed.
+    #[arg(long, default_value_t = defaults().max_connections, value_name = "N")]
+    pub max_connections: usize,
+    /// Seconds a request's header may take to arrive whole, from its first byte (for a new connection, from its accept); slower ones get 408 and are closed.
+    #[arg(long, default_value_t = defaults().header_timeout.as_secs_f64(), value_name = "S")]
+    pub header_timeout_s: f64,
+    /// Seconds a keep-alive connection may stay silent between requests (or leave an answer unread) before it is closed.
+    #[arg(long, default_value_t = defaults().idle_timeout.as_secs_f64(), value_name = "S")]
+    pub idle_timeout_s: f64,
     /// Micro-batcher: how long a single request may wait for others to be scored with it, in microseconds, counted from its arrival (0: off, each request scored alone).
     #[arg(long, default_value_t = defaults().batch_window.as_micros() as u64, value_name = "US")]
     pub batch_window_us: u64,
@@ -44,20 +62,28 @@ pub struct ServeArgs {
     /// Reload the model when its file's modification time changes (checked every second); SIGHUP always reloads.
     #[arg(long)]
     pub watch: bool,
-    /// Serve POST /v1/admin/reload.
+    /// Serve POST /v1/admin/reload; needs --token-file.
     #[arg(long)]
     pub admin: bool,
-    /// Threads of the async runtime that handle connections (0: one per core).
-    #[arg(long, default_value_t = defaults().io_threads, value_name = "N")]
+    /// Answer requests naming a user of the training data (`"user"`) from the histories stored in the model file; off, only histories sent by the client are scored.
+    #[arg(long)]
+    pub allow_user_lookup: bool,
+    /// A file holding a bearer token (read once at start, trimmed): every route but /healthz then asks for `Authorization: Bearer TOKEN`.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    // clap would show `[default: 0]` beside the text saying what 0 does:
+    // two defaults for one flag. The text names the one that applies.
+    /// Threads of the async runtime that handle connections [default: one per core].
+    #[arg(long, default_value_t = defaults().io_threads, hide_default_value = true, value_name = "N")]
     pub io_threads: usize,
-    /// Threads that score single requests (0: one per two cores, at least one); batch requests use every core.
-    #[arg(long, default_value_t = defaults().score_threads, value_name = "N")]
+    /// Threads that score single requests [default: one per two cores, at least one]; batch requests use every core.
+    #[arg(long, default_value_t = defaults().score_threads, hide_default_value = true, value_name = "N")]
     pub score_threads: usize,
     /// Seconds that requests in flight may take to finish after SIGINT/SIGTERM.
     #[arg(long, default_value_t = defaults().shutdown_grace.as_secs(), value_name = "S")]
     pub shutdown_grace_s: u64,
     /// Top-K: exact (score every item), approx (the HNSW graph, cached beside the model file as MODEL.index) or auto (approx above 100,000 items).
-    #[arg(long, value_enum, default_value_t = IndexChoice::Auto)]
+    #[arg(long, value_enum, default_value_t = defaults().index)]
     pub index: IndexChoice,
     /// Log level on stderr: error, warn, info, debug, trace or off.
     #[arg(long, default_value_t = defaults().log_level.to_string().to_lowercase(), value_name = "LEVEL")]
@@ -77,16 +103,30 @@ pub fn serve(args: ServeArgs, _quiet: bool) -> Result<()> {
         ("--max-history", args.max_history),
         ("--max-batch", args.max_batch),
         ("--batch-max", args.batch_max),
+        ("--max-batch-items", args.max_batch_items),
+        ("--max-concurrent-batches", args.max_concurrent_batches),
+        ("--max-queued", args.max_queued),
+        ("--max-connections", args.max_connections),
     ] {
         if v == 0 {
             bail!("{flag}: expected at least 1");
         }
     }
-    if !(args.body_timeout_s > 0.0 && args.body_timeout_s <= 86_400.0) {
+    if args.max_connections > serve::MAX_CONNECTIONS {
         bail!(
-            "--body-timeout-s: expected a number of seconds above 0 (at most a day), found {}",
-            args.body_timeout_s
+            "--max-connections: expected at most {}, found {}",
+            serve::MAX_CONNECTIONS,
+            args.max_connections
         );
+    }
+    for (flag, s) in [
+        ("--body-timeout-s", args.body_timeout_s),
+        ("--header-timeout-s", args.header_timeout_s),
+        ("--idle-timeout-s", args.idle_timeout_s),
+    ] {
+        if !(s > 0.0 && s <= 86_400.0) {
+            bail!("{flag}: expected a number of seconds above 0 (at most a day), found {s}");
+        }
     }
     if args.batch_window_us > 1_000_000 {
         bail!(
@@ -101,10 +141,18 @@ pub fn serve(args: ServeArgs, _quiet: bool) -> Result<()> {
         body_timeout: Duration::from_secs_f64(args.body_timeout_s),
         max_history: args.max_history,
         max_batch: args.max_batch,
+        max_batch_items: args.max_batch_items,
+        max_concurrent_batches: args.max_concurrent_batches,
+        max_queued: args.max_queued,
+        max_connections: args.max_connections,
+        header_timeout: Duration::from_secs_f64(args.header_timeout_s),
+        idle_timeout: Duration::from_secs_f64(args.idle_timeout_s),
         batch_window: Duration::from_micros(args.batch_window_us),
         batch_max: args.batch_max,
         watch: args.watch,
         admin: args.admin,
+        allow_user_lookup: args.allow_user_lookup,
+        token_file: args.token_file,
         io_threads: args.io_threads,
         score_threads: args.score_threads,
         shutdown_grace: Duration::from_secs(args.shutdown_grace_s),

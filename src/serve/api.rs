@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::retrieval::recommender::Recommender;
 use crate::retrieval::Scored;
+use crate::text::{escaped, quoted};
 
 /// The largest `k` a request may ask for.
 pub const MAX_K: usize = 1000;
@@ -27,6 +28,8 @@ pub struct ApiError {
     pub unknown: Option<Vec<Value>>,
     /// The request's index in a batch.
     pub index: Option<usize>,
+    /// Seconds to wait before trying again (`Retry-After`), for 503.
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -37,7 +40,16 @@ impl ApiError {
             message: message.into(),
             unknown: None,
             index: None,
+            retry_after: None,
         }
+    }
+
+    /// 503 `overloaded`: the work is refused now rather than queued
+    /// without bound; the client may try again in a second.
+    pub fn overloaded(message: impl Into<String>) -> ApiError {
+        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message);
+        e.retry_after = Some(1);
+        e
     }
 
     pub fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -66,7 +78,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        json_response(self.status, self.body().to_string().into_bytes())
+        let mut r = json_response(self.status, self.body().to_string().into_bytes());
+        if let Some(s) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
     }
 }
 
@@ -281,7 +298,8 @@ pub fn parse_query(v: Value, at: &str, max_history: usize) -> Result<Query, ApiE
                 return Err(ApiError::bad(
                     "unknown_field",
                     format!(
-                        "{field}: unknown field; a request has {}",
+                        "{at}{}: unknown field; a request has {}",
+                        escaped(&key),
                         QUERY_FIELDS.join(", ")
                     ),
                 ))
@@ -385,13 +403,17 @@ pub fn resolve(q: &Query, rec: &Recommender, at: &str) -> Result<Resolved, ApiEr
                     }),
                     Ok(_) => Err(ApiError::bad(
                         "empty_history",
-                        format!("{at}user: user {u:?} has no items in the model's data"),
+                        format!(
+                            "{at}user: user {} has no items in the model's data",
+                            quoted(u)
+                        ),
                     )),
                     Err(_) => {
                         let mut e = ApiError::bad(
                             "unknown_user",
                             format!(
-                                "{at}user: unknown user {u:?}: not in the model's training data"
+                                "{at}user: unknown user {}: not in the model's training data",
+                                quoted(u)
                             ),
                         );
                         e.unknown = Some(vec![Value::from(u.as_str())]);
@@ -451,6 +473,23 @@ pub fn resolve(q: &Query, rec: &Recommender, at: &str) -> Result<Resolved, ApiEr
     })
 }
 
+/// Refuses a query naming a user of the training data when the server was
+/// not started with user look-ups on: the stored histories are the
+/// training data's, and answers with and without `exclude_seen` give them
+/// away.
+pub fn check_lookup(q: &Query, at: &str, allowed: bool) -> Result<(), ApiError> {
+    if allowed || !matches!(q.source, Source::User(_)) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "user_lookup_off",
+        format!(
+            "{at}user: this server does not look up users of the training data (it was started without --allow-user-lookup); send the user's \"history\" instead"
+        ),
+    ))
+}
+
 /// Reads a batch body: `{"requests": [query, ...]}`.
 pub fn parse_batch(v: Value, max_batch: usize, max_history: usize) -> Result<Vec<Query>, ApiError> {
     let map = match v {
@@ -467,7 +506,10 @@ pub fn parse_batch(v: Value, max_batch: usize, max_history: usize) -> Result<Vec
             _ => {
                 return Err(ApiError::bad(
                     "unknown_field",
-                    format!("{key}: unknown field; a batch has only \"requests\""),
+                    format!(
+                        "{}: unknown field; a batch has only \"requests\"",
+                        escaped(&key)
+                    ),
                 ))
             }
         }

@@ -17,6 +17,7 @@
 //! `on_pool`, spread over every core.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,9 @@ pub enum ScoreError {
     Stopped,
     #[error("the scorer dropped the request")]
     Dropped,
+    /// This many requests were waiting already, the most allowed.
+    #[error("{0} requests are waiting to be scored already")]
+    Overloaded(usize),
 }
 
 pub type ScoreResult = Result<Vec<Scored>, ScoreError>;
@@ -91,6 +95,9 @@ pub struct Stats {
 /// The scorers' handle; cheap to share.
 pub struct Scorer {
     tx: mpsc::Sender<Job>,
+    /// Requests queued and not yet taken by a scorer.
+    queued: Arc<AtomicUsize>,
+    max_queued: usize,
     pub stats: Arc<Stats>,
     /// Keeps the scorer threads' pool alive.
     _pool: rayon::ThreadPool,
@@ -99,8 +106,14 @@ pub struct Scorer {
 impl Scorer {
     /// Starts `threads` scorer threads. `window`: how long a request may
     /// wait for others to be scored with it (zero: never batched); `max`:
-    /// the most requests in one call.
-    pub fn start(threads: usize, window: Duration, max: usize) -> std::io::Result<Scorer> {
+    /// the most requests in one call; `max_queued`: the most requests
+    /// waiting for a scorer (more are refused, not queued without bound).
+    pub fn start(
+        threads: usize,
+        window: Duration,
+        max: usize,
+        max_queued: usize,
+    ) -> std::io::Result<Scorer> {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let threads = threads.max(1);
@@ -111,12 +124,15 @@ impl Scorer {
             .map_err(std::io::Error::other)?;
         let max = if window.is_zero() { 1 } else { max.max(1) };
         let stats = Arc::new(Stats::default());
+        let queued = Arc::new(AtomicUsize::new(0));
         for _ in 0..threads {
-            let (rx, stats) = (rx.clone(), stats.clone());
-            pool.spawn(move || scorer_loop(&rx, window, max, &stats));
+            let (rx, stats, queued) = (rx.clone(), stats.clone(), queued.clone());
+            pool.spawn(move || scorer_loop(&rx, window, max, &stats, &queued));
         }
         Ok(Scorer {
             tx,
+            queued,
+            max_queued,
             stats,
             _pool: pool,
         })
@@ -125,12 +141,19 @@ impl Scorer {
     /// Queues one history; the answer comes back on the receiver.
     pub fn submit(&self, req: ScoreRequest) -> oneshot::Receiver<ScoreResult> {
         let (tx, rx) = oneshot::channel();
+        let waiting = self.queued.fetch_add(1, Ordering::AcqRel);
+        if waiting >= self.max_queued {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            let _ = tx.send(Err(ScoreError::Overloaded(waiting)));
+            return rx;
+        }
         let job = Job {
             req,
             queued: Instant::now(),
             reply: tx,
         };
         if let Err(mpsc::SendError(job)) = self.tx.send(job) {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
             let _ = job.reply.send(Err(ScoreError::Stopped));
         }
         rx
@@ -168,9 +191,16 @@ fn next_batch(rx: &Mutex<mpsc::Receiver<Job>>, window: Duration, max: usize) -> 
     Some(batch)
 }
 
-fn scorer_loop(rx: &Mutex<mpsc::Receiver<Job>>, window: Duration, max: usize, stats: &Stats) {
+fn scorer_loop(
+    rx: &Mutex<mpsc::Receiver<Job>>,
+    window: Duration,
+    max: usize,
+    stats: &Stats,
+    queued: &AtomicUsize,
+) {
     use std::sync::atomic::Ordering::Relaxed;
     while let Some(batch) = next_batch(rx, window, max) {
+        queued.fetch_sub(batch.len(), Ordering::AcqRel);
         stats.requests.fetch_add(batch.len() as u64, Relaxed);
         stats.calls.fetch_add(score(batch), Relaxed);
     }

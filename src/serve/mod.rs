@@ -1,4 +1,5 @@
-//! `seqrec serve`: the HTTP service (axum on tokio).
+//! `seqrec serve`: the HTTP service (axum routes on hyper, on tokio; the
+//! connections and their limits in `conn`).
 //!
 //! Routes: `POST /v1/recommend`, `POST /v1/recommend/batch`,
 //! `GET /v1/items/{id}`, `GET /v1/model`, `GET /healthz`,
@@ -8,11 +9,15 @@
 //! async runtime, optionally through the micro-batcher (`batcher`). The
 //! model is swapped on SIGHUP (and with `--watch` when its file changes)
 //! without dropping a request; a file that does not load is refused and the
-//! model in place keeps serving. SIGINT/SIGTERM stop accepting connections
-//! and let requests in flight finish.
+//! model in place keeps serving. SIGINT/SIGTERM stop accepting connections,
+//! close those without a request in progress and let requests in flight
+//! finish. Batches are bounded in work (`max_batch_items`) and, with single
+//! requests, in how many are scored or wait at once: overload is shed with
+//! 503 and `Retry-After`, not queued without bound.
 
 pub mod api;
 pub mod batcher;
+pub mod conn;
 pub mod model;
 
 use std::io::IsTerminal;
@@ -38,6 +43,7 @@ use model::{file_stamp, Loaded, ModelError, ModelSlot};
 
 use crate::retrieval::approx::IndexChoice;
 use crate::retrieval::Scored;
+use crate::text::quoted;
 
 /// The OpenAPI 3 description of the service, served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -45,6 +51,11 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// Why the service could not start or stopped, or a reload was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    #[error("{path}: the token file (--token-file) is refused: {why}")]
+    Token { path: String, why: String },
+    /// Admin routes open to anyone who reaches the port: refused.
+    #[error("the admin routes (--admin) need a bearer token: give --token-file FILE")]
+    AdminWithoutToken,
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error("cannot handle {signal}")]
@@ -97,6 +108,10 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The most connections `--max-connections` may allow (each is a file
+/// descriptor; the wait for all to close counts them in a `u32`).
+pub const MAX_CONNECTIONS: usize = 1_000_000;
+
 /// Everything `seqrec serve` is told.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -108,6 +123,20 @@ pub struct ServeConfig {
     pub body_timeout: Duration,
     pub max_history: usize,
     pub max_batch: usize,
+    /// The most items one batch may ask for in all (the sum of its `k`):
+    /// what bounds a batch's work and the size of its answer.
+    pub max_batch_items: usize,
+    /// Batch requests scored at once; one more gets 503 with `Retry-After`.
+    pub max_concurrent_batches: usize,
+    /// Single requests waiting for a scorer; one more gets 503.
+    pub max_queued: usize,
+    /// Connections open at once; one more gets 503 and is closed.
+    pub max_connections: usize,
+    /// How long a request's header may take to arrive whole, from its first
+    /// byte (or from the connection's accept).
+    pub header_timeout: Duration,
+    /// How long a keep-alive connection may stay silent between requests.
+    pub idle_timeout: Duration,
     /// How long a single request may wait for others to be scored with it
     /// (the micro-batcher); zero disables batching.
     pub batch_window: Duration,
@@ -115,8 +144,12 @@ pub struct ServeConfig {
     pub batch_max: usize,
     /// Reload when the model file's modification time changes (polled every second).
     pub watch: bool,
-    /// Serve `POST /v1/admin/reload`.
+    /// Serve `POST /v1/admin/reload` (needs `token_file`).
     pub admin: bool,
+    /// Answer `{"user": ...}` from the training data's histories.
+    pub allow_user_lookup: bool,
+    /// A file holding the bearer token every route but `/healthz` asks for.
+    pub token_file: Option<PathBuf>,
     /// Async runtime threads (0: one per core).
     pub io_threads: usize,
     /// Threads scoring single requests (0: one per two cores, at least one).
@@ -140,10 +173,19 @@ impl Default for ServeConfig {
             body_timeout: Duration::from_secs(30),
             max_history: 1000,
             max_batch: 1000,
+            // 1000 requests at k 100: an answer of about 6.6 MB.
+            max_batch_items: 100_000,
+            max_concurrent_batches: 2,
+            max_queued: 1024,
+            max_connections: 512,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             batch_window: Duration::from_micros(20),
             batch_max: 64,
             watch: false,
             admin: false,
+            allow_user_lookup: false,
+            token_file: None,
             index: IndexChoice::Auto,
             io_threads: 0,
             score_threads: 0,
@@ -160,12 +202,23 @@ pub struct AppState {
     pub body_timeout: Duration,
     pub max_history: usize,
     pub max_batch: usize,
+    pub max_batch_items: usize,
+    pub max_concurrent_batches: usize,
+    /// One permit per batch request being scored.
+    pub batch_slots: Arc<tokio::sync::Semaphore>,
     pub scorer: Scorer,
+    pub allow_user_lookup: bool,
+    /// The SHA-256 of the bearer token, when one is asked for.
+    pub token: Option<[u8; 32]>,
 }
 
 type Shared = Arc<AppState>;
 
 impl AppState {
+    fn batch_slots_total(&self) -> usize {
+        self.max_concurrent_batches
+    }
+
     /// The top `k` for one history, on the scoring pool.
     async fn score(&self, req: ScoreRequest) -> Result<Vec<Scored>, ApiError> {
         let found = self
@@ -173,9 +226,14 @@ impl AppState {
             .submit(req)
             .await
             .unwrap_or(Err(ScoreError::Dropped));
-        found.map_err(|e| {
-            error!("{e}");
-            ApiError::internal(e.to_string())
+        found.map_err(|e| match e {
+            ScoreError::Overloaded(queued) => ApiError::overloaded(format!(
+                "{queued} requests are already waiting to be scored, the most this server queues; try again shortly"
+            )),
+            e => {
+                error!("{e}");
+                ApiError::internal(e.to_string())
+            }
         })
     }
 }
@@ -192,9 +250,102 @@ pub fn router(state: Shared, admin: bool) -> Router {
     if admin {
         r = r.route("/v1/admin/reload", post(admin_reload));
     }
-    r.fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+    let r = r
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
+    let r = if state.token.is_some() {
+        r.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
+    } else {
+        r
+    };
+    r.with_state(state)
+}
+
+/// The SHA-256 of a token: tokens are compared by digest, so the time a
+/// comparison takes says nothing about how much of a guess was right.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// Reads the bearer token: a regular file of at most 4 KiB, trimmed, not
+/// empty. A token read from a FIFO or a device could block or never end.
+pub fn read_token(path: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    let bad = |why: String| ServeError::Token {
+        path: path.display().to_string(),
+        why,
+    };
+    let file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open it: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| bad(format!("cannot read it: {e}")))?;
+    if !meta.is_file() {
+        return Err(bad("expected a regular file".into()));
+    }
+    const MAX: u64 = 4096;
+    let mut bytes = Vec::new();
+    file.take(MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(format!("cannot read it: {e}")))?;
+    if bytes.len() as u64 > MAX {
+        return Err(bad(format!("expected a token of at most {MAX} bytes")));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| bad("expected UTF-8 text".into()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(bad("the file is empty: expected a token".into()));
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad(
+            "expected one token on one line (no spaces or control characters)".into(),
+        ));
+    }
+    Ok(token.to_string())
+}
+
+/// Every route but `/healthz` asks for `Authorization: Bearer TOKEN`.
+async fn require_token(
+    State(app): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(want) = app.token else {
+        return next.run(req).await;
+    };
+    if req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    let refused = match given {
+        None => {
+            "this server asks for a bearer token: send the header \"Authorization: Bearer TOKEN\""
+        }
+        Some(token) => {
+            let got = token_digest(token);
+            // Every byte compared, whatever the first difference.
+            if got.iter().zip(&want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0 {
+                return next.run(req).await;
+            }
+            "the bearer token is not this server's"
+        }
+    };
+    let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", refused).into_response();
+    r.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    r
 }
 
 /// Reads a request body: 413 past `limit` bytes (at once when
@@ -275,6 +426,7 @@ async fn recommend(State(app): State<Shared>, body: Body) -> Response {
 async fn recommend_one(app: &AppState, body: Body) -> Result<Response, ApiError> {
     let body = read_body(body, app.max_body_bytes, app.body_timeout).await?;
     let q = api::parse_query(api::parse_json(&body)?, "", app.max_history)?;
+    api::check_lookup(&q, "", app.allow_user_lookup)?;
     let model = app.models.get();
     let r = api::resolve(&q, &model.rec, "")?;
     let found = app
@@ -302,6 +454,24 @@ async fn recommend_batch(State(app): State<Shared>, body: Body) -> Response {
 async fn recommend_many(app: &AppState, body: Body) -> Result<Response, ApiError> {
     let body = read_body(body, app.max_body_bytes, app.body_timeout).await?;
     let queries = api::parse_batch(api::parse_json(&body)?, app.max_batch, app.max_history)?;
+    let items: usize = queries.iter().map(|q| q.k).sum();
+    if items > app.max_batch_items {
+        return Err(ApiError::bad(
+            "batch_too_much_work",
+            format!(
+                "requests: the batch asks for {items} items in all (the sum of its k), more than the limit of {}; send fewer requests or smaller k",
+                app.max_batch_items
+            ),
+        ));
+    }
+    for (i, q) in queries.iter().enumerate() {
+        api::check_lookup(q, &format!("requests[{i}]."), app.allow_user_lookup).map_err(
+            |mut e| {
+                e.index = Some(i);
+                e
+            },
+        )?;
+    }
     let model = app.models.get();
     let mut resolved = Vec::with_capacity(queries.len());
     for (i, q) in queries.iter().enumerate() {
@@ -319,6 +489,14 @@ async fn recommend_many(app: &AppState, body: Body) -> Result<Response, ApiError
         .iter()
         .map(|q| (q.k, q.exclude_seen, q.parity))
         .collect();
+    // Held until the answer is written out: scoring and the answer's bytes
+    // are what a batch costs in memory.
+    let _slot = app.batch_slots.clone().try_acquire_owned().map_err(|_| {
+        ApiError::overloaded(format!(
+            "{} batch requests are being scored, the most this server scores at once; try again shortly",
+            app.batch_slots_total()
+        ))
+    })?;
     let m = model.clone();
     let found = on_pool(move || score_grouped(&m, &histories, &settings))
         .await
@@ -390,7 +568,7 @@ async fn item(State(app): State<Shared>, id: Result<Path<String>, PathRejection>
             let mut e = ApiError::new(
                 StatusCode::NOT_FOUND,
                 "unknown_item",
-                format!("item {id:?} is not in the model's catalogue"),
+                format!("item {} is not in the model's catalogue", quoted(&id)),
             );
             e.unknown = Some(vec![Value::from(id)]);
             return Err(e);
@@ -454,7 +632,7 @@ async fn not_found(method: Method, uri: Uri) -> Response {
         "not_found",
         format!(
             "no route {method} {}; the routes are {}",
-            uri.path(),
+            quoted(uri.path()),
             routes.join(", ")
         ),
     )
@@ -478,7 +656,7 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     let mut r = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("{method} is not allowed on {path}: use {allowed}"),
+        format!("{method} is not allowed on {}: use {allowed}", quoted(path)),
     )
     .into_response();
     if let Ok(v) = axum::http::HeaderValue::from_str(&allowed) {
@@ -529,6 +707,10 @@ fn init_logging(level: LevelFilter) {
 
 /// Runs the service until SIGINT or SIGTERM.
 pub fn run(cfg: ServeConfig) -> Result<()> {
+    if cfg.admin && cfg.token_file.is_none() {
+        return Err(ServeError::AdminWithoutToken);
+    }
+    let token = cfg.token_file.as_deref().map(read_token).transpose()?;
     // A client that closes its connection must not kill the process: writes
     // to a closed socket fail with EPIPE instead of raising SIGPIPE.
     #[cfg(unix)]
@@ -546,12 +728,12 @@ pub fn run(cfg: ServeConfig) -> Result<()> {
         .thread_name("seqrec-io")
         .build()
         .map_err(ServeError::Runtime)?;
-    let result = rt.block_on(serve(cfg));
+    let result = rt.block_on(serve(cfg, token));
     rt.shutdown_timeout(Duration::from_secs(1));
     result
 }
 
-async fn serve(cfg: ServeConfig) -> Result<()> {
+async fn serve(cfg: ServeConfig, token: Option<String>) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     // Handlers first: a SIGHUP right after the ready line must not kill us.
     let handle = |kind: SignalKind, name: &'static str| {
@@ -576,8 +758,13 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
     } else {
         (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1)
     };
-    let scorer = Scorer::start(score_threads, cfg.batch_window, cfg.batch_max)
-        .map_err(ServeError::Scorer)?;
+    let scorer = Scorer::start(
+        score_threads,
+        cfg.batch_window,
+        cfg.batch_max,
+        cfg.max_queued,
+    )
+    .map_err(ServeError::Scorer)?;
     let stats = scorer.stats.clone();
     let state = Arc::new(AppState {
         models: models.clone(),
@@ -585,7 +772,12 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
         body_timeout: cfg.body_timeout,
         max_history: cfg.max_history,
         max_batch: cfg.max_batch,
+        max_batch_items: cfg.max_batch_items,
+        max_concurrent_batches: cfg.max_concurrent_batches,
+        batch_slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_batches)),
         scorer,
+        allow_user_lookup: cfg.allow_user_lookup,
+        token: token.as_deref().map(token_digest),
     });
     let app = router(state, cfg.admin);
 
@@ -634,33 +826,44 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
         )
     };
     info!(
-        "listening on http://{local} (model {}, generation {}: {}; {score_threads} scorer thread(s), micro-batcher {batching}{}{})",
+        "listening on http://{local} (model {}, generation {}: {}; {score_threads} scorer thread(s), micro-batcher {batching}{}{}{})",
         cfg.model.display(),
         m.generation,
         m.summary_json,
         if cfg.watch { "; watching the file" } else { "" },
         if cfg.admin { "; admin routes on" } else { "" },
+        match (token.is_some(), cfg.allow_user_lookup) {
+            (true, true) => "; bearer token asked; user look-ups on",
+            (true, false) => "; bearer token asked",
+            (false, true) => "; user look-ups on",
+            (false, false) => "",
+        },
     );
     drop(m);
 
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = async move {
-        let which = tokio::select! {
-            _ = sigint.recv() => "SIGINT",
-            _ = sigterm.recv() => "SIGTERM",
-        };
-        info!("{which}: shutting down, finishing the requests in flight");
-        let _ = stopping_tx.send(());
+    let max_conns = cfg.max_connections.clamp(1, MAX_CONNECTIONS);
+    let open = Arc::new(tokio::sync::Semaphore::new(max_conns));
+    let limits = conn::Limits {
+        max_connections: max_conns,
+        header_timeout: cfg.header_timeout,
+        idle_timeout: cfg.idle_timeout,
     };
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
-    let mut server = tokio::spawn(async move { server.await });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let accepting = tokio::spawn(conn::accept(listener, app, limits, stop_rx, open.clone()));
+    let which = tokio::select! {
+        _ = sigint.recv() => "SIGINT",
+        _ = sigterm.recv() => "SIGTERM",
+    };
+    let _ = stop_tx.send(true);
+    accepting.await.map_err(ServeError::ServerTask)?;
+    info!(
+        "{which}: shutting down: {} connection(s) open; those without a request in progress are closed, the requests in flight finish",
+        max_conns - open.available_permits()
+    );
+    // Every connection's task holds a permit: all back means all closed.
     let grace = cfg.shutdown_grace;
-    tokio::select! {
-        r = &mut server => {
-            r.map_err(ServeError::ServerTask)?.map_err(ServeError::Server)?;
+    match tokio::time::timeout(grace, open.acquire_many(max_conns as u32)).await {
+        Ok(_) => {
             let (calls, requests) = (
                 stats.calls.load(std::sync::atomic::Ordering::Relaxed),
                 stats.requests.load(std::sync::atomic::Ordering::Relaxed),
@@ -670,15 +873,10 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
                 requests as f64 / calls.max(1) as f64
             );
         }
-        _ = async move {
-            if stopping_rx.await.is_ok() {
-                tokio::time::sleep(grace).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        } => {
-            warn!("requests still open {} s after the signal: closing them", grace.as_secs());
-        }
+        Err(_) => warn!(
+            "requests still open {} s after the signal: closing them",
+            grace.as_secs()
+        ),
     }
     Ok(())
 }

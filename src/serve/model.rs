@@ -45,6 +45,27 @@ pub struct Loaded {
     pub info: Value,
 }
 
+/// A path as the API shows it: its last component. Where the service's
+/// files lie on disk is none of its clients' business.
+fn shown_name(path: &str) -> String {
+    Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Replaces every absolute path among `v`'s strings by its last component,
+/// so no field written into a model file (now or later) shows the
+/// server's directories.
+fn hide_dirs(v: &mut Value) {
+    match v {
+        Value::String(s) if Path::new(s.as_str()).is_absolute() => *s = shown_name(s),
+        Value::Array(a) => a.iter_mut().for_each(hide_dirs),
+        Value::Object(m) => m.values_mut().for_each(hide_dirs),
+        _ => {}
+    }
+}
+
 fn unix_seconds(t: SystemTime) -> Option<u64> {
     t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
 }
@@ -63,7 +84,7 @@ impl Loaded {
         let items = saved.catalog.num_items();
         let epochs = saved.state.history.len();
         let spec = &saved.spec;
-        let summary = json!({
+        let mut summary = json!({
             "dataset": saved.dataset,
             "dim": spec.dim,
             "vocab_size": spec.vocab_size,
@@ -73,9 +94,10 @@ impl Loaded {
             "generation": generation,
         });
         let file_meta = std::fs::metadata(path).ok();
-        let info = json!({
+        hide_dirs(&mut summary);
+        let mut info = json!({
             "file": {
-                "path": path.display().to_string(),
+                "name": shown_name(&path.to_string_lossy()),
                 "bytes": file_meta.as_ref().map(|m| m.len()),
                 "modified_unix": file_meta.as_ref().and_then(|m| m.modified().ok()).and_then(unix_seconds),
             },
@@ -100,7 +122,7 @@ impl Loaded {
         })?;
         let cache = approx::cache_path(path);
         let source = rec.use_index(index, Some(&cache), ApproxSettings::default())?;
-        let mut info = info;
+        hide_dirs(&mut info);
         info["index"] = match (&source, rec.approx_index()) {
             (Some(source), Some(graph)) => json!({
                 "kind": "approx",
