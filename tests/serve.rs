@@ -1467,3 +1467,26 @@ fn errors_before_the_router_are_json_too() {
     // Still serving.
     assert_eq!(server.get("/healthz").0, 200);
 }
+
+/// A client that shuts down its sending side once its request is written
+/// (`nc -N`, some proxies) still gets every answer; hyper's default dropped
+/// about one in thirty (found by tests/fuzz).
+#[test]
+fn a_client_that_half_closes_after_its_request_is_answered() {
+    let m = models();
+    let server = Server::start(&m.a, &[]);
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).unwrap();
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200 "),
+            "{:?}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+}

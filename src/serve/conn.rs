@@ -459,6 +459,9 @@ async fn serve_conn(tcp: TcpStream, app: Router, limits: Limits, mut stop: watch
         // Our own deadlines, in `TimedIo`; hyper's would count idle time
         // as header time.
         .header_read_timeout(None)
+        // A client may shut down its side once its request is sent (as
+        // `nc -N` does); without this hyper sometimes dropped the answer.
+        .half_close(true)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {

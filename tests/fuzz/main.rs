@@ -1,6 +1,6 @@
 //! Fuzz targets: every reader (each format, then the sequences built from
 //! what it read), the model-file loader (then a recommendation from what
-//! it loaded), and the approximate index's cache file. Each runs for
+//! it loaded), and the HTTP server (raw requests to `seqrec serve`). Each runs for
 //! `SEQREC_FUZZ_SECONDS` (default 5) from real seed files; see harness.rs.
 //!
 //! Briefly (CI):  cargo test --release --test fuzz -- --nocapture
@@ -10,6 +10,7 @@
 //! runs just that input).
 
 mod harness;
+mod http;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -285,4 +286,41 @@ fn fuzz_model_files() {
 fn last_brace(b: &[u8]) -> Option<usize> {
     let head = b.get(8..b.len().min(64 << 10))?;
     head.iter().rposition(|&c| c == b'}').map(|i| i + 8)
+}
+
+#[test]
+fn fuzz_http_requests() {
+    let f = fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let token = "fuzz-token-7Qx";
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, token).unwrap();
+    let mut server = http::Server::start(&f.model, &token_file);
+    let seeds = seeds(vec![], http::seeds(token));
+    let (mut count, mut peak_rss) = (0u64, 0f64);
+    harness::fuzz("http", &seeds, http::TOKENS, |bytes| {
+        count += 1;
+        let raw = server.exchange(bytes);
+        assert!(server.is_running(), "the server stopped");
+        let raw = raw.unwrap_or_else(|e| panic!("no answer and no close within 5 s: {e}"));
+        let statuses = http::statuses(&raw).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            statuses.iter().all(|&s| s < 500 || s == 503),
+            "a server error: {statuses:?}\n{}",
+            String::from_utf8_lossy(&raw)
+        );
+        if count.is_multiple_of(64) {
+            peak_rss = peak_rss.max(server.rss_mib());
+            assert!(peak_rss < 1024.0, "the server holds {peak_rss:.0} MiB");
+            let health = server
+                .exchange(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            assert_eq!(http::statuses(&health), Ok(vec![200]));
+        }
+        match statuses.first() {
+            Some(200..=299) => Ok(()),
+            _ => Err(()),
+        }
+    });
+    eprintln!("fuzz http: the server's resident memory peaked at {peak_rss:.0} MiB");
 }
