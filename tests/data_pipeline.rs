@@ -368,3 +368,143 @@ fn huge_ids_and_tab_delimiters() {
     .to_string();
     assert!(msg.contains("set the delimiter to tab"), "{msg}");
 }
+
+#[test]
+fn timestamps_beyond_64_bits_are_refused_not_saturated() {
+    let dir = tempfile::tempdir().unwrap();
+    for t in [
+        "99999999999999999999",
+        "1e30",
+        "-1e19",
+        "9223372036854775808.0",
+    ] {
+        let p = write(
+            dir.path(),
+            "ratings.dat",
+            format!("1::2::5::10\n1::3::5::{t}\n").as_bytes(),
+        );
+        let msg = readers::read_ml1m_ratings(&p, &ReadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("ratings.dat:2:") && msg.contains("64-bit range"),
+            "{t}: {msg}"
+        );
+        let p = write(
+            dir.path(),
+            "ratings.csv",
+            format!("userId,movieId,rating,timestamp\n1,2,5,{t}\n").as_bytes(),
+        );
+        let msg = readers::read_movielens_csv_ratings(&p, &ReadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("ratings.csv:2:") && msg.contains("64-bit range"),
+            "{t}: {msg}"
+        );
+        let p = write(
+            dir.path(),
+            "log.csv",
+            format!("user_id,item_id,timestamp\nu,i,{t}\n").as_bytes(),
+        );
+        let msg = readers::read_generic(&p, &GenericFormat::default(), &ReadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("log.csv:2:") && msg.contains("64-bit range"),
+            "{t}: {msg}"
+        );
+    }
+    // Decimal seconds within range are still truncated to whole seconds.
+    let p = write(
+        dir.path(),
+        "ratings.dat",
+        b"1::2::5::978300760.9\n1::3::5::-12.5\n",
+    );
+    let ok = readers::read_ml1m_ratings(&p, &ReadOptions::default()).unwrap();
+    assert_eq!(ok.timestamps, vec![978_300_760, -12]);
+}
+
+#[test]
+fn a_byte_order_mark_starts_dat_files_as_it_does_csv_files() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "ratings.dat",
+        b"\xEF\xBB\xBF1::2::5::10\n1::3::5::11\n1::2::4::12\n",
+    );
+    write(
+        dir.path(),
+        "movies.dat",
+        b"\xEF\xBB\xBF2::Two (1995)::Drama\n",
+    );
+    let ds = source::read_path(
+        dir.path(),
+        &GenericFormat::default(),
+        &ReadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(ds.interactions.user_keys, vec!["1"]);
+    assert_eq!(ds.interactions.items, vec![2, 3, 2]);
+    assert_eq!(ds.catalog.title(2), "Two (1995)");
+    let p = write(dir.path(), "u.data", b"\xEF\xBB\xBF7\t2\t5\t10\n");
+    let ok = readers::read_ml100k_ratings(&p, &ReadOptions::default()).unwrap();
+    assert_eq!(
+        (ok.user_keys.clone(), ok.items.clone()),
+        (vec!["7".to_string()], vec![2])
+    );
+}
+
+#[test]
+fn an_unterminated_quote_is_reported_where_it_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "movies.csv",
+        b"movieId,title,genres\n1,\"Toy Story,Animation\n2,Two,Drama\n3,Three,Drama\n",
+    );
+    let msg = readers::read_movielens_csv_movies(&p, &ReadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("movies.csv:2:") && msg.contains("never closed"),
+        "{msg}"
+    );
+    let p = write(
+        dir.path(),
+        "ratings.csv",
+        b"userId,movieId,rating,timestamp\n1,2,5,10\n1,\"3,5,11\n",
+    );
+    let msg = readers::read_movielens_csv_ratings(&p, &ReadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("ratings.csv:3:") && msg.contains("never closed"),
+        "{msg}"
+    );
+    // Skipping bad lines must not swallow the rest of the file silently.
+    let p = write(
+        dir.path(),
+        "log.csv",
+        b"user_id,item_id,timestamp\nu,i,1\nv,\"j,2\nw,k,3\nx,l,4\n",
+    );
+    let skipping = ReadOptions {
+        skip_bad_lines: true,
+        ..ReadOptions::default()
+    };
+    let msg = readers::read_generic(&p, &GenericFormat::default(), &skipping)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("log.csv:3:") && msg.contains("never closed"),
+        "{msg}"
+    );
+    // Closed quotes over several lines, and doubled quotes, are fine.
+    let p = write(
+        dir.path(),
+        "movies.csv",
+        b"movieId,title,genres\n1,\"Two\nLines\",Drama\n2,\"Say \"\"hi\"\"\",Comedy\n",
+    );
+    let cat = readers::read_movielens_csv_movies(&p, &ReadOptions::default()).unwrap();
+    assert_eq!((cat.title(1), cat.title(2)), ("Two\nLines", "Say \"hi\""));
+}
