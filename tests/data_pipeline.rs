@@ -508,3 +508,57 @@ fn an_unterminated_quote_is_reported_where_it_opens() {
     let cat = readers::read_movielens_csv_movies(&p, &ReadOptions::default()).unwrap();
     assert_eq!((cat.title(1), cat.title(2)), ("Two\nLines", "Say \"hi\""));
 }
+
+#[test]
+fn a_movielens_file_stands_for_its_folder() {
+    let opts = ReadOptions::default();
+    let generic = GenericFormat::default();
+    let dir = tempfile::tempdir().unwrap();
+    let ratings = write(dir.path(), "ratings.dat", b"1::2::5::10\n1::3::5::11\n");
+    write(dir.path(), "movies.dat", b"2::Two (1995)::Drama\n");
+    let whole = source::read_path(dir.path(), &generic, &opts).unwrap();
+    for file in [ratings, dir.path().join("movies.dat")] {
+        let one = source::read_path(&file, &generic, &opts).unwrap();
+        assert_eq!(one.format, source::Format::MovieLensDat);
+        assert_eq!(one.interactions.items, whole.interactions.items);
+        assert_eq!(one.catalog.titles, whole.catalog.titles);
+    }
+
+    let csv = tempfile::tempdir().unwrap();
+    write(
+        csv.path(),
+        "ratings.csv",
+        b"userId,movieId,rating,timestamp\n1,2,4.5,10\n",
+    );
+    let movies = write(
+        csv.path(),
+        "movies.csv",
+        b"movieId,title,genres\n2,Two,Drama\n",
+    );
+    let ds = source::read_path(&movies, &generic, &opts).unwrap();
+    assert_eq!(ds.format, source::Format::MovieLensCsv);
+    assert_eq!(ds.catalog.title(2), "Two");
+
+    // A generic file may be called ratings.csv too: its header says which.
+    let other = tempfile::tempdir().unwrap();
+    let own = write(
+        other.path(),
+        "ratings.csv",
+        b"user_id,item_id,timestamp\nu,i,1\n",
+    );
+    assert_eq!(
+        source::detect(&own).unwrap(),
+        (source::Format::Generic, own.clone())
+    );
+
+    // A lone part of a release says to pass the folder.
+    let lone = tempfile::tempdir().unwrap();
+    let p = write(lone.path(), "movies.dat", b"2::Two (1995)::Drama\n");
+    let msg = source::read_path(&p, &generic, &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("movies.dat") && msg.contains("pass the folder"),
+        "{msg}"
+    );
+}

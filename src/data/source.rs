@@ -23,6 +23,13 @@ pub enum SourceError {
         path.display()
     )]
     NoMovieLensFiles { path: PathBuf },
+    /// One file of a MovieLens release, given without the release around it.
+    #[error(
+        "{}: this is one file of a MovieLens release, and its folder holds no ratings \
+         file to go with it; pass the folder holding the whole release (ratings and movies files)",
+        path.display()
+    )]
+    MovieLensFile { path: PathBuf },
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(
@@ -84,28 +91,51 @@ pub struct Dataset {
     pub catalog: Catalog,
 }
 
-/// Finds the format of `path`: a file is generic; a folder is a MovieLens
-/// release by the files in it (or in its only subfolder, as a zip extracts).
+/// Whether `path` is a file of a MovieLens release by its name (and, for
+/// the CSV names that a generic file may share, by its header).
+fn is_movielens_file(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    match name.to_ascii_lowercase().as_str() {
+        "ratings.dat" | "movies.dat" | "users.dat" | "u.data" | "u.item" | "u.user" => true,
+        "ratings.csv" | "movies.csv" | "tags.csv" | "links.csv" => {
+            let mut head = [0u8; 64];
+            let n = std::fs::File::open(path)
+                .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+                .unwrap_or(0);
+            let head = &head[..n];
+            let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+            head.starts_with(b"userId,movieId,") || head.starts_with(b"movieId,")
+        }
+        _ => false,
+    }
+}
+
+/// Finds the format of `path`: a folder is a MovieLens release by the files
+/// in it (or in its only subfolder, as a zip extracts); a file of such a
+/// release stands for its folder; any other file is generic.
 pub fn detect(path: &Path) -> Result<(Format, PathBuf)> {
     if path.is_file() {
-        return Ok((Format::Generic, path.to_path_buf()));
+        if !is_movielens_file(path) {
+            return Ok((Format::Generic, path.to_path_buf()));
+        }
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        return match probe(dir) {
+            Some(f) => Ok((f, dir.to_path_buf())),
+            None => Err(SourceError::MovieLensFile {
+                path: path.to_path_buf(),
+            }),
+        };
     }
     if !path.is_dir() {
         return Err(SourceError::NotFound {
             path: path.to_path_buf(),
         });
     }
-    let probe = |dir: &Path| -> Option<Format> {
-        if dir.join("ratings.dat").is_file() {
-            Some(Format::MovieLensDat)
-        } else if dir.join("u.data").is_file() {
-            Some(Format::MovieLens100k)
-        } else if dir.join("ratings.csv").is_file() {
-            Some(Format::MovieLensCsv)
-        } else {
-            None
-        }
-    };
     if let Some(f) = probe(path) {
         return Ok((f, path.to_path_buf()));
     }
@@ -125,6 +155,19 @@ pub fn detect(path: &Path) -> Result<(Format, PathBuf)> {
     Err(SourceError::NoMovieLensFiles {
         path: path.to_path_buf(),
     })
+}
+
+/// The MovieLens release in `dir`, by its ratings file.
+fn probe(dir: &Path) -> Option<Format> {
+    if dir.join("ratings.dat").is_file() {
+        Some(Format::MovieLensDat)
+    } else if dir.join("u.data").is_file() {
+        Some(Format::MovieLens100k)
+    } else if dir.join("ratings.csv").is_file() {
+        Some(Format::MovieLensCsv)
+    } else {
+        None
+    }
 }
 
 /// Reads a dataset from a MovieLens folder or interaction file.
