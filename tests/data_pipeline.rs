@@ -562,3 +562,104 @@ fn a_movielens_file_stands_for_its_folder() {
         "{msg}"
     );
 }
+
+/// Whether `msg` is short and free of control characters (escaped input).
+fn tame(msg: &str) -> bool {
+    msg.len() < 600 && !msg.chars().any(|c| c.is_control())
+}
+
+#[test]
+fn input_in_messages_is_bounded_and_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ReadOptions::default();
+    let big = "7".repeat(10_000_000);
+    let evil = "\x1b]0;owned\x07\x1b[2J";
+
+    // A 10 MB field and an escape sequence, in every reader's fields.
+    for field in [big.as_str(), evil] {
+        let p = write(
+            dir.path(),
+            "ratings.dat",
+            format!("1::2::5::10\n1::{field}x::5::10\n").as_bytes(),
+        );
+        let msg = readers::read_ml1m_ratings(&p, &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(tame(&msg) && msg.contains("ratings.dat:2:"), "{msg:.300}");
+        let p = write(
+            dir.path(),
+            "ratings.csv",
+            format!("userId,movieId,rating,timestamp\n1,2,5,{field}x\n").as_bytes(),
+        );
+        let msg = readers::read_movielens_csv_ratings(&p, &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(tame(&msg) && msg.contains("ratings.csv:2:"), "{msg:.300}");
+        let p = write(
+            dir.path(),
+            "log.csv",
+            format!("user_id,item_id,timestamp\nu,i,{field}x\n").as_bytes(),
+        );
+        let msg = readers::read_generic(&p, &GenericFormat::default(), &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(tame(&msg) && msg.contains("log.csv:2:"), "{msg:.300}");
+        let p = write(dir.path(), "u.item", format!("{field}x|T|\n").as_bytes());
+        let msg = readers::read_ml100k_items(&p, &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(tame(&msg) && msg.contains("u.item:1:"), "{msg:.300}");
+    }
+    let p = write(
+        dir.path(),
+        "ratings.dat",
+        format!("1::{big}::5::10\n").as_bytes(),
+    );
+    let msg = readers::read_ml1m_ratings(&p, &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("(10000000 bytes)"), "{msg:.300}");
+
+    // Header names: escaped, and a long header listed in part.
+    let p = write(dir.path(), "log.csv", format!("{evil},b\nx,y\n").as_bytes());
+    let msg = readers::read_generic(&p, &GenericFormat::default(), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(tame(&msg) && msg.contains("\\u{1b}]0;owned"), "{msg}");
+    let wide: Vec<String> = (0..100_000).map(|i| format!("c{i}")).collect();
+    let p = write(
+        dir.path(),
+        "log.csv",
+        format!("{}\n", wide.join(",")).as_bytes(),
+    );
+    let msg = readers::read_generic(&p, &GenericFormat::default(), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(tame(&msg) && msg.contains("(100000 columns)"), "{msg}");
+
+    // The command line's own wording of the header error, too.
+    let p = write(
+        dir.path(),
+        "log.csv",
+        format!("{evil},{}\nx,y\n", "h".repeat(1_000_000)).as_bytes(),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seqrec"))
+        .args(["--quiet", "data", "stats"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("header has no column") && stderr.contains("--user-col"),
+        "{stderr:.300}"
+    );
+    assert!(
+        stderr.len() < 600
+            && !stderr
+                .trim_end()
+                .chars()
+                .any(|c| c.is_control() && c != '\n'),
+        "{stderr:?}"
+    );
+}

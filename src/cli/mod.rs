@@ -126,7 +126,10 @@ impl DataArgs {
             None => None,
             Some("tab" | "\\t" | "\t") => Some(b'\t'),
             Some(d) if d.len() == 1 && d.is_ascii() => Some(d.as_bytes()[0]),
-            Some(d) => bail!("--delimiter: expected one ASCII character or `tab`, found {d:?}"),
+            Some(d) => bail!(
+                "--delimiter: expected one ASCII character or `tab`, found {}",
+                crate::text::quoted(d)
+            ),
         };
         Ok(GenericFormat {
             delimiter,
@@ -210,9 +213,10 @@ impl DataArgs {
                     }
                 };
                 anyhow::anyhow!(
-                    "{}:1: header has no column {column:?}{set_with}; columns are {}{hint}",
+                    "{}:1: header has no column {}{set_with}; columns are {}{hint}",
                     file.display(),
-                    columns.join(", ")
+                    crate::text::quoted(&column),
+                    crate::data::readers::column_list(&columns)
                 )
             }
             e => e.into(),

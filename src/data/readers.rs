@@ -10,6 +10,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
+use crate::text::{escaped, quoted, quoted_bytes};
+
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("{}:{line}: {msg}", file.display())]
@@ -29,10 +31,11 @@ pub enum DataError {
     /// it); `suggest_delimiter` is set when the header looks like one column
     /// holding another delimiter.
     #[error(
-        "{}:1: header has no column {column:?}{}; columns are {}{}",
+        "{}:1: header has no column {}{}; columns are {}{}",
         file.display(),
+        quoted(column),
         setting.map(|s| format!(" (the {s} setting)")).unwrap_or_default(),
-        columns.join(", "),
+        column_list(columns),
         suggest_delimiter.map(delimiter_hint).unwrap_or_default()
     )]
     MissingColumn {
@@ -44,6 +47,23 @@ pub enum DataError {
     },
     #[error("{0}")]
     Invalid(String),
+}
+
+/// How many of a header's columns a message lists.
+const SHOWN_COLUMNS: usize = 20;
+
+/// A header's column names for a message: each escaped and bounded (they
+/// come from the file), the first `SHOWN_COLUMNS` of them.
+pub fn column_list(columns: &[String]) -> String {
+    let mut out: Vec<String> = columns
+        .iter()
+        .take(SHOWN_COLUMNS)
+        .map(|c| escaped(c))
+        .collect();
+    if columns.len() > SHOWN_COLUMNS {
+        out.push(format!("… ({} columns)", columns.len()));
+    }
+    out.join(", ")
 }
 
 /// " (the header is one column holding tabs: set the delimiter to tab)".
@@ -376,7 +396,7 @@ impl<'o> Collector<'o> {
         let Some(user) = parse_num::<u64>(f[0]) else {
             return self.bad(
                 line_no,
-                format!("user id: expected an integer, found {:?}", latin1(f[0])),
+                format!("user id: expected an integer, found {}", quoted_bytes(f[0])),
             );
         };
         let item = match parse_num::<u32>(f[1]) {
@@ -391,8 +411,7 @@ impl<'o> Collector<'o> {
                 return self.bad(
                     line_no,
                     format!(
-                        "item id: expected a positive integer, found {:?}",
-                        latin1(f[1])
+                        "item id: expected a positive integer, found {}", quoted_bytes(f[1])
                     ),
                 )
             }
@@ -400,15 +419,15 @@ impl<'o> Collector<'o> {
         let Some(rating) = parse_num::<f32>(f[2]).filter(|r| r.is_finite()) else {
             return self.bad(
                 line_no,
-                format!("rating: expected a number, found {:?}", latin1(f[2])),
+                format!("rating: expected a number, found {}", quoted_bytes(f[2])),
             );
         };
         let Some(ts) = parse_timestamp(f[3]) else {
             return self.bad(
                 line_no,
                 format!(
-                    "timestamp: expected {TIMESTAMP_EXPECTED}, found {:?}",
-                    latin1(f[3])
+                    "timestamp: expected {TIMESTAMP_EXPECTED}, found {}",
+                    quoted_bytes(f[3])
                 ),
             );
         };
@@ -483,8 +502,8 @@ fn read_title_lines(
             Some(i) if i > 0 && i <= MAX_ITEM_ID => i,
             _ => {
                 return fail(format!(
-                    "item id: expected a positive integer, found {:?}",
-                    latin1(f[0])
+                    "item id: expected a positive integer, found {}",
+                    quoted_bytes(f[0])
                 ))
             }
         };
@@ -703,7 +722,7 @@ pub fn read_movielens_csv_ratings(
         let Some(u) = parse_num::<u64>(u) else {
             return c.bad(
                 line,
-                format!("userId: expected an integer, found {:?}", latin1(u)),
+                format!("userId: expected an integer, found {}", quoted_bytes(u)),
             );
         };
         let m = match parse_num::<u32>(m) {
@@ -718,8 +737,8 @@ pub fn read_movielens_csv_ratings(
                 return c.bad(
                     line,
                     format!(
-                        "movieId: expected a positive integer, found {:?}",
-                        latin1(m)
+                        "movieId: expected a positive integer, found {}",
+                        quoted_bytes(m)
                     ),
                 )
             }
@@ -727,15 +746,15 @@ pub fn read_movielens_csv_ratings(
         let Some(r) = parse_num::<f32>(r).filter(|r| r.is_finite()) else {
             return c.bad(
                 line,
-                format!("rating: expected a number, found {:?}", latin1(r)),
+                format!("rating: expected a number, found {}", quoted_bytes(r)),
             );
         };
         let Some(t) = parse_timestamp(t) else {
             return c.bad(
                 line,
                 format!(
-                    "timestamp: expected {TIMESTAMP_EXPECTED}, found {:?}",
-                    latin1(t)
+                    "timestamp: expected {TIMESTAMP_EXPECTED}, found {}",
+                    quoted_bytes(t)
                 ),
             );
         };
@@ -802,9 +821,10 @@ pub fn read_generic(
         let field = |col: usize, name: &str| -> Result<&[u8], String> {
             match rec.get(col) {
                 Some(v) if !v.trim_ascii().is_empty() => Ok(v.trim_ascii()),
-                Some(_) => Err(format!("column {name:?} is empty")),
+                Some(_) => Err(format!("column {} is empty", quoted(name))),
                 None => Err(format!(
-                    "expected a value in column {name:?} (field {}), the line has {} field(s)",
+                    "expected a value in column {} (field {}), the line has {} field(s)",
+                    quoted(name),
                     col + 1,
                     rec.len()
                 )),
@@ -822,9 +842,9 @@ pub fn read_generic(
             return c.bad(
                 line,
                 format!(
-                    "column {:?}: expected {TIMESTAMP_EXPECTED}, found {:?}",
-                    fmt.time_col,
-                    utf8_or_latin1(t)
+                    "column {}: expected {TIMESTAMP_EXPECTED}, found {}",
+                    quoted(&fmt.time_col),
+                    quoted(&utf8_or_latin1(t))
                 ),
             );
         };
@@ -836,9 +856,9 @@ pub fn read_generic(
                         return c.bad(
                             line,
                             format!(
-                                "column {:?}: expected a number, found {:?}",
-                                fmt.rating_col.as_deref().unwrap_or(""),
-                                utf8_or_latin1(r)
+                                "column {}: expected a number, found {}",
+                                quoted(fmt.rating_col.as_deref().unwrap_or("")),
+                                quoted(&utf8_or_latin1(r))
                             ),
                         )
                     }
@@ -885,8 +905,9 @@ pub fn read_generic(
                     file: tpath.to_path_buf(),
                     line,
                     msg: format!(
-                        "expected columns {:?} and {:?}",
-                        fmt.title_item_col, fmt.title_col
+                        "expected columns {} and {}",
+                        quoted(&fmt.title_item_col),
+                        quoted(&fmt.title_col)
                     ),
                 }),
             }
