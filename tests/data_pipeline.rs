@@ -663,3 +663,111 @@ fn input_in_messages_is_bounded_and_escaped() {
         "{stderr:?}"
     );
 }
+
+/// Three users over items 1, 2, 3 and 10,000,000 (the largest id allowed).
+fn sparse_release(dir: &Path) {
+    let mut ratings = String::new();
+    for u in 1..=3 {
+        for (t, item) in [1, 2, 3, 10_000_000].iter().enumerate() {
+            ratings.push_str(&format!("{u}::{item}::5::{}\n", 100 * u + t));
+        }
+    }
+    write(dir, "ratings.dat", ratings.as_bytes());
+    write(
+        dir,
+        "movies.dat",
+        b"1::One::A\n2::Two::A\n3::Three::A\n10000000::Ten million::A\n",
+    );
+}
+
+#[test]
+fn sparse_item_ids_are_refused_or_renumbered_before_tables_are_sized() {
+    let dir = tempfile::tempdir().unwrap();
+    sparse_release(dir.path());
+    let generic = GenericFormat::default();
+    let msg = source::read_path(dir.path(), &generic, &ReadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("item ids go up to 10000000 but only 4 are items")
+            && msg.contains("--renumber-items"),
+        "{msg}"
+    );
+    let renumber = ReadOptions {
+        renumber_items: true,
+        ..ReadOptions::default()
+    };
+    let ds = source::read_path(dir.path(), &generic, &renumber).unwrap();
+    assert_eq!(ds.catalog.vocab_size(), 5);
+    assert_eq!(ds.catalog.title(4), "Ten million");
+    assert_eq!(ds.catalog.key(4), "10000000");
+    assert_eq!(&ds.interactions.items[..4], &[1, 2, 3, 4]);
+
+    // MovieLens' own gaps are left alone: ids as they are.
+    let gaps = tempfile::tempdir().unwrap();
+    write(
+        gaps.path(),
+        "ratings.dat",
+        b"1::2::5::1\n1::900000::5::2\n1::2::5::3\n",
+    );
+    let ds = source::read_path(gaps.path(), &generic, &ReadOptions::default()).unwrap();
+    assert_eq!(ds.catalog.vocab_size(), 900_001);
+    assert!(ds.catalog.keys.is_none());
+}
+
+#[test]
+fn train_refuses_sparse_ids_cleanly_and_trains_them_renumbered() {
+    let dir = tempfile::tempdir().unwrap();
+    sparse_release(dir.path());
+    let model = dir.path().join("model");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--quiet", "train", dir.path().to_str().unwrap()];
+        args.extend_from_slice(&[
+            "--out",
+            model.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--embedding-dim",
+            "4",
+            "--batch-size",
+            "4",
+            "--threads",
+            "1",
+        ]);
+        args.extend_from_slice(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_seqrec"))
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--renumber-items") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    assert!(!model.exists());
+
+    let out = run(&["--renumber-items"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trained = seqrec::checkpoint::load(&model).unwrap();
+    assert_eq!(trained.spec.vocab_size, 5);
+    assert!(trained.data.renumber_items);
+    // evaluate reads the data as training did, renumbered, without the flag.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seqrec"))
+        .args(["--quiet", "evaluate"])
+        .arg(&model)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

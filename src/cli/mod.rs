@@ -78,6 +78,10 @@ pub struct DataArgs {
     /// Count and skip malformed lines instead of stopping at the first.
     #[arg(long)]
     pub skip_bad_lines: bool,
+    /// MovieLens data: number the items 1..N instead of using their ids as
+    /// embedding rows (for sparse ids; the vocabulary is then not the reference's).
+    #[arg(long)]
+    pub renumber_items: bool,
     /// Generic files: field delimiter, one character, or `tab` / `\t` (default: tab for .tsv, else comma).
     #[arg(long, value_name = "CHAR")]
     pub delimiter: Option<String>,
@@ -118,6 +122,7 @@ impl DataArgs {
         ReadOptions {
             min_rating: (!self.no_rating_filter).then_some(self.min_rating.unwrap_or(2.0)),
             skip_bad_lines: self.skip_bad_lines,
+            renumber_items: self.renumber_items,
         }
     }
 
@@ -152,6 +157,7 @@ impl DataArgs {
         Ok(DataSettings {
             min_rating: self.read_options().min_rating,
             min_sequence_len,
+            renumber_items: self.renumber_items,
         })
     }
 
@@ -165,6 +171,7 @@ impl DataArgs {
             }
         }
         self.min_sequence_len.get_or_insert(data.min_sequence_len);
+        self.renumber_items |= data.renumber_items;
     }
 
     pub fn cache_dir(&self) -> PathBuf {

@@ -30,6 +30,21 @@ pub enum SourceError {
         path.display()
     )]
     MovieLensFile { path: PathBuf },
+    /// Item ids so sparse that most embedding rows would be for no item.
+    #[error(
+        "{}: item ids go up to {max_id} but only {used} are items, so the model would hold \
+         {rows} embedding rows, {unused} of them for no item; renumber the items 1..{used} \
+         (`--renumber-items`: their ids are kept as keys, and the vocabulary is no longer \
+         the reference's)",
+        path.display(),
+        rows = max_id + 1,
+        unused = max_id - used
+    )]
+    SparseIds {
+        path: PathBuf,
+        max_id: usize,
+        used: usize,
+    },
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(
@@ -173,7 +188,7 @@ fn probe(dir: &Path) -> Option<Format> {
 /// Reads a dataset from a MovieLens folder or interaction file.
 pub fn read_path(path: &Path, generic: &GenericFormat, opts: &ReadOptions) -> Result<Dataset> {
     let (format, dir) = detect(path)?;
-    let (interactions, mut catalog) = match format {
+    let (mut interactions, mut catalog) = match format {
         Format::MovieLensDat => {
             let movies = dir.join("movies.dat");
             let cat = if movies.is_file() {
@@ -212,6 +227,22 @@ pub fn read_path(path: &Path, generic: &GenericFormat, opts: &ReadOptions) -> Re
         }
         Format::Generic => readers::read_generic(&dir, generic, opts)?,
     };
+    if format != Format::Generic {
+        // Checked before the catalogue grows to cover every rated id: the
+        // rows are what would be allocated, here and again in training.
+        let used = used_ids(&catalog, &interactions);
+        let max_id = used.len() - 1;
+        let count = used.iter().filter(|&&u| u).count();
+        if opts.renumber_items {
+            renumber(&mut catalog, &mut interactions, &used);
+        } else if max_id - count > readers::MAX_UNUSED_IDS && max_id - count > count {
+            return Err(SourceError::SparseIds {
+                path: dir,
+                max_id,
+                used: count,
+            });
+        }
+    }
     readers::complete_catalog(&mut catalog, &interactions);
     if interactions.is_empty() {
         return Err(SourceError::NoRatings {
@@ -227,6 +258,44 @@ pub fn read_path(path: &Path, generic: &GenericFormat, opts: &ReadOptions) -> Re
         interactions,
         catalog,
     })
+}
+
+/// Which ids are items (listed in the item file or rated), by id; id 0,
+/// padding, is not. Its length is the largest such id + 1.
+fn used_ids(catalog: &Catalog, interactions: &Interactions) -> Vec<bool> {
+    let max_rated = interactions.items.iter().copied().max().unwrap_or(0) as usize;
+    let mut used = vec![false; max_rated.max(catalog.titles.len().saturating_sub(1)) + 1];
+    for (id, &is) in catalog.is_item.iter().enumerate() {
+        used[id] |= is;
+    }
+    for &i in &interactions.items {
+        used[i as usize] = true;
+    }
+    used[0] = false;
+    used
+}
+
+/// Numbers the `used` ids 1..N in the order of their ids, keeping each
+/// id as the item's key and its title.
+fn renumber(catalog: &mut Catalog, interactions: &mut Interactions, used: &[bool]) {
+    let mut new_id = vec![0u32; used.len()];
+    let mut titles = vec![String::new()];
+    let mut keys = vec![String::new()];
+    for (old, _) in used.iter().enumerate().filter(|(_, &u)| u) {
+        new_id[old] = titles.len() as u32;
+        titles.push(std::mem::take(
+            catalog.titles.get_mut(old).unwrap_or(&mut String::new()),
+        ));
+        keys.push(old.to_string());
+    }
+    for i in &mut interactions.items {
+        *i = new_id[*i as usize];
+    }
+    *catalog = Catalog {
+        is_item: (0..titles.len()).map(|i| i > 0).collect(),
+        titles,
+        keys: Some(keys),
+    };
 }
 
 /// Reads `source`, fetching a named dataset into `cache_dir` first if needed.
