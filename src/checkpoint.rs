@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Catalog, DataSettings, UserHistories};
 use crate::model::{ModelSpec, Params, TENSOR_NAMES};
+use crate::text::{escaped, quoted};
 use crate::train::adamw::AdamW;
 use crate::train::{EpochReport, TrainConfig, TrainState, TrainedModel};
 
@@ -168,9 +169,9 @@ fn read_tensor(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>
     }
     if t.shape() != shape {
         return Err(format!(
-            "tensor {name:?}: expected shape {:?}, found {:?}",
+            "tensor {name:?}: expected shape {:?}, found {}",
             shape,
-            t.shape()
+            escaped(&format!("{:?}", t.shape()))
         ));
     }
     let v: Vec<f32> = t
@@ -190,9 +191,9 @@ fn read_u32s(st: &SafeTensors, name: &str) -> Result<Vec<u32>, String> {
         .map_err(|_| format!("tensor {name:?} is missing"))?;
     if t.dtype() != Dtype::U32 || t.shape().len() != 1 {
         return Err(format!(
-            "tensor {name:?}: expected a U32 vector, found {:?} {:?}",
+            "tensor {name:?}: expected a U32 vector, found {:?} {}",
             t.dtype(),
-            t.shape()
+            escaped(&format!("{:?}", t.shape()))
         ));
     }
     Ok(t.data()
@@ -232,10 +233,14 @@ pub fn from_bytes(bytes: &[u8]) -> Result<TrainedModel, FormatError> {
 }
 
 fn parse(bytes: &[u8]) -> Result<TrainedModel, String> {
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| format!("not a safetensors file (truncated or corrupt?): {e:?}"))?;
-    let (_, header) =
-        SafeTensors::read_metadata(bytes).map_err(|e| format!("unreadable header: {e:?}"))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| {
+        format!(
+            "not a safetensors file (truncated or corrupt?): {}",
+            escaped(&format!("{e:?}"))
+        )
+    })?;
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| format!("unreadable header: {}", escaped(&format!("{e:?}"))))?;
     let meta_json = header
         .metadata()
         .as_ref()
@@ -243,12 +248,18 @@ fn parse(bytes: &[u8]) -> Result<TrainedModel, String> {
         .ok_or_else(|| {
             format!("a safetensors file, but not a seqrec model (no {META_KEY:?} metadata)")
         })?;
-    let probe: VersionProbe = serde_json::from_str(meta_json)
-        .map_err(|e| format!("the seqrec metadata is not valid: {e}"))?;
+    // serde's messages quote the offending value, which is the file's.
+    let invalid = |e: serde_json::Error| {
+        format!(
+            "the seqrec metadata is not valid: {}",
+            escaped(&e.to_string())
+        )
+    };
+    let probe: VersionProbe = serde_json::from_str(meta_json).map_err(invalid)?;
     if probe.format != FORMAT {
         return Err(format!(
-            "metadata format {:?}: expected {FORMAT:?}",
-            probe.format
+            "metadata format {}: expected {FORMAT:?}",
+            quoted(&probe.format)
         ));
     }
     if probe.version != FORMAT_VERSION {
@@ -262,8 +273,7 @@ fn parse(bytes: &[u8]) -> Result<TrainedModel, String> {
             }
         ));
     }
-    let meta: ModelMeta = serde_json::from_str(meta_json)
-        .map_err(|e| format!("the seqrec metadata is not valid: {e}"))?;
+    let meta: ModelMeta = serde_json::from_str(meta_json).map_err(invalid)?;
     let spec = meta.spec;
     // Checked before anything is allocated from it: an edited header must
     // not make the reader ask for terabytes.
@@ -473,5 +483,49 @@ mod tests {
         assert!(err.contains("6 titles for a vocabulary of 7"), "{err}");
         let bad_padding = edit(&bytes, r#"\"left\""#, r#"\"up!!\""#);
         assert!(from_bytes(&bad_padding).is_err());
+    }
+
+    /// A safetensors file without tensors whose seqrec metadata is `json`.
+    fn with_metadata(json: &str) -> Vec<u8> {
+        let meta = HashMap::from([(META_KEY.to_string(), json.to_string())]);
+        let none: Vec<(&str, TensorView)> = Vec::new();
+        safetensors::serialize(none, &Some(meta)).unwrap()
+    }
+
+    #[test]
+    fn values_from_the_file_are_bounded_and_escaped_in_messages() {
+        let huge = format!("\u{1b}]0;owned\u{7}{}", "x".repeat(1_000_000));
+        let cases = [
+            // The format string is echoed by seqrec's own message.
+            serde_json::json!({ "format": huge, "version": 2 }).to_string(),
+            // A value serde quotes in its error (an unknown variant).
+            serde_json::json!({ "format": FORMAT, "version": "v" }).to_string(),
+        ];
+        let mut unknown_variant = serde_json::to_value(small_model_meta()).unwrap();
+        unknown_variant["spec"]["padding"] = serde_json::Value::String(huge.clone());
+        for json in cases.into_iter().chain([unknown_variant.to_string()]) {
+            let err = from_bytes(&with_metadata(&json)).unwrap_err().to_string();
+            assert!(err.len() < 400, "{} bytes: {}", err.len(), &err[..400]);
+            assert!(!err.chars().any(|c| c.is_control()), "{err:?}");
+        }
+    }
+
+    fn small_model_meta() -> ModelMeta {
+        let model = small_model();
+        ModelMeta {
+            format: FORMAT.into(),
+            version: FORMAT_VERSION,
+            spec: model.spec,
+            train: model.config.clone(),
+            history: Vec::new(),
+            optimizer_step: 0,
+            dataset: model.dataset.clone(),
+            titles: model.catalog.titles.clone(),
+            is_item: model.catalog.is_item.clone(),
+            item_keys: None,
+            user_keys: model.users.keys.clone(),
+            best_epoch: None,
+            data: model.data,
+        }
     }
 }

@@ -368,3 +368,406 @@ fn huge_ids_and_tab_delimiters() {
     .to_string();
     assert!(msg.contains("set the delimiter to tab"), "{msg}");
 }
+
+#[test]
+fn timestamps_beyond_64_bits_are_refused_not_saturated() {
+    let dir = tempfile::tempdir().unwrap();
+    for t in [
+        "99999999999999999999",
+        "1e30",
+        "-1e19",
+        "9223372036854775808.0",
+    ] {
+        let p = write(
+            dir.path(),
+            "ratings.dat",
+            format!("1::2::5::10\n1::3::5::{t}\n").as_bytes(),
+        );
+        let msg = readers::read_ml1m_ratings(&p, &ReadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("ratings.dat:2:") && msg.contains("64-bit range"),
+            "{t}: {msg}"
+        );
+        let p = write(
+            dir.path(),
+            "ratings.csv",
+            format!("userId,movieId,rating,timestamp\n1,2,5,{t}\n").as_bytes(),
+        );
+        let msg = readers::read_movielens_csv_ratings(&p, &ReadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("ratings.csv:2:") && msg.contains("64-bit range"),
+            "{t}: {msg}"
+        );
+        let p = write(
+            dir.path(),
+            "log.csv",
+            format!("user_id,item_id,timestamp\nu,i,{t}\n").as_bytes(),
+        );
+        let msg = readers::read_generic(&p, &GenericFormat::default(), &ReadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("log.csv:2:") && msg.contains("64-bit range"),
+            "{t}: {msg}"
+        );
+    }
+    // Decimal seconds within range are still truncated to whole seconds.
+    let p = write(
+        dir.path(),
+        "ratings.dat",
+        b"1::2::5::978300760.9\n1::3::5::-12.5\n",
+    );
+    let ok = readers::read_ml1m_ratings(&p, &ReadOptions::default()).unwrap();
+    assert_eq!(ok.timestamps, vec![978_300_760, -12]);
+}
+
+#[test]
+fn a_byte_order_mark_starts_dat_files_as_it_does_csv_files() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "ratings.dat",
+        b"\xEF\xBB\xBF1::2::5::10\n1::3::5::11\n1::2::4::12\n",
+    );
+    write(
+        dir.path(),
+        "movies.dat",
+        b"\xEF\xBB\xBF2::Two (1995)::Drama\n",
+    );
+    let ds = source::read_path(
+        dir.path(),
+        &GenericFormat::default(),
+        &ReadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(ds.interactions.user_keys, vec!["1"]);
+    assert_eq!(ds.interactions.items, vec![2, 3, 2]);
+    assert_eq!(ds.catalog.title(2), "Two (1995)");
+    let p = write(dir.path(), "u.data", b"\xEF\xBB\xBF7\t2\t5\t10\n");
+    let ok = readers::read_ml100k_ratings(&p, &ReadOptions::default()).unwrap();
+    assert_eq!(
+        (ok.user_keys.clone(), ok.items.clone()),
+        (vec!["7".to_string()], vec![2])
+    );
+}
+
+#[test]
+fn an_unterminated_quote_is_reported_where_it_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "movies.csv",
+        b"movieId,title,genres\n1,\"Toy Story,Animation\n2,Two,Drama\n3,Three,Drama\n",
+    );
+    let msg = readers::read_movielens_csv_movies(&p, &ReadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("movies.csv:2:") && msg.contains("never closed"),
+        "{msg}"
+    );
+    let p = write(
+        dir.path(),
+        "ratings.csv",
+        b"userId,movieId,rating,timestamp\n1,2,5,10\n1,\"3,5,11\n",
+    );
+    let msg = readers::read_movielens_csv_ratings(&p, &ReadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("ratings.csv:3:") && msg.contains("never closed"),
+        "{msg}"
+    );
+    // Skipping bad lines must not swallow the rest of the file silently.
+    let p = write(
+        dir.path(),
+        "log.csv",
+        b"user_id,item_id,timestamp\nu,i,1\nv,\"j,2\nw,k,3\nx,l,4\n",
+    );
+    let skipping = ReadOptions {
+        skip_bad_lines: true,
+        ..ReadOptions::default()
+    };
+    let msg = readers::read_generic(&p, &GenericFormat::default(), &skipping)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("log.csv:3:") && msg.contains("never closed"),
+        "{msg}"
+    );
+    // Closed quotes over several lines, and doubled quotes, are fine.
+    let p = write(
+        dir.path(),
+        "movies.csv",
+        b"movieId,title,genres\n1,\"Two\nLines\",Drama\n2,\"Say \"\"hi\"\"\",Comedy\n",
+    );
+    let cat = readers::read_movielens_csv_movies(&p, &ReadOptions::default()).unwrap();
+    assert_eq!((cat.title(1), cat.title(2)), ("Two\nLines", "Say \"hi\""));
+}
+
+#[test]
+fn a_movielens_file_stands_for_its_folder() {
+    let opts = ReadOptions::default();
+    let generic = GenericFormat::default();
+    let dir = tempfile::tempdir().unwrap();
+    let ratings = write(dir.path(), "ratings.dat", b"1::2::5::10\n1::3::5::11\n");
+    write(dir.path(), "movies.dat", b"2::Two (1995)::Drama\n");
+    let whole = source::read_path(dir.path(), &generic, &opts).unwrap();
+    for file in [ratings, dir.path().join("movies.dat")] {
+        let one = source::read_path(&file, &generic, &opts).unwrap();
+        assert_eq!(one.format, source::Format::MovieLensDat);
+        assert_eq!(one.interactions.items, whole.interactions.items);
+        assert_eq!(one.catalog.titles, whole.catalog.titles);
+    }
+
+    let csv = tempfile::tempdir().unwrap();
+    write(
+        csv.path(),
+        "ratings.csv",
+        b"userId,movieId,rating,timestamp\n1,2,4.5,10\n",
+    );
+    let movies = write(
+        csv.path(),
+        "movies.csv",
+        b"movieId,title,genres\n2,Two,Drama\n",
+    );
+    let ds = source::read_path(&movies, &generic, &opts).unwrap();
+    assert_eq!(ds.format, source::Format::MovieLensCsv);
+    assert_eq!(ds.catalog.title(2), "Two");
+
+    // A generic file may be called ratings.csv too: its header says which.
+    let other = tempfile::tempdir().unwrap();
+    let own = write(
+        other.path(),
+        "ratings.csv",
+        b"user_id,item_id,timestamp\nu,i,1\n",
+    );
+    assert_eq!(
+        source::detect(&own).unwrap(),
+        (source::Format::Generic, own.clone())
+    );
+
+    // A lone part of a release says to pass the folder.
+    let lone = tempfile::tempdir().unwrap();
+    let p = write(lone.path(), "movies.dat", b"2::Two (1995)::Drama\n");
+    let msg = source::read_path(&p, &generic, &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("movies.dat") && msg.contains("pass the folder"),
+        "{msg}"
+    );
+}
+
+/// Whether `msg` is short and free of control characters (escaped input).
+fn tame(msg: &str) -> bool {
+    msg.len() < 600 && !msg.chars().any(|c| c.is_control())
+}
+
+#[test]
+fn input_in_messages_is_bounded_and_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ReadOptions::default();
+    let big = "7".repeat(10_000_000);
+    let evil = "\x1b]0;owned\x07\x1b[2J";
+
+    // A 10 MB field and an escape sequence, in every reader's fields.
+    for field in [big.as_str(), evil] {
+        let p = write(
+            dir.path(),
+            "ratings.dat",
+            format!("1::2::5::10\n1::{field}x::5::10\n").as_bytes(),
+        );
+        let msg = readers::read_ml1m_ratings(&p, &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(tame(&msg) && msg.contains("ratings.dat:2:"), "{msg:.300}");
+        let p = write(
+            dir.path(),
+            "ratings.csv",
+            format!("userId,movieId,rating,timestamp\n1,2,5,{field}x\n").as_bytes(),
+        );
+        let msg = readers::read_movielens_csv_ratings(&p, &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(tame(&msg) && msg.contains("ratings.csv:2:"), "{msg:.300}");
+        let p = write(
+            dir.path(),
+            "log.csv",
+            format!("user_id,item_id,timestamp\nu,i,{field}x\n").as_bytes(),
+        );
+        let msg = readers::read_generic(&p, &GenericFormat::default(), &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(tame(&msg) && msg.contains("log.csv:2:"), "{msg:.300}");
+        let p = write(dir.path(), "u.item", format!("{field}x|T|\n").as_bytes());
+        let msg = readers::read_ml100k_items(&p, &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(tame(&msg) && msg.contains("u.item:1:"), "{msg:.300}");
+    }
+    let p = write(
+        dir.path(),
+        "ratings.dat",
+        format!("1::{big}::5::10\n").as_bytes(),
+    );
+    let msg = readers::read_ml1m_ratings(&p, &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("(10000000 bytes)"), "{msg:.300}");
+
+    // Header names: escaped, and a long header listed in part.
+    let p = write(dir.path(), "log.csv", format!("{evil},b\nx,y\n").as_bytes());
+    let msg = readers::read_generic(&p, &GenericFormat::default(), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(tame(&msg) && msg.contains("\\u{1b}]0;owned"), "{msg}");
+    let wide: Vec<String> = (0..100_000).map(|i| format!("c{i}")).collect();
+    let p = write(
+        dir.path(),
+        "log.csv",
+        format!("{}\n", wide.join(",")).as_bytes(),
+    );
+    let msg = readers::read_generic(&p, &GenericFormat::default(), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(tame(&msg) && msg.contains("(100000 columns)"), "{msg}");
+
+    // The command line's own wording of the header error, too.
+    let p = write(
+        dir.path(),
+        "log.csv",
+        format!("{evil},{}\nx,y\n", "h".repeat(1_000_000)).as_bytes(),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seqrec"))
+        .args(["--quiet", "data", "stats"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("header has no column") && stderr.contains("--user-col"),
+        "{stderr:.300}"
+    );
+    assert!(
+        stderr.len() < 600
+            && !stderr
+                .trim_end()
+                .chars()
+                .any(|c| c.is_control() && c != '\n'),
+        "{stderr:?}"
+    );
+}
+
+/// Three users over items 1, 2, 3 and 10,000,000 (the largest id allowed).
+fn sparse_release(dir: &Path) {
+    let mut ratings = String::new();
+    for u in 1..=3 {
+        for (t, item) in [1, 2, 3, 10_000_000].iter().enumerate() {
+            ratings.push_str(&format!("{u}::{item}::5::{}\n", 100 * u + t));
+        }
+    }
+    write(dir, "ratings.dat", ratings.as_bytes());
+    write(
+        dir,
+        "movies.dat",
+        b"1::One::A\n2::Two::A\n3::Three::A\n10000000::Ten million::A\n",
+    );
+}
+
+#[test]
+fn sparse_item_ids_are_refused_or_renumbered_before_tables_are_sized() {
+    let dir = tempfile::tempdir().unwrap();
+    sparse_release(dir.path());
+    let generic = GenericFormat::default();
+    let msg = source::read_path(dir.path(), &generic, &ReadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("item ids go up to 10000000 but only 4 are items")
+            && msg.contains("--renumber-items"),
+        "{msg}"
+    );
+    let renumber = ReadOptions {
+        renumber_items: true,
+        ..ReadOptions::default()
+    };
+    let ds = source::read_path(dir.path(), &generic, &renumber).unwrap();
+    assert_eq!(ds.catalog.vocab_size(), 5);
+    assert_eq!(ds.catalog.title(4), "Ten million");
+    assert_eq!(ds.catalog.key(4), "10000000");
+    assert_eq!(&ds.interactions.items[..4], &[1, 2, 3, 4]);
+
+    // MovieLens' own gaps are left alone: ids as they are.
+    let gaps = tempfile::tempdir().unwrap();
+    write(
+        gaps.path(),
+        "ratings.dat",
+        b"1::2::5::1\n1::900000::5::2\n1::2::5::3\n",
+    );
+    let ds = source::read_path(gaps.path(), &generic, &ReadOptions::default()).unwrap();
+    assert_eq!(ds.catalog.vocab_size(), 900_001);
+    assert!(ds.catalog.keys.is_none());
+}
+
+#[test]
+fn train_refuses_sparse_ids_cleanly_and_trains_them_renumbered() {
+    let dir = tempfile::tempdir().unwrap();
+    sparse_release(dir.path());
+    let model = dir.path().join("model");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--quiet", "train", dir.path().to_str().unwrap()];
+        args.extend_from_slice(&[
+            "--out",
+            model.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--embedding-dim",
+            "4",
+            "--batch-size",
+            "4",
+            "--threads",
+            "1",
+        ]);
+        args.extend_from_slice(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_seqrec"))
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--renumber-items") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    assert!(!model.exists());
+
+    let out = run(&["--renumber-items"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trained = seqrec::checkpoint::load(&model).unwrap();
+    assert_eq!(trained.spec.vocab_size, 5);
+    assert!(trained.data.renumber_items);
+    // evaluate reads the data as training did, renumbered, without the flag.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seqrec"))
+        .args(["--quiet", "evaluate"])
+        .arg(&model)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

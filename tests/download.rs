@@ -12,8 +12,8 @@ use std::thread;
 use std::time::Duration;
 
 use seqrec::data::download::{
-    download_and_extract, ensure, find_dataset, safe_relative_path, DownloadError, KNOWN_DATASETS,
-    MIRROR_ENV_VAR,
+    download_and_extract, ensure, ensure_dataset, find_dataset, safe_relative_path, DownloadError,
+    KnownDataset, KNOWN_DATASETS, MAX_ENTRIES, MAX_EXPANSION, MIRROR_ENV_VAR,
 };
 use sha2::{Digest, Sha256};
 use zip::write::SimpleFileOptions;
@@ -155,6 +155,22 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// A release named `name` whose recorded sum is that of `zip` (the real
+/// releases' sums cannot match a zip built here).
+fn release(name: &'static str, zip: &[u8]) -> KnownDataset {
+    KnownDataset {
+        name,
+        zip_name: leak(format!("{name}.zip")),
+        folder: name,
+        sha256: leak(sha256_hex(zip)),
+        size: None,
+    }
+}
+
 /// Sorted names directly inside `dir` (empty if it does not exist).
 fn names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = match fs::read_dir(dir) {
@@ -230,11 +246,13 @@ fn ensure_returns_early_when_the_folder_exists() {
 }
 
 #[test]
-fn ensure_downloads_unverified_dataset_once() {
-    let server = TestServer::start(vec![Reply::Body(movielens_zip("ml-100k"))]);
+fn ensure_downloads_a_dataset_once() {
+    let zip = movielens_zip("ml-100k");
+    let dataset = release("ml-100k", &zip);
+    let server = TestServer::start(vec![Reply::Body(zip)]);
     let cache = tempfile::tempdir().expect("tempdir");
 
-    let first = ensure("ml-100k", cache.path(), Some(&server.base_url), false)
+    let first = ensure_dataset(&dataset, cache.path(), Some(&server.base_url), false)
         .expect("first fetch succeeds");
     assert_eq!(first, cache.path().join("ml-100k"));
     assert_eq!(
@@ -242,7 +260,7 @@ fn ensure_downloads_unverified_dataset_once() {
         RATINGS
     );
 
-    let second = ensure("ml-100k", cache.path(), Some(&server.base_url), false)
+    let second = ensure_dataset(&dataset, cache.path(), Some(&server.base_url), false)
         .expect("second fetch succeeds");
     assert_eq!(second, first);
     assert_eq!(server.requests(), vec!["/ml-100k.zip"]);
@@ -251,21 +269,25 @@ fn ensure_downloads_unverified_dataset_once() {
 
 #[test]
 fn mirror_with_trailing_slash_builds_the_right_url() {
-    let server = TestServer::start(vec![Reply::Body(movielens_zip("ml-latest-small"))]);
+    let zip = movielens_zip("ml-latest-small");
+    let dataset = release("ml-latest-small", &zip);
+    let server = TestServer::start(vec![Reply::Body(zip)]);
     let cache = tempfile::tempdir().expect("tempdir");
     let mirror = format!("{}/", server.base_url);
-    ensure("ml-latest-small", cache.path(), Some(&mirror), false).expect("fetch succeeds");
+    ensure_dataset(&dataset, cache.path(), Some(&mirror), false).expect("fetch succeeds");
     assert_eq!(server.requests(), vec!["/ml-latest-small.zip"]);
 }
 
 #[test]
 fn mirror_comes_from_the_environment_when_not_given() {
-    let server = TestServer::start(vec![Reply::Body(movielens_zip("ml-25m"))]);
+    let zip = movielens_zip("ml-25m");
+    let dataset = release("ml-25m", &zip);
+    let server = TestServer::start(vec![Reply::Body(zip)]);
     let cache = tempfile::tempdir().expect("tempdir");
     // Every other test passes its mirror explicitly, so setting this
     // process-wide variable cannot redirect them.
     std::env::set_var(MIRROR_ENV_VAR, &server.base_url);
-    let result = ensure("ml-25m", cache.path(), None, false);
+    let result = ensure_dataset(&dataset, cache.path(), None, false);
     std::env::remove_var(MIRROR_ENV_VAR);
 
     let folder = result.expect("fetch through SEQREC_MIRROR succeeds");
@@ -282,9 +304,7 @@ fn ml_1m_with_wrong_hash_is_rejected_and_leaves_nothing() {
         .expect_err("a zip that is not the real ml-1m must be rejected");
     let message = with_causes(&err);
     assert!(message.contains("SHA-256 mismatch"), "{message}");
-    let real_hash = find_dataset("ml-1m")
-        .and_then(|d| d.sha256)
-        .expect("ml-1m has a recorded hash");
+    let real_hash = find_dataset("ml-1m").expect("ml-1m is known").sha256;
     assert!(message.contains(real_hash), "{message}");
     assert_eq!(names_in(cache.path()), Vec::<String>::new());
 }
@@ -398,7 +418,7 @@ fn unknown_dataset_lists_known_names() {
         "{err:?}"
     );
     assert!(!err.is_unreachable());
-    assert!(message.contains("unknown dataset 'ml-2m'"), "{message}");
+    assert!(message.contains("unknown dataset \"ml-2m\""), "{message}");
     for dataset in KNOWN_DATASETS {
         assert!(message.contains(dataset.name), "{message}");
     }
@@ -407,10 +427,12 @@ fn unknown_dataset_lists_known_names() {
 
 #[test]
 fn body_that_is_not_a_zip_is_rejected_and_leaves_nothing() {
-    let server = TestServer::start(vec![Reply::Body(b"<html>maintenance</html>".to_vec())]);
+    let html = b"<html>maintenance</html>".to_vec();
+    let dataset = release("ml-100k", &html);
+    let server = TestServer::start(vec![Reply::Body(html)]);
     let cache = tempfile::tempdir().expect("tempdir");
 
-    let err = ensure("ml-100k", cache.path(), Some(&server.base_url), false)
+    let err = ensure_dataset(&dataset, cache.path(), Some(&server.base_url), false)
         .expect_err("html is not a zip");
     assert!(
         with_causes(&err).contains("not a readable zip"),
@@ -423,10 +445,11 @@ fn body_that_is_not_a_zip_is_rejected_and_leaves_nothing() {
 #[test]
 fn archive_without_the_dataset_folder_is_rejected() {
     let zip = build_zip(&[("ratings.dat", RATINGS)]);
+    let dataset = release("ml-100k", &zip);
     let server = TestServer::start(vec![Reply::Body(zip)]);
     let cache = tempfile::tempdir().expect("tempdir");
 
-    let err = ensure("ml-100k", cache.path(), Some(&server.base_url), false)
+    let err = ensure_dataset(&dataset, cache.path(), Some(&server.base_url), false)
         .expect_err("no ml-100k/ folder inside");
     let message = with_causes(&err);
     assert!(
@@ -450,8 +473,9 @@ fn zip_slip_entries_are_refused() {
         &absolute_name,
     ] {
         let zip = build_zip(&[("ml-100k/ratings.dat", RATINGS), (evil_name, "pwned")]);
+        let dataset = release("ml-100k", &zip);
         let server = TestServer::start(vec![Reply::Body(zip)]);
-        let err = ensure("ml-100k", &cache, Some(&server.base_url), false)
+        let err = ensure_dataset(&dataset, &cache, Some(&server.base_url), false)
             .expect_err("an escaping entry must be refused");
         let message = with_causes(&err);
         assert!(message.contains("unsafe path"), "{message}");
@@ -486,7 +510,9 @@ fn safe_relative_path_accepts_plain_paths_only() {
 }
 
 #[test]
-fn fetch_command_prints_folder_and_warns_when_unverified() {
+fn fetch_command_refuses_a_release_that_is_not_the_recorded_one() {
+    // Every release seqrec fetches has a recorded SHA-256, ml-100k included:
+    // a mirror serving anything else is refused before it is unpacked.
     let server = TestServer::start(vec![Reply::Body(movielens_zip("ml-100k"))]);
     let cache = tempfile::tempdir().expect("tempdir");
 
@@ -497,16 +523,173 @@ fn fetch_command_prints_folder_and_warns_when_unverified() {
         .env_remove(MIRROR_ENV_VAR)
         .output()
         .expect("run seqrec");
-    let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "stderr: {stderr}");
-    assert_eq!(
-        stdout.trim(),
-        cache.path().join("ml-100k").display().to_string()
-    );
+    assert!(!output.status.success(), "stderr: {stderr}");
+    assert!(output.stdout.is_empty());
+    let want = find_dataset("ml-100k").expect("ml-100k is known").sha256;
     assert!(
-        stderr.contains("warning") && stderr.contains("WITHOUT integrity verification"),
+        stderr.contains("SHA-256 mismatch") && stderr.contains(want),
         "stderr: {stderr}"
     );
-    assert!(cache.path().join("ml-100k/movies.dat").is_file());
+    assert!(
+        !stderr.contains("WITHOUT integrity verification"),
+        "{stderr}"
+    );
+    assert_eq!(names_in(cache.path()), Vec::<String>::new());
+}
+
+#[test]
+fn every_release_has_a_well_formed_sum_and_ml_latest_says_why_it_has_none() {
+    for d in KNOWN_DATASETS {
+        assert_eq!(d.sha256.len(), 64, "{}", d.name);
+        assert!(
+            d.sha256
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+            "{}",
+            d.name
+        );
+    }
+    let cache = tempfile::tempdir().expect("tempdir");
+    let err = ensure("ml-latest", cache.path(), Some("http://127.0.0.1:9"), false)
+        .expect_err("ml-latest has no fixed sum");
+    let message = with_causes(&err);
+    assert!(
+        message.contains("no fixed SHA-256") && message.contains("pass its folder"),
+        "{message}"
+    );
+}
+
+/// A zip holding `folder/ratings.dat` and `bytes` zeros in `folder/big.dat`:
+/// a few KB that unpack to `bytes`.
+fn bomb(folder: &str, bytes: usize) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let options = SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .large_file(bytes >= u32::MAX as usize);
+    writer
+        .start_file(format!("{folder}/ratings.dat"), options)
+        .expect("start entry");
+    writer.write_all(RATINGS.as_bytes()).expect("write entry");
+    writer
+        .start_file(format!("{folder}/big.dat"), options)
+        .expect("start entry");
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(zeros.len());
+        writer.write_all(&zeros[..n]).expect("write entry");
+        left -= n;
+    }
+    writer.finish().expect("finish zip").into_inner()
+}
+
+#[test]
+fn an_archive_that_unpacks_far_beyond_its_size_is_refused_and_leaves_nothing() {
+    // 30 MB of zeros deflate to about 30 KB: a thousand to one.
+    let zip = bomb("ml-100k", 30 << 20);
+    assert!(
+        (zip.len() as u64) * MAX_EXPANSION < 30 << 20,
+        "{}",
+        zip.len()
+    );
+    let hash = sha256_hex(&zip);
+    for sum in [None, Some(hash.as_str())] {
+        let server = TestServer::start(vec![Reply::Body(zip.clone())]);
+        let cache = tempfile::tempdir().expect("tempdir");
+        let url = format!("{}/ml-100k.zip", server.base_url);
+        let err = download_and_extract(&url, sum, &cache.path().join("ml-100k"), false)
+            .expect_err("a zip bomb must be refused, verified or not");
+        let message = with_causes(&err);
+        assert!(
+            message.contains("unpacks to more than") && message.contains("zip bomb"),
+            "{message}"
+        );
+        assert_eq!(names_in(cache.path()), Vec::<String>::new());
+    }
+    // The same shape within the ratio unpacks.
+    let fine = bomb("ml-100k", 1000);
+    let server = TestServer::start(vec![Reply::Body(fine)]);
+    let cache = tempfile::tempdir().expect("tempdir");
+    let url = format!("{}/ml-100k.zip", server.base_url);
+    download_and_extract(&url, None, &cache.path().join("ml-100k"), false)
+        .expect("a modest archive unpacks");
+    assert_eq!(
+        fs::metadata(cache.path().join("ml-100k/big.dat"))
+            .expect("big.dat")
+            .len(),
+        1000
+    );
+}
+
+#[test]
+fn an_archive_with_too_many_entries_is_refused() {
+    let names: Vec<String> = (0..=MAX_ENTRIES).map(|i| format!("ml-100k/f{i}")).collect();
+    let entries: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "")).collect();
+    let zip = build_zip(&entries);
+    let server = TestServer::start(vec![Reply::Body(zip)]);
+    let cache = tempfile::tempdir().expect("tempdir");
+    let url = format!("{}/ml-100k.zip", server.base_url);
+    let err = download_and_extract(&url, None, &cache.path().join("ml-100k"), false)
+        .expect_err("too many entries");
+    let message = with_causes(&err);
+    assert!(
+        message.contains(&format!("more than {MAX_ENTRIES} entries")),
+        "{message}"
+    );
+    assert_eq!(names_in(cache.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_download_larger_than_its_release_is_cut_off() {
+    let zip = movielens_zip("ml-100k");
+    let mut dataset = release("ml-100k", &zip);
+    dataset.size = Some(zip.len() as u64 - 1);
+    let server = TestServer::start(vec![Reply::Body(zip)]);
+    let cache = tempfile::tempdir().expect("tempdir");
+    let err = ensure_dataset(&dataset, cache.path(), Some(&server.base_url), false)
+        .expect_err("one byte too many");
+    let message = with_causes(&err);
+    assert!(
+        message.contains(&format!(
+            "larger than the {} bytes allowed",
+            dataset.size.unwrap()
+        )),
+        "{message}"
+    );
+    assert_eq!(names_in(cache.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_download_announcing_more_than_the_limit_is_refused_unread() {
+    let server = TestServer::start(vec![Reply::Truncated {
+        claimed: 3 << 30,
+        body: b"PK".to_vec(),
+    }]);
+    let cache = tempfile::tempdir().expect("tempdir");
+    let url = format!("{}/ml-100k.zip", server.base_url);
+    let err = download_and_extract(&url, None, &cache.path().join("ml-100k"), false)
+        .expect_err("3 GiB is over the limit");
+    let message = with_causes(&err);
+    assert!(
+        message.contains("larger than the")
+            && message.contains(&format!("announces {}", 3u64 << 30)),
+        "{message}"
+    );
+    assert_eq!(names_in(cache.path()), Vec::<String>::new());
+}
+
+#[test]
+fn archive_names_in_messages_are_escaped() {
+    let evil = "../\u{1b}]0;owned\u{7}\u{1b}[2J";
+    let zip = build_zip(&[("ml-100k/ratings.dat", RATINGS), (evil, "x")]);
+    let dataset = release("ml-100k", &zip);
+    let server = TestServer::start(vec![Reply::Body(zip)]);
+    let cache = tempfile::tempdir().expect("tempdir");
+    let err = ensure_dataset(&dataset, cache.path(), Some(&server.base_url), false)
+        .expect_err("unsafe path");
+    let message = with_causes(&err);
+    assert!(message.contains("unsafe path"), "{message}");
+    assert!(!message.chars().any(|c| c.is_control()), "{message:?}");
+    assert!(message.contains("\\u{1b}]0;owned"), "{message}");
 }

@@ -129,7 +129,7 @@ fn files_parse_and_match_the_summary() {
         &dir.join("ratings.dat"),
         &ReadOptions {
             min_rating: None,
-            skip_bad_lines: false,
+            ..ReadOptions::default()
         },
     )
     .unwrap();

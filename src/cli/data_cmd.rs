@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::DataArgs;
 use crate::data::Sequences;
 use crate::model::{fill_batch, Batch, ModelOptions};
+use crate::text::quoted;
 
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
@@ -207,8 +208,11 @@ fn stats(args: StatsArgs, quiet: bool) -> Result<()> {
     for r in &s.first_train_rows {
         println!("  context {:?} -> label {}", r.context, r.label);
         if let (Some(ct), Some(lt)) = (&r.context_titles, &r.label_title) {
-            println!("    context titles: {ct:?}");
-            println!("    label title:    {lt:?}");
+            // Titles are the file's text: bounded and escaped like input
+            // in messages.
+            let ct: Vec<String> = ct.iter().map(|t| quoted(t)).collect();
+            println!("    context titles: [{}]", ct.join(", "));
+            println!("    label title:    {}", quoted(lt));
         }
     }
     eprintln!("read and built examples in {:.3} s", s.seconds);

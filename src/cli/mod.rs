@@ -95,6 +95,10 @@ pub struct DataArgs {
     /// Count and skip malformed lines instead of stopping at the first.
     #[arg(long)]
     pub skip_bad_lines: bool,
+    /// MovieLens data: number the items 1..N instead of using their ids as
+    /// embedding rows (for sparse ids; the vocabulary is then not the reference's).
+    #[arg(long)]
+    pub renumber_items: bool,
     /// Generic files: field delimiter, one character, or `tab` / `\t` (default: tab for .tsv, else comma).
     #[arg(long, value_name = "CHAR")]
     pub delimiter: Option<String>,
@@ -135,6 +139,7 @@ impl DataArgs {
         ReadOptions {
             min_rating: (!self.no_rating_filter).then_some(self.min_rating.unwrap_or(2.0)),
             skip_bad_lines: self.skip_bad_lines,
+            renumber_items: self.renumber_items,
         }
     }
 
@@ -143,7 +148,10 @@ impl DataArgs {
             None => None,
             Some("tab" | "\\t" | "\t") => Some(b'\t'),
             Some(d) if d.len() == 1 && d.is_ascii() => Some(d.as_bytes()[0]),
-            Some(d) => bail!("--delimiter: expected one ASCII character or `tab`, found {d:?}"),
+            Some(d) => bail!(
+                "--delimiter: expected one ASCII character or `tab`, found {}",
+                crate::text::quoted(d)
+            ),
         };
         Ok(GenericFormat {
             delimiter,
@@ -217,6 +225,7 @@ impl DataArgs {
         Ok(DataSettings {
             min_rating: self.read_options().min_rating,
             min_sequence_len,
+            renumber_items: self.renumber_items,
         })
     }
 
@@ -230,6 +239,7 @@ impl DataArgs {
             }
         }
         self.min_sequence_len.get_or_insert(data.min_sequence_len);
+        self.renumber_items |= data.renumber_items;
     }
 
     pub fn cache_dir(&self) -> PathBuf {
@@ -278,9 +288,10 @@ impl DataArgs {
                     }
                 };
                 anyhow::anyhow!(
-                    "{}:1: header has no column {column:?}{set_with}; columns are {}{hint}",
+                    "{}:1: header has no column {}{set_with}; columns are {}{hint}",
                     file.display(),
-                    columns.join(", ")
+                    crate::text::quoted(&column),
+                    crate::data::readers::column_list(&columns)
                 )
             }
             e => e.into(),

@@ -9,6 +9,12 @@
 //! hashing it, check its length (Content-Length) and SHA-256, extract it into
 //! a temporary folder next to the destination, then rename the dataset folder
 //! into place. Temporaries are removed on every failure path.
+//!
+//! Nothing a server sends is trusted for size: the download stops at the
+//! release's known size (or `MAX_DOWNLOAD_BYTES`), and extraction stops at
+//! `MAX_UNPACKED_BYTES`, at `MAX_EXPANSION` times the archive's size and at
+//! `MAX_ENTRIES` entries, whichever comes first, so a small archive cannot
+//! fill the disk (a zip bomb).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -19,11 +25,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
+use crate::text::{escaped, quoted};
+
 /// Why a dataset could not be fetched. File errors keep the `io::Error` as
 /// their source; `Fetch` and `Extract` wrap the step that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
-    #[error("unknown dataset '{name}'; known datasets: {}", known_dataset_names())]
+    #[error(
+        "unknown dataset {}; known datasets: {}{}",
+        quoted(name),
+        known_dataset_names(),
+        unknown_hint(name)
+    )]
     UnknownDataset { name: String },
     #[error("{} exists but is not a folder; remove it to fetch {dataset}", path.display())]
     NotAFolder { path: PathBuf, dataset: String },
@@ -37,7 +50,7 @@ pub enum DownloadError {
     },
     #[error("destination {} has no usable folder name", path.display())]
     BadDestination { path: PathBuf },
-    #[error("expected SHA-256 '{hex}' is not 64 hex digits")]
+    #[error("expected SHA-256 {} is not 64 hex digits", quoted(hex))]
     BadSha256 { hex: String },
     /// A file operation: `action` says what was being done to `path`
     /// ("creating", "opening", "writing", ...).
@@ -55,7 +68,7 @@ pub enum DownloadError {
         #[source]
         source: io::Error,
     },
-    #[error("HTTP {code} {status_text} from {url}")]
+    #[error("HTTP {code} {} from {url}", escaped(status_text))]
     Http {
         url: String,
         code: u16,
@@ -64,12 +77,22 @@ pub enum DownloadError {
     /// The server could not be reached (or the connection failed).
     #[error("could not download {url}: {detail}")]
     Unreachable { url: String, detail: String },
-    #[error("{url} sent an invalid Content-Length header: '{value}'")]
+    #[error("{url} sent an invalid Content-Length header: {}", quoted(value))]
     BadContentLength {
         url: String,
         value: String,
         #[source]
         source: std::num::ParseIntError,
+    },
+    /// The body is (or claims to be) larger than the download may be.
+    #[error(
+        "download of {url} is larger than the {limit} bytes allowed{}",
+        claimed.map(|c| format!(" (it announces {c} bytes)")).unwrap_or_default()
+    )]
+    TooLarge {
+        url: String,
+        limit: u64,
+        claimed: Option<u64>,
     },
     #[error("download of {url} was cut short: expected {expected} bytes, got {received}")]
     CutShort {
@@ -115,17 +138,26 @@ pub enum DownloadError {
         #[source]
         source: zip::result::ZipError,
     },
-    #[error("refusing unsafe path '{name}' in the archive")]
+    #[error("refusing unsafe path {} in the archive", quoted(name))]
     UnsafePath { name: String },
-    #[error("refusing symbolic link '{name}' in the archive")]
+    #[error("refusing symbolic link {} in the archive", quoted(name))]
     Symlink { name: String },
-    #[error("extracting '{name}' to {}", to.display())]
+    #[error("the archive has more than {limit} entries")]
+    TooManyEntries { limit: usize },
+    /// Extraction stopped at `limit` bytes: the archive unpacks to more.
+    #[error(
+        "the archive unpacks to more than {limit} bytes (at most {MAX_EXPANSION} times its \
+         {archive_bytes} bytes and at most {MAX_UNPACKED_BYTES} bytes); refusing it as a zip bomb"
+    )]
+    UnpacksTooLarge { limit: u64, archive_bytes: u64 },
+    #[error("extracting {} to {}", quoted(name), to.display())]
     ExtractEntry {
         name: String,
         to: PathBuf,
         #[source]
         source: io::Error,
     },
+    /// `found` lists the archive's names, each already quoted.
     #[error("archive {url} has no top-level folder '{folder}/' (it has: {found})")]
     MissingFolder {
         url: String,
@@ -172,6 +204,22 @@ pub const MIRROR_ENV_VAR: &str = "SEQREC_MIRROR";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The largest download of a release whose size is not recorded. Every
+/// MovieLens zip is below 300 MB.
+pub const MAX_DOWNLOAD_BYTES: u64 = 1 << 30;
+
+/// The most bytes an archive may unpack to. The largest release seqrec
+/// fetches, ml-25m, unpacks to about 1.2 GB.
+pub const MAX_UNPACKED_BYTES: u64 = 4 << 30;
+
+/// The most an archive may unpack to per byte of archive. MovieLens' CSV
+/// and `.dat` files deflate about 4 to 1; a zip bomb reaches 1000 to 1.
+pub const MAX_EXPANSION: u64 = 100;
+
+/// The most entries an archive may hold (a MovieLens release has under 30):
+/// millions of empty files would exhaust the disk's inodes, not its bytes.
+pub const MAX_ENTRIES: usize = 10_000;
+
 /// A MovieLens release that `ensure` knows how to fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KnownDataset {
@@ -181,57 +229,71 @@ pub struct KnownDataset {
     pub zip_name: &'static str,
     /// The top-level folder inside the zip, which becomes `cache_dir/<folder>`.
     pub folder: &'static str,
-    /// Lower-case hex SHA-256 of the zip, where we have one. GroupLens only
-    /// publishes MD5 sums, so releases without one are fetched unverified
-    /// (with a warning).
-    pub sha256: Option<&'static str>,
-    /// Size of the zip in bytes, where known.
+    /// Lower-case hex SHA-256 of the zip. Every release `ensure` fetches is
+    /// checked against one (GroupLens itself only publishes MD5 sums).
+    pub sha256: &'static str,
+    /// Size of the zip in bytes, where known: the download stops there.
     pub size: Option<u64>,
 }
 
 /// Every dataset name `ensure` accepts.
+///
+/// Where the sums come from (GroupLens publishes MD5 sums only; these
+/// SHA-256 sums are recorded by other projects that fetch the same zips):
+/// - ml-100k, ml-1m, ml-20m, ml-25m, ml-latest-small, sums and sizes:
+///   tensorflow/datasets, `tensorflow_datasets/url_checksums/movielens.txt`
+///   (commit 1c076ac3); the same sums for ml-100k, ml-1m, ml-25m and
+///   ml-latest-small are in ankane/disco-cli, `src/download.rs`.
+/// - ml-32m: ankane/disco-cli, `src/download.rs` (commit 42f5617a), which
+///   records no size.
+/// - ml-1m again: `../shared/SPEC.md` (the reference's data).
+///
+/// ml-latest-small has not changed since its 2018 release; should GroupLens
+/// reissue it, the fetch fails on the sum and says so (unzip it yourself and
+/// pass its folder). ml-latest is not here at all: it is reissued as the
+/// catalogue grows, so no fixed sum can check it (`unknown_hint` says so).
 pub const KNOWN_DATASETS: &[KnownDataset] = &[
     KnownDataset {
         name: "ml-100k",
         zip_name: "ml-100k.zip",
         folder: "ml-100k",
-        sha256: None,
-        size: None,
+        sha256: "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
+        size: Some(4_924_029),
     },
     KnownDataset {
         name: "ml-1m",
         zip_name: "ml-1m.zip",
         folder: "ml-1m",
-        sha256: Some("a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20"),
+        sha256: "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
         size: Some(5_917_549),
     },
     KnownDataset {
         name: "ml-20m",
         zip_name: "ml-20m.zip",
         folder: "ml-20m",
-        sha256: None,
-        size: None,
+        sha256: "96f243c338a8665f6bcc89c53edf6ee39162a846940de6b7c8c48aeada765ff3",
+        size: Some(198_702_078),
     },
     KnownDataset {
         name: "ml-25m",
         zip_name: "ml-25m.zip",
         folder: "ml-25m",
-        sha256: None,
-        size: None,
+        sha256: "8b21cfb7eb1706b4ec0aac894368d90acf26ebdfb6aced3ebd4ad5bd1eb9c6aa",
+        size: Some(261_978_986),
     },
     KnownDataset {
         name: "ml-32m",
         zip_name: "ml-32m.zip",
         folder: "ml-32m",
-        sha256: None,
+        sha256: "e4a68655d7386b8f95f2f2424b2ff975dfdd15ffd59e0d864a14dca43e99d6ee",
         size: None,
     },
     KnownDataset {
         name: "ml-latest-small",
         zip_name: "ml-latest-small.zip",
         folder: "ml-latest-small",
-        sha256: None,
-        size: None,
+        sha256: "696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436",
+        size: Some(978_202),
     },
 ];
 
@@ -251,6 +313,16 @@ pub fn known_dataset_names() -> String {
         .join(", ")
 }
 
+/// Why a name that is not fetchable is not, where there is a reason.
+fn unknown_hint(name: &str) -> &'static str {
+    if name.trim().eq_ignore_ascii_case("ml-latest") {
+        "; ml-latest is reissued as it grows, so there is no fixed SHA-256 to check \
+         it against: download it yourself and pass its folder"
+    } else {
+        ""
+    }
+}
+
 /// Makes sure dataset `name` is extracted under `cache_dir` and returns its
 /// folder (e.g. `cache_dir/ml-1m`). Does nothing if that folder already exists.
 ///
@@ -259,8 +331,8 @@ pub fn known_dataset_names() -> String {
 /// `SEQREC_MIRROR` ([`MIRROR_ENV_VAR`]) is used if set and non-empty, which is
 /// handy for offline mirrors. `show_progress` draws a progress bar on stderr.
 ///
-/// Releases with a recorded SHA-256 (ml-1m) are verified; the others are
-/// fetched unverified with a warning on stderr.
+/// Every release is checked against its recorded SHA-256 before it is
+/// unpacked.
 pub fn ensure(
     name: &str,
     cache_dir: &Path,
@@ -270,6 +342,17 @@ pub fn ensure(
     let dataset = find_dataset(name).ok_or_else(|| DownloadError::UnknownDataset {
         name: name.to_string(),
     })?;
+    ensure_dataset(dataset, cache_dir, mirror, show_progress)
+}
+
+/// `ensure` for a release described by the caller (a mirror's own build
+/// of a release, with its own sum).
+pub fn ensure_dataset(
+    dataset: &KnownDataset,
+    cache_dir: &Path,
+    mirror: Option<&str>,
+    show_progress: bool,
+) -> Result<PathBuf> {
     let dest_folder = cache_dir.join(dataset.folder);
     if dest_folder.is_dir() {
         return Ok(dest_folder);
@@ -284,7 +367,7 @@ pub fn ensure(
     let base = resolve_mirror(mirror);
     let url = format!("{}/{}", base.trim_end_matches('/'), dataset.zip_name);
     let expected = Expected {
-        sha256: dataset.sha256,
+        sha256: Some(dataset.sha256),
         size: dataset.size,
     };
     download_and_extract_checked(&url, expected, &dest_folder, show_progress).map_err(|e| {
@@ -380,7 +463,8 @@ fn download_and_extract_checked(
     }
 
     let zip_temp = TempPath::new_file(&parent, &folder_name, "zip")?;
-    let sha256 = download_to_file(url, zip_temp.path(), expected.size, show_progress)?;
+    let limit = expected.size.unwrap_or(MAX_DOWNLOAD_BYTES);
+    let sha256 = download_to_file(url, zip_temp.path(), limit, show_progress)?;
 
     match &expected_sha256 {
         Some(want) if *want != sha256 => {
@@ -448,13 +532,9 @@ fn normalize_sha256(hex: &str) -> Result<String> {
 }
 
 /// Streams `url` into `path` and returns the body's lower-case hex SHA-256.
-/// Fails if the body is shorter or longer than its Content-Length.
-fn download_to_file(
-    url: &str,
-    path: &Path,
-    size_hint: Option<u64>,
-    show_progress: bool,
-) -> Result<String> {
+/// Fails if the body is shorter or longer than its Content-Length, or
+/// longer than `limit` bytes (refused unread when it announces so).
+fn download_to_file(url: &str, path: &Path, limit: u64, show_progress: bool) -> Result<String> {
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(CONNECT_TIMEOUT)
         .timeout_read(READ_TIMEOUT)
@@ -497,8 +577,22 @@ fn download_to_file(
         _ => None,
     };
 
-    let progress = make_progress_bar(content_length.or(size_hint), show_progress);
-    let result = copy_hashing(response.into_reader(), path, url, content_length, &progress);
+    if let Some(claimed) = content_length.filter(|&c| c > limit) {
+        return Err(DownloadError::TooLarge {
+            url: url.to_string(),
+            limit,
+            claimed: Some(claimed),
+        });
+    }
+    let progress = make_progress_bar(content_length.or(Some(limit)), show_progress);
+    let result = copy_hashing(
+        response.into_reader(),
+        path,
+        url,
+        content_length,
+        limit,
+        &progress,
+    );
     match &result {
         Ok(_) => progress.finish_and_clear(),
         Err(_) => progress.abandon(),
@@ -507,12 +601,13 @@ fn download_to_file(
 }
 
 /// Copies `body` into a new file at `path`, hashing as it goes, and checks
-/// the byte count against `content_length`.
+/// the byte count against `content_length` and `limit`.
 fn copy_hashing(
     mut body: impl Read,
     path: &Path,
     url: &str,
     content_length: Option<u64>,
+    limit: u64,
     progress: &ProgressBar,
 ) -> Result<String> {
     let file = OpenOptions::new()
@@ -548,9 +643,16 @@ fn copy_hashing(
                 }
             },
         };
+        received += n as u64;
+        if received > limit {
+            return Err(DownloadError::TooLarge {
+                url: url.to_string(),
+                limit,
+                claimed: None,
+            });
+        }
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n]).map_err(io_err("writing", path))?;
-        received += n as u64;
         progress.inc(n as u64);
     }
     out.flush().map_err(io_err("writing", path))?;
@@ -596,10 +698,37 @@ fn hex_lower(bytes: &[u8]) -> String {
 }
 
 /// Extracts every entry of the zip at `zip_path` under `into`, refusing
-/// entries whose path would escape it (zip-slip) and symbolic links.
+/// entries whose path would escape it (zip-slip), symbolic links, and an
+/// archive that unpacks beyond the limits (module docs).
 fn extract_zip(zip_path: &Path, into: &Path) -> Result<()> {
     let file = File::open(zip_path).map_err(io_err("opening", zip_path))?;
+    let archive_bytes = file
+        .metadata()
+        .map_err(io_err("reading size of", zip_path))?
+        .len();
+    let limit = MAX_UNPACKED_BYTES.min(archive_bytes.saturating_mul(MAX_EXPANSION));
+    let too_large = || DownloadError::UnpacksTooLarge {
+        limit,
+        archive_bytes,
+    };
     let mut archive = zip::ZipArchive::new(BufReader::new(file)).map_err(DownloadError::NotAZip)?;
+    if archive.len() > MAX_ENTRIES {
+        return Err(DownloadError::TooManyEntries { limit: MAX_ENTRIES });
+    }
+    // The sizes the archive declares let most bombs be refused before a
+    // byte is written; the bytes actually unpacked are counted below, as
+    // declarations can lie.
+    let mut declared: u64 = 0;
+    for index in 0..archive.len() {
+        let entry = archive
+            .by_index_raw(index)
+            .map_err(|source| DownloadError::ZipEntry { index, source })?;
+        declared = declared.saturating_add(entry.size());
+    }
+    if declared > limit {
+        return Err(too_large());
+    }
+    let mut unpacked: u64 = 0;
     for index in 0..archive.len() {
         let mut entry = archive
             .by_index(index)
@@ -624,13 +753,19 @@ fn extract_zip(zip_path: &Path, into: &Path) -> Result<()> {
         }
         let out = File::create(&target).map_err(io_err("creating", &target))?;
         let mut out = BufWriter::new(out);
-        io::copy(&mut entry, &mut out)
-            .and_then(|_| out.flush())
+        // One byte past what is left tells "exactly at the limit" from "over".
+        let left = limit - unpacked;
+        let written = io::copy(&mut (&mut entry).take(left + 1), &mut out)
+            .and_then(|n| out.flush().map(|_| n))
             .map_err(|source| DownloadError::ExtractEntry {
                 name,
                 to: target,
                 source,
             })?;
+        if written > left {
+            return Err(too_large());
+        }
+        unpacked += written;
     }
     Ok(())
 }
@@ -661,12 +796,13 @@ pub fn safe_relative_path(entry_name: &str) -> Option<PathBuf> {
     Some(path)
 }
 
-/// Up to ten names in `dir`, for error messages.
+/// Up to ten names in `dir`, quoted (they come from the archive), for
+/// error messages.
 fn list_names(dir: &Path) -> String {
     let mut names: Vec<String> = match fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .map(|e| quoted(&e.file_name().to_string_lossy()))
             .collect(),
         Err(_) => Vec::new(),
     };

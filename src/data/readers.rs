@@ -10,6 +10,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
+use crate::text::{escaped, quoted, quoted_bytes};
+
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("{}:{line}: {msg}", file.display())]
@@ -29,10 +31,11 @@ pub enum DataError {
     /// it); `suggest_delimiter` is set when the header looks like one column
     /// holding another delimiter.
     #[error(
-        "{}:1: header has no column {column:?}{}; columns are {}{}",
+        "{}:1: header has no column {}{}; columns are {}{}",
         file.display(),
+        quoted(column),
         setting.map(|s| format!(" (the {s} setting)")).unwrap_or_default(),
-        columns.join(", "),
+        column_list(columns),
         suggest_delimiter.map(delimiter_hint).unwrap_or_default()
     )]
     MissingColumn {
@@ -44,6 +47,23 @@ pub enum DataError {
     },
     #[error("{0}")]
     Invalid(String),
+}
+
+/// How many of a header's columns a message lists.
+const SHOWN_COLUMNS: usize = 20;
+
+/// A header's column names for a message: each escaped and bounded (they
+/// come from the file), the first `SHOWN_COLUMNS` of them.
+pub fn column_list(columns: &[String]) -> String {
+    let mut out: Vec<String> = columns
+        .iter()
+        .take(SHOWN_COLUMNS)
+        .map(|c| escaped(c))
+        .collect();
+    if columns.len() > SHOWN_COLUMNS {
+        out.push(format!("… ({} columns)", columns.len()));
+    }
+    out.join(", ")
 }
 
 /// " (the header is one column holding tabs: set the delimiter to tab)".
@@ -70,6 +90,10 @@ pub struct ReadOptions {
     pub min_rating: Option<f32>,
     /// Count and skip malformed lines instead of failing on the first.
     pub skip_bad_lines: bool,
+    /// Number a MovieLens release's item ids 1..N (their ids kept as keys)
+    /// instead of using them as they are. Generic files are always
+    /// renumbered.
+    pub renumber_items: bool,
 }
 
 impl Default for ReadOptions {
@@ -77,14 +101,21 @@ impl Default for ReadOptions {
         ReadOptions {
             min_rating: Some(2.0),
             skip_bad_lines: false,
+            renumber_items: false,
         }
     }
 }
 
 /// The largest numeric item id accepted. Ids are embedding rows, so an id
-/// is memory: sparse or huge ids belong in a generic file, whose string ids
-/// are renumbered 1..N.
+/// is memory: sparse or huge ids are renumbered 1..N (`renumber_items`, and
+/// always in a generic file, whose ids are strings).
 pub const MAX_ITEM_ID: u32 = 10_000_000;
+
+/// How many embedding rows may stand for ids that are no item before a
+/// release's ids count as sparse (`source` then asks for `renumber_items`).
+/// MovieLens' own releases leave about 200,000 ids unused (ML-32M: ids up
+/// to 292,757 for 87,585 movies).
+pub const MAX_UNUSED_IDS: usize = 1_000_000;
 
 /// Kept ratings in file order, as parallel columns so each rating is stored once.
 #[derive(Debug, Default, Clone)]
@@ -228,6 +259,8 @@ fn utf8_or_latin1(bytes: &[u8]) -> String {
     }
 }
 
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Streams a file's lines as bytes with 1-based line numbers, without the
 /// line ending, skipping blank lines.
 fn for_each_line(
@@ -246,6 +279,11 @@ fn for_each_line(
         }
         line_no += 1;
         let mut line = buf.as_slice();
+        // Editors on Windows start UTF-8 files with a byte-order mark; the
+        // CSV reader drops it, and so do these.
+        if line_no == 1 {
+            line = line.strip_prefix(UTF8_BOM).unwrap_or(line);
+        }
         while let Some((&last, rest)) = line.split_last() {
             if last == b'\n' || last == b'\r' {
                 line = rest;
@@ -285,15 +323,22 @@ fn parse_num<T: std::str::FromStr>(field: &[u8]) -> Option<T> {
 }
 
 /// Timestamps are integers; decimal seconds are accepted and truncated.
+/// A value outside the 64-bit range is refused: `as` would saturate it to
+/// the end of time without a word.
 fn parse_timestamp(field: &[u8]) -> Option<i64> {
     let s = std::str::from_utf8(field).ok()?.trim();
     s.parse::<i64>().ok().or_else(|| {
+        // -2^63 and 2^63 are exact in f64; the range is [-2^63, 2^63).
+        const END: f64 = 9_223_372_036_854_775_808.0;
         s.parse::<f64>()
             .ok()
-            .filter(|v| v.is_finite())
+            .filter(|v| (-END..END).contains(v))
             .map(|v| v as i64)
     })
 }
+
+/// What a timestamp must be, for messages.
+const TIMESTAMP_EXPECTED: &str = "an integer number of seconds within the 64-bit range";
 
 /// Collects kept ratings, applying the rating filter and the bad-line policy.
 struct Collector<'o> {
@@ -362,7 +407,7 @@ impl<'o> Collector<'o> {
         let Some(user) = parse_num::<u64>(f[0]) else {
             return self.bad(
                 line_no,
-                format!("user id: expected an integer, found {:?}", latin1(f[0])),
+                format!("user id: expected an integer, found {}", quoted_bytes(f[0])),
             );
         };
         let item = match parse_num::<u32>(f[1]) {
@@ -377,8 +422,7 @@ impl<'o> Collector<'o> {
                 return self.bad(
                     line_no,
                     format!(
-                        "item id: expected a positive integer, found {:?}",
-                        latin1(f[1])
+                        "item id: expected a positive integer, found {}", quoted_bytes(f[1])
                     ),
                 )
             }
@@ -386,13 +430,16 @@ impl<'o> Collector<'o> {
         let Some(rating) = parse_num::<f32>(f[2]).filter(|r| r.is_finite()) else {
             return self.bad(
                 line_no,
-                format!("rating: expected a number, found {:?}", latin1(f[2])),
+                format!("rating: expected a number, found {}", quoted_bytes(f[2])),
             );
         };
         let Some(ts) = parse_timestamp(f[3]) else {
             return self.bad(
                 line_no,
-                format!("timestamp: expected an integer, found {:?}", latin1(f[3])),
+                format!(
+                    "timestamp: expected {TIMESTAMP_EXPECTED}, found {}",
+                    quoted_bytes(f[3])
+                ),
             );
         };
         if self.keep(Some(rating)) {
@@ -466,8 +513,8 @@ fn read_title_lines(
             Some(i) if i > 0 && i <= MAX_ITEM_ID => i,
             _ => {
                 return fail(format!(
-                    "item id: expected a positive integer, found {:?}",
-                    latin1(f[0])
+                    "item id: expected a positive integer, found {}",
+                    quoted_bytes(f[0])
                 ))
             }
         };
@@ -573,9 +620,16 @@ fn column(
 
 /// Iterates CSV records with their line numbers, turning csv errors into
 /// located errors.
+///
+/// The csv crate ends a quoted field that is never closed at the end of the
+/// file without an error: the rest of the file becomes one field, and the
+/// record then looks short of columns. A record that `f` refuses, or that
+/// holds a line break, is checked for that first, so the message says what
+/// is wrong.
 fn for_each_record(
     path: &Path,
     rdr: &mut csv::Reader<File>,
+    delimiter: u8,
     mut f: impl FnMut(usize, &csv::ByteRecord) -> Result<(), DataError>,
 ) -> Result<(), DataError> {
     let mut rec = csv::ByteRecord::new();
@@ -587,7 +641,21 @@ fn for_each_record(
                 if rec.len() == 1 && rec[0].trim_ascii().is_empty() {
                     continue;
                 }
-                f(line, &rec)?;
+                let result = f(line, &rec);
+                let spans_lines = rec.iter().any(|v| v.contains(&b'\n') || v.contains(&b'\r'));
+                if result.is_err() || spans_lines {
+                    let start = rec.position().map(|p| p.byte()).unwrap_or(0);
+                    if quote_left_open(path, start, delimiter)? {
+                        return Err(DataError::Malformed {
+                            file: path.to_path_buf(),
+                            line,
+                            msg: "a quoted field opened on this line is never closed \
+                                  (it runs to the end of the file)"
+                                .into(),
+                        });
+                    }
+                }
+                result?;
             }
             Err(e) => {
                 let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
@@ -599,6 +667,42 @@ fn for_each_record(
             }
         }
     }
+}
+
+/// Whether the record starting at byte `start` of `path` opens a quoted
+/// field that the file never closes. Reads that one record only: it stops
+/// at the record's end outside quotes.
+fn quote_left_open(path: &Path, start: u64, delimiter: u8) -> Result<bool, DataError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = File::open(path).map_err(io_err(path))?;
+    file.seek(SeekFrom::Start(start)).map_err(io_err(path))?;
+    let (mut in_quotes, mut field_start, mut just_closed, mut started) =
+        (false, true, false, false);
+    for b in BufReader::new(file).bytes() {
+        let b = b.map_err(io_err(path))?;
+        let line_end = b == b'\n' || b == b'\r';
+        if !started && line_end {
+            continue;
+        }
+        started = true;
+        if in_quotes {
+            if b == b'"' {
+                in_quotes = false;
+                just_closed = true;
+            }
+            continue;
+        }
+        // A quote opens a field, or right after a closing quote stands for
+        // a quote inside the field ("").
+        if b == b'"' && (field_start || just_closed) {
+            in_quotes = true;
+        } else if line_end {
+            return Ok(false);
+        }
+        field_start = b == delimiter;
+        just_closed = false;
+    }
+    Ok(in_quotes)
 }
 
 /// MovieLens CSV releases (`ratings.csv`: `userId,movieId,rating,timestamp`).
@@ -614,7 +718,7 @@ pub fn read_movielens_csv_ratings(
         column(path, &headers, "timestamp", None)?,
     ];
     let mut c = Collector::new(opts, path);
-    for_each_record(path, &mut rdr, |line, rec| {
+    for_each_record(path, &mut rdr, b',', |line, rec| {
         c.out.lines_read += 1;
         let get = |i: usize| rec.get(cols[i]);
         let (Some(u), Some(m), Some(r), Some(t)) = (get(0), get(1), get(2), get(3)) else {
@@ -629,7 +733,7 @@ pub fn read_movielens_csv_ratings(
         let Some(u) = parse_num::<u64>(u) else {
             return c.bad(
                 line,
-                format!("userId: expected an integer, found {:?}", latin1(u)),
+                format!("userId: expected an integer, found {}", quoted_bytes(u)),
             );
         };
         let m = match parse_num::<u32>(m) {
@@ -644,8 +748,8 @@ pub fn read_movielens_csv_ratings(
                 return c.bad(
                     line,
                     format!(
-                        "movieId: expected a positive integer, found {:?}",
-                        latin1(m)
+                        "movieId: expected a positive integer, found {}",
+                        quoted_bytes(m)
                     ),
                 )
             }
@@ -653,13 +757,16 @@ pub fn read_movielens_csv_ratings(
         let Some(r) = parse_num::<f32>(r).filter(|r| r.is_finite()) else {
             return c.bad(
                 line,
-                format!("rating: expected a number, found {:?}", latin1(r)),
+                format!("rating: expected a number, found {}", quoted_bytes(r)),
             );
         };
         let Some(t) = parse_timestamp(t) else {
             return c.bad(
                 line,
-                format!("timestamp: expected an integer, found {:?}", latin1(t)),
+                format!(
+                    "timestamp: expected {TIMESTAMP_EXPECTED}, found {}",
+                    quoted_bytes(t)
+                ),
             );
         };
         if c.keep(Some(r)) {
@@ -679,7 +786,7 @@ pub fn read_movielens_csv_movies(path: &Path, opts: &ReadOptions) -> Result<Cata
     let title_col = column(path, &headers, "title", None)?;
     let mut cat = Catalog::default();
     cat.grow_to(0);
-    for_each_record(path, &mut rdr, |line, rec| {
+    for_each_record(path, &mut rdr, b',', |line, rec| {
         let id = rec
             .get(id_col)
             .and_then(parse_num::<u32>)
@@ -708,7 +815,8 @@ pub fn read_generic(
     fmt: &GenericFormat,
     opts: &ReadOptions,
 ) -> Result<(Interactions, Catalog), DataError> {
-    let (mut rdr, headers) = open_csv(path, delimiter_for(path, fmt.delimiter))?;
+    let delimiter = delimiter_for(path, fmt.delimiter);
+    let (mut rdr, headers) = open_csv(path, delimiter)?;
     let user_col = column(path, &headers, &fmt.user_col, Some("user_col"))?;
     let item_col = column(path, &headers, &fmt.item_col, Some("item_col"))?;
     let time_col = column(path, &headers, &fmt.time_col, Some("time_col"))?;
@@ -719,14 +827,15 @@ pub fn read_generic(
     let mut item_ids: HashMap<String, u32> = HashMap::new();
     let mut item_keys: Vec<String> = vec![String::new()];
     let mut c = Collector::new(opts, path);
-    for_each_record(path, &mut rdr, |line, rec| {
+    for_each_record(path, &mut rdr, delimiter, |line, rec| {
         c.out.lines_read += 1;
         let field = |col: usize, name: &str| -> Result<&[u8], String> {
             match rec.get(col) {
                 Some(v) if !v.trim_ascii().is_empty() => Ok(v.trim_ascii()),
-                Some(_) => Err(format!("column {name:?} is empty")),
+                Some(_) => Err(format!("column {} is empty", quoted(name))),
                 None => Err(format!(
-                    "expected a value in column {name:?} (field {}), the line has {} field(s)",
+                    "expected a value in column {} (field {}), the line has {} field(s)",
+                    quoted(name),
                     col + 1,
                     rec.len()
                 )),
@@ -744,9 +853,9 @@ pub fn read_generic(
             return c.bad(
                 line,
                 format!(
-                    "column {:?}: expected an integer timestamp, found {:?}",
-                    fmt.time_col,
-                    utf8_or_latin1(t)
+                    "column {}: expected {TIMESTAMP_EXPECTED}, found {}",
+                    quoted(&fmt.time_col),
+                    quoted(&utf8_or_latin1(t))
                 ),
             );
         };
@@ -758,9 +867,9 @@ pub fn read_generic(
                         return c.bad(
                             line,
                             format!(
-                                "column {:?}: expected a number, found {:?}",
-                                fmt.rating_col.as_deref().unwrap_or(""),
-                                utf8_or_latin1(r)
+                                "column {}: expected a number, found {}",
+                                quoted(fmt.rating_col.as_deref().unwrap_or("")),
+                                quoted(&utf8_or_latin1(r))
                             ),
                         )
                     }
@@ -790,10 +899,11 @@ pub fn read_generic(
         cat.is_item[id] = true;
     }
     if let Some(tpath) = &fmt.titles {
-        let (mut trdr, th) = open_csv(tpath, delimiter_for(tpath, fmt.delimiter))?;
+        let tdelimiter = delimiter_for(tpath, fmt.delimiter);
+        let (mut trdr, th) = open_csv(tpath, tdelimiter)?;
         let ic = column(tpath, &th, &fmt.title_item_col, Some("title_item_col"))?;
         let tc = column(tpath, &th, &fmt.title_col, Some("title_col"))?;
-        for_each_record(tpath, &mut trdr, |line, rec| {
+        for_each_record(tpath, &mut trdr, tdelimiter, |line, rec| {
             match (rec.get(ic), rec.get(tc)) {
                 (Some(k), Some(t)) => {
                     if let Some(&id) = item_ids.get(&utf8_or_latin1(k.trim_ascii())) {
@@ -806,8 +916,9 @@ pub fn read_generic(
                     file: tpath.to_path_buf(),
                     line,
                     msg: format!(
-                        "expected columns {:?} and {:?}",
-                        fmt.title_item_col, fmt.title_col
+                        "expected columns {} and {}",
+                        quoted(&fmt.title_item_col),
+                        quoted(&fmt.title_col)
                     ),
                 }),
             }

@@ -203,6 +203,10 @@ pub struct DataSettings {
     pub min_rating: Option<f32>,
     /// Users with fewer kept ratings are skipped (MIN_SEQUENCE_LENGTH).
     pub min_sequence_len: usize,
+    /// A MovieLens release's item ids were numbered 1..N
+    /// (`ReadOptions::renumber_items`).
+    #[serde(default)]
+    pub renumber_items: bool,
 }
 
 impl Default for DataSettings {
@@ -211,6 +215,7 @@ impl Default for DataSettings {
         DataSettings {
             min_rating: Some(2.0),
             min_sequence_len: 3,
+            renumber_items: false,
         }
     }
 }

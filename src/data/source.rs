@@ -23,6 +23,28 @@ pub enum SourceError {
         path.display()
     )]
     NoMovieLensFiles { path: PathBuf },
+    /// One file of a MovieLens release, given without the release around it.
+    #[error(
+        "{}: this is one file of a MovieLens release, and its folder holds no ratings \
+         file to go with it; pass the folder holding the whole release (ratings and movies files)",
+        path.display()
+    )]
+    MovieLensFile { path: PathBuf },
+    /// Item ids so sparse that most embedding rows would be for no item.
+    #[error(
+        "{}: item ids go up to {max_id} but only {used} are items, so the model would hold \
+         {rows} embedding rows, {unused} of them for no item; renumber the items 1..{used} \
+         (`--renumber-items`: their ids are kept as keys, and the vocabulary is no longer \
+         the reference's)",
+        path.display(),
+        rows = max_id + 1,
+        unused = max_id - used
+    )]
+    SparseIds {
+        path: PathBuf,
+        max_id: usize,
+        used: usize,
+    },
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(
@@ -84,28 +106,51 @@ pub struct Dataset {
     pub catalog: Catalog,
 }
 
-/// Finds the format of `path`: a file is generic; a folder is a MovieLens
-/// release by the files in it (or in its only subfolder, as a zip extracts).
+/// Whether `path` is a file of a MovieLens release by its name (and, for
+/// the CSV names that a generic file may share, by its header).
+fn is_movielens_file(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    match name.to_ascii_lowercase().as_str() {
+        "ratings.dat" | "movies.dat" | "users.dat" | "u.data" | "u.item" | "u.user" => true,
+        "ratings.csv" | "movies.csv" | "tags.csv" | "links.csv" => {
+            let mut head = [0u8; 64];
+            let n = std::fs::File::open(path)
+                .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+                .unwrap_or(0);
+            let head = &head[..n];
+            let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+            head.starts_with(b"userId,movieId,") || head.starts_with(b"movieId,")
+        }
+        _ => false,
+    }
+}
+
+/// Finds the format of `path`: a folder is a MovieLens release by the files
+/// in it (or in its only subfolder, as a zip extracts); a file of such a
+/// release stands for its folder; any other file is generic.
 pub fn detect(path: &Path) -> Result<(Format, PathBuf)> {
     if path.is_file() {
-        return Ok((Format::Generic, path.to_path_buf()));
+        if !is_movielens_file(path) {
+            return Ok((Format::Generic, path.to_path_buf()));
+        }
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        return match probe(dir) {
+            Some(f) => Ok((f, dir.to_path_buf())),
+            None => Err(SourceError::MovieLensFile {
+                path: path.to_path_buf(),
+            }),
+        };
     }
     if !path.is_dir() {
         return Err(SourceError::NotFound {
             path: path.to_path_buf(),
         });
     }
-    let probe = |dir: &Path| -> Option<Format> {
-        if dir.join("ratings.dat").is_file() {
-            Some(Format::MovieLensDat)
-        } else if dir.join("u.data").is_file() {
-            Some(Format::MovieLens100k)
-        } else if dir.join("ratings.csv").is_file() {
-            Some(Format::MovieLensCsv)
-        } else {
-            None
-        }
-    };
     if let Some(f) = probe(path) {
         return Ok((f, path.to_path_buf()));
     }
@@ -127,10 +172,23 @@ pub fn detect(path: &Path) -> Result<(Format, PathBuf)> {
     })
 }
 
+/// The MovieLens release in `dir`, by its ratings file.
+fn probe(dir: &Path) -> Option<Format> {
+    if dir.join("ratings.dat").is_file() {
+        Some(Format::MovieLensDat)
+    } else if dir.join("u.data").is_file() {
+        Some(Format::MovieLens100k)
+    } else if dir.join("ratings.csv").is_file() {
+        Some(Format::MovieLensCsv)
+    } else {
+        None
+    }
+}
+
 /// Reads a dataset from a MovieLens folder or interaction file.
 pub fn read_path(path: &Path, generic: &GenericFormat, opts: &ReadOptions) -> Result<Dataset> {
     let (format, dir) = detect(path)?;
-    let (interactions, mut catalog) = match format {
+    let (mut interactions, mut catalog) = match format {
         Format::MovieLensDat => {
             let movies = dir.join("movies.dat");
             let cat = if movies.is_file() {
@@ -169,6 +227,22 @@ pub fn read_path(path: &Path, generic: &GenericFormat, opts: &ReadOptions) -> Re
         }
         Format::Generic => readers::read_generic(&dir, generic, opts)?,
     };
+    if format != Format::Generic {
+        // Checked before the catalogue grows to cover every rated id: the
+        // rows are what would be allocated, here and again in training.
+        let used = used_ids(&catalog, &interactions);
+        let max_id = used.len() - 1;
+        let count = used.iter().filter(|&&u| u).count();
+        if opts.renumber_items {
+            renumber(&mut catalog, &mut interactions, &used);
+        } else if max_id - count > readers::MAX_UNUSED_IDS && max_id - count > count {
+            return Err(SourceError::SparseIds {
+                path: dir,
+                max_id,
+                used: count,
+            });
+        }
+    }
     readers::complete_catalog(&mut catalog, &interactions);
     if interactions.is_empty() {
         return Err(SourceError::NoRatings {
@@ -184,6 +258,44 @@ pub fn read_path(path: &Path, generic: &GenericFormat, opts: &ReadOptions) -> Re
         interactions,
         catalog,
     })
+}
+
+/// Which ids are items (listed in the item file or rated), by id; id 0,
+/// padding, is not. Its length is the largest such id + 1.
+fn used_ids(catalog: &Catalog, interactions: &Interactions) -> Vec<bool> {
+    let max_rated = interactions.items.iter().copied().max().unwrap_or(0) as usize;
+    let mut used = vec![false; max_rated.max(catalog.titles.len().saturating_sub(1)) + 1];
+    for (id, &is) in catalog.is_item.iter().enumerate() {
+        used[id] |= is;
+    }
+    for &i in &interactions.items {
+        used[i as usize] = true;
+    }
+    used[0] = false;
+    used
+}
+
+/// Numbers the `used` ids 1..N in the order of their ids, keeping each
+/// id as the item's key and its title.
+fn renumber(catalog: &mut Catalog, interactions: &mut Interactions, used: &[bool]) {
+    let mut new_id = vec![0u32; used.len()];
+    let mut titles = vec![String::new()];
+    let mut keys = vec![String::new()];
+    for (old, _) in used.iter().enumerate().filter(|(_, &u)| u) {
+        new_id[old] = titles.len() as u32;
+        titles.push(std::mem::take(
+            catalog.titles.get_mut(old).unwrap_or(&mut String::new()),
+        ));
+        keys.push(old.to_string());
+    }
+    for i in &mut interactions.items {
+        *i = new_id[*i as usize];
+    }
+    *catalog = Catalog {
+        is_item: (0..titles.len()).map(|i| i > 0).collect(),
+        titles,
+        keys: Some(keys),
+    };
 }
 
 /// Reads `source`, fetching a named dataset into `cache_dir` first if needed.

@@ -5,7 +5,7 @@
 use crate::data::{
     Catalog, DataError, DataSettings, Dataset, ExampleSet, Sequences, UserHistories,
 };
-use crate::model::ModelSpec;
+use crate::model::{ModelSpec, Params};
 
 use super::{
     fit, Diverged, Event, MetricsHook, SettingError, Settings, TrainConfig, TrainData, TrainState,
@@ -52,6 +52,22 @@ pub enum TrainError {
         was: String,
         now: String,
     },
+    /// The model's tables would not fit in memory: refused before any is
+    /// allocated (an allocation that fails aborts the process).
+    #[error(
+        "the model needs at least {needed} bytes ({:.1} GiB) for its {vocab_size} x {dim} \
+         embedding tables and the optimiser's state, beyond the {limit} bytes ({:.1} GiB) \
+         allowed, three quarters of this machine's memory; use a smaller --embedding-dim \
+         or fewer item ids (--renumber-items numbers sparse MovieLens ids 1..N)",
+        *needed as f64 / GIB,
+        *limit as f64 / GIB
+    )]
+    OutOfMemory {
+        needed: u64,
+        limit: u64,
+        vocab_size: usize,
+        dim: usize,
+    },
     #[error("cannot start the worker threads: {0}")]
     Threads(String),
     #[error(transparent)]
@@ -68,6 +84,57 @@ pub struct Session {
     pub test: ExampleSet,
     pub pool: rayon::ThreadPool,
     pub threads: usize,
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// The bytes a model of `spec` holds while it trains: the parameters and
+/// the optimiser's two moments, three copies of every table (saturating:
+/// the product can overflow only when it is far too large anyway).
+pub fn training_bytes(spec: &ModelSpec) -> u64 {
+    Params::shapes(spec)
+        .iter()
+        .map(|s| s.iter().fold(1u64, |n, &d| n.saturating_mul(d as u64)))
+        .fold(0u64, u64::saturating_add)
+        .saturating_mul(4 * 3)
+}
+
+/// This machine's physical memory in bytes, where the system says.
+pub fn physical_memory() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf only reads system constants.
+        let (pages, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if pages > 0 && page > 0 {
+            return Some((pages as u64).saturating_mul(page as u64));
+        }
+    }
+    None
+}
+
+/// Refuses a model whose training state would take more than three
+/// quarters of `memory` (unknown: not checked). The rest is the batches',
+/// the data's and the system's.
+pub fn check_memory(spec: &ModelSpec, memory: Option<u64>) -> Result<(), TrainError> {
+    let Some(memory) = memory else {
+        return Ok(());
+    };
+    let needed = training_bytes(spec);
+    let limit = memory / 4 * 3;
+    if needed > limit {
+        return Err(TrainError::OutOfMemory {
+            needed,
+            limit,
+            vocab_size: spec.vocab_size,
+            dim: spec.dim,
+        });
+    }
+    Ok(())
 }
 
 /// The thread count a setting means (0: one per core) and its pool.
@@ -131,7 +198,10 @@ pub fn run(
             state.optimizer.cfg = cfg.optimizer();
             state
         }
-        None => TrainState::new(&spec, cfg),
+        None => {
+            check_memory(&spec, physical_memory())?;
+            TrainState::new(&spec, cfg)
+        }
     };
     let (pool, threads) = thread_pool(cfg.threads)?;
     on_event(Event::Start {
@@ -174,4 +244,35 @@ pub fn run(
         pool,
         threads,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelOptions;
+
+    #[test]
+    fn a_model_beyond_the_memory_is_refused_before_allocating() {
+        // Item id 10,000,000 at the default 32 dimensions: 7.7 GB of tables.
+        let spec = ModelOptions::default().spec(10_000_001);
+        assert!(
+            training_bytes(&spec) > 7_600_000_000,
+            "{}",
+            training_bytes(&spec)
+        );
+        let msg = check_memory(&spec, Some(8 << 30)).unwrap_err().to_string();
+        assert!(
+            msg.contains("10000001 x 32") && msg.contains("--embedding-dim"),
+            "{msg}"
+        );
+        assert!(check_memory(&spec, Some(64 << 30)).is_ok());
+        assert!(check_memory(&spec, None).is_ok());
+        // The largest spec there is cannot overflow the count into a pass.
+        let huge = ModelOptions {
+            embedding_dim: crate::model::spec::MAX_DIM,
+            ..ModelOptions::default()
+        }
+        .spec(usize::MAX / 2);
+        assert!(check_memory(&huge, Some(u64::MAX)).is_err());
+    }
 }
