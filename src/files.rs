@@ -157,7 +157,7 @@ pub enum OutputError {
         path: std::path::PathBuf,
         other: String,
     },
-    #[error("{flag} {}: cannot create a file in {}: {source}", path.display(), dir.display())]
+    #[error("{flag} {}: cannot create a file in {}", path.display(), dir.display())]
     NotWritable {
         flag: String,
         path: std::path::PathBuf,

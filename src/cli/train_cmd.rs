@@ -370,8 +370,10 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         eprintln!("{w}");
     }
     // Outputs are checked now, not after minutes of training.
+    // `--resume M --out M` continues a model in place, as asked: the old
+    // file stays until the new one is renamed over it.
     let mut inputs = args.data.input_files();
-    inputs.extend(args.config.iter().chain(&args.resume).cloned());
+    inputs.extend(args.config.iter().cloned());
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     let outputs: Vec<(&str, &Path)> = [
         ("--out", Some(&args.out)),

@@ -74,13 +74,21 @@ fn failure_path(target: &str) -> PathBuf {
 /// Saves the current input and stops the whole process: a hang or an
 /// unbounded allocation cannot be unwound from.
 fn fail_now(why: &str) -> ! {
+    use std::io::Write;
     ARMED.store(false, Relaxed);
+    // Straight to stderr: cargo test's capture of eprintln! dies with the
+    // process.
+    let mut stderr = std::io::stderr();
     if let Ok(Some((target, input))) = CURRENT.try_lock().map(|c| c.clone()) {
         let path = failure_path(&target);
         let _ = std::fs::write(&path, &input);
-        eprintln!("fuzz {target}: {why}; input saved to {}", path.display());
+        let _ = writeln!(
+            stderr,
+            "fuzz {target}: {why}; input saved to {}",
+            path.display()
+        );
     } else {
-        eprintln!("fuzz: {why}");
+        let _ = writeln!(stderr, "fuzz: {why}");
     }
     std::process::abort();
 }
@@ -210,6 +218,10 @@ pub fn fuzz<T, E>(
     mut target: impl FnMut(&[u8]) -> Result<T, E>,
 ) -> Report {
     assert!(!seeds.is_empty(), "{name}: no seeds");
+    // One target at a time: the allocation counts are the process's, and
+    // cargo test runs tests in parallel.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let seed: u64 = std::env::var("SEQREC_FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
