@@ -605,3 +605,44 @@ fn the_default_model_file_is_ignored_by_git() {
         }
     }
 }
+
+/// The memory check counts the limits the process runs under, not just the
+/// machine's memory: under `ulimit -v 2 GB`, a model needing about 4 GB is
+/// refused with a message instead of aborting on the allocation.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_model_beyond_the_address_space_limit_is_refused_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&[
+        "--quiet",
+        "synth",
+        data.to_str().unwrap(),
+        "--users",
+        "500",
+        "--items",
+        "20000",
+        "--ratings",
+        "20000",
+        "--max-item-id",
+        "20000",
+    ]);
+    let model = dir.path().join("m");
+    let cmd = format!(
+        "ulimit -v 2000000 && exec '{}' --quiet train '{}' --out '{}' --embedding-dim 4096 --epochs 1 --threads 1",
+        env!("CARGO_BIN_EXE_seqrec"),
+        data.display(),
+        model.display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &cmd])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the memory this process may use") && err.contains("ulimit -v"),
+        "{err}"
+    );
+    assert!(!model.exists());
+}

@@ -57,7 +57,8 @@ pub enum TrainError {
     #[error(
         "the model needs at least {needed} bytes ({:.1} GiB) for its {vocab_size} x {dim} \
          embedding tables and the optimiser's state, beyond the {limit} bytes ({:.1} GiB) \
-         allowed, three quarters of this machine's memory; use a smaller --embedding-dim \
+         allowed, three quarters of the memory this process may use (the machine's, \
+         `ulimit -v` or the container's limit); use a smaller --embedding-dim \
          or fewer item ids (--renumber-items numbers sparse MovieLens ids 1..N)",
         *needed as f64 / GIB,
         *limit as f64 / GIB
@@ -97,6 +98,53 @@ pub fn training_bytes(spec: &ModelSpec) -> u64 {
         .map(|s| s.iter().fold(1u64, |n, &d| n.saturating_mul(d as u64)))
         .fold(0u64, u64::saturating_add)
         .saturating_mul(4 * 3)
+}
+
+/// The memory this process may use, in bytes: the least of the machine's
+/// physical memory, the address-space limit (`ulimit -v`) and the control
+/// group's limit (a container's), where the system says.
+pub fn usable_memory() -> Option<u64> {
+    [physical_memory(), address_space_limit(), cgroup_limit()]
+        .into_iter()
+        .flatten()
+        .min()
+}
+
+fn address_space_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct it is given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) } == 0
+            && lim.rlim_cur != libc::RLIM_INFINITY
+        {
+            return Some(lim.rlim_cur as u64);
+        }
+    }
+    None
+}
+
+/// cgroup v2's `memory.max`, or v1's `memory.limit_in_bytes`, of this
+/// process's group ("max", or v1's huge sentinel, is no limit).
+fn cgroup_limit() -> Option<u64> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let file = if controllers.is_empty() {
+            format!("/sys/fs/cgroup{path}/memory.max")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+        } else {
+            continue;
+        };
+        let limit = std::fs::read_to_string(file).ok()?;
+        return limit.trim().parse::<u64>().ok().filter(|&b| b < 1 << 60);
+    }
+    None
 }
 
 /// This machine's physical memory in bytes, where the system says.
@@ -199,7 +247,7 @@ pub fn run(
             state
         }
         None => {
-            check_memory(&spec, physical_memory())?;
+            check_memory(&spec, usable_memory())?;
             TrainState::new(&spec, cfg)
         }
     };
