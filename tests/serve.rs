@@ -1490,3 +1490,40 @@ fn a_client_that_half_closes_after_its_request_is_answered() {
         );
     }
 }
+
+/// Each connection is a file: under `ulimit -n 256` the default cap of 512
+/// connections cannot be reached, and the server says so at start; with
+/// only the soft limit low it raises it and says nothing.
+#[test]
+fn a_connection_cap_beyond_the_open_file_limit_is_raised_or_warned_about() {
+    let m = models();
+    let start = |ulimit: &str| {
+        let cmd = format!(
+            "{ulimit} && exec timeout 3 '{BIN}' serve '{}' --addr 127.0.0.1:0",
+            m.a.display()
+        );
+        let out = Command::new("sh").args(["-c", &cmd]).output().unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let log = start("ulimit -n 256");
+    assert!(
+        log.contains("--max-connections 512 needs 576 open files")
+            && log.contains("may open only 256"),
+        "{log}"
+    );
+    let hard = Command::new("sh")
+        .args(["-c", "ulimit -H -n"])
+        .output()
+        .unwrap();
+    let hard: u64 = String::from_utf8_lossy(&hard.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(u64::MAX);
+    if hard >= 576 {
+        let log = start("ulimit -S -n 256");
+        assert!(
+            log.contains("listening on") && !log.contains("open files"),
+            "{log}"
+        );
+    }
+}

@@ -108,6 +108,55 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// File descriptors kept for what is not a connection: the listener, the
+/// model file and its index, logs, the runtime's own.
+const SPARE_FILES: u64 = 64;
+
+/// Each connection is a file descriptor, and the usual soft limit (1024)
+/// is below what `--max-connections` may ask: the soft limit is raised
+/// toward the hard one, and a cap that still cannot be reached is said
+/// (past it, connections would wait in the kernel's queue, unrefused).
+fn make_room_for_connections(max_connections: usize) -> Option<String> {
+    #[cfg(unix)]
+    {
+        let wanted = max_connections as u64 + SPARE_FILES;
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit read and write the struct given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return None;
+        }
+        // rlim_t is u64 on Linux, not on every unix.
+        #[allow(clippy::unnecessary_cast)]
+        let (soft, hard) = (lim.rlim_cur as u64, lim.rlim_max as u64);
+        if soft >= wanted {
+            return None;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: wanted.min(hard) as libc::rlim_t,
+            rlim_max: lim.rlim_max,
+        };
+        let now = if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            wanted.min(hard)
+        } else {
+            soft
+        };
+        if now < wanted {
+            return Some(format!(
+                "--max-connections {max_connections} needs {wanted} open files, but this process \
+                 may open only {now} (ulimit -n); about {} connections can be served at once. \
+                 Raise the limit (ulimit -n {wanted}) or lower --max-connections",
+                now.saturating_sub(SPARE_FILES)
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = max_connections;
+    None
+}
+
 /// The most connections `--max-connections` may allow (each is a file
 /// descriptor; the wait for all to close counts them in a `u32`).
 pub const MAX_CONNECTIONS: usize = 1_000_000;
@@ -842,6 +891,9 @@ async fn serve(cfg: ServeConfig, token: Option<String>) -> Result<()> {
     drop(m);
 
     let max_conns = cfg.max_connections.clamp(1, MAX_CONNECTIONS);
+    if let Some(w) = make_room_for_connections(max_conns) {
+        warn!("{w}");
+    }
     let open = Arc::new(tokio::sync::Semaphore::new(max_conns));
     let limits = conn::Limits {
         max_connections: max_conns,
