@@ -131,6 +131,20 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// Whether two outputs would be written to one file: the same existing
+/// file, or the same name in the same folder (`m` and `./m`, `d/../m`),
+/// which need not exist yet.
+fn same_destination(a: &Path, b: &Path) -> bool {
+    if a == b || same_file(a, b) {
+        return true;
+    }
+    let folder = |p: &Path| parent_dir(p).canonicalize().ok();
+    a.file_name().is_some()
+        && a.file_name() == b.file_name()
+        && folder(a).is_some()
+        && folder(a) == folder(b)
+}
+
 /// Why an output cannot be written where it was asked for.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
@@ -191,7 +205,7 @@ pub fn check_outputs(outputs: &[(&str, &Path)], inputs: &[&Path]) -> Result<(), 
         }
         let earlier = outputs[..i]
             .iter()
-            .find(|(_, other)| other == &path || same_file(path, other));
+            .find(|(_, other)| same_destination(path, other));
         if let Some((other, _)) = earlier {
             let (flag, path) = named(path);
             let other = other.to_string();
@@ -281,6 +295,13 @@ mod tests {
             matches!(e, OutputError::Twice { .. }) && e.to_string().contains("--out"),
             "{e}"
         );
+        // One new file by two names.
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let other_name = dir.path().join("sub/../model.safetensors");
+        let e = check_outputs(&[("--out", &out), ("--log", &other_name)], &[]).unwrap_err();
+        assert!(matches!(e, OutputError::Twice { .. }), "{e}");
+        let elsewhere = dir.path().join("sub/model.safetensors");
+        assert!(check_outputs(&[("--out", &out), ("--log", &elsewhere)], &[]).is_ok());
     }
 
     #[cfg(target_os = "linux")]

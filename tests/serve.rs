@@ -1166,6 +1166,53 @@ fn admin_routes_without_a_token_and_bad_token_files_are_refused_at_start() {
     );
     let err = run(&["--token-file", dir.path().to_str().unwrap()]);
     assert!(err.contains("regular file"), "{err}");
+    // A FIFO is refused before it is opened (opening waits for a writer).
+    let fifo = dir.path().join("fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads the NUL-terminated path it is given.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let err = run(&["--token-file", fifo.to_str().unwrap()]);
+    assert!(err.contains("regular file"), "{err}");
+}
+
+/// A model trained on a relative path (`../data`) shows only the folder's
+/// name; a huge method in a 404/405 is cut in the message.
+#[test]
+fn no_answer_shows_a_relative_directory_or_a_huge_method() {
+    let m = models();
+    let root = m.a.parent().unwrap();
+    let sub = root.join("sub-for-relative");
+    std::fs::create_dir_all(&sub).unwrap();
+    let model = root.join("relative.safetensors");
+    let out = Command::new(BIN)
+        .current_dir(&sub)
+        .args(["--quiet", "train", "../data", "--out"])
+        .arg(&model)
+        .args(["--epochs", "1", "--embedding-dim", "4"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = Server::start(&model, &[]);
+    let (s, info) = server.get("/v1/model");
+    assert_eq!(s, 200);
+    assert_eq!(info["dataset"], "data", "{info}");
+    let mut all = Vec::new();
+    strings(&info, &mut all);
+    assert!(all.iter().all(|s| !s.contains("../")), "{all:?}");
+
+    let method = "A".repeat(200_000);
+    let (s, _, v) = request_full(server.port, &method, "/v1/model", b"", "");
+    assert!(s == 404 || s == 405, "{s}");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.len() < 1000 && msg.contains("200000 characters"),
+        "{}",
+        &msg[..msg.len().min(300)]
+    );
 }
 
 /// Reads until the server closes the connection; the bytes it sent, or

@@ -646,3 +646,34 @@ fn a_model_beyond_the_address_space_limit_is_refused_with_a_message() {
     );
     assert!(!model.exists());
 }
+
+#[test]
+fn a_resumed_model_is_replaced_only_by_the_model_that_continues_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_dataset(dir.path(), 20);
+    let m = dir.path().join("m");
+    small_train(&data, &m, &["--epochs", "1"]);
+    let before = fs::read(&m).unwrap();
+    let err = fails(&[
+        "train",
+        data.to_str().unwrap(),
+        "--resume",
+        m.to_str().unwrap(),
+        "--out",
+        dir.path().join("m2").to_str().unwrap(),
+        "--log",
+        m.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("--log") && err.contains("is the input"),
+        "{err}"
+    );
+    assert_eq!(fs::read(&m).unwrap(), before);
+    // Continuing in place is what --resume M --out M asks for.
+    small_train(
+        &data,
+        &m,
+        &["--epochs", "1", "--resume", m.to_str().unwrap()],
+    );
+    assert_ne!(fs::read(&m).unwrap(), before);
+}

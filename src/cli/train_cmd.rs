@@ -387,6 +387,15 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         super::plot::check_path(plot)?;
     }
     crate::files::check_outputs(&outputs, &inputs)?;
+    if let Some(resumed) = &args.resume {
+        // Only the model may replace the model it continues.
+        let others: Vec<(&str, &Path)> = outputs
+            .iter()
+            .filter(|(flag, _)| *flag != "--out")
+            .copied()
+            .collect();
+        crate::files::check_outputs(&others, &[resumed.as_path()])?;
+    }
 
     let t_data = Instant::now();
     let data = args.data.data_settings()?;

@@ -328,6 +328,11 @@ pub fn read_token(path: &std::path::Path) -> Result<String> {
         path: path.display().to_string(),
         why,
     };
+    // Checked before opening: opening a FIFO would wait for a writer.
+    let before = std::fs::metadata(path).map_err(|e| bad(format!("cannot open it: {e}")))?;
+    if !before.is_file() {
+        return Err(bad("expected a regular file".into()));
+    }
     let file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open it: {e}")))?;
     let meta = file
         .metadata()
@@ -655,12 +660,17 @@ async fn admin_reload(State(app): State<Shared>) -> Response {
             StatusCode::OK,
             format!("{{\"reloaded\":true,\"model\":{}}}", m.summary_json).into_bytes(),
         ),
-        Err(e) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "reload_failed",
-            e.to_string(),
-        )
-        .into_response(),
+        Err(e) => {
+            // The answer names the file, not the server's folders.
+            let full = app.models.path().display().to_string();
+            let name = model::shown_name(&full);
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "reload_failed",
+                e.to_string().replace(&full, &name),
+            )
+            .into_response()
+        }
     }
 }
 
@@ -680,7 +690,8 @@ async fn not_found(method: Method, uri: Uri) -> Response {
         StatusCode::NOT_FOUND,
         "not_found",
         format!(
-            "no route {method} {}; the routes are {}",
+            "no route {} {}; the routes are {}",
+            quoted(method.as_str()),
             quoted(uri.path()),
             routes.join(", ")
         ),
@@ -705,7 +716,11 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     let mut r = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("{method} is not allowed on {}: use {allowed}", quoted(path)),
+        format!(
+            "{} is not allowed on {}: use {allowed}",
+            quoted(method.as_str()),
+            quoted(path)
+        ),
     )
     .into_response();
     if let Ok(v) = axum::http::HeaderValue::from_str(&allowed) {

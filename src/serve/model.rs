@@ -47,21 +47,32 @@ pub struct Loaded {
 
 /// A path as the API shows it: its last component. Where the service's
 /// files lie on disk is none of its clients' business.
-fn shown_name(path: &str) -> String {
+pub fn shown_name(path: &str) -> String {
     Path::new(path)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
 }
 
-/// Replaces every absolute path among `v`'s strings by its last component,
-/// so no field written into a model file (now or later) shows the
-/// server's directories.
+/// Fields of a model's summary that hold a path as the user gave it
+/// (relative ones too: `../../home/alice/data/ml-1m`).
+const PATH_FIELDS: [&str; 3] = ["dataset", "file", "path"];
+
+/// Replaces every absolute path among `v`'s strings, and every value of a
+/// path field, by its last component, so no field written into a model
+/// file (now or later) shows the server's directories.
 fn hide_dirs(v: &mut Value) {
     match v {
         Value::String(s) if Path::new(s.as_str()).is_absolute() => *s = shown_name(s),
         Value::Array(a) => a.iter_mut().for_each(hide_dirs),
-        Value::Object(m) => m.values_mut().for_each(hide_dirs),
+        Value::Object(m) => {
+            for (key, value) in m.iter_mut() {
+                match value {
+                    Value::String(s) if PATH_FIELDS.contains(&key.as_str()) => *s = shown_name(s),
+                    other => hide_dirs(other),
+                }
+            }
+        }
         _ => {}
     }
 }
