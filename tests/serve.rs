@@ -1574,3 +1574,101 @@ fn a_connection_cap_beyond_the_open_file_limit_is_raised_or_warned_about() {
         );
     }
 }
+
+/// A batch keeps its scoring slot until its answer has left: while one
+/// client leaves a ~20 MB answer unread, the one slot of
+/// `--max-concurrent-batches 1` is taken and another batch is shed; once
+/// the answer is read, the next batch is scored. (The slot used to be
+/// freed when the answer was made, so answers waiting on slow readers
+/// piled up in memory without bound.)
+#[test]
+fn a_batch_holds_its_slot_until_its_answer_is_read() {
+    let m = models();
+    let server = Server::start(
+        &m.a,
+        &[
+            "--max-concurrent-batches",
+            "1",
+            "--max-batch",
+            "4000",
+            "--max-batch-items",
+            "1000000",
+        ],
+    );
+    let big: Vec<Value> = (0..4000)
+        .map(|i| json!({"history": [1 + i % 5, 2, 3], "k": 150}))
+        .collect();
+    let big = json!({ "requests": big }).to_string();
+    let mut slow = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    slow.write_all(&raw_request(
+        "POST",
+        "/v1/recommend/batch",
+        big.as_bytes(),
+        "",
+    ))
+    .unwrap();
+    // Time to score it and fill the socket buffers; nothing read yet.
+    std::thread::sleep(Duration::from_secs(3));
+    let small = json!({"requests": [{"history": [1, 2], "k": 3}]});
+    let (s, v) = server.post("/v1/recommend/batch", &small);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (503, Some("overloaded")),
+        "{v}"
+    );
+
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let (status, _, answer) = read_response(&mut BufReader::new(slow)).unwrap();
+    assert_eq!(status, 200);
+    assert!(answer.len() > 10 << 20, "{} bytes", answer.len());
+    let (s, v) = server.post("/v1/recommend/batch", &small);
+    assert_eq!(s, 200, "{v}");
+}
+
+/// A client that takes a big answer a kilobyte a second leaves the
+/// server's writes blocked (the kernel wakes a writer only when a good part
+/// of the buffer is free), and the write deadline cuts it off after the
+/// idle timeout: its answer does not stay in memory.
+#[test]
+fn a_client_that_reads_an_answer_too_slowly_is_cut_off() {
+    let m = models();
+    let server = Server::start(
+        &m.a,
+        &[
+            "--idle-timeout-s",
+            "2",
+            "--max-batch",
+            "4000",
+            "--max-batch-items",
+            "1000000",
+            "--log-level",
+            "debug",
+        ],
+    );
+    let big: Vec<Value> = (0..4000)
+        .map(|i| json!({"history": [1 + i % 5, 2, 3], "k": 150}))
+        .collect();
+    let big = json!({ "requests": big }).to_string();
+    let mut slow = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    slow.write_all(&raw_request(
+        "POST",
+        "/v1/recommend/batch",
+        big.as_bytes(),
+        "",
+    ))
+    .unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(25) {
+            match slow.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => std::thread::sleep(Duration::from_secs(1)),
+            }
+        }
+    });
+    server.wait_for_log("error writing a body to connection");
+    drop(reader);
+}

@@ -98,13 +98,66 @@ impl Drop for Busy {
     }
 }
 
-/// An answer's body, holding its request's `Busy` until written.
-struct Tracked {
-    body: Body,
-    _busy: Busy,
+/// An answer's body, holding its request's `Busy` until the last byte is
+/// taken.
+pub(crate) struct Holding<T> {
+    pub body: Body,
+    #[allow(dead_code)] // Held to be dropped with the body, never read.
+    pub held: T,
 }
 
-impl HttpBody for Tracked {
+/// A finished answer given to hyper a slice at a time, holding `held` (a
+/// batch's scoring slot) until the last slice is taken. hyper asks for the
+/// next slice only when it has written most of the one before, so the slot
+/// is freed when the answer has left, not when it was made: a client that
+/// reads slowly keeps its batch's place.
+pub(crate) struct SlicedAnswer<T> {
+    bytes: Bytes,
+    at: usize,
+    held: Option<T>,
+}
+
+impl<T> SlicedAnswer<T> {
+    const SLICE: usize = 64 << 10;
+
+    pub fn new(bytes: Vec<u8>, held: T) -> Self {
+        SlicedAnswer {
+            bytes: Bytes::from(bytes),
+            at: 0,
+            held: Some(held),
+        }
+    }
+}
+
+impl<T: Unpin> HttpBody for SlicedAnswer<T> {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        if this.at >= this.bytes.len() {
+            this.held = None;
+            return Poll::Ready(None);
+        }
+        let end = (this.at + Self::SLICE).min(this.bytes.len());
+        let slice = this.bytes.slice(this.at..end);
+        this.at = end;
+        Poll::Ready(Some(Ok(Frame::data(slice))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.at >= self.bytes.len()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact((self.bytes.len() - self.at) as u64)
+    }
+}
+
+impl<T: Unpin> HttpBody for Holding<T> {
     type Data = Bytes;
     type Error = axum::Error;
 
@@ -452,7 +505,7 @@ async fn serve_conn(tcp: TcpStream, app: Router, limits: Limits, mut stop: watch
         let mut app = app.clone();
         async move {
             let answer = app.call(req).await?;
-            Ok::<_, std::convert::Infallible>(answer.map(|body| Tracked { body, _busy: busy }))
+            Ok::<_, std::convert::Infallible>(answer.map(|body| Holding { body, held: busy }))
         }
     });
     let conn = hyper::server::conn::http1::Builder::new()

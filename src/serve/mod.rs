@@ -543,9 +543,9 @@ async fn recommend_many(app: &AppState, body: Body) -> Result<Response, ApiError
         .iter()
         .map(|q| (q.k, q.exclude_seen, q.parity))
         .collect();
-    // Held until the answer is written out: scoring and the answer's bytes
-    // are what a batch costs in memory.
-    let _slot = app.batch_slots.clone().try_acquire_owned().map_err(|_| {
+    // Held until the answer is written out (the body holds it): scoring
+    // and the answer's bytes are what a batch costs in memory.
+    let slot = app.batch_slots.clone().try_acquire_owned().map_err(|_| {
         ApiError::overloaded(format!(
             "{} batch requests are being scored, the most this server scores at once; try again shortly",
             app.batch_slots_total()
@@ -571,7 +571,8 @@ async fn recommend_many(app: &AppState, body: Body) -> Result<Response, ApiError
     out.extend_from_slice(b"],\"model\":");
     out.extend_from_slice(model.summary_json.as_bytes());
     out.push(b'}');
-    Ok(json_response(StatusCode::OK, out))
+    let answer = json_response(StatusCode::OK, Vec::new());
+    Ok(answer.map(|_| Body::new(conn::SlicedAnswer::new(out, slot))))
 }
 
 /// Scores many histories with one `recommend` call per distinct
