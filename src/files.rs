@@ -26,11 +26,47 @@ pub fn parent_dir(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
-/// Temporary files are named `.seqrec-PID-XXXXXX.tmp`: obviously seqrec's,
-/// and holding the id of the process that writes them, so a later run can
-/// tell one left by a killed run from one still being written.
+/// Temporary files are named `.seqrec-HOST-PID-XXXXXX.tmp`: obviously
+/// seqrec's, and naming the machine and process that write them, so a
+/// later run can tell one left by a killed run from one still being
+/// written (by this machine or another sharing the folder).
 const TEMP_PREFIX: &str = ".seqrec-";
 const TEMP_SUFFIX: &str = ".tmp";
+
+/// A temporary file left this long unmodified by a writer that is gone is
+/// abandoned; a younger one may belong to a writer in another PID
+/// namespace (a container) of the same host name.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// This machine's name as it goes in a temporary file's name: letters,
+/// digits and dots only, at most 40 of them.
+fn host_tag() -> String {
+    let mut buf = [0u8; 256];
+    #[cfg(unix)]
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    #[cfg(not(unix))]
+    let ok = false;
+    let name: String = if ok {
+        buf.iter()
+            .take_while(|&&b| b != 0)
+            .map(|&b| b as char)
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '.')
+            .take(40)
+            .collect()
+    } else {
+        String::new()
+    };
+    if name.is_empty() {
+        "host".into()
+    } else {
+        name
+    }
+}
+
+fn temp_prefix() -> String {
+    format!("{TEMP_PREFIX}{}-{}-", host_tag(), std::process::id())
+}
 
 /// A temporary file beside `path`, named so it is obviously seqrec's. Any
 /// temporary file a killed seqrec left in that folder goes first.
@@ -38,13 +74,13 @@ pub fn temp_file_beside(path: &Path) -> std::io::Result<tempfile::NamedTempFile>
     let dir = parent_dir(path);
     remove_abandoned_temp_files(dir);
     tempfile::Builder::new()
-        .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+        .prefix(&temp_prefix())
         .suffix(TEMP_SUFFIX)
         .tempfile_in(dir)
 }
 
 /// `temp_file_beside`, with a name ending in `.EXTENSION` for writers that
-/// pick a format by the name (`.seqrec-PID-XXXXXX.tmp.png`).
+/// pick a format by the name (`.seqrec-HOST-PID-XXXXXX.tmp.png`).
 pub fn temp_file_beside_as(
     path: &Path,
     extension: &str,
@@ -52,32 +88,44 @@ pub fn temp_file_beside_as(
     let dir = parent_dir(path);
     remove_abandoned_temp_files(dir);
     tempfile::Builder::new()
-        .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+        .prefix(&temp_prefix())
         .suffix(&format!("{TEMP_SUFFIX}.{extension}"))
         .tempfile_in(dir)
 }
 
-/// Removes the temporary files in `dir` whose writer is no longer running
-/// (killed between writing and renaming). Best effort: a folder that cannot
-/// be listed, or a file that cannot be removed, is left alone.
+/// Removes the temporary files in `dir` that this machine's seqrec wrote,
+/// whose writer is no longer running (killed between writing and
+/// renaming) and which have not changed for `ABANDONED_AFTER`. Best
+/// effort: a folder that cannot be listed, or a file that cannot be
+/// removed, is left alone.
 pub fn remove_abandoned_temp_files(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
+    let host = host_tag();
     // A folder of millions of files is not ours to walk on every write.
     for entry in entries.flatten().take(100_000) {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(temp_file_writer) else {
+        let Some((writer_host, pid)) = name.to_str().and_then(temp_file_writer) else {
             continue;
         };
-        if !process_is_running(pid) && entry.file_type().is_ok_and(|t| t.is_file()) {
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        let idle = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age >= ABANDONED_AFTER);
+        if writer_host == host && idle && meta.is_file() && !process_is_running(pid) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
 }
 
-/// The writer's process id, for a name made by `temp_file_beside`.
-fn temp_file_writer(name: &str) -> Option<u32> {
+/// The writer's host and process id, for a name made by
+/// `temp_file_beside`.
+fn temp_file_writer(name: &str) -> Option<(&str, u32)> {
     let rest = name.strip_prefix(TEMP_PREFIX)?;
     // `.tmp`, or `.tmp.EXT` (`temp_file_beside_as`).
     let end = rest.rfind(TEMP_SUFFIX)?;
@@ -87,12 +135,12 @@ fn temp_file_writer(name: &str) -> Option<u32> {
     {
         return None;
     }
-    let rest = &rest[..end];
-    let (pid, random) = rest.split_once('-')?;
-    if random.is_empty() {
+    let mut parts = rest[..end].rsplitn(3, '-');
+    let (random, pid, host) = (parts.next()?, parts.next()?, parts.next()?);
+    if random.is_empty() || host.is_empty() {
         return None;
     }
-    pid.parse().ok()
+    Some((host, pid.parse().ok()?))
 }
 
 fn process_is_running(pid: u32) -> bool {
@@ -247,22 +295,34 @@ mod tests {
     #[test]
     fn a_temporary_file_left_by_a_dead_process_is_removed_by_the_next_write() {
         let dir = tempfile::tempdir().unwrap();
+        let host = host_tag();
+        let file = |name: &str, minutes_old: u64| {
+            let p = dir.path().join(name);
+            let f = std::fs::File::create(&p).unwrap();
+            let t = std::time::SystemTime::now() - std::time::Duration::from_secs(60 * minutes_old);
+            f.set_modified(t).unwrap();
+            p
+        };
         // No process has pid 2^22 + 1 (above Linux's pid_max limit).
-        let abandoned = dir.path().join(".seqrec-4194305-AbC123.tmp");
-        let own = dir
-            .path()
-            .join(format!(".seqrec-{}-live00.tmp", std::process::id()));
-        let not_ours = dir.path().join(".seqrec-notes.tmp");
-        let abandoned_plot = dir.path().join(".seqrec-4194305-XyZ789.tmp.png");
-        for p in [&abandoned, &own, &not_ours, &abandoned_plot] {
-            std::fs::write(p, b"x").unwrap();
-        }
+        let abandoned = file(&format!(".seqrec-{host}-4194305-AbC123.tmp"), 10);
+        let abandoned_plot = file(&format!(".seqrec-{host}-4194305-XyZ789.tmp.png"), 10);
+        let own = file(
+            &format!(".seqrec-{host}-{}-live00.tmp", std::process::id()),
+            10,
+        );
+        // A writer gone from this machine's view, but just now active: maybe
+        // in another container.
+        let recent = file(&format!(".seqrec-{host}-4194305-New000.tmp"), 0);
+        // Another machine's, sharing the folder: its pids are not ours.
+        let other_host = file(".seqrec-elsewhere.example-4194305-Oth000.tmp", 10);
+        let not_ours = file(".seqrec-notes.tmp", 10);
         write_atomically(&dir.path().join("model.safetensors"), b"new").unwrap();
         assert!(!abandoned.exists(), "the dead writer's file stays");
         assert!(!abandoned_plot.exists(), "the dead writer's plot stays");
-        assert!(own.exists(), "a running writer's file was removed");
-        assert!(not_ours.exists(), "a file not named by seqrec was removed");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+        for kept in [&own, &recent, &other_host, &not_ours] {
+            assert!(kept.exists(), "{} was removed", kept.display());
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 5);
     }
 
     #[test]
