@@ -129,24 +129,45 @@ fn address_space_limit() -> Option<u64> {
     None
 }
 
-/// cgroup v2's `memory.max`, or v1's `memory.limit_in_bytes`, of this
-/// process's group ("max", or v1's huge sentinel, is no limit).
+/// The least of cgroup v2's `memory.max` (or v1's `memory.limit_in_bytes`)
+/// over this process's group and the groups above it: a limit set on a
+/// parent (a systemd slice, a container) binds its children too. "max", or
+/// v1's huge sentinel, is no limit.
 fn cgroup_limit() -> Option<u64> {
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     for line in own.lines() {
         let mut parts = line.splitn(3, ':');
         let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        let file = if controllers.is_empty() {
-            format!("/sys/fs/cgroup{path}/memory.max")
+        let (root, file) = if controllers.is_empty() {
+            ("/sys/fs/cgroup", "memory.max")
         } else if controllers.split(',').any(|c| c == "memory") {
-            format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+            ("/sys/fs/cgroup/memory", "memory.limit_in_bytes")
         } else {
             continue;
         };
-        let limit = std::fs::read_to_string(file).ok()?;
-        return limit.trim().parse::<u64>().ok().filter(|&b| b < 1 << 60);
+        return least_limit_up(std::path::Path::new(root), path, file);
     }
     None
+}
+
+/// The least limit in `file` of the group at `path` under `root` and of
+/// each group above it.
+fn least_limit_up(root: &std::path::Path, path: &str, file: &str) -> Option<u64> {
+    let mut group = root.join(path.trim_start_matches('/'));
+    let mut least = None;
+    loop {
+        let limit = std::fs::read_to_string(group.join(file))
+            .ok()
+            .and_then(|l| l.trim().parse::<u64>().ok())
+            .filter(|&b| b < 1 << 60);
+        least = match (least, limit) {
+            (Some(a), Some(b)) => Some(u64::min(a, b)),
+            (a, b) => a.or(b),
+        };
+        if group == root || !group.pop() || !group.starts_with(root) {
+            return least;
+        }
+    }
 }
 
 /// This machine's physical memory in bytes, where the system says.
@@ -300,6 +321,30 @@ pub fn run(
 mod tests {
     use super::*;
     use crate::model::ModelOptions;
+
+    #[test]
+    fn the_least_cgroup_limit_on_the_way_up_binds() {
+        let root = tempfile::tempdir().unwrap();
+        let slice = root.path().join("user.slice");
+        let leaf = slice.join("session-1.scope");
+        std::fs::create_dir_all(&leaf).unwrap();
+        std::fs::write(root.path().join("memory.max"), "max\n").unwrap();
+        std::fs::write(slice.join("memory.max"), "2147483648\n").unwrap();
+        std::fs::write(leaf.join("memory.max"), "max\n").unwrap();
+        let path = "/user.slice/session-1.scope";
+        assert_eq!(
+            least_limit_up(root.path(), path, "memory.max"),
+            Some(2 << 30)
+        );
+        std::fs::write(leaf.join("memory.max"), "1073741824\n").unwrap();
+        assert_eq!(
+            least_limit_up(root.path(), path, "memory.max"),
+            Some(1 << 30)
+        );
+        std::fs::write(slice.join("memory.max"), "max\n").unwrap();
+        std::fs::write(leaf.join("memory.max"), "max\n").unwrap();
+        assert_eq!(least_limit_up(root.path(), path, "memory.max"), None);
+    }
 
     #[test]
     fn a_model_beyond_the_memory_is_refused_before_allocating() {
