@@ -64,19 +64,10 @@ fn host_tag() -> String {
     }
 }
 
-fn temp_prefix() -> String {
-    format!("{TEMP_PREFIX}{}-{}-", host_tag(), std::process::id())
-}
-
 /// A temporary file beside `path`, named so it is obviously seqrec's. Any
 /// temporary file a killed seqrec left in that folder goes first.
 pub fn temp_file_beside(path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
-    let dir = parent_dir(path);
-    remove_abandoned_temp_files(dir);
-    tempfile::Builder::new()
-        .prefix(&temp_prefix())
-        .suffix(TEMP_SUFFIX)
-        .tempfile_in(dir)
+    temp_file_named(path, TEMP_SUFFIX)
 }
 
 /// `temp_file_beside`, with a name ending in `.EXTENSION` for writers that
@@ -85,11 +76,16 @@ pub fn temp_file_beside_as(
     path: &Path,
     extension: &str,
 ) -> std::io::Result<tempfile::NamedTempFile> {
+    temp_file_named(path, &format!("{TEMP_SUFFIX}.{extension}"))
+}
+
+fn temp_file_named(path: &Path, suffix: &str) -> std::io::Result<tempfile::NamedTempFile> {
     let dir = parent_dir(path);
     remove_abandoned_temp_files(dir);
+    let prefix = format!("{TEMP_PREFIX}{}-{}-", host_tag(), std::process::id());
     tempfile::Builder::new()
-        .prefix(&temp_prefix())
-        .suffix(&format!("{TEMP_SUFFIX}.{extension}"))
+        .prefix(&prefix)
+        .suffix(suffix)
         .tempfile_in(dir)
 }
 

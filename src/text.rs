@@ -10,13 +10,17 @@ pub const SHOWN_CHARS: usize = 80;
 /// Rust would write them, cut after `SHOWN_CHARS` characters with the
 /// total length said: `"abc…" (10485760 characters)`.
 pub fn quoted(value: &str) -> String {
-    bounded(value, "\"")
+    bounded(value.chars(), "\"", || {
+        format!("{} characters", value.chars().count())
+    })
 }
 
 /// `value` escaped and bounded as by `quoted`, without the quotes: for a
 /// name shown in a list (a CSV header's columns).
 pub fn escaped(value: &str) -> String {
-    bounded(value, "")
+    bounded(value.chars(), "", || {
+        format!("{} characters", value.chars().count())
+    })
 }
 
 /// `value` whole, its control characters escaped: for text of the user's
@@ -38,15 +42,19 @@ pub fn printable(value: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn bounded(value: &str, quote: &str) -> String {
+/// The first `SHOWN_CHARS` of `chars`, escaped, between `quote`s; when
+/// there are more, `…` and the whole length (`total`) follow.
+fn bounded(
+    mut chars: impl Iterator<Item = char>,
+    quote: &str,
+    total: impl FnOnce() -> String,
+) -> String {
     let mut out = String::from(quote);
-    let mut chars = value.chars();
     for c in chars.by_ref().take(SHOWN_CHARS) {
         out.extend(c.escape_debug());
     }
     if chars.next().is_some() {
-        let total = value.chars().count();
-        out.push_str(&format!("…{quote} ({total} characters)"));
+        out.push_str(&format!("…{quote} ({})", total()));
     } else {
         out.push_str(quote);
     }
@@ -56,15 +64,8 @@ fn bounded(value: &str, quote: &str) -> String {
 /// `bytes` read as Latin-1 (every byte a character), then `quoted`: for a
 /// field of a file that is not known to be UTF-8.
 pub fn quoted_bytes(bytes: &[u8]) -> String {
-    let cut = bytes.len().min(SHOWN_CHARS + 1);
-    let head: String = bytes[..cut].iter().map(|&b| b as char).collect();
-    if bytes.len() <= SHOWN_CHARS {
-        quoted(&head)
-    } else {
-        let mut q = quoted(&head[..head.char_indices().nth(SHOWN_CHARS).unwrap().0]);
-        q.pop();
-        format!("{q}…\" ({} bytes)", bytes.len())
-    }
+    let chars = bytes.iter().map(|&b| b as char);
+    bounded(chars, "\"", || format!("{} bytes", bytes.len()))
 }
 
 #[cfg(test)]

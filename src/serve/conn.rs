@@ -98,12 +98,10 @@ impl Drop for Busy {
     }
 }
 
-/// An answer's body, holding its request's `Busy` until the last byte is
-/// taken.
-pub(crate) struct Holding<T> {
-    pub body: Body,
-    #[allow(dead_code)] // Held to be dropped with the body, never read.
-    pub held: T,
+/// An answer's body, holding its request's `Busy` until written.
+struct Tracked {
+    body: Body,
+    _busy: Busy,
 }
 
 /// A finished answer given to hyper a slice at a time, holding `held` (a
@@ -157,7 +155,7 @@ impl<T: Unpin> HttpBody for SlicedAnswer<T> {
     }
 }
 
-impl<T: Unpin> HttpBody for Holding<T> {
+impl HttpBody for Tracked {
     type Data = Bytes;
     type Error = axum::Error;
 
@@ -505,7 +503,7 @@ async fn serve_conn(tcp: TcpStream, app: Router, limits: Limits, mut stop: watch
         let mut app = app.clone();
         async move {
             let answer = app.call(req).await?;
-            Ok::<_, std::convert::Infallible>(answer.map(|body| Holding { body, held: busy }))
+            Ok::<_, std::convert::Infallible>(answer.map(|body| Tracked { body, _busy: busy }))
         }
     });
     let conn = hyper::server::conn::http1::Builder::new()
