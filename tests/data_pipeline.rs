@@ -1,6 +1,8 @@
 //! The data pipeline against the reference: small hand-written files for every
 //! rule of SPEC.md, and real MovieLens-100K for the reference's checksums.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -643,13 +645,7 @@ fn input_in_messages_is_bounded_and_escaped() {
         "log.csv",
         format!("{evil},{}\nx,y\n", "h".repeat(1_000_000)).as_bytes(),
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seqrec"))
-        .args(["--quiet", "data", "stats"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = common::fails(&["--quiet", "data", "stats", p.to_str().unwrap()]);
     assert!(
         stderr.contains("header has no column") && stderr.contains("--user-col"),
         "{stderr:.300}"
@@ -735,10 +731,7 @@ fn train_refuses_sparse_ids_cleanly_and_trains_them_renumbered() {
             "1",
         ]);
         args.extend_from_slice(extra);
-        std::process::Command::new(env!("CARGO_BIN_EXE_seqrec"))
-            .args(&args)
-            .output()
-            .unwrap()
+        common::seqrec(&args)
     };
     let out = run(&[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -759,15 +752,10 @@ fn train_refuses_sparse_ids_cleanly_and_trains_them_renumbered() {
     assert_eq!(trained.spec.vocab_size, 5);
     assert!(trained.data.renumber_items);
     // evaluate reads the data as training did, renumbered, without the flag.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seqrec"))
-        .args(["--quiet", "evaluate"])
-        .arg(&model)
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::ok(&[
+        "--quiet",
+        "evaluate",
+        model.to_str().unwrap(),
+        dir.path().to_str().unwrap(),
+    ]);
 }

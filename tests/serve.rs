@@ -1575,6 +1575,27 @@ fn a_connection_cap_beyond_the_open_file_limit_is_raised_or_warned_about() {
     }
 }
 
+/// The flags under which `send_big_batch`'s batch is allowed.
+const BIG_BATCH_FLAGS: [&str; 4] = ["--max-batch", "4000", "--max-batch-items", "1000000"];
+
+/// Sends a batch whose answer is about 20 MB (4000 requests at k = 150),
+/// reading nothing of it.
+fn send_big_batch(port: u16) -> TcpStream {
+    let big: Vec<Value> = (0..4000)
+        .map(|i| json!({"history": [1 + i % 5, 2, 3], "k": 150}))
+        .collect();
+    let big = json!({ "requests": big }).to_string();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(&raw_request(
+        "POST",
+        "/v1/recommend/batch",
+        big.as_bytes(),
+        "",
+    ))
+    .unwrap();
+    s
+}
+
 /// A batch keeps its scoring slot until its answer has left: while one
 /// client leaves a ~20 MB answer unread, the one slot of
 /// `--max-concurrent-batches 1` is taken and another batch is shed; once
@@ -1584,29 +1605,10 @@ fn a_connection_cap_beyond_the_open_file_limit_is_raised_or_warned_about() {
 #[test]
 fn a_batch_holds_its_slot_until_its_answer_is_read() {
     let m = models();
-    let server = Server::start(
-        &m.a,
-        &[
-            "--max-concurrent-batches",
-            "1",
-            "--max-batch",
-            "4000",
-            "--max-batch-items",
-            "1000000",
-        ],
-    );
-    let big: Vec<Value> = (0..4000)
-        .map(|i| json!({"history": [1 + i % 5, 2, 3], "k": 150}))
-        .collect();
-    let big = json!({ "requests": big }).to_string();
-    let mut slow = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    slow.write_all(&raw_request(
-        "POST",
-        "/v1/recommend/batch",
-        big.as_bytes(),
-        "",
-    ))
-    .unwrap();
+    let mut flags = vec!["--max-concurrent-batches", "1"];
+    flags.extend(BIG_BATCH_FLAGS);
+    let server = Server::start(&m.a, &flags);
+    let slow = send_big_batch(server.port);
     // Time to score it and fill the socket buffers; nothing read yet.
     std::thread::sleep(Duration::from_secs(3));
     let small = json!({"requests": [{"history": [1, 2], "k": 3}]});
@@ -1633,32 +1635,11 @@ fn a_batch_holds_its_slot_until_its_answer_is_read() {
 #[test]
 fn a_client_that_reads_an_answer_too_slowly_is_cut_off() {
     let m = models();
-    let server = Server::start(
-        &m.a,
-        &[
-            "--idle-timeout-s",
-            "2",
-            "--max-batch",
-            "4000",
-            "--max-batch-items",
-            "1000000",
-            "--log-level",
-            "debug",
-        ],
-    );
-    let big: Vec<Value> = (0..4000)
-        .map(|i| json!({"history": [1 + i % 5, 2, 3], "k": 150}))
-        .collect();
-    let big = json!({ "requests": big }).to_string();
-    let mut slow = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let mut flags = vec!["--idle-timeout-s", "2", "--log-level", "debug"];
+    flags.extend(BIG_BATCH_FLAGS);
+    let server = Server::start(&m.a, &flags);
+    let mut slow = send_big_batch(server.port);
     slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    slow.write_all(&raw_request(
-        "POST",
-        "/v1/recommend/batch",
-        big.as_bytes(),
-        "",
-    ))
-    .unwrap();
     let reader = std::thread::spawn(move || {
         let mut buf = [0u8; 1024];
         let start = Instant::now();

@@ -9,6 +9,8 @@
 //! A saved failure replays with SEQREC_FUZZ_REPLAY=FILE (every target
 //! runs just that input).
 
+#[path = "../common/mod.rs"]
+mod common;
 mod harness;
 mod http;
 
@@ -44,19 +46,19 @@ fn fixtures() -> &'static Fixtures {
         };
         generate(&cfg, &data, false).unwrap();
         let model = dir.path().join("m.safetensors");
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_seqrec"))
-            .args(["--quiet", "train"])
-            .arg(&data)
-            .arg("--out")
-            .arg(&model)
-            .args(["--epochs", "1", "--embedding-dim", "4", "--threads", "1"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::ok(&[
+            "--quiet",
+            "train",
+            data.to_str().unwrap(),
+            "--out",
+            model.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--embedding-dim",
+            "4",
+            "--threads",
+            "1",
+        ]);
         Fixtures {
             _dir: dir,
             data,
