@@ -204,25 +204,17 @@ impl DataArgs {
     /// dataset's cache folder), and the title file. Outputs are checked
     /// against these, never to write over them.
     pub fn input_files(&self) -> Vec<PathBuf> {
-        use crate::data::source::{detect, Format};
+        use crate::data::source::detect;
         let root = match (&self.data, &self.dataset) {
             (Some(p), _) => Some(p.clone()),
             (None, Some(name)) => Some(self.cache_dir().join(name)),
             (None, None) => None,
         };
         let mut files = match root.as_deref().map(detect) {
-            Some(Ok((format, path))) => {
-                let names: &[&str] = match format {
-                    Format::Generic => &[],
-                    Format::MovieLensDat => &["ratings.dat", "movies.dat"],
-                    Format::MovieLens100k => &["u.data", "u.item"],
-                    Format::MovieLensCsv => &["ratings.csv", "movies.csv"],
-                };
-                match names {
-                    [] => vec![path],
-                    names => names.iter().map(|n| path.join(n)).collect(),
-                }
-            }
+            Some(Ok((format, path))) => match format.files() {
+                Some((ratings, titles)) => vec![path.join(ratings), path.join(titles)],
+                None => vec![path],
+            },
             // Reading the data will say what is wrong with it.
             Some(Err(_)) | None => root.into_iter().collect(),
         };

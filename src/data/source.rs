@@ -172,17 +172,32 @@ pub fn detect(path: &Path) -> Result<(Format, PathBuf)> {
     })
 }
 
+impl Format {
+    /// The MovieLens formats, in the order a folder is probed for them.
+    const MOVIELENS: [Format; 3] = [
+        Format::MovieLensDat,
+        Format::MovieLens100k,
+        Format::MovieLensCsv,
+    ];
+
+    /// A release's ratings file and titles file, by name in its folder
+    /// (None for a generic file, which is the one file read).
+    pub fn files(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Format::MovieLensDat => Some(("ratings.dat", "movies.dat")),
+            Format::MovieLens100k => Some(("u.data", "u.item")),
+            Format::MovieLensCsv => Some(("ratings.csv", "movies.csv")),
+            Format::Generic => None,
+        }
+    }
+}
+
 /// The MovieLens release in `dir`, by its ratings file.
 fn probe(dir: &Path) -> Option<Format> {
-    if dir.join("ratings.dat").is_file() {
-        Some(Format::MovieLensDat)
-    } else if dir.join("u.data").is_file() {
-        Some(Format::MovieLens100k)
-    } else if dir.join("ratings.csv").is_file() {
-        Some(Format::MovieLensCsv)
-    } else {
-        None
-    }
+    Format::MOVIELENS.into_iter().find(|f| {
+        f.files()
+            .is_some_and(|(ratings, _)| dir.join(ratings).is_file())
+    })
 }
 
 /// Reads a dataset from a MovieLens folder or interaction file.
