@@ -116,6 +116,18 @@ pub struct TrainFlags {
     /// Stop after N epochs without a better validation NDCG@10 (needs --validation).
     #[arg(long, value_name = "N")]
     pub patience: Option<usize>,
+    /// Learn from every step of a history (predict item t+1 from items ..t), one row per piece of --context-len items of a user's history, instead of one row per label.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub sequence_training: Option<bool>,
+    /// The loss: softmax cross-entropy (the reference's) or gbce (gSASRec's calibrated binary cross-entropy).
+    #[arg(long, value_enum)]
+    pub loss: Option<train::Loss>,
+    /// gBCE's calibration t in [0, 1] (0: plain BCE).
+    #[arg(long, value_name = "T")]
+    pub gbce_t: Option<f32>,
+    /// Score every item of the catalogue in the loss, instead of the batch's labels and extra negatives.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub full_softmax: Option<bool>,
 }
 
 #[derive(Args, Debug)]

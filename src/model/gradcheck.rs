@@ -26,7 +26,23 @@ fn ref_gru(
     l: usize,
     d: usize,
 ) -> Vec<f64> {
-    let mut out = vec![0.0; b * d];
+    let states = ref_gru_states(gx, u, b_rec, mask, b, l, d);
+    (0..b)
+        .flat_map(|row| states[(row * l + l - 1) * d..(row * l + l) * d].to_vec())
+        .collect()
+}
+
+/// `ref_gru`'s state after every step, `batch x steps x dim`.
+fn ref_gru_states(
+    gx: &[f64],
+    u: &[f64],
+    b_rec: &[f64],
+    mask: Option<&[f64]>,
+    b: usize,
+    l: usize,
+    d: usize,
+) -> Vec<f64> {
+    let mut out = vec![0.0; b * l * d];
     for row in 0..b {
         let mut h = vec![0.0; d];
         for t in 0..l {
@@ -44,13 +60,16 @@ fn ref_gru(
                 next[j] = keep * (z * h[j] + (1.0 - z) * hh) + (1.0 - keep) * h[j];
             }
             h = next;
+            out[(row * l + t) * d..(row * l + t + 1) * d].copy_from_slice(&h);
         }
-        out[row * d..(row + 1) * d].copy_from_slice(&h);
     }
     out
 }
 
-/// Sum over rows of `logsumexp(row) - row[i]`, with the options of the engine.
+/// Sum over rows of `logsumexp(row) - row[i]`, with the options of the
+/// engine: row `i`'s positive at column `positives[i]` when given, and with
+/// `gbce_beta` the gBCE loss `β·softplus(−s⁺) + Σ⁻ softplus(s⁻)` instead.
+#[allow(clippy::too_many_arguments)]
 fn ref_loss(
     q: &[f64],
     c: &[f64],
@@ -59,19 +78,32 @@ fn ref_loss(
     d: usize,
     ids: Option<&[u32]>,
     bias: Option<&[f64]>,
+    positives: Option<&[u32]>,
+    gbce_beta: Option<f64>,
 ) -> f64 {
+    let softplus = |x: f64| x.max(0.0) + (-x.abs()).exp().ln_1p();
     let mut total = 0.0;
-    for i in 0..rows {
+    for row in 0..rows {
+        let i = positives.map_or(row, |p| p[row] as usize);
         let logits: Vec<f64> = (0..cols)
             .map(|j| {
-                (0..d).map(|k| q[i * d + k] * c[j * d + k]).sum::<f64>()
+                (0..d).map(|k| q[row * d + k] * c[j * d + k]).sum::<f64>()
                     + bias.map_or(0.0, |b| b[j])
             })
             .collect();
-        let kept: Vec<f64> = (0..cols)
+        let kept: Vec<usize> = (0..cols)
             .filter(|&j| j == i || ids.is_none_or(|ids| ids[j] != ids[i]))
-            .map(|j| logits[j])
             .collect();
+        if let Some(beta) = gbce_beta {
+            total += beta * softplus(-logits[i]);
+            total += kept
+                .iter()
+                .filter(|&&j| j != i)
+                .map(|&j| softplus(logits[j]))
+                .sum::<f64>();
+            continue;
+        }
+        let kept: Vec<f64> = kept.iter().map(|&j| logits[j]).collect();
         let m = kept.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let lse = m + kept.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
         total += lse - logits[i];
@@ -91,6 +123,9 @@ struct RefOptions {
     negatives_bias: Option<Vec<f64>>,
     input_mask: Option<Vec<f64>>,
     output_mask: Option<Vec<f64>>,
+    /// Score every item 1..v; gBCE with this beta.
+    full_softmax: bool,
+    gbce_t: Option<f32>,
 }
 
 /// The whole model's mean loss in f64.
@@ -123,7 +158,7 @@ fn ref_model_loss(
             }
         }
     }
-    let mut q = ref_gru(
+    let states = ref_gru_states(
         &gx,
         u,
         b_rec,
@@ -132,13 +167,69 @@ fn ref_model_loss(
         l,
         d,
     );
+    // The queries and their labels: each row's last state, or in sequence
+    // training the state after every step with a target.
+    let (mut q, labels): (Vec<f64>, Vec<u32>) = if batch.targets.is_empty() {
+        (
+            (0..b)
+                .flat_map(|row| states[(row * l + l - 1) * d..(row * l + l) * d].to_vec())
+                .collect(),
+            batch.labels.clone(),
+        )
+    } else {
+        let mut q = Vec::new();
+        let mut labels = Vec::new();
+        for row in 0..b {
+            for t in 0..l {
+                let target = batch.targets[row * l + t];
+                if target != 0 {
+                    q.extend_from_slice(&states[(row * l + t) * d..(row * l + t + 1) * d]);
+                    labels.push(target);
+                }
+            }
+        }
+        (q, labels)
+    };
+    let n = labels.len();
     if let Some(m) = &o.output_mask {
         for (x, m) in q.iter_mut().zip(m) {
             *x *= m;
         }
     }
     let table = if o.shared { qe } else { ce };
-    let ids: Vec<u32> = batch.labels.iter().chain(&o.negatives).copied().collect();
+    // Columns: every item; or the labels (distinct ones in sequence
+    // training), then the extra negatives.
+    let mut label_columns: Vec<u32> = Vec::new();
+    let (ids, positives): (Vec<u32>, Option<Vec<u32>>) = if o.full_softmax {
+        (
+            (1..v as u32).collect(),
+            Some(labels.iter().map(|&x| x - 1).collect()),
+        )
+    } else if batch.targets.is_empty() {
+        (labels.iter().chain(&o.negatives).copied().collect(), None)
+    } else {
+        let positives = labels
+            .iter()
+            .map(|&x| match label_columns.iter().position(|&c| c == x) {
+                Some(k) => k as u32,
+                None => {
+                    label_columns.push(x);
+                    label_columns.len() as u32 - 1
+                }
+            })
+            .collect();
+        (
+            label_columns.iter().chain(&o.negatives).copied().collect(),
+            Some(positives),
+        )
+    };
+    let in_batch = if o.full_softmax {
+        0
+    } else if batch.targets.is_empty() {
+        n
+    } else {
+        label_columns.len()
+    };
     let c: Vec<f64> = ids
         .iter()
         .flat_map(|&id| table[id as usize * d..(id as usize + 1) * d].to_vec())
@@ -148,7 +239,7 @@ fn ref_model_loss(
             ids.iter()
                 .enumerate()
                 .map(|(j, &id)| {
-                    let table = if j < b {
+                    let table = if j < in_batch {
                         &o.in_batch_bias
                     } else {
                         &o.negatives_bias
@@ -160,12 +251,15 @@ fn ref_model_loss(
     ref_loss(
         &q,
         &c,
-        b,
+        n,
         ids.len(),
         d,
         o.remove_hits.then_some(ids.as_slice()),
         bias.as_deref(),
-    ) / b as f64
+        positives.as_deref(),
+        o.gbce_t
+            .map(|t| loss::gbce_beta(t, ids.len() - 1, v - 1) as f64),
+    ) / n as f64
 }
 
 fn random(rng: &mut ChaCha8Rng, n: usize, scale: f64) -> Vec<f64> {
@@ -246,6 +340,7 @@ fn gru_backward_matches_finite_differences() {
         let mut db = vec![0.0f32; 3 * d];
         gru::backward(
             &to_f32(&upstream),
+            None,
             &to_f32(&u),
             m,
             s,
@@ -324,13 +419,23 @@ fn loss_backward_matches_finite_differences() {
     let mut c = random(&mut rng, cols * d, 1.0);
     let ids: Vec<u32> = (0..cols).map(|_| rng.random_range(1..30)).collect();
     let bias = random(&mut rng, cols, 0.5);
-    for (use_ids, use_bias, threads) in [
-        (false, false, 1),
-        (true, true, 2),
-        (false, true, 2),
-        (true, false, 1),
+    // Each row's positive at a chosen column (sequence training): more
+    // rows than columns is then allowed.
+    let positives: Vec<u32> = (0..rows)
+        .map(|_| rng.random_range(0..cols as u32))
+        .collect();
+    for (use_ids, use_bias, threads, use_positives, gbce) in [
+        (false, false, 1, false, None),
+        (true, true, 2, false, None),
+        (false, true, 2, false, None),
+        (true, false, 1, false, None),
+        (true, true, 2, true, None),
+        (false, false, 1, false, Some(1.0)),
+        (true, true, 2, true, Some(0.3)),
+        (false, true, 1, true, Some(0.05)),
     ] {
         let ids_opt = use_ids.then_some(ids.as_slice());
+        let bias_opt = use_bias.then_some(bias.as_slice());
         let bias_f32 = to_f32(&bias);
         let (qf, cf) = (to_f32(&q), to_f32(&c));
         let inputs = LossInputs {
@@ -341,6 +446,15 @@ fn loss_backward_matches_finite_differences() {
             d,
             column_ids: ids_opt,
             column_bias: use_bias.then_some(bias_f32.as_slice()),
+            positives: use_positives.then_some(positives.as_slice()),
+            kind: gbce.map_or(loss::LossKind::Softmax, |beta| loss::LossKind::Gbce {
+                beta,
+            }),
+        };
+        let pos_opt = use_positives.then_some(positives.as_slice());
+        let beta_opt = gbce.map(|b: f32| b as f64);
+        let reference = |q: &[f64], c: &[f64]| {
+            ref_loss(q, c, rows, cols, d, ids_opt, bias_opt, pos_opt, beta_opt)
         };
         let mut dq = vec![0.0f32; rows * d];
         let mut dc = vec![0.0f32; cols * d];
@@ -356,8 +470,7 @@ fn loss_backward_matches_finite_differences() {
             threads,
             32,
         );
-        let bias_opt = use_bias.then_some(bias.as_slice());
-        let want = ref_loss(&q, &c, rows, cols, d, ids_opt, bias_opt);
+        let want = reference(&q, &c);
         assert!(
             (got - want).abs() < 1e-4 * want.abs(),
             "loss {got} vs {want}"
@@ -368,13 +481,20 @@ fn loss_backward_matches_finite_differences() {
         assert!((without_grads - got).abs() < 1e-9 * got.abs());
         let c0 = c.clone();
         let q0 = q.clone();
-        check("loss dq", &mut q, &dq, &mut |x| {
-            ref_loss(x, &c0, rows, cols, d, ids_opt, bias_opt)
-        });
-        check("loss dc", &mut c, &dc, &mut |x| {
-            ref_loss(&q0, x, rows, cols, d, ids_opt, bias_opt)
-        });
+        check("loss dq", &mut q, &dq, &mut |x| reference(x, &c0));
+        check("loss dc", &mut c, &dc, &mut |x| reference(&q0, x));
     }
+}
+
+#[test]
+fn gbce_beta_spans_plain_bce_to_the_sampling_rate() {
+    // 100 negatives of 1001 items: alpha = 0.1.
+    assert!((loss::gbce_beta(0.0, 100, 1001) - 1.0).abs() < 1e-6);
+    assert!((loss::gbce_beta(1.0, 100, 1001) - 0.1).abs() < 1e-6);
+    // t = 0.5: alpha (0.5 (1 - 10) + 10) = 0.1 * 5.5.
+    assert!((loss::gbce_beta(0.5, 100, 1001) - 0.55).abs() < 1e-6);
+    // Every item a negative: alpha = 1, beta = 1 whatever t.
+    assert!((loss::gbce_beta(0.75, 1000, 1001) - 1.0).abs() < 1e-6);
 }
 
 #[test]
@@ -394,6 +514,8 @@ fn accidental_hit_removal_ignores_duplicate_labels() {
             d,
             column_ids: ids,
             column_bias: None,
+            positives: None,
+            kind: loss::LossKind::Softmax,
         };
         loss::in_batch_softmax(&inputs, None, 1)
     };
@@ -486,16 +608,47 @@ fn whole_training_step_matches_finite_differences() {
     let cfg = spec(v, d, l);
     // (batch size, threads, options): the reference; a last small batch on
     // two threads; masking; and every option of "train better" at once.
-    let cases: Vec<(usize, usize, bool, bool, bool)> = vec![
-        (9, 1, false, false, false),
-        (13, 2, false, false, false),
-        (6, 2, true, false, false),
-        (7, 2, true, true, false),
-        (8, 1, false, false, true),
+    // Then sequence training (a loss at every labelled step): softmax over
+    // the distinct labels, with every option; gBCE; a full softmax.
+    #[derive(PartialEq)]
+    enum Mode {
+        Window,
+        Sequence,
+        SequenceGbce,
+        SequenceFull,
+    }
+    let cases: Vec<(usize, usize, bool, bool, bool, Mode)> = vec![
+        (9, 1, false, false, false, Mode::Window),
+        (13, 2, false, false, false, Mode::Window),
+        (6, 2, true, false, false, Mode::Window),
+        (7, 2, true, true, false, Mode::Window),
+        (8, 1, false, false, true, Mode::Window),
+        (6, 2, true, false, false, Mode::Sequence),
+        (7, 3, true, true, true, Mode::Sequence),
+        (5, 2, true, false, false, Mode::SequenceGbce),
+        (6, 1, true, false, true, Mode::SequenceGbce),
+        (5, 2, true, true, false, Mode::SequenceFull),
     ];
-    for (case, &(size, threads, mask_padding, shared, extras)) in cases.iter().enumerate() {
+    for (case, (size, threads, mask_padding, shared, extras, mode)) in cases.iter().enumerate() {
+        let (size, threads, mask_padding, shared, extras) =
+            (*size, *threads, *mask_padding, *shared, *extras);
         let mut rng = ChaCha8Rng::seed_from_u64(case as u64 + 100);
-        let batch = small_batch(&mut rng, size, l, v);
+        let mut batch = small_batch(&mut rng, size, l, v);
+        if *mode != Mode::Window {
+            // A target at most real steps (a few without one), repeats among
+            // them so that distinct-label columns matter.
+            batch.targets = (0..size * l)
+                .map(|i| {
+                    let real = i % l < batch.lengths[i / l] as usize;
+                    if real && rng.random_range(0..5) != 0 {
+                        rng.random_range(1..6u32)
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            assert!(batch.targets.iter().any(|&t| t != 0));
+        }
         let shapes = Params::shapes(&cfg);
         let mut p64: [Vec<f64>; 6] =
             std::array::from_fn(|i| random(&mut rng, shapes[i].iter().product(), 0.6));
@@ -506,7 +659,13 @@ fn whole_training_step_matches_finite_differences() {
             }
             p
         };
-        let negatives: Vec<u32> = if extras { vec![3, 5, 5, 9] } else { vec![] };
+        let full = *mode == Mode::SequenceFull;
+        let gbce_t = (*mode == Mode::SequenceGbce).then_some(0.6f32);
+        let negatives: Vec<u32> = if extras && !full {
+            vec![3, 5, 5, 9]
+        } else {
+            vec![]
+        };
         let in_q: Vec<f32> = (0..v).map(|i| -1.0 - 0.1 * i as f32).collect();
         let neg_q: Vec<f32> = (0..v).map(|i| -2.0 + 0.05 * i as f32).collect();
         let step = StepOptions {
@@ -517,16 +676,25 @@ fn whole_training_step_matches_finite_differences() {
             dropout_input: if extras { 0.3 } else { 0.0 },
             dropout_output: if extras { 0.2 } else { 0.0 },
             dropout_seed: 77,
+            gbce_t,
+            full_softmax: full,
         };
         let mut ref_opts = RefOptions {
             mask_padding,
             shared,
+            full_softmax: full,
+            gbce_t,
             ..RefOptions::default()
         };
         if extras {
             let (mut im, mut om) = (Vec::new(), Vec::new());
             super::dropout_mask(&mut im, v * d, 0.3, 77);
-            super::dropout_mask(&mut om, size * d, 0.2, 77 ^ 0x5EED_0F0D_D0D0_5EED);
+            let queries = if *mode == Mode::Window {
+                size
+            } else {
+                batch.targets.iter().filter(|&&t| t != 0).count()
+            };
+            super::dropout_mask(&mut om, queries * d, 0.2, 77 ^ 0x5EED_0F0D_D0D0_5EED);
             assert!(
                 im.contains(&0.0) && om.contains(&0.0),
                 "the masks drop something"
@@ -564,7 +732,7 @@ fn whole_training_step_matches_finite_differences() {
             (got - want).abs() < 1e-5,
             "case {case}: loss {got} vs {want}"
         );
-        if !extras {
+        if !extras && *mode == Mode::Window {
             let sum = model.loss_sum(&mut ws, &batch);
             assert!((sum / size as f64 - got).abs() < 1e-6);
         }

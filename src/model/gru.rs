@@ -10,7 +10,7 @@
 //! and where a mask is given, a padding step keeps the state: h' = h.
 
 use crate::kernels::{
-    add_column_sums, dispatch, matmul, prefetch_row_ahead, sigmoid, tanh, Mat, Output,
+    self, add_column_sums, dispatch, matmul, prefetch_row_ahead, sigmoid, tanh, Mat, Output,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,14 +219,16 @@ pub struct GruGradScratch {
     dgh: Vec<f32>,
 }
 
-/// Back-propagates `d_out` (the gradient of the last state) through the
-/// steps. Writes the gradient of each step's input projection into
+/// Back-propagates `d_out` (the gradient of the last state) and, when
+/// given, `d_states` (the gradient of the state after each step, `steps x
+/// batch x hidden`: sequence training reads every step) through the steps. Writes the gradient of each step's input projection into
 /// `d_inputs` (`steps x batch x 3·hidden`, step-major like `forward`'s
 /// `ids`: one row per token, summed per projected row by the caller), and
 /// adds into `du` and `db_rec`.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     d_out: &[f32],
+    d_states: Option<&[f32]>,
     u: &[f32],
     mask: Option<&[f32]>,
     s: GruShape,
@@ -248,6 +250,9 @@ pub fn backward(
     scratch.dh_prev.resize(n, 0.0);
     scratch.dgh.resize(3 * n, 0.0);
     for t in (0..s.steps).rev() {
+        if let Some(d_states) = d_states {
+            kernels::add_assign(&mut scratch.dh, &d_states[t * n..(t + 1) * n]);
+        }
         let h_prev = &cache.h[t * n..(t + 1) * n];
         let gate = t * n..(t + 1) * n;
         cell_backward(

@@ -1,8 +1,15 @@
-//! In-batch softmax cross-entropy (Keras `CategoricalCrossentropy(from_logits)`
-//! against the identity), forward and backward fused, in row tiles so the
-//! `rows x cols` logits never exist whole: each tile's logits are made,
-//! turned into gradients in place, and consumed by the two backward products
-//! while still in cache.
+//! The losses over a `rows x cols` score matrix (queries against candidate
+//! columns), forward and backward fused, in row tiles so the logits never
+//! exist whole: each tile's logits are made, turned into gradients in place,
+//! and consumed by the two backward products while still in cache.
+//!
+//! - Softmax cross-entropy: the reference's in-batch softmax (Keras
+//!   `CategoricalCrossentropy(from_logits)` against the identity, row `i`'s
+//!   positive is column `i`), or any positive column per row (sequence
+//!   training, full softmax).
+//! - gBCE (gSASRec, Petrov & Macdonald 2023): binary cross-entropy with the
+//!   positive's term raised to the power `beta`, which calibrates a model
+//!   trained on sampled negatives: `−β·log σ(s⁺) − Σ⁻ log(1 − σ(s⁻))`.
 
 use rayon::prelude::*;
 
@@ -13,10 +20,30 @@ use crate::kernels::{add_assign, dispatch, fast_exp, matmul, Mat, Output};
 /// 13.54; 256 rows of 4,096 logits (4 MiB) sit in the shared L3 cache.
 pub const TILE_ROWS: usize = 256;
 
+/// Which loss a row's scores go through.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum LossKind {
+    #[default]
+    Softmax,
+    /// gBCE with its positive-term exponent `beta` (1 is plain BCE).
+    Gbce { beta: f32 },
+}
+
+/// gBCE's exponent on the positive's term when each row's negatives are
+/// `negatives` of the catalogue's `items`: `β = α(t(1 − 1/α) + 1/α)` with
+/// the sampling rate `α = negatives / (items − 1)` and the calibration `t`
+/// (0: plain BCE, β = 1; 1: β = α).
+pub fn gbce_beta(t: f32, negatives: usize, items: usize) -> f32 {
+    let alpha = (negatives as f64 / (items.max(2) - 1) as f64).clamp(1e-9, 1.0);
+    let t = t as f64;
+    (alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)) as f32
+}
+
 pub struct LossInputs<'a> {
     /// Query embeddings, `rows x d`.
     pub q: &'a [f32],
-    /// Candidate embeddings, `cols x d`; row `i`'s positive is column `i`.
+    /// Candidate embeddings, `cols x d`; row `i`'s positive is column `i`
+    /// unless `positives` says otherwise.
     pub c: &'a [f32],
     pub rows: usize,
     pub cols: usize,
@@ -27,6 +54,9 @@ pub struct LossInputs<'a> {
     pub column_ids: Option<&'a [u32]>,
     /// Added to every logit of a column (e.g. `-log Q` for logQ correction).
     pub column_bias: Option<&'a [f32]>,
+    /// Row `i`'s positive column, when not `i`.
+    pub positives: Option<&'a [u32]>,
+    pub kind: LossKind,
 }
 
 /// Where the gradients go: `dq` (`rows x d`) and `dc` (`cols x d`) are
@@ -116,7 +146,58 @@ dispatch! {
     }
 }
 
-/// Sum over rows of `logsumexp(row) − row[i]`; fills `grads` when given.
+dispatch! {
+    /// gBCE over one row of logits: every column but the positive (and, with
+    /// `column_ids`, but those holding the row's own label) is a negative.
+    /// With `scale` non-zero the row is left holding the logits' gradient
+    /// times `scale`: `−β·σ(−s⁺)` at the positive, `σ(s⁻)` at a negative.
+    fn gbce_row(
+        s: &mut [f32],
+        pos: usize,
+        column_ids: Option<&[u32]>,
+        column_bias: Option<&[f32]>,
+        beta: f32,
+        scale: f32,
+    ) -> f64 {
+        if let Some(bias) = column_bias {
+            for (x, &b) in s.iter_mut().zip(bias) {
+                *x += b;
+            }
+        }
+        let positive = s[pos];
+        let label = column_ids.map(|ids| ids[pos]);
+        // softplus(x) = max(x, 0) + ln(1 + e^−|x|), and σ(x) from the same e.
+        let mut loss = 0.0f64;
+        for (j, x) in s.iter_mut().enumerate() {
+            if label.is_some() && column_ids.map(|ids| ids[j]) == label {
+                // The positive is handled below; an accidental hit is no
+                // negative.
+                *x = 0.0;
+                continue;
+            }
+            let e = fast_exp(-x.abs());
+            loss += (x.max(0.0) + (1.0 + e).ln()) as f64;
+            let inv = 1.0 / (1.0 + e);
+            *x = scale * if *x >= 0.0 { inv } else { e * inv };
+        }
+        if label.is_none() {
+            // The loop counted the positive as a negative: take it back.
+            let e = fast_exp(-positive.abs());
+            loss -= (positive.max(0.0) + (1.0 + e).ln()) as f64;
+        }
+        let e = fast_exp(-positive.abs());
+        let softplus_pos = positive.max(0.0) + (1.0 + e).ln();
+        let inv = 1.0 / (1.0 + e);
+        let sig_pos = if positive >= 0.0 { inv } else { e * inv };
+        // −β·log σ(s⁺) = β·softplus(−s⁺) = β·(softplus(s⁺) − s⁺).
+        loss += beta as f64 * (softplus_pos - positive) as f64;
+        s[pos] = -scale * beta * (1.0 - sig_pos);
+        loss
+    }
+}
+
+/// Sum over rows of the row's loss (softmax: `logsumexp(row) − row[pos]`);
+/// fills `grads` when given.
 pub fn in_batch_softmax(inp: &LossInputs, grads: Option<LossGrads>, threads: usize) -> f64 {
     in_batch_softmax_tiled(inp, grads, threads, TILE_ROWS)
 }
@@ -132,9 +213,12 @@ pub fn in_batch_softmax_tiled(
     let tile_rows = tile_rows.max(1);
     let (rows, cols, d) = (inp.rows, inp.cols, inp.d);
     assert!(
-        cols >= rows,
+        inp.positives.is_some() || cols >= rows,
         "in-batch softmax: {cols} candidates for {rows} queries"
     );
+    assert!(inp
+        .positives
+        .is_none_or(|p| p.len() >= rows && p.iter().all(|&j| (j as usize) < cols)));
     assert!(inp.q.len() >= rows * d && inp.c.len() >= cols * d);
     if rows == 0 {
         if let Some(g) = grads {
@@ -170,7 +254,15 @@ pub fn in_batch_softmax_tiled(
             );
             let row_scale = if dq.is_some() { scale } else { 0.0 };
             for (i, row) in s.chunks_exact_mut(cols).enumerate() {
-                loss += softmax_row(row, t0 + i, inp.column_ids, inp.column_bias, row_scale);
+                let pos = inp.positives.map_or(t0 + i, |p| p[t0 + i] as usize);
+                loss += match inp.kind {
+                    LossKind::Softmax => {
+                        softmax_row(row, pos, inp.column_ids, inp.column_bias, row_scale)
+                    }
+                    LossKind::Gbce { beta } => {
+                        gbce_row(row, pos, inp.column_ids, inp.column_bias, beta, row_scale)
+                    }
+                };
             }
             if let Some(dq) = dq.as_deref_mut() {
                 let dq_tile = &mut dq[(t0 - r0) * d..(t1 - r0) * d];

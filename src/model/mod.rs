@@ -22,9 +22,10 @@ use rayon::prelude::*;
 
 use crate::kernels;
 
-pub use batch::{fill_batch, history_before, Batch};
+pub use batch::{fill_batch, fill_sequence_batch, history_before, sequence_row_ends, Batch};
 pub use embedding::{SparseRows, TouchedRows};
 use gru::{GruCache, GruGradScratch, GruShape};
+pub use loss::LossKind;
 use loss::{LossGrads, LossInputs};
 pub use params::{orthogonal, Grads, Params, TENSOR_NAMES};
 pub use spec::{ModelOptions, ModelSpec, Padding, QueryTower, SpecError};
@@ -50,6 +51,11 @@ pub struct StepOptions<'a> {
     pub dropout_output: f32,
     /// Seeds this step's dropout masks.
     pub dropout_seed: u64,
+    /// gBCE with this calibration `t` instead of softmax cross-entropy.
+    pub gbce_t: Option<f32>,
+    /// Score every item of the catalogue, not the batch's labels and extra
+    /// negatives (no sampling, so no logQ).
+    pub full_softmax: bool,
 }
 
 /// Element `i` of a dropout keep-mask: `1 / (1 - p)` or 0, from a
@@ -135,6 +141,22 @@ pub struct TowerChunk {
     /// `D x 3D` and `3D`.
     d_recurrent: Vec<f32>,
     d_recurrent_bias: Vec<f32>,
+    /// Sequence training: the gradient of every step's state (`L x rows x
+    /// D`) and a zero last-state gradient.
+    d_states: Vec<f32>,
+    d_last: Vec<f32>,
+    /// Sequence training: this chunk's queries in `Workspace::query_slots`.
+    queries: std::ops::Range<usize>,
+}
+
+/// The gradient a tower chunk gets back: of its last states, or of the
+/// states at the steps that were queries.
+enum TowerGrad<'a> {
+    Last(&'a [f32]),
+    Steps {
+        slots: &'a [u32],
+        d_queries: &'a [f32],
+    },
 }
 
 impl TowerChunk {
@@ -188,10 +210,25 @@ impl TowerChunk {
         self.cache.output(self.shape(spec))
     }
 
-    /// Back-propagates `d_out` (`rows x D`) into this chunk's accumulators
-    /// and `d_inputs`, the gradient of each of its tokens' input projection
-    /// (`L x rows x 3D`, laid out as `ids`).
-    fn backward(&mut self, spec: &ModelSpec, params: &Params, d_out: &[f32], d_inputs: &mut [f32]) {
+    /// The tower's state after step `t` of this chunk's row `i`, `D`: the
+    /// query for the item after that step (sequence training).
+    fn state_after(&self, spec: &ModelSpec, t: usize, i: usize) -> &[f32] {
+        let (n, d) = (self.rows.len() * spec.dim, spec.dim);
+        &self.cache.h[(t + 1) * n + i * d..(t + 1) * n + (i + 1) * d]
+    }
+
+    /// Back-propagates `d_out` (`rows x D`), or in sequence training the
+    /// queries' gradients `d_queries` at the steps `query_slots` (`row · L +
+    /// t`, this chunk's rows), into this chunk's accumulators and
+    /// `d_inputs`, the gradient of each of its tokens' input projection (`L
+    /// x rows x 3D`, laid out as `ids`).
+    fn backward(
+        &mut self,
+        spec: &ModelSpec,
+        params: &Params,
+        d_out: TowerGrad,
+        d_inputs: &mut [f32],
+    ) {
         let d = spec.dim;
         let shape = self.shape(spec);
         self.d_recurrent.clear();
@@ -199,8 +236,25 @@ impl TowerChunk {
         self.d_recurrent_bias.clear();
         self.d_recurrent_bias.resize(3 * d, 0.0);
         let mask = spec.mask_padding.then_some(self.mask.as_slice());
+        let (rows, l) = (self.rows.len(), spec.context_len);
+        let (d_out, d_states) = match d_out {
+            TowerGrad::Last(d_out) => (d_out, None),
+            TowerGrad::Steps { slots, d_queries } => {
+                self.d_states.clear();
+                self.d_states.resize(l * rows * d, 0.0);
+                for (&slot, g) in slots.iter().zip(d_queries.chunks_exact(d)) {
+                    let (row, t) = (slot as usize / l - self.rows.start, slot as usize % l);
+                    self.d_states[(t * rows + row) * d..(t * rows + row + 1) * d]
+                        .copy_from_slice(g);
+                }
+                self.d_last.clear();
+                self.d_last.resize(rows * d, 0.0);
+                (self.d_last.as_slice(), Some(self.d_states.as_slice()))
+            }
+        };
         gru::backward(
             d_out,
+            d_states,
             &params.recurrent_kernel,
             mask,
             shape,
@@ -284,6 +338,50 @@ fn sum_rows_by_slot(src: &[f32], cols: usize, start: &[u32], tokens: &[u32], out
         });
 }
 
+/// The queries of a batch the tower has run over: each row's last state,
+/// or in sequence training (`batch.targets`) the state after every step
+/// with a label, row by row, noting each one's step in `slots` and each
+/// chunk's run of them.
+fn gather_queries(
+    spec: &ModelSpec,
+    batch: &Batch,
+    chunks: &mut [TowerChunk],
+    queries: &mut Vec<f32>,
+    slots: &mut Vec<u32>,
+    labels: &mut Vec<u32>,
+) {
+    let (d, l) = (spec.dim, spec.context_len);
+    queries.clear();
+    slots.clear();
+    labels.clear();
+    for c in chunks.iter_mut() {
+        if !batch.is_sequence() {
+            queries.extend_from_slice(c.output(spec));
+            continue;
+        }
+        let first = slots.len();
+        for row in c.rows.clone() {
+            for t in 0..l {
+                let label = batch.targets[row * l + t];
+                if label != 0 {
+                    slots.push((row * l + t) as u32);
+                    labels.push(label);
+                    queries.extend_from_slice(c.state_after(spec, t, row - c.rows.start));
+                }
+            }
+        }
+        c.queries = first..slots.len();
+    }
+    debug_assert_eq!(
+        queries.len() / d.max(1),
+        if batch.is_sequence() {
+            slots.len()
+        } else {
+            batch.size
+        }
+    );
+}
+
 /// Inference: the projected table of fixed parameters, computed once, and
 /// the one path from histories to query vectors (`recommend`, `evaluate`,
 /// `serve` and the metrics between epochs all use it).
@@ -352,19 +450,34 @@ pub struct Workspace {
     d_tokens: Vec<f32>,
     token_start: Vec<u32>,
     slot_tokens: Vec<u32>,
-    /// `B x D` output-dropout mask.
+    /// `N x D` output-dropout mask.
     output_mask: Vec<f32>,
+    /// Sequence training: the step of each query (`row · L + t`) and its
+    /// label; the distinct labels, which are the in-batch columns.
+    query_slots: Vec<u32>,
+    query_labels: Vec<u32>,
+    label_columns: TouchedRows,
+    /// Each query's positive column, when it is not the query's own row.
+    positives: Vec<u32>,
     /// `C` column ids and their logit bias; the `K` distinct ones.
     column_ids: Vec<u32>,
     column_bias: Vec<f32>,
     columns: TouchedRows,
-    /// `B x D` query vectors (after output dropout) and their gradient.
+    /// `N x D` query vectors (after output dropout) and their gradient: `N`
+    /// is `B`, or in sequence training the number of labelled steps.
     pub queries: Vec<f32>,
     d_queries: Vec<f32>,
     /// `C x D` candidate vectors and their gradient.
     candidates: Vec<f32>,
     d_candidates: Vec<f32>,
     chunks: Vec<TowerChunk>,
+}
+
+impl Workspace {
+    /// The number of queries (losses) of the last forward.
+    pub fn queries_taken(&self, spec: &ModelSpec) -> usize {
+        self.queries.len() / spec.dim.max(1)
+    }
 }
 
 /// The model's maths over one batch.
@@ -441,14 +554,18 @@ impl Model<'_> {
             let contexts = &local_contexts[c.rows.start * l..c.rows.end * l];
             c.forward(spec, params, projected, contexts)
         });
-        ws.queries.resize(batch.size * d, 0.0);
-        for c in &ws.chunks {
-            ws.queries[c.rows.start * d..c.rows.end * d].copy_from_slice(c.output(spec));
-        }
+        gather_queries(
+            spec,
+            batch,
+            &mut ws.chunks,
+            &mut ws.queries,
+            &mut ws.query_slots,
+            &mut ws.query_labels,
+        );
         if step.dropout_output > 0.0 {
             dropout_mask(
                 &mut ws.output_mask,
-                batch.size * d,
+                ws.queries.len(),
                 step.dropout_output,
                 step.dropout_seed ^ 0x5EED_0F0D_D0D0_5EED,
             );
@@ -462,13 +579,38 @@ impl Model<'_> {
         out.clone_from(&ws.queries);
     }
 
-    /// Gathers the loss columns (the batch's labels, then the extra
-    /// negatives) and their logQ bias; returns whether there is a bias.
+    /// Gathers the loss columns and their logQ bias; returns whether there
+    /// is a bias. The columns are the queries' labels (the batch's, one per
+    /// row, as the reference; in sequence training each distinct label
+    /// once), then the extra negatives; or with `full_softmax` every item.
     fn gather_columns(&self, ws: &mut Workspace, batch: &Batch, step: &StepOptions) -> bool {
-        let d = self.spec.dim;
+        let (d, v) = (self.spec.dim, self.spec.vocab_size);
         ws.column_ids.clear();
-        ws.column_ids.extend_from_slice(&batch.labels);
-        ws.column_ids.extend_from_slice(step.negatives);
+        ws.positives.clear();
+        let sequence = batch.is_sequence();
+        let labels: &[u32] = if sequence {
+            &ws.query_labels
+        } else {
+            &batch.labels
+        };
+        let in_batch = if step.full_softmax {
+            ws.column_ids.extend(1..v as u32);
+            ws.positives.extend(labels.iter().map(|&id| id - 1));
+            0
+        } else if sequence {
+            ws.label_columns.clear(v);
+            for &id in labels {
+                let slot = ws.label_columns.insert(id);
+                ws.positives.push(slot);
+            }
+            ws.column_ids.extend_from_slice(&ws.label_columns.ids);
+            ws.column_ids.extend_from_slice(step.negatives);
+            ws.label_columns.len()
+        } else {
+            ws.column_ids.extend_from_slice(labels);
+            ws.column_ids.extend_from_slice(step.negatives);
+            labels.len()
+        };
         ws.candidates.resize(ws.column_ids.len() * d, 0.0);
         embedding::gather_rows(
             self.candidate_table(),
@@ -476,11 +618,12 @@ impl Model<'_> {
             &ws.column_ids,
             &mut ws.candidates,
         );
-        let with_bias = step.in_batch_log_q.is_some() || step.negatives_log_q.is_some();
+        let with_bias =
+            !step.full_softmax && (step.in_batch_log_q.is_some() || step.negatives_log_q.is_some());
         if with_bias {
             logq_column_bias(
                 &ws.column_ids,
-                batch.size,
+                in_batch,
                 step.in_batch_log_q,
                 step.negatives_log_q,
                 &mut ws.column_bias,
@@ -489,26 +632,32 @@ impl Model<'_> {
         with_bias
     }
 
-    /// The fused in-batch softmax cross-entropy over `ws.queries`, forward
-    /// and backward: returns the mean loss and leaves its gradient in
-    /// `d_queries` (`B x D`, output dropout undone) and `d_candidates`
-    /// (`C x D`).
+    /// The fused loss over `ws.queries`, forward and backward: returns the
+    /// mean over queries and leaves its gradient in `d_queries` (`N x D`,
+    /// output dropout undone) and `d_candidates` (`C x D`).
     pub fn loss(&self, ws: &mut Workspace, batch: &Batch, step: &StepOptions) -> f64 {
-        let (d, n) = (self.spec.dim, batch.size);
+        let d = self.spec.dim;
+        let n = ws.queries.len() / d;
         let with_bias = self.gather_columns(ws, batch, step);
         let cols = ws.column_ids.len();
         ws.d_queries.resize(n * d, 0.0);
         ws.d_candidates.resize(cols * d, 0.0);
+        // Distinct label columns leave accidental hits only among the extra
+        // negatives, and a full softmax none.
+        let remove_hits = step.remove_accidental_hits && !step.full_softmax;
         let inputs = LossInputs {
             q: &ws.queries,
             c: &ws.candidates,
             rows: n,
             cols,
             d,
-            column_ids: step
-                .remove_accidental_hits
-                .then_some(ws.column_ids.as_slice()),
+            column_ids: remove_hits.then_some(ws.column_ids.as_slice()),
             column_bias: with_bias.then_some(ws.column_bias.as_slice()),
+            positives: (!ws.positives.is_empty()).then_some(ws.positives.as_slice()),
+            // Each row's negatives are the other columns.
+            kind: step.gbce_t.map_or(LossKind::Softmax, |t| LossKind::Gbce {
+                beta: loss::gbce_beta(t, cols - 1, self.spec.vocab_size - 1),
+            }),
         };
         let scale = 1.0 / n.max(1) as f32;
         let grads = LossGrads {
@@ -523,8 +672,9 @@ impl Model<'_> {
         loss_sum * scale as f64
     }
 
-    /// The in-batch softmax loss summed over the batch's rows, without
-    /// gradients (the reference's val_loss, times the batch size).
+    /// The in-batch softmax loss summed over the batch's rows (one query
+    /// per row, at its last step), without gradients (the reference's
+    /// val_loss, times the batch size).
     pub fn loss_sum(&self, ws: &mut Workspace, batch: &Batch) -> f64 {
         let step = StepOptions::default();
         self.forward(ws, batch, &step);
@@ -537,6 +687,8 @@ impl Model<'_> {
             d: self.spec.dim,
             column_ids: None,
             column_bias: None,
+            positives: None,
+            kind: LossKind::Softmax,
         };
         loss::in_batch_softmax(&inputs, None, self.threads)
     }
@@ -565,12 +717,20 @@ impl Model<'_> {
             d_inputs.push(mine);
             rest = others;
         }
-        let d_queries = &ws.d_queries;
+        let (d_queries, slots) = (&ws.d_queries, &ws.query_slots);
         ws.chunks
             .par_iter_mut()
             .zip(d_inputs)
             .for_each(|(c, d_inputs)| {
-                let d_out = &d_queries[c.rows.start * d..c.rows.end * d];
+                let d_out = if slots.is_empty() {
+                    TowerGrad::Last(&d_queries[c.rows.start * d..c.rows.end * d])
+                } else {
+                    let q = c.queries.clone();
+                    TowerGrad::Steps {
+                        slots: &slots[q.clone()],
+                        d_queries: &d_queries[q.start * d..q.end * d],
+                    }
+                };
                 c.backward(spec, params, d_out, d_inputs)
             });
         // Each projected row's gradient is the sum of its tokens' rows, in

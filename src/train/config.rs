@@ -56,6 +56,27 @@ pub struct TrainConfig {
     pub validation: bool,
     /// Stop after this many epochs without a better validation NDCG@10 (0: never).
     pub patience: usize,
+    /// One row per piece of a user's history, the loss taken at every step
+    /// (predict item t+1 from items ..t), instead of one row per label.
+    pub sequence_training: bool,
+    /// The loss over each query's scores.
+    pub loss: Loss,
+    /// gBCE's calibration `t` in [0, 1]: 0 is plain BCE, 1 fully corrects
+    /// for the negatives being a sample of the catalogue.
+    pub gbce_t: f32,
+    /// Score every item of the catalogue (no sampled or in-batch
+    /// negatives, so no logQ).
+    pub full_softmax: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Loss {
+    /// Softmax cross-entropy (the reference's).
+    #[default]
+    Softmax,
+    /// gSASRec's generalised binary cross-entropy.
+    Gbce,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -96,6 +117,10 @@ impl Default for TrainConfig {
             min_lr_ratio: 0.0,
             validation: false,
             patience: 0,
+            sequence_training: false,
+            loss: Loss::Softmax,
+            gbce_t: 0.75,
+            full_softmax: false,
         }
     }
 }
@@ -234,6 +259,18 @@ impl TrainConfig {
                 "early stopping needs validation = true",
             ));
         }
+        if !(0.0..=1.0).contains(&self.gbce_t) {
+            return Err(setting_error(
+                "gbce_t",
+                format!("expected a value in [0, 1], found {}", self.gbce_t),
+            ));
+        }
+        if self.full_softmax && (self.negatives > 0 || self.logq_correction) {
+            return Err(setting_error(
+                "full_softmax",
+                "scores every item, so negatives and logq_correction do not apply: drop them",
+            ));
+        }
         if self.beta_1 >= 1.0 || self.beta_2 >= 1.0 {
             return Err(setting_error(
                 "beta_1 and beta_2",
@@ -353,7 +390,19 @@ impl Settings {
 
     pub fn validate(&self) -> Result<(), SettingError> {
         self.model.validate()?;
-        self.train.validate()
+        self.train.validate()?;
+        if self.train.sequence_training
+            && self.model.padding == Padding::Right
+            && !self.model.mask_padding
+        {
+            return Err(setting_error(
+                "sequence_training",
+                "learns the query at every real step, but with right padding and no mask a \
+                 served query is the state after the padding steps: set padding = left or \
+                 mask_padding = true",
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -16,10 +16,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{ExampleSet, Sequences};
 use crate::model::{
-    fill_batch, Batch, Grads, Model, ModelSpec, Params, SparseRows, StepOptions, Workspace,
+    fill_batch, fill_sequence_batch, sequence_row_ends, Batch, Grads, Model, ModelSpec, Params,
+    SparseRows, StepOptions, Workspace,
 };
 use adamw::AdamW;
-pub use config::{LrSchedule, SettingError, Settings, TrainConfig, PRESETS};
+pub use config::{Loss, LrSchedule, SettingError, Settings, TrainConfig, PRESETS};
 use sampler::Sampler;
 pub use session::{run, Session, TrainError, TrainedModel};
 
@@ -158,6 +159,21 @@ impl EarlyStopping {
     }
 }
 
+/// The rows an epoch trains on: sequence training's are pieces of
+/// histories, named by their last label; otherwise a row is one label.
+pub fn training_rows(
+    spec: &ModelSpec,
+    cfg: &TrainConfig,
+    seqs: &Sequences,
+    train: &ExampleSet,
+) -> Vec<u32> {
+    if cfg.sequence_training {
+        sequence_row_ends(spec, seqs, train)
+    } else {
+        train.label_pos.clone()
+    }
+}
+
 /// The buffers and samplers of a run's steps, reused across epochs.
 struct EpochRunner<'a> {
     spec: &'a ModelSpec,
@@ -169,7 +185,8 @@ struct EpochRunner<'a> {
     batch: Batch,
     sampler: Option<Sampler>,
     negatives: Vec<u32>,
-    /// The train examples in this epoch's order.
+    /// The training rows, and in this epoch's order.
+    rows: Vec<u32>,
     order: Vec<u32>,
     steps: usize,
     total_steps: usize,
@@ -183,7 +200,8 @@ impl<'a> EpochRunner<'a> {
         threads: usize,
         last_epoch: usize,
     ) -> Self {
-        let steps = data.train.num_batches(cfg.batch_size);
+        let rows = training_rows(spec, cfg, data.seqs, data.train);
+        let steps = rows.len().div_ceil(cfg.batch_size);
         let sampler = (cfg.logq_correction || cfg.negatives > 0)
             .then(|| Sampler::new(data.seqs, data.train, spec.vocab_size, cfg.negative_alpha));
         EpochRunner {
@@ -196,7 +214,8 @@ impl<'a> EpochRunner<'a> {
             batch: Batch::default(),
             sampler,
             negatives: Vec::new(),
-            order: data.train.label_pos.clone(),
+            order: rows.clone(),
+            rows,
             steps,
             total_steps: steps * last_epoch,
         }
@@ -212,7 +231,11 @@ impl<'a> EpochRunner<'a> {
         rng: &mut ChaCha8Rng,
     ) -> f64 {
         let cfg = self.cfg;
-        fill_batch(self.spec, self.data.seqs, positions, &mut self.batch);
+        if cfg.sequence_training {
+            fill_sequence_batch(self.spec, self.data.seqs, positions, &mut self.batch);
+        } else {
+            fill_batch(self.spec, self.data.seqs, positions, &mut self.batch);
+        }
         if let (Some(s), true) = (&self.sampler, cfg.negatives > 0) {
             s.draw(rng, cfg.negatives, &mut self.negatives);
         }
@@ -225,6 +248,8 @@ impl<'a> EpochRunner<'a> {
             dropout_input: cfg.dropout_input,
             dropout_output: cfg.dropout_output,
             dropout_seed: cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ global_step as u64,
+            gbce_t: (cfg.loss == Loss::Gbce).then_some(cfg.gbce_t),
+            full_softmax: cfg.full_softmax,
         };
         let model = Model {
             spec: self.spec,
@@ -271,7 +296,7 @@ impl<'a> EpochRunner<'a> {
         if cfg.shuffle {
             // From the file order each epoch, so a resumed run shuffles as
             // an uninterrupted one would.
-            self.order.copy_from_slice(&data.train.label_pos);
+            self.order.copy_from_slice(&self.rows);
             self.order.shuffle(&mut rng);
         }
         let mut lr = cfg.learning_rate;
@@ -290,8 +315,10 @@ impl<'a> EpochRunner<'a> {
             }
             lr = cfg.learning_rate_at(global_step, self.total_steps);
             self.update(state, lr);
-            loss_sum += loss * self.batch.size as f64;
-            seen += self.batch.size;
+            // Weighted by the losses taken: rows, or labelled steps.
+            let taken = self.ws.queries_taken(self.spec);
+            loss_sum += loss * taken as f64;
+            seen += taken;
             step_ms.push(ts.elapsed().as_secs_f64() * 1e3);
             on_event(Event::Step {
                 step: step + 1,

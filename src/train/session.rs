@@ -278,7 +278,9 @@ pub fn run(
     on_event(Event::Start {
         train_examples: train.len(),
         test_examples: test.len(),
-        steps: train.num_batches(cfg.batch_size),
+        steps: super::training_rows(&spec, cfg, &seqs, &train)
+            .len()
+            .div_ceil(cfg.batch_size),
         threads,
     });
     let examples = TrainData {
