@@ -68,7 +68,8 @@ fn ref_gru_states(
 
 /// Sum over rows of `logsumexp(row) - row[i]`, with the options of the
 /// engine: row `i`'s positive at column `positives[i]` when given, and with
-/// `gbce_beta` the gBCE loss `β·softplus(−s⁺) + Σ⁻ softplus(s⁻)` instead.
+/// `gbce = (β, first_negative)` the gBCE loss `β·softplus(−s⁺) + Σ⁻
+/// softplus(s⁻)` over the negatives from column `first_negative` on instead.
 #[allow(clippy::too_many_arguments)]
 fn ref_loss(
     q: &[f64],
@@ -79,7 +80,7 @@ fn ref_loss(
     ids: Option<&[u32]>,
     bias: Option<&[f64]>,
     positives: Option<&[u32]>,
-    gbce_beta: Option<f64>,
+    gbce: Option<(f64, usize)>,
 ) -> f64 {
     let softplus = |x: f64| x.max(0.0) + (-x.abs()).exp().ln_1p();
     let mut total = 0.0;
@@ -94,11 +95,11 @@ fn ref_loss(
         let kept: Vec<usize> = (0..cols)
             .filter(|&j| j == i || ids.is_none_or(|ids| ids[j] != ids[i]))
             .collect();
-        if let Some(beta) = gbce_beta {
+        if let Some((beta, first_negative)) = gbce {
             total += beta * softplus(-logits[i]);
             total += kept
                 .iter()
-                .filter(|&&j| j != i)
+                .filter(|&&j| j != i && j >= first_negative)
                 .map(|&j| softplus(logits[j]))
                 .sum::<f64>();
             continue;
@@ -257,8 +258,11 @@ fn ref_model_loss(
         o.remove_hits.then_some(ids.as_slice()),
         bias.as_deref(),
         positives.as_deref(),
-        o.gbce_t
-            .map(|t| loss::gbce_beta(t, ids.len() - 1, v - 1) as f64),
+        o.gbce_t.map(|t| {
+            // The negatives: the extra ones, or every other item.
+            let negatives = ids.len() - in_batch - usize::from(in_batch == 0);
+            (loss::gbce_beta(t, negatives, v - 1) as f64, in_batch)
+        }),
     ) / n as f64
 }
 
@@ -424,15 +428,16 @@ fn loss_backward_matches_finite_differences() {
     let positives: Vec<u32> = (0..rows)
         .map(|_| rng.random_range(0..cols as u32))
         .collect();
+    // gBCE: (beta, first negative column).
     for (use_ids, use_bias, threads, use_positives, gbce) in [
         (false, false, 1, false, None),
         (true, true, 2, false, None),
         (false, true, 2, false, None),
         (true, false, 1, false, None),
         (true, true, 2, true, None),
-        (false, false, 1, false, Some(1.0)),
-        (true, true, 2, true, Some(0.3)),
-        (false, true, 1, true, Some(0.05)),
+        (false, false, 1, false, Some((1.0f32, 0))),
+        (true, true, 2, true, Some((0.3, 40))),
+        (false, true, 1, true, Some((0.05, 60))),
     ] {
         let ids_opt = use_ids.then_some(ids.as_slice());
         let bias_opt = use_bias.then_some(bias.as_slice());
@@ -447,14 +452,17 @@ fn loss_backward_matches_finite_differences() {
             column_ids: ids_opt,
             column_bias: use_bias.then_some(bias_f32.as_slice()),
             positives: use_positives.then_some(positives.as_slice()),
-            kind: gbce.map_or(loss::LossKind::Softmax, |beta| loss::LossKind::Gbce {
-                beta,
+            kind: gbce.map_or(loss::LossKind::Softmax, |(beta, first_negative)| {
+                loss::LossKind::Gbce {
+                    beta,
+                    first_negative,
+                }
             }),
         };
         let pos_opt = use_positives.then_some(positives.as_slice());
-        let beta_opt = gbce.map(|b: f32| b as f64);
+        let gbce_opt = gbce.map(|(b, first)| (b as f64, first));
         let reference = |q: &[f64], c: &[f64]| {
-            ref_loss(q, c, rows, cols, d, ids_opt, bias_opt, pos_opt, beta_opt)
+            ref_loss(q, c, rows, cols, d, ids_opt, bias_opt, pos_opt, gbce_opt)
         };
         let mut dq = vec![0.0f32; rows * d];
         let mut dc = vec![0.0f32; cols * d];
@@ -661,7 +669,7 @@ fn whole_training_step_matches_finite_differences() {
         };
         let full = *mode == Mode::SequenceFull;
         let gbce_t = (*mode == Mode::SequenceGbce).then_some(0.6f32);
-        let negatives: Vec<u32> = if extras && !full {
+        let negatives: Vec<u32> = if (extras || gbce_t.is_some()) && !full {
             vec![3, 5, 5, 9]
         } else {
             vec![]
@@ -702,10 +710,10 @@ fn whole_training_step_matches_finite_differences() {
             ref_opts.input_mask = Some(im.iter().map(|&x| x as f64).collect());
             ref_opts.output_mask = Some(om.iter().map(|&x| x as f64).collect());
             ref_opts.remove_hits = true;
-            ref_opts.negatives = negatives.clone();
             ref_opts.in_batch_bias = Some(in_q.iter().map(|&x| -x as f64).collect());
             ref_opts.negatives_bias = Some(neg_q.iter().map(|&x| -x as f64).collect());
         }
+        ref_opts.negatives = negatives.clone();
         let case_spec = ModelSpec {
             mask_padding,
             shared_embeddings: shared,

@@ -25,8 +25,12 @@ pub const TILE_ROWS: usize = 256;
 pub enum LossKind {
     #[default]
     Softmax,
-    /// gBCE with its positive-term exponent `beta` (1 is plain BCE).
-    Gbce { beta: f32 },
+    /// gBCE with its positive-term exponent `beta` (1 is plain BCE). A
+    /// row's negatives are the columns from `first_negative` on: the label
+    /// columns before it are other rows' positives, which would make
+    /// popular items negatives in proportion to their popularity (gBCE's
+    /// calibration assumes uniformly sampled negatives).
+    Gbce { beta: f32, first_negative: usize },
 }
 
 /// gBCE's exponent on the positive's term when each row's negatives are
@@ -147,8 +151,9 @@ dispatch! {
 }
 
 dispatch! {
-    /// gBCE over one row of logits: every column but the positive (and, with
-    /// `column_ids`, but those holding the row's own label) is a negative.
+    /// gBCE over one row of logits: every column from `first_negative` on
+    /// but the positive (and, with `column_ids`, but those holding the row's
+    /// own label) is a negative; the others count for nothing.
     /// With `scale` non-zero the row is left holding the logits' gradient
     /// times `scale`: `−β·σ(−s⁺)` at the positive, `σ(s⁻)` at a negative.
     fn gbce_row(
@@ -157,6 +162,7 @@ dispatch! {
         column_ids: Option<&[u32]>,
         column_bias: Option<&[f32]>,
         beta: f32,
+        first_negative: usize,
         scale: f32,
     ) -> f64 {
         if let Some(bias) = column_bias {
@@ -169,7 +175,7 @@ dispatch! {
         // softplus(x) = max(x, 0) + ln(1 + e^−|x|), and σ(x) from the same e.
         let mut loss = 0.0f64;
         for (j, x) in s.iter_mut().enumerate() {
-            if label.is_some() && column_ids.map(|ids| ids[j]) == label {
+            if j < first_negative || (label.is_some() && column_ids.map(|ids| ids[j]) == label) {
                 // The positive is handled below; an accidental hit is no
                 // negative.
                 *x = 0.0;
@@ -180,7 +186,7 @@ dispatch! {
             let inv = 1.0 / (1.0 + e);
             *x = scale * if *x >= 0.0 { inv } else { e * inv };
         }
-        if label.is_none() {
+        if label.is_none() && pos >= first_negative {
             // The loop counted the positive as a negative: take it back.
             let e = fast_exp(-positive.abs());
             loss -= (positive.max(0.0) + (1.0 + e).ln()) as f64;
@@ -259,9 +265,18 @@ pub fn in_batch_softmax_tiled(
                     LossKind::Softmax => {
                         softmax_row(row, pos, inp.column_ids, inp.column_bias, row_scale)
                     }
-                    LossKind::Gbce { beta } => {
-                        gbce_row(row, pos, inp.column_ids, inp.column_bias, beta, row_scale)
-                    }
+                    LossKind::Gbce {
+                        beta,
+                        first_negative,
+                    } => gbce_row(
+                        row,
+                        pos,
+                        inp.column_ids,
+                        inp.column_bias,
+                        beta,
+                        first_negative,
+                        row_scale,
+                    ),
                 };
             }
             if let Some(dq) = dq.as_deref_mut() {

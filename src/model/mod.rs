@@ -457,8 +457,10 @@ pub struct Workspace {
     query_slots: Vec<u32>,
     query_labels: Vec<u32>,
     label_columns: TouchedRows,
-    /// Each query's positive column, when it is not the query's own row.
+    /// Each query's positive column, when it is not the query's own row;
+    /// the number of label columns (before the extra negatives).
     positives: Vec<u32>,
+    label_column_count: usize,
     /// `C` column ids and their logit bias; the `K` distinct ones.
     column_ids: Vec<u32>,
     column_bias: Vec<f32>,
@@ -611,6 +613,7 @@ impl Model<'_> {
             ws.column_ids.extend_from_slice(step.negatives);
             labels.len()
         };
+        ws.label_column_count = in_batch;
         ws.candidates.resize(ws.column_ids.len() * d, 0.0);
         embedding::gather_rows(
             self.candidate_table(),
@@ -654,9 +657,15 @@ impl Model<'_> {
             column_ids: remove_hits.then_some(ws.column_ids.as_slice()),
             column_bias: with_bias.then_some(ws.column_bias.as_slice()),
             positives: (!ws.positives.is_empty()).then_some(ws.positives.as_slice()),
-            // Each row's negatives are the other columns.
-            kind: step.gbce_t.map_or(LossKind::Softmax, |t| LossKind::Gbce {
-                beta: loss::gbce_beta(t, cols - 1, self.spec.vocab_size - 1),
+            // gBCE's negatives: the extra ones, or with a full softmax every
+            // other item.
+            kind: step.gbce_t.map_or(LossKind::Softmax, |t| {
+                let first_negative = ws.label_column_count;
+                let negatives = cols - first_negative - usize::from(first_negative == 0);
+                LossKind::Gbce {
+                    beta: loss::gbce_beta(t, negatives, self.spec.vocab_size - 1),
+                    first_negative,
+                }
             }),
         };
         let scale = 1.0 / n.max(1) as f32;

@@ -265,6 +265,13 @@ impl TrainConfig {
                 format!("expected a value in [0, 1], found {}", self.gbce_t),
             ));
         }
+        if self.loss == Loss::Gbce && self.negatives == 0 && !self.full_softmax {
+            return Err(setting_error(
+                "loss",
+                "gbce learns against sampled negatives: give negatives (e.g. 256, with \
+                 negative_alpha = 0 for gSASRec's uniform sample) or full_softmax = true",
+            ));
+        }
         if self.full_softmax && (self.negatives > 0 || self.logq_correction) {
             return Err(setting_error(
                 "full_softmax",

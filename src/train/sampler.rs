@@ -36,9 +36,18 @@ impl Sampler {
             .iter()
             .map(|&c| (c.max(smallest.min(1.0)) / total).ln() as f32)
             .collect();
+        // popularity^0 is uniform over every item id, labelled in train or
+        // not: gBCE's negatives must reach the items no label ever pushed,
+        // or those keep their initial scores above every trained item's.
         let weights: Vec<f64> = counts
             .iter()
-            .map(|&c| if c > 0.0 { c.powf(alpha as f64) } else { 0.0 })
+            .enumerate()
+            .map(|(id, &c)| match (id, alpha == 0.0) {
+                (0, _) => 0.0,
+                (_, true) => 1.0,
+                _ if c > 0.0 => c.powf(alpha as f64),
+                _ => 0.0,
+            })
             .collect();
         let wsum: f64 = weights.iter().sum::<f64>().max(f64::MIN_POSITIVE);
         let mut acc = 0.0;
