@@ -85,7 +85,7 @@ impl SasRecShape {
 
     fn validate(&self) {
         assert!(
-            self.dim > 0 && self.heads > 0 && self.dim % self.heads == 0,
+            self.dim > 0 && self.heads > 0 && self.dim.is_multiple_of(self.heads),
             "sasrec: dim {} must be a positive multiple of heads {}",
             self.dim,
             self.heads
@@ -505,6 +505,7 @@ fn linear_forward(
 
 /// The backward of `linear_forward`: `d_w += xᵀ·d_out`, `d_b += Σ d_out`,
 /// and `d_x = d_out·wᵀ`.
+#[allow(clippy::too_many_arguments)]
 fn linear_backward(
     x: &[f32],
     w: &[f32],
@@ -1703,6 +1704,7 @@ mod tests {
     // ---- the whole tower ---------------------------------------------------
 
     /// Engine forward and backward (upstream `r`) of the tower.
+    #[allow(clippy::too_many_arguments)]
     fn run_engine(
         s: SasRecShape,
         w: &[f64],
