@@ -16,6 +16,7 @@ mod gradcheck;
 pub mod gru;
 pub mod loss;
 pub mod params;
+pub mod sasrec;
 pub mod spec;
 
 use rayon::prelude::*;
