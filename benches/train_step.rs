@@ -82,7 +82,7 @@ fn main() {
             let tl = Instant::now();
             model.backward(&mut ws, &mut grads, &step);
             let t1 = Instant::now();
-            opt.apply(&mut params, &grads, cfg.learning_rate, cfg.optimizer);
+            opt.apply(&mut params, &grads, cfg.learning_rate, cfg.optimizer, model_cfg.dim);
             let t2 = Instant::now();
             if i >= 3 {
                 step_s.push((t2 - t0).as_secs_f64());

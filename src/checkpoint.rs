@@ -103,7 +103,11 @@ pub fn to_bytes(model: &TrainedModel) -> Result<Vec<u8>, FormatError> {
     ];
     for (prefix, params) in groups {
         for ((name, shape), data) in TENSOR_NAMES.iter().zip(&shapes).zip(params.tensors()) {
-            owned.push((format!("{prefix}{name}"), shape.clone(), f32_bytes(data)));
+            // The other tower's tensors are empty and not written, so a
+            // GRU model's file is what it was before SASRec existed.
+            if !data.is_empty() {
+                owned.push((format!("{prefix}{name}"), shape.clone(), f32_bytes(data)));
+            }
         }
     }
     let users = &model.users;
@@ -303,7 +307,9 @@ fn parse(bytes: &[u8]) -> Result<TrainedModel, String> {
     for prefix in ["", "adam_m.", "adam_v."] {
         let mut p = Params::zeros(&spec);
         for ((name, shape), dst) in TENSOR_NAMES.iter().zip(&shapes).zip(p.tensors_mut()) {
-            *dst = read_tensor(&st, &format!("{prefix}{name}"), shape)?;
+            if shape.iter().product::<usize>() > 0 {
+                *dst = read_tensor(&st, &format!("{prefix}{name}"), shape)?;
+            }
         }
         groups.push(p);
     }
@@ -415,8 +421,12 @@ mod tests {
     /// its quotes appear escaped.
     fn edit(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
         assert_eq!(from.len(), to.len());
-        let text = String::from_utf8_lossy(bytes);
-        let at = text.find(from).expect("the metadata holds the text");
+        // Searched in the bytes: a lossy text view would shift offsets past
+        // any non-UTF-8 byte (the header's length prefix has some).
+        let at = bytes
+            .windows(from.len())
+            .position(|w| w == from.as_bytes())
+            .expect("the metadata holds the text");
         let mut out = bytes.to_vec();
         out[at..at + to.len()].copy_from_slice(to.as_bytes());
         out
@@ -460,6 +470,24 @@ mod tests {
         let text = String::from_utf8_lossy(&bytes);
         assert_eq!(text.matches(r#"\"context_len\""#).count(), 1, "{text}");
         assert_eq!(to_bytes(&back).unwrap(), bytes, "same model, same bytes");
+        // A GRU model's file holds no SASRec tensor (it reads as before).
+        assert!(!text.contains("sasrec_weights"));
+    }
+
+    #[test]
+    fn a_sasrec_model_is_read_back_whole_without_gru_tensors() {
+        let mut model = small_model();
+        model.spec.tower = crate::model::QueryTower::Sasrec;
+        model.spec.heads = 2;
+        model.state = TrainState::new(&model.spec, &model.config);
+        let bytes = to_bytes(&model).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("sasrec_weights") && !text.contains("gru_kernel"));
+        let back = from_bytes(&bytes).unwrap();
+        assert_eq!(back.spec, model.spec);
+        assert!(!back.state.params.tower_weights.is_empty());
+        assert_eq!(back.state.params, model.state.params);
+        assert_eq!(back.state.optimizer.m, model.state.optimizer.m);
     }
 
     #[test]

@@ -45,9 +45,18 @@ pub struct ModelFlags {
     /// One item table for the query input and the candidates.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub shared_embeddings: Option<bool>,
-    /// The query tower (only gru today).
+    /// The query tower: gru (the reference's) or sasrec (causal self-attention blocks).
     #[arg(long, value_enum)]
     pub tower: Option<QueryTower>,
+    /// SASRec: attention heads (a divisor of --embedding-dim).
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// SASRec: self-attention blocks.
+    #[arg(long)]
+    pub blocks: Option<usize>,
+    /// SASRec: the feed-forward's activation.
+    #[arg(long, value_enum)]
+    pub activation: Option<crate::model::spec::Activation>,
 }
 
 /// Training's settings, as flags (named as their config keys).
@@ -101,6 +110,9 @@ pub struct TrainFlags {
     /// Dropout on the GRU output.
     #[arg(long, value_name = "P")]
     pub dropout_output: Option<f32>,
+    /// Dropout inside the SASRec tower (its input, attention and feed-forward outputs).
+    #[arg(long, value_name = "P")]
+    pub tower_dropout: Option<f32>,
     /// Linear learning-rate warm-up over this many steps.
     #[arg(long, value_name = "STEPS")]
     pub warmup_steps: Option<usize>,

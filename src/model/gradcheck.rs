@@ -7,8 +7,10 @@ use rand_chacha::ChaCha8Rng;
 
 use super::gru::{self, GruCache, GruGradScratch, GruShape};
 use super::loss::{self, LossGrads, LossInputs};
+use super::sasrec::{Activation, SasRecShape};
 use super::{
-    embedding, Batch, Grads, Model, ModelOptions, ModelSpec, Params, StepOptions, Workspace,
+    embedding, Batch, Grads, Model, ModelOptions, ModelSpec, Padding, Params, QueryTower,
+    StepOptions, Workspace,
 };
 
 fn sigmoid(x: f64) -> f64 {
@@ -127,23 +129,46 @@ struct RefOptions {
     /// Score every item 1..v; gBCE with this beta.
     full_softmax: bool,
     gbce_t: Option<f32>,
+    /// The SASRec tower of this shape (`batch` ignored) instead of the GRU,
+    /// and the spec that says where a window's newest item is.
+    sasrec: Option<(SasRecShape, ModelSpec)>,
 }
 
 /// The whole model's mean loss in f64.
 fn ref_model_loss(
-    p: &[Vec<f64>; 6],
+    p: &[Vec<f64>; 7],
     batch: &Batch,
     v: usize,
     d: usize,
     l: usize,
     o: &RefOptions,
 ) -> f64 {
-    let [qe, w, u, b_in, b_rec, ce] = p;
+    let [qe, w, u, b_in, b_rec, ce, tower] = p;
     let qe_in: Vec<f64> = match &o.input_mask {
         Some(m) => qe.iter().zip(m).map(|(a, b)| a * b).collect(),
         None => qe.clone(),
     };
     let b = batch.size;
+    if let Some((shape, spec)) = o.sasrec {
+        // Each token's input row, the tower, each query at its step.
+        let input: Vec<f64> = batch
+            .contexts
+            .iter()
+            .flat_map(|&id| qe_in[id as usize * d..(id as usize + 1) * d].to_vec())
+            .collect();
+        let mask: Vec<f64> = batch
+            .contexts
+            .iter()
+            .map(|&id| if id == 0 { 0.0 } else { 1.0 })
+            .collect();
+        let shape = SasRecShape { batch: b, ..shape };
+        let states = super::sasrec::tests::ref_tower(shape, tower, &input, &mask, None);
+        let newest: Vec<usize> = (0..b)
+            .map(|row| spec.newest_step(batch.lengths[row] as usize))
+            .collect();
+        return ref_loss_from_states(&states, &newest, batch, qe, ce, v, d, l, o);
+    }
+    assert!(tower.is_empty());
     let mut gx = vec![0.0; l * b * 3 * d];
     let mut mask = vec![0.0; l * b];
     for t in 0..l {
@@ -168,12 +193,33 @@ fn ref_model_loss(
         l,
         d,
     );
-    // The queries and their labels: each row's last state, or in sequence
-    // training the state after every step with a target.
+    // The GRU's query is its last state, padding steps or not.
+    ref_loss_from_states(&states, &vec![l - 1; b], batch, qe, ce, v, d, l, o)
+}
+
+/// The mean loss of a tower's states (`batch x steps x dim`): the queries
+/// are each row's state at `newest[row]`, or in sequence training the state
+/// at every step with a target.
+#[allow(clippy::too_many_arguments)]
+fn ref_loss_from_states(
+    states: &[f64],
+    newest: &[usize],
+    batch: &Batch,
+    qe: &[f64],
+    ce: &[f64],
+    v: usize,
+    d: usize,
+    l: usize,
+    o: &RefOptions,
+) -> f64 {
+    let b = batch.size;
     let (mut q, labels): (Vec<f64>, Vec<u32>) = if batch.targets.is_empty() {
         (
             (0..b)
-                .flat_map(|row| states[(row * l + l - 1) * d..(row * l + l) * d].to_vec())
+                .flat_map(|row| {
+                    let t = row * l + newest[row];
+                    states[t * d..(t + 1) * d].to_vec()
+                })
                 .collect(),
             batch.labels.clone(),
         )
@@ -197,7 +243,7 @@ fn ref_model_loss(
             *x *= m;
         }
     }
-    let table = if o.shared { qe } else { ce };
+    let table: &[f64] = if o.shared { qe } else { ce };
     // Columns: every item; or the labels (distinct ones in sequence
     // training), then the extra negatives.
     let mut label_columns: Vec<u32> = Vec::new();
@@ -625,29 +671,53 @@ fn whole_training_step_matches_finite_differences() {
         SequenceGbce,
         SequenceFull,
     }
-    let cases: Vec<(usize, usize, bool, bool, bool, Mode)> = vec![
-        (9, 1, false, false, false, Mode::Window),
-        (13, 2, false, false, false, Mode::Window),
-        (6, 2, true, false, false, Mode::Window),
-        (7, 2, true, true, false, Mode::Window),
-        (8, 1, false, false, true, Mode::Window),
-        (6, 2, true, false, false, Mode::Sequence),
-        (7, 3, true, true, true, Mode::Sequence),
-        (5, 2, true, false, false, Mode::SequenceGbce),
-        (6, 1, true, false, true, Mode::SequenceGbce),
-        (5, 2, true, true, false, Mode::SequenceFull),
+    // The same for the SASRec tower (2 blocks, 2 heads), right and left
+    // padded.
+    #[derive(PartialEq, Clone, Copy)]
+    enum Tower {
+        Gru,
+        SasrecRight,
+        SasrecLeft,
+    }
+    use Tower::*;
+    let cases: Vec<(usize, usize, bool, bool, bool, Mode, Tower)> = vec![
+        (9, 1, false, false, false, Mode::Window, Gru),
+        (13, 2, false, false, false, Mode::Window, Gru),
+        (6, 2, true, false, false, Mode::Window, Gru),
+        (7, 2, true, true, false, Mode::Window, Gru),
+        (8, 1, false, false, true, Mode::Window, Gru),
+        (6, 2, true, false, false, Mode::Sequence, Gru),
+        (7, 3, true, true, true, Mode::Sequence, Gru),
+        (5, 2, true, false, false, Mode::SequenceGbce, Gru),
+        (6, 1, true, false, true, Mode::SequenceGbce, Gru),
+        (5, 2, true, true, false, Mode::SequenceFull, Gru),
+        (6, 2, true, false, false, Mode::Window, SasrecRight),
+        (7, 2, true, true, true, Mode::Window, SasrecLeft),
+        (6, 3, true, false, true, Mode::Sequence, SasrecLeft),
+        (5, 1, true, true, false, Mode::Sequence, SasrecRight),
+        (5, 2, true, false, true, Mode::SequenceGbce, SasrecLeft),
+        (5, 2, true, true, false, Mode::SequenceFull, SasrecRight),
     ];
-    for (case, (size, threads, mask_padding, shared, extras, mode)) in cases.iter().enumerate() {
-        let (size, threads, mask_padding, shared, extras) =
-            (*size, *threads, *mask_padding, *shared, *extras);
+    for (case, (size, threads, mask_padding, shared, extras, mode, tower)) in
+        cases.iter().enumerate()
+    {
+        let (size, threads, mask_padding, shared, extras, tower) =
+            (*size, *threads, *mask_padding, *shared, *extras, *tower);
         let mut rng = ChaCha8Rng::seed_from_u64(case as u64 + 100);
         let mut batch = small_batch(&mut rng, size, l, v);
+        if tower == SasrecLeft {
+            // Padding first: rotate each row's real items to its end.
+            for row in 0..size {
+                let n = batch.lengths[row] as usize;
+                batch.contexts[row * l..(row + 1) * l].rotate_right(l - n);
+            }
+        }
         if *mode != Mode::Window {
             // A target at most real steps (a few without one), repeats among
             // them so that distinct-label columns matter.
             batch.targets = (0..size * l)
                 .map(|i| {
-                    let real = i % l < batch.lengths[i / l] as usize;
+                    let real = batch.contexts[i] != 0;
                     if real && rng.random_range(0..5) != 0 {
                         rng.random_range(1..6u32)
                     } else {
@@ -657,11 +727,40 @@ fn whole_training_step_matches_finite_differences() {
                 .collect();
             assert!(batch.targets.iter().any(|&t| t != 0));
         }
-        let shapes = Params::shapes(&cfg);
-        let mut p64: [Vec<f64>; 6] =
+        let case_spec = ModelSpec {
+            mask_padding,
+            shared_embeddings: shared,
+            tower: if tower == Gru {
+                QueryTower::Gru
+            } else {
+                QueryTower::Sasrec
+            },
+            padding: if tower == SasrecLeft {
+                Padding::Left
+            } else {
+                Padding::Right
+            },
+            heads: 2,
+            blocks: 2,
+            activation: if case % 2 == 0 {
+                Activation::Relu
+            } else {
+                Activation::Gelu
+            },
+            ..cfg
+        };
+        let shapes = Params::shapes(&case_spec);
+        let mut p64: [Vec<f64>; 7] =
             std::array::from_fn(|i| random(&mut rng, shapes[i].iter().product(), 0.6));
+        if tower != Gru {
+            // LayerNorm gains near 1, as trained ones are.
+            let init = super::sasrec::init_weights(l, d, 2, &mut rng);
+            for (x, w) in p64[6].iter_mut().zip(init) {
+                *x = *x * 0.3 + w as f64;
+            }
+        }
         let params = {
-            let mut p = Params::zeros(&cfg);
+            let mut p = Params::zeros(&case_spec);
             for (dst, src) in p.tensors_mut().into_iter().zip(&p64) {
                 *dst = to_f32(src);
             }
@@ -686,12 +785,24 @@ fn whole_training_step_matches_finite_differences() {
             dropout_seed: 77,
             gbce_t,
             full_softmax: full,
+            tower_dropout: 0.0,
         };
         let mut ref_opts = RefOptions {
             mask_padding,
             shared,
             full_softmax: full,
             gbce_t,
+            sasrec: (tower != Gru).then(|| {
+                let shape = SasRecShape {
+                    batch: size,
+                    steps: l,
+                    dim: d,
+                    heads: 2,
+                    blocks: 2,
+                    activation: case_spec.activation,
+                };
+                (shape, case_spec)
+            }),
             ..RefOptions::default()
         };
         if extras {
@@ -714,11 +825,6 @@ fn whole_training_step_matches_finite_differences() {
             ref_opts.negatives_bias = Some(neg_q.iter().map(|&x| -x as f64).collect());
         }
         ref_opts.negatives = negatives.clone();
-        let case_spec = ModelSpec {
-            mask_padding,
-            shared_embeddings: shared,
-            ..cfg
-        };
         let model = Model {
             spec: &case_spec,
             params: &params,
@@ -746,6 +852,10 @@ fn whole_training_step_matches_finite_differences() {
         }
         for (i, g) in grads.tensors().iter().enumerate() {
             let name = super::TENSOR_NAMES[i];
+            if g.is_empty() {
+                // The other tower's tensor.
+                continue;
+            }
             if shared && name == "candidate_embedding" {
                 // Unused with a shared table: its gradient went to the query table.
                 assert!(g.iter().all(|&x| x == 0.0));

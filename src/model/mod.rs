@@ -29,6 +29,7 @@ use gru::{GruCache, GruGradScratch, GruShape};
 pub use loss::LossKind;
 use loss::{LossGrads, LossInputs};
 pub use params::{orthogonal, Grads, Params, TENSOR_NAMES};
+use sasrec::{SasRecCache, SasRecShape};
 pub use spec::{ModelOptions, ModelSpec, Padding, QueryTower, SpecError};
 
 /// What a training step adds to the reference's loss; `Default` is the
@@ -54,6 +55,9 @@ pub struct StepOptions<'a> {
     pub dropout_seed: u64,
     /// gBCE with this calibration `t` instead of softmax cross-entropy.
     pub gbce_t: Option<f32>,
+    /// Dropout inside the SASRec tower (its input, attention and
+    /// feed-forward outputs).
+    pub tower_dropout: f32,
     /// Score every item of the catalogue, not the batch's labels and extra
     /// negatives (no sampling, so no logQ).
     pub full_softmax: bool,
@@ -383,6 +387,28 @@ fn gather_queries(
     );
 }
 
+/// The steps a tower's output is read at (`row · L + t`) and their labels:
+/// each labelled step in sequence training, otherwise each row's newest
+/// item (the last step with left padding, the last real one with right).
+fn query_steps(spec: &ModelSpec, batch: &Batch, slots: &mut Vec<u32>, labels: &mut Vec<u32>) {
+    let l = spec.context_len;
+    slots.clear();
+    labels.clear();
+    if batch.is_sequence() {
+        for (i, &label) in batch.targets.iter().enumerate() {
+            if label != 0 {
+                slots.push(i as u32);
+                labels.push(label);
+            }
+        }
+        return;
+    }
+    for row in 0..batch.size {
+        slots.push((row * l + spec.newest_step(batch.lengths[row] as usize)) as u32);
+    }
+    labels.extend_from_slice(&batch.labels);
+}
+
 /// Inference: the projected table of fixed parameters, computed once, and
 /// the one path from histories to query vectors (`recommend`, `evaluate`,
 /// `serve` and the metrics between epochs all use it).
@@ -393,6 +419,11 @@ pub struct QueryEncoder {
 
 impl QueryEncoder {
     pub fn new(spec: &ModelSpec, params: &Params) -> QueryEncoder {
+        if spec.tower != QueryTower::Gru {
+            return QueryEncoder {
+                projected: Vec::new(),
+            };
+        }
         let mut projected = vec![0.0; spec.vocab_size * 3 * spec.dim];
         embedding::project_table(
             &params.query_embedding,
@@ -416,8 +447,28 @@ impl QueryEncoder {
             .zip(histories.par_chunks(CHUNK))
             .for_each(|(out, hs)| {
                 let mut contexts = vec![0u32; hs.len() * l];
+                let mut lengths = Vec::with_capacity(hs.len());
                 for (h, window) in hs.iter().zip(contexts.chunks_exact_mut(l)) {
-                    spec.cut_window(h, window);
+                    lengths.push(spec.cut_window(h, window) as u32);
+                }
+                if spec.tower != QueryTower::Gru {
+                    // The training forward itself, without dropout.
+                    let batch = Batch {
+                        size: hs.len(),
+                        contexts,
+                        labels: vec![0; hs.len()],
+                        lengths,
+                        targets: Vec::new(),
+                    };
+                    let model = Model {
+                        spec,
+                        params,
+                        threads: 1,
+                    };
+                    let mut ws = Workspace::default();
+                    model.forward(&mut ws, &batch, &StepOptions::default());
+                    out.copy_from_slice(&ws.queries);
+                    return;
                 }
                 let mut chunk = TowerChunk::default();
                 chunk.forward(spec, params, &self.projected, &contexts);
@@ -474,6 +525,14 @@ pub struct Workspace {
     candidates: Vec<f32>,
     d_candidates: Vec<f32>,
     chunks: Vec<TowerChunk>,
+    /// SASRec: the tower's input (`B·L x D`, each token's row of
+    /// `input_rows`), its padding mask (`B·L`), its cache, and the gradients
+    /// of its output and input.
+    sasrec: SasRecCache,
+    tower_input: Vec<f32>,
+    tower_mask: Vec<f32>,
+    d_tower_output: Vec<f32>,
+    d_tower_input: Vec<f32>,
 }
 
 impl Workspace {
@@ -505,7 +564,7 @@ impl Model<'_> {
     /// chunk by chunk in parallel over windows rewritten to those rows, and
     /// leaves `B x D` queries in `ws.queries`, output dropout applied.
     pub fn forward(&self, ws: &mut Workspace, batch: &Batch, step: &StepOptions) {
-        let (v, d, l) = (self.spec.vocab_size, self.spec.dim, self.spec.context_len);
+        let (v, d) = (self.spec.vocab_size, self.spec.dim);
         // Only the rows the windows read are projected: the work follows
         // the batch, not the catalogue.
         ws.inputs.clear(v);
@@ -536,6 +595,25 @@ impl Model<'_> {
             );
             dropout_forward(&mut ws.input_rows, &ws.input_mask);
         }
+        match self.spec.tower {
+            QueryTower::Gru => self.gru_forward(ws, batch),
+            QueryTower::Sasrec => self.sasrec_forward(ws, batch, step),
+        }
+        if step.dropout_output > 0.0 {
+            dropout_mask(
+                &mut ws.output_mask,
+                ws.queries.len(),
+                step.dropout_output,
+                step.dropout_seed ^ 0x5EED_0F0D_D0D0_5EED,
+            );
+            dropout_forward(&mut ws.queries, &ws.output_mask);
+        }
+    }
+
+    /// The GRU over the batch's windows, in parallel chunks of rows,
+    /// reading the input projection of the `U` rows in `ws.input_rows`.
+    fn gru_forward(&self, ws: &mut Workspace, batch: &Batch) {
+        let (d, l, u) = (self.spec.dim, self.spec.context_len, ws.inputs.len());
         ws.projected.resize(u * 3 * d, 0.0);
         embedding::project_table(
             &ws.input_rows,
@@ -565,14 +643,51 @@ impl Model<'_> {
             &mut ws.query_slots,
             &mut ws.query_labels,
         );
-        if step.dropout_output > 0.0 {
-            dropout_mask(
-                &mut ws.output_mask,
-                ws.queries.len(),
-                step.dropout_output,
-                step.dropout_seed ^ 0x5EED_0F0D_D0D0_5EED,
-            );
-            dropout_forward(&mut ws.queries, &ws.output_mask);
+    }
+
+    /// SASRec over the batch's windows: every token's input row, the tower,
+    /// then the output at each query's step.
+    fn sasrec_forward(&self, ws: &mut Workspace, batch: &Batch, step: &StepOptions) {
+        let (d, l) = (self.spec.dim, self.spec.context_len);
+        let shape = self.sasrec_shape(batch.size);
+        ws.tower_input.resize(batch.size * l * d, 0.0);
+        for (row, &slot) in ws.tower_input.chunks_exact_mut(d).zip(&ws.local_contexts) {
+            row.copy_from_slice(&ws.input_rows[slot as usize * d..(slot as usize + 1) * d]);
+        }
+        ws.tower_mask.clear();
+        ws.tower_mask.extend(
+            batch
+                .contexts
+                .iter()
+                .map(|&id| if id == 0 { 0.0 } else { 1.0 }),
+        );
+        sasrec::forward(
+            shape,
+            &self.params.tower_weights,
+            &ws.tower_input,
+            &ws.tower_mask,
+            step.tower_dropout,
+            step.dropout_seed ^ 0x5A5E_C0DE_0000_0001,
+            self.threads,
+            &mut ws.sasrec,
+        );
+        query_steps(self.spec, batch, &mut ws.query_slots, &mut ws.query_labels);
+        let out = ws.sasrec.output();
+        ws.queries.clear();
+        for &slot in &ws.query_slots {
+            let t = slot as usize;
+            ws.queries.extend_from_slice(&out[t * d..(t + 1) * d]);
+        }
+    }
+
+    fn sasrec_shape(&self, batch: usize) -> SasRecShape {
+        SasRecShape {
+            batch,
+            steps: self.spec.context_len,
+            dim: self.spec.dim,
+            heads: self.spec.heads,
+            blocks: self.spec.blocks,
+            activation: self.spec.activation,
         }
     }
 
@@ -704,10 +819,10 @@ impl Model<'_> {
     }
 
     /// Back-propagates the loss's gradients through the candidate gather,
-    /// the tower and the input projection into `grads`: the GRU's tensors
+    /// the tower and the input rows into `grads`: the tower's tensors
     /// overwritten, each embedding table's gradient as the rows touched.
     pub fn backward(&self, ws: &mut Workspace, grads: &mut Grads, step: &StepOptions) {
-        let (spec, params) = (self.spec, self.params);
+        let spec = self.spec;
         let d = spec.dim;
         // Candidate table: one row per distinct column, duplicates summed in
         // column order.
@@ -717,7 +832,31 @@ impl Model<'_> {
         ws.columns
             .scatter_add(&mut cand.values, d, &ws.column_ids, &ws.d_candidates);
         cand.ids.clone_from(&ws.columns.ids);
+        // The tower leaves the gradient of the `U` input rows in
+        // `grads.query_embedding.values`.
+        match spec.tower {
+            QueryTower::Gru => self.gru_backward(ws, grads),
+            QueryTower::Sasrec => self.sasrec_backward(ws, grads, step),
+        }
+        let query = &mut grads.query_embedding;
+        let cand = &mut grads.candidate_embedding;
+        if step.dropout_input > 0.0 {
+            dropout_backward(&mut query.values, &ws.input_mask);
+        }
+        if spec.shared_embeddings {
+            // One table: the candidate rows' gradient joins the query rows'.
+            ws.inputs
+                .scatter_add(&mut query.values, d, &cand.ids, &cand.values);
+            cand.ids.clear();
+            cand.values.clear();
+        }
+        query.ids.clone_from(&ws.inputs.ids);
+    }
 
+    /// The GRU's backward over its chunks, then the input projection's.
+    fn gru_backward(&self, ws: &mut Workspace, grads: &mut Grads) {
+        let (spec, params) = (self.spec, self.params);
+        let d = spec.dim;
         let (u, l) = (ws.inputs.len(), spec.context_len);
         ws.d_tokens.resize(ws.local_contexts.len() * 3 * d, 0.0);
         let mut d_inputs = Vec::with_capacity(ws.chunks.len());
@@ -784,17 +923,43 @@ impl Model<'_> {
             &mut grads.input_bias,
             self.threads,
         );
-        if step.dropout_input > 0.0 {
-            dropout_backward(&mut query.values, &ws.input_mask);
+    }
+
+    /// SASRec's backward: the queries' gradients at their steps, through
+    /// the tower, each token's input gradient summed into its row.
+    fn sasrec_backward(&self, ws: &mut Workspace, grads: &mut Grads, step: &StepOptions) {
+        let (d, tokens) = (self.spec.dim, ws.local_contexts.len());
+        ws.d_tower_output.clear();
+        ws.d_tower_output.resize(tokens * d, 0.0);
+        for (&slot, g) in ws.query_slots.iter().zip(ws.d_queries.chunks_exact(d)) {
+            let t = slot as usize;
+            ws.d_tower_output[t * d..(t + 1) * d].copy_from_slice(g);
         }
-        if spec.shared_embeddings {
-            // One table: the candidate rows' gradient joins the query rows'.
-            ws.inputs
-                .scatter_add(&mut query.values, d, &cand.ids, &cand.values);
-            cand.ids.clear();
-            cand.values.clear();
+        ws.d_tower_input.resize(tokens * d, 0.0);
+        sasrec::backward(
+            self.sasrec_shape(tokens / self.spec.context_len),
+            &self.params.tower_weights,
+            &ws.d_tower_output,
+            &ws.tower_mask,
+            step.tower_dropout,
+            step.dropout_seed ^ 0x5A5E_C0DE_0000_0001,
+            self.threads,
+            &mut ws.sasrec,
+            &mut grads.tower_weights,
+            &mut ws.d_tower_input,
+        );
+        let query = &mut grads.query_embedding;
+        query.values.clear();
+        query.values.resize(ws.inputs.len() * d, 0.0);
+        // In token order, so the sums do not depend on the thread count.
+        for (&slot, g) in ws
+            .local_contexts
+            .iter()
+            .zip(ws.d_tower_input.chunks_exact(d))
+        {
+            let slot = slot as usize;
+            kernels::add_assign(&mut query.values[slot * d..(slot + 1) * d], g);
         }
-        query.ids.clone_from(&ws.inputs.ids);
     }
 
     /// One training step's maths: forward, loss, backward. Writes the
@@ -828,13 +993,19 @@ mod tests {
     fn served_queries_equal_the_training_forward_bit_for_bit() {
         let vocab = 40;
         let mut rng = ChaCha8Rng::seed_from_u64(5);
-        for padding in [Padding::Right, Padding::Left] {
-            for mask_padding in [false, true] {
+        let variants = [QueryTower::Gru, QueryTower::Sasrec]
+            .into_iter()
+            .flat_map(|t| [Padding::Right, Padding::Left].map(|p| (t, p)))
+            .flat_map(|(t, p)| [false, true].map(|m| (t, p, m)));
+        for (tower, padding, mask_padding) in variants {
+            {
                 let spec = ModelOptions {
                     embedding_dim: 8,
                     context_len: 6,
                     padding,
                     mask_padding,
+                    tower,
+                    heads: 2,
                     ..ModelOptions::default()
                 }
                 .spec(vocab);
@@ -875,9 +1046,80 @@ mod tests {
                     let mut trained = Vec::new();
                     model.encode(&mut Workspace::default(), &batch, &mut trained);
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    let what = format!("{padding:?}, mask {mask_padding}, {threads} thread(s)");
+                    let what =
+                        format!("{tower:?}, {padding:?}, mask {mask_padding}, {threads} thread(s)");
                     assert_eq!(bits(&served), bits(&trained), "{what}");
                     assert_eq!(bits(&one_by_one), bits(&trained), "{what}, one by one");
+                }
+            }
+        }
+    }
+
+    /// Sequence training's queries are causal in both towers: changing the
+    /// item at step t + 1 leaves every query at steps up to t bit-identical
+    /// (and changes a later one).
+    #[test]
+    fn sequence_queries_never_see_a_later_item() {
+        let (vocab, l) = (30, 7);
+        for tower in [QueryTower::Gru, QueryTower::Sasrec] {
+            let spec = ModelOptions {
+                embedding_dim: 8,
+                context_len: l,
+                padding: Padding::Left,
+                mask_padding: true,
+                tower,
+                heads: 2,
+                ..ModelOptions::default()
+            }
+            .spec(vocab);
+            let params = Params::init(&spec, 9);
+            let model = Model {
+                spec: &spec,
+                params: &params,
+                threads: 2,
+            };
+            // Two padding steps, then five items; a target at every real step.
+            let contexts: Vec<u32> = vec![0, 0, 3, 14, 15, 9, 26];
+            let batch_of = |contexts: Vec<u32>| Batch {
+                size: 1,
+                targets: contexts
+                    .iter()
+                    .map(|&c| if c == 0 { 0 } else { 1 })
+                    .collect(),
+                contexts,
+                labels: vec![1],
+                lengths: vec![5],
+            };
+            let queries = |contexts: Vec<u32>| {
+                let mut ws = Workspace::default();
+                model.forward(&mut ws, &batch_of(contexts), &StepOptions::default());
+                ws.queries.chunks(8).map(|q| q.to_vec()).collect::<Vec<_>>()
+            };
+            let base = queries(contexts.clone());
+            assert_eq!(base.len(), 5);
+            for t in 2..l - 1 {
+                let mut changed = contexts.clone();
+                changed[t + 1] = 1 + (changed[t + 1] % 28);
+                let after = queries(changed);
+                // Query k is at step k + 2.
+                for k in 0..5 {
+                    if k + 2 <= t {
+                        assert_eq!(
+                            after[k],
+                            base[k],
+                            "{tower:?}: step {} saw step {}",
+                            k + 2,
+                            t + 1
+                        );
+                    } else {
+                        assert_ne!(
+                            after[k],
+                            base[k],
+                            "{tower:?}: step {} ignores step {}",
+                            k + 2,
+                            t + 1
+                        );
+                    }
                 }
             }
         }

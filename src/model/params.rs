@@ -5,7 +5,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use super::embedding::SparseRows;
-use super::spec::ModelSpec;
+use super::spec::{ModelSpec, QueryTower};
 
 /// Every learned tensor, each a flat row-major `f32` buffer.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,50 +22,55 @@ pub struct Params {
     pub recurrent_bias: Vec<f32>,
     /// Candidate tower's item embedding, `vocab x dim`.
     pub candidate_embedding: Vec<f32>,
+    /// The SASRec tower's weights, one flat vector (`sasrec::layout`);
+    /// empty for the GRU, whose tensors are empty for SASRec.
+    pub tower_weights: Vec<f32>,
 }
 
 /// The tensor names, in the order of `Params::tensors`.
-pub const TENSOR_NAMES: [&str; 6] = [
+pub const TENSOR_NAMES: [&str; 7] = [
     "query_embedding",
     "gru_kernel",
     "gru_recurrent_kernel",
     "gru_input_bias",
     "gru_recurrent_bias",
     "candidate_embedding",
+    "sasrec_weights",
 ];
 
 impl Params {
     pub fn zeros(spec: &ModelSpec) -> Params {
-        let (v, d) = (spec.vocab_size, spec.dim);
+        let [qe, k, rk, ib, rb, ce, tw] =
+            Params::shapes(spec).map(|s| vec![0.0; s.iter().product()]);
         Params {
-            query_embedding: vec![0.0; v * d],
-            kernel: vec![0.0; d * 3 * d],
-            recurrent_kernel: vec![0.0; d * 3 * d],
-            input_bias: vec![0.0; 3 * d],
-            recurrent_bias: vec![0.0; 3 * d],
-            candidate_embedding: vec![0.0; v * d],
+            query_embedding: qe,
+            kernel: k,
+            recurrent_kernel: rk,
+            input_bias: ib,
+            recurrent_bias: rb,
+            candidate_embedding: ce,
+            tower_weights: tw,
         }
     }
 
-    /// The embedding (and GRU) size, read off the tensors.
-    pub fn dim(&self) -> usize {
-        self.input_bias.len() / 3
-    }
-
-    /// The shape of each tensor, in the order of `tensors`.
-    pub fn shapes(spec: &ModelSpec) -> [Vec<usize>; 6] {
+    /// The shape of each tensor, in the order of `tensors`: a tower's
+    /// tensors are empty (`[0]`) in a model of the other tower.
+    pub fn shapes(spec: &ModelSpec) -> [Vec<usize>; 7] {
         let (v, d) = (spec.vocab_size, spec.dim);
+        let gru = spec.tower == QueryTower::Gru;
+        let gru_shape = |s: Vec<usize>| if gru { s } else { vec![0] };
         [
             vec![v, d],
-            vec![d, 3 * d],
-            vec![d, 3 * d],
-            vec![3 * d],
-            vec![3 * d],
+            gru_shape(vec![d, 3 * d]),
+            gru_shape(vec![d, 3 * d]),
+            gru_shape(vec![3 * d]),
+            gru_shape(vec![3 * d]),
             vec![v, d],
+            vec![spec.tower_weight_count()],
         ]
     }
 
-    pub fn tensors(&self) -> [&[f32]; 6] {
+    pub fn tensors(&self) -> [&[f32]; 7] {
         [
             &self.query_embedding,
             &self.kernel,
@@ -73,10 +78,11 @@ impl Params {
             &self.input_bias,
             &self.recurrent_bias,
             &self.candidate_embedding,
+            &self.tower_weights,
         ]
     }
 
-    pub fn tensors_mut(&mut self) -> [&mut Vec<f32>; 6] {
+    pub fn tensors_mut(&mut self) -> [&mut Vec<f32>; 7] {
         [
             &mut self.query_embedding,
             &mut self.kernel,
@@ -84,6 +90,7 @@ impl Params {
             &mut self.input_bias,
             &mut self.recurrent_bias,
             &mut self.candidate_embedding,
+            &mut self.tower_weights,
         ]
     }
 
@@ -98,9 +105,17 @@ impl Params {
             (0..n).map(|_| rng.random_range(-limit..limit)).collect()
         };
         p.query_embedding = uniform(&mut rng, v * d, 0.05);
-        let glorot = (6.0 / (d + 3 * d) as f64).sqrt() as f32;
-        p.kernel = uniform(&mut rng, d * 3 * d, glorot);
-        p.recurrent_kernel = orthogonal(&mut rng, d, 3 * d);
+        match spec.tower {
+            QueryTower::Gru => {
+                let glorot = (6.0 / (d + 3 * d) as f64).sqrt() as f32;
+                p.kernel = uniform(&mut rng, d * 3 * d, glorot);
+                p.recurrent_kernel = orthogonal(&mut rng, d, 3 * d);
+            }
+            QueryTower::Sasrec => {
+                p.tower_weights =
+                    super::sasrec::init_weights(spec.context_len, d, spec.blocks, &mut rng);
+            }
+        }
         p.candidate_embedding = uniform(&mut rng, v * d, 0.05);
         p
     }
@@ -160,16 +175,22 @@ pub struct Grads {
     /// Candidate tower's item embedding: touched rows (none with shared
     /// embeddings, whose candidate gradient goes to the query table).
     pub candidate_embedding: SparseRows,
+    /// The SASRec tower's weights, dense.
+    pub tower_weights: Vec<f32>,
 }
 
 impl Grads {
     pub fn zeros(spec: &ModelSpec) -> Grads {
-        let d = spec.dim;
+        let p = Params::zeros(&ModelSpec {
+            vocab_size: 0,
+            ..*spec
+        });
         Grads {
-            kernel: vec![0.0; d * 3 * d],
-            recurrent_kernel: vec![0.0; d * 3 * d],
-            input_bias: vec![0.0; 3 * d],
-            recurrent_bias: vec![0.0; 3 * d],
+            kernel: p.kernel,
+            recurrent_kernel: p.recurrent_kernel,
+            input_bias: p.input_bias,
+            recurrent_bias: p.recurrent_bias,
+            tower_weights: p.tower_weights,
             ..Grads::default()
         }
     }
@@ -185,6 +206,7 @@ impl Grads {
         p.recurrent_kernel.clone_from(&self.recurrent_kernel);
         p.input_bias.clone_from(&self.input_bias);
         p.recurrent_bias.clone_from(&self.recurrent_bias);
+        p.tower_weights.clone_from(&self.tower_weights);
         p
     }
 }

@@ -55,8 +55,20 @@ use crate::kernels::{add_column_sums, matmul, Mat, Output};
 pub const LN_EPS: f32 = 1e-8;
 
 /// The feed-forward's activation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Activation {
+    #[default]
     Relu,
     /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
     Gelu,
@@ -1202,7 +1214,7 @@ pub fn backward(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     //! Every layer's backward against central finite differences of an
     //! independent, naive f64 implementation written here (no engine code),
     //! the whole tower likewise, and the masking, causality and
@@ -1317,14 +1329,14 @@ mod tests {
     }
 
     /// Dropout keep-masks (scaled), as the engine drew them.
-    struct RefMasks {
+    pub(crate) struct RefMasks {
         emb: Vec<f64>,
         attn: Vec<Vec<f64>>,
         ffn: Vec<Vec<f64>>,
     }
 
     /// The whole tower, reading the weights in the documented order.
-    fn ref_tower(
+    pub(crate) fn ref_tower(
         s: SasRecShape,
         w: &[f64],
         input: &[f64],

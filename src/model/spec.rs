@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::sasrec::Activation;
+
 /// Which side of a short history the padding ids (0) go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -24,12 +26,16 @@ pub enum QueryTower {
     /// Item embedding, then a Keras 3 GRU; the query is its last state.
     #[default]
     Gru,
+    /// Item embedding, then SASRec's causal self-attention blocks; the
+    /// query is the output at the newest item.
+    Sasrec,
 }
 
 /// Upper bounds checked before anything is allocated from a spec (a model
 /// file's header must not make the reader ask for terabytes).
 pub const MAX_DIM: usize = 4096;
 pub const MAX_CONTEXT_LEN: usize = 1000;
+pub const MAX_BLOCKS: usize = 64;
 
 /// The model's definition. Two specs that are `==` define the same maths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,11 +49,28 @@ pub struct ModelSpec {
     pub context_len: usize,
     pub padding: Padding,
     /// Padding steps leave the GRU state unchanged (off in parity mode).
+    /// SASRec always masks padding.
     pub mask_padding: bool,
     /// Candidates are scored with the query tower's item embedding (one
     /// table for both towers, GRU4Rec's "constrained embedding").
     pub shared_embeddings: bool,
     pub tower: QueryTower,
+    /// The SASRec tower's attention heads, blocks and feed-forward
+    /// activation (unused by the GRU; absent from older model files).
+    #[serde(default = "default_heads")]
+    pub heads: usize,
+    #[serde(default = "default_blocks")]
+    pub blocks: usize,
+    #[serde(default)]
+    pub activation: Activation,
+}
+
+fn default_heads() -> usize {
+    1
+}
+
+fn default_blocks() -> usize {
+    2
 }
 
 /// The part of a spec a user chooses; the vocabulary comes from the data.
@@ -61,6 +84,11 @@ pub struct ModelOptions {
     pub mask_padding: bool,
     pub shared_embeddings: bool,
     pub tower: QueryTower,
+    /// SASRec: attention heads (dividing the embedding size), blocks and
+    /// the feed-forward's activation.
+    pub heads: usize,
+    pub blocks: usize,
+    pub activation: Activation,
 }
 
 impl Default for ModelOptions {
@@ -72,6 +100,9 @@ impl Default for ModelOptions {
             mask_padding: false,
             shared_embeddings: false,
             tower: QueryTower::Gru,
+            heads: default_heads(),
+            blocks: default_blocks(),
+            activation: Activation::Relu,
         }
     }
 }
@@ -109,12 +140,25 @@ impl ModelOptions {
             mask_padding: self.mask_padding,
             shared_embeddings: self.shared_embeddings,
             tower: self.tower,
+            heads: self.heads,
+            blocks: self.blocks,
+            activation: self.activation,
         }
     }
 
     pub fn validate(&self) -> Result<(), SpecError> {
         check_range("embedding_dim", self.embedding_dim, MAX_DIM)?;
-        check_range("context_len", self.context_len, MAX_CONTEXT_LEN)
+        check_range("context_len", self.context_len, MAX_CONTEXT_LEN)?;
+        check_range("blocks", self.blocks, MAX_BLOCKS)?;
+        check_range("heads", self.heads, self.embedding_dim)?;
+        if !self.embedding_dim.is_multiple_of(self.heads) {
+            return Err(SpecError::OutOfRange {
+                field: "heads",
+                expected: format!("a divisor of embedding_dim ({})", self.embedding_dim),
+                found: self.heads,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -127,6 +171,9 @@ impl ModelSpec {
             mask_padding: self.mask_padding,
             shared_embeddings: self.shared_embeddings,
             tower: self.tower,
+            heads: self.heads,
+            blocks: self.blocks,
+            activation: self.activation,
         }
     }
 
@@ -148,6 +195,9 @@ impl ModelSpec {
                 ("mask_padding", s.mask_padding.to_string()),
                 ("shared_embeddings", s.shared_embeddings.to_string()),
                 ("tower", format!("{:?}", s.tower).to_lowercase()),
+                ("heads", s.heads.to_string()),
+                ("blocks", s.blocks.to_string()),
+                ("activation", format!("{:?}", s.activation).to_lowercase()),
             ]
         };
         fields(self)
@@ -164,7 +214,30 @@ impl ModelSpec {
     /// gets nearly the same answer. Left padding, or a mask, reads the
     /// newest item last.
     pub fn short_history_washed_out(&self, len: usize) -> bool {
-        self.padding == Padding::Right && !self.mask_padding && len < self.context_len
+        self.tower == QueryTower::Gru
+            && self.padding == Padding::Right
+            && !self.mask_padding
+            && len < self.context_len
+    }
+
+    /// The window step holding the newest of `len` real items (the last
+    /// step when there are none).
+    pub fn newest_step(&self, len: usize) -> usize {
+        match self.padding {
+            Padding::Left => self.context_len - 1,
+            Padding::Right => len.clamp(1, self.context_len) - 1,
+        }
+    }
+
+    /// The tower's weights beyond the item embedding, as one flat tensor
+    /// (SASRec's blocks; the GRU keeps its own named tensors).
+    pub fn tower_weight_count(&self) -> usize {
+        match self.tower {
+            QueryTower::Gru => 0,
+            QueryTower::Sasrec => {
+                super::sasrec::weight_count(self.context_len, self.dim, self.blocks)
+            }
+        }
     }
 
     /// The one place a history becomes the model's input window: the last

@@ -101,7 +101,15 @@ impl AdamW {
     }
 
     /// One step at learning rate `lr` (the configured one, or a schedule's).
-    pub fn apply(&mut self, params: &mut Params, grads: &Grads, lr: f32, how: Optimizer) {
+    /// `dim` is the embedding tables' row length.
+    pub fn apply(
+        &mut self,
+        params: &mut Params,
+        grads: &Grads,
+        lr: f32,
+        how: Optimizer,
+        dim: usize,
+    ) {
         self.step += 1;
         let c = self.cfg;
         let t = self.step as f64;
@@ -114,7 +122,6 @@ impl AdamW {
             beta_2: c.beta_2,
             epsilon: c.epsilon,
         };
-        let dim = params.dim();
         let lazy = how == Optimizer::LazyAdamW;
         let dense = [
             (
@@ -140,6 +147,12 @@ impl AdamW {
                 &grads.recurrent_bias,
                 &mut self.m.recurrent_bias,
                 &mut self.v.recurrent_bias,
+            ),
+            (
+                &mut params.tower_weights,
+                &grads.tower_weights,
+                &mut self.m.tower_weights,
+                &mut self.v.tower_weights,
             ),
         ];
         let tables = [
@@ -425,7 +438,7 @@ mod tests {
                     }
                 }
                 let lr = 0.01 * step as f32;
-                opt.apply(&mut params, &grads, lr, how);
+                opt.apply(&mut params, &grads, lr, how, d);
 
                 let dense = grads.to_dense(&spec);
                 let (lr, b1, b2, eps, wd) = (

@@ -45,6 +45,9 @@ pub struct TrainConfig {
     pub dropout_input: f32,
     /// Dropout on the GRU output.
     pub dropout_output: f32,
+    /// Dropout inside the SASRec tower (its input, attention and
+    /// feed-forward outputs).
+    pub tower_dropout: f32,
     /// Linear warm-up of the learning rate over this many steps.
     pub warmup_steps: usize,
     /// Learning-rate decay after warm-up.
@@ -112,6 +115,7 @@ impl Default for TrainConfig {
             negative_alpha: 0.75,
             dropout_input: 0.0,
             dropout_output: 0.0,
+            tower_dropout: 0.0,
             warmup_steps: 0,
             lr_schedule: LrSchedule::Constant,
             min_lr_ratio: 0.0,
@@ -212,6 +216,7 @@ impl TrainConfig {
         for (name, p) in [
             ("dropout_input", self.dropout_input),
             ("dropout_output", self.dropout_output),
+            ("tower_dropout", self.tower_dropout),
         ] {
             if !(0.0..1.0).contains(&p) {
                 return Err(setting_error(
@@ -399,6 +404,7 @@ impl Settings {
         self.model.validate()?;
         self.train.validate()?;
         if self.train.sequence_training
+            && self.model.tower == crate::model::QueryTower::Gru
             && self.model.padding == Padding::Right
             && !self.model.mask_padding
         {

@@ -249,6 +249,7 @@ impl<'a> EpochRunner<'a> {
             dropout_output: cfg.dropout_output,
             dropout_seed: cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ global_step as u64,
             gbce_t: (cfg.loss == Loss::Gbce).then_some(cfg.gbce_t),
+            tower_dropout: cfg.tower_dropout,
             full_softmax: cfg.full_softmax,
         };
         let model = Model {
@@ -265,14 +266,16 @@ impl<'a> EpochRunner<'a> {
         let how = self.cfg.optimizer;
         state
             .optimizer
-            .apply(&mut state.params, &self.grads, lr, how);
+            .apply(&mut state.params, &self.grads, lr, how, self.spec.dim);
         if self.spec.shared_embeddings {
             match how {
                 adamw::Optimizer::AdamW => tie_candidate_table(&mut state.params),
                 // Only the touched rows changed.
-                adamw::Optimizer::LazyAdamW => {
-                    tie_candidate_rows(&mut state.params, &self.grads.query_embedding)
-                }
+                adamw::Optimizer::LazyAdamW => tie_candidate_rows(
+                    &mut state.params,
+                    &self.grads.query_embedding,
+                    self.spec.dim,
+                ),
             }
         }
     }
@@ -363,8 +366,7 @@ fn tie_candidate_table(params: &mut Params) {
 }
 
 /// `tie_candidate_table` for the rows `touched` only.
-fn tie_candidate_rows(params: &mut Params, touched: &SparseRows) {
-    let d = params.dim();
+fn tie_candidate_rows(params: &mut Params, touched: &SparseRows, d: usize) {
     for &id in &touched.ids {
         let row = id as usize * d..(id as usize + 1) * d;
         params.candidate_embedding[row.clone()].copy_from_slice(&params.query_embedding[row]);
