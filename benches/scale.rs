@@ -114,7 +114,8 @@ impl Setup {
         let t2 = Instant::now();
         model.backward(ws, grads, &step);
         let t3 = Instant::now();
-        self.opt.apply(&mut self.params, grads, 0.001, self.how);
+        self.opt
+            .apply(&mut self.params, grads, 0.001, self.how, self.spec.dim);
         let t4 = Instant::now();
         if record {
             for (p, (a, b)) in
