@@ -140,6 +140,9 @@ pub struct TrainFlags {
     /// Score every item of the catalogue in the loss, instead of the batch's labels and extra negatives.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub full_softmax: Option<bool>,
+    /// The items a query has read get no probability in its loss, as evaluation (seen items excluded) gives them none (needs --sequence-training or --full-softmax).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub exclude_history_in_loss: Option<bool>,
 }
 
 #[derive(Args, Debug)]
@@ -160,7 +163,7 @@ pub struct TrainArgs {
     /// Continue training a saved model (its settings, optimiser state and history) for --epochs more epochs.
     #[arg(long, value_name = "MODEL")]
     pub resume: Option<PathBuf>,
-    /// Start from a named set of settings: `parity` (the reference) or `best` (the measured best; see README).
+    /// Start from a named set of settings: `parity` (the reference), `best` (the measured best window GRU; see README) or `sasrec` (SASRec trained at every step of 200-item histories, full softmax; see docs/training-options.md).
     #[arg(long, value_name = "NAME")]
     pub preset: Option<String>,
     #[command(flatten, next_help_heading = "Model")]

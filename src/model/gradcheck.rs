@@ -83,11 +83,13 @@ fn ref_loss(
     bias: Option<&[f64]>,
     positives: Option<&[u32]>,
     gbce: Option<(f64, usize)>,
+    excluded: Option<&[Vec<usize>]>,
 ) -> f64 {
     let softplus = |x: f64| x.max(0.0) + (-x.abs()).exp().ln_1p();
     let mut total = 0.0;
     for row in 0..rows {
         let i = positives.map_or(row, |p| p[row] as usize);
+        let excluded_here = |j: usize| excluded.is_some_and(|e| e[row].contains(&j));
         let logits: Vec<f64> = (0..cols)
             .map(|j| {
                 (0..d).map(|k| q[row * d + k] * c[j * d + k]).sum::<f64>()
@@ -95,7 +97,7 @@ fn ref_loss(
             })
             .collect();
         let kept: Vec<usize> = (0..cols)
-            .filter(|&j| j == i || ids.is_none_or(|ids| ids[j] != ids[i]))
+            .filter(|&j| j == i || (ids.is_none_or(|ids| ids[j] != ids[i]) && !excluded_here(j)))
             .collect();
         if let Some((beta, first_negative)) = gbce {
             total += beta * softplus(-logits[i]);
@@ -129,6 +131,8 @@ struct RefOptions {
     /// Score every item 1..v; gBCE with this beta.
     full_softmax: bool,
     gbce_t: Option<f32>,
+    /// A query's read items get no probability.
+    exclude_history: bool,
     /// The SASRec tower of this shape (`batch` ignored) instead of the GRU,
     /// and the spec that says where a window's newest item is.
     sasrec: Option<(SasRecShape, ModelSpec)>,
@@ -213,7 +217,17 @@ fn ref_loss_from_states(
     o: &RefOptions,
 ) -> f64 {
     let b = batch.size;
+    // The items a query at (row, t) has read.
+    let read = |row: usize, t: usize| -> Vec<u32> {
+        batch.contexts[row * l..=row * l + t]
+            .iter()
+            .copied()
+            .filter(|&id| id != 0)
+            .collect()
+    };
+    let mut seen: Vec<Vec<u32>> = Vec::new();
     let (mut q, labels): (Vec<f64>, Vec<u32>) = if batch.targets.is_empty() {
+        seen.extend((0..b).map(|row| read(row, newest[row])));
         (
             (0..b)
                 .flat_map(|row| {
@@ -232,6 +246,7 @@ fn ref_loss_from_states(
                 if target != 0 {
                     q.extend_from_slice(&states[(row * l + t) * d..(row * l + t + 1) * d]);
                     labels.push(target);
+                    seen.push(read(row, t));
                 }
             }
         }
@@ -309,6 +324,19 @@ fn ref_loss_from_states(
             let negatives = ids.len() - in_batch - usize::from(in_batch == 0);
             (loss::gbce_beta(t, negatives, v - 1) as f64, in_batch)
         }),
+        o.exclude_history
+            .then(|| {
+                // A query's read items' columns: every column of them with a
+                // full softmax, the distinct label columns otherwise.
+                seen.iter()
+                    .map(|seen| {
+                        (0..ids.len())
+                            .filter(|&j| (o.full_softmax || j < in_batch) && seen.contains(&ids[j]))
+                            .collect()
+                    })
+                    .collect::<Vec<Vec<usize>>>()
+            })
+            .as_deref(),
     ) / n as f64
 }
 
@@ -474,6 +502,22 @@ fn loss_backward_matches_finite_differences() {
     let positives: Vec<u32> = (0..rows)
         .map(|_| rng.random_range(0..cols as u32))
         .collect();
+    // Up to 3 excluded columns a row (read items; the positive among them
+    // at times, which stays the positive), used with the bias cases.
+    let excluded_rows: Vec<Vec<usize>> = (0..rows)
+        .map(|_| {
+            (0..rng.random_range(0..4))
+                .map(|_| rng.random_range(0..cols))
+                .collect()
+        })
+        .collect();
+    let excluded_offsets: Vec<u32> = std::iter::once(0)
+        .chain(excluded_rows.iter().scan(0u32, |n, e| {
+            *n += e.len() as u32;
+            Some(*n)
+        }))
+        .collect();
+    let excluded_columns: Vec<u32> = excluded_rows.iter().flatten().map(|&j| j as u32).collect();
     // gBCE: (beta, first negative column).
     for (use_ids, use_bias, threads, use_positives, gbce) in [
         (false, false, 1, false, None),
@@ -487,9 +531,12 @@ fn loss_backward_matches_finite_differences() {
     ] {
         let ids_opt = use_ids.then_some(ids.as_slice());
         let bias_opt = use_bias.then_some(bias.as_slice());
+        let excl_opt = use_bias.then_some(excluded_rows.as_slice());
         let bias_f32 = to_f32(&bias);
         let (qf, cf) = (to_f32(&q), to_f32(&c));
         let inputs = LossInputs {
+            excluded: use_bias
+                .then_some((excluded_offsets.as_slice(), excluded_columns.as_slice())),
             q: &qf,
             c: &cf,
             rows,
@@ -508,7 +555,9 @@ fn loss_backward_matches_finite_differences() {
         let pos_opt = use_positives.then_some(positives.as_slice());
         let gbce_opt = gbce.map(|(b, first)| (b as f64, first));
         let reference = |q: &[f64], c: &[f64]| {
-            ref_loss(q, c, rows, cols, d, ids_opt, bias_opt, pos_opt, gbce_opt)
+            ref_loss(
+                q, c, rows, cols, d, ids_opt, bias_opt, pos_opt, gbce_opt, excl_opt,
+            )
         };
         let mut dq = vec![0.0f32; rows * d];
         let mut dc = vec![0.0f32; cols * d];
@@ -569,6 +618,7 @@ fn accidental_hit_removal_ignores_duplicate_labels() {
             column_ids: ids,
             column_bias: None,
             positives: None,
+            excluded: None,
             kind: loss::LossKind::Softmax,
         };
         loss::in_batch_softmax(&inputs, None, 1)
@@ -767,6 +817,9 @@ fn whole_training_step_matches_finite_differences() {
             p
         };
         let full = *mode == Mode::SequenceFull;
+        // Read items excluded from the loss: in every sequence case with
+        // extras, and every full softmax.
+        let exclude_history = (*mode != Mode::Window && extras) || full;
         let gbce_t = (*mode == Mode::SequenceGbce).then_some(0.6f32);
         let negatives: Vec<u32> = if (extras || gbce_t.is_some()) && !full {
             vec![3, 5, 5, 9]
@@ -786,12 +839,14 @@ fn whole_training_step_matches_finite_differences() {
             gbce_t,
             full_softmax: full,
             tower_dropout: 0.0,
+            exclude_history,
         };
         let mut ref_opts = RefOptions {
             mask_padding,
             shared,
             full_softmax: full,
             gbce_t,
+            exclude_history,
             sasrec: (tower != Gru).then(|| {
                 let shape = SasRecShape {
                     batch: size,

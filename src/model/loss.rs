@@ -60,6 +60,9 @@ pub struct LossInputs<'a> {
     pub column_bias: Option<&'a [f32]>,
     /// Row `i`'s positive column, when not `i`.
     pub positives: Option<&'a [u32]>,
+    /// Columns that get no probability in row `i` (besides its positive):
+    /// `columns[offsets[i]..offsets[i + 1]]`, as `(offsets, columns)`.
+    pub excluded: Option<(&'a [u32], &'a [u32])>,
     pub kind: LossKind,
 }
 
@@ -111,6 +114,7 @@ dispatch! {
         pos: usize,
         column_ids: Option<&[u32]>,
         column_bias: Option<&[f32]>,
+        excluded: &[u32],
         scale: f32,
     ) -> f64 {
         if let Some(bias) = column_bias {
@@ -124,20 +128,26 @@ dispatch! {
             for (x, &id) in s.iter_mut().zip(ids) {
                 *x = if id == label { f32::NEG_INFINITY } else { *x };
             }
-            s[pos] = positive;
         }
+        for &j in excluded {
+            s[j as usize] = f32::NEG_INFINITY;
+        }
+        s[pos] = positive;
         let max = lane_max(s);
         for x in s.iter_mut() {
             *x = fast_exp(*x - max);
         }
+        // fast_exp clamps, so a masked logit would keep a tiny mass.
         if let Some(ids) = column_ids {
-            // fast_exp clamps, so a masked logit would keep a tiny mass.
             let label = ids[pos];
             for (x, &id) in s.iter_mut().zip(ids) {
                 *x = if id == label { 0.0 } else { *x };
             }
-            s[pos] = fast_exp(positive - max);
         }
+        for &j in excluded {
+            s[j as usize] = 0.0;
+        }
+        s[pos] = fast_exp(positive - max);
         let sum = lane_sum(s);
         if scale != 0.0 {
             let inv = scale / sum;
@@ -163,6 +173,7 @@ dispatch! {
         column_bias: Option<&[f32]>,
         beta: f32,
         first_negative: usize,
+        excluded: &[u32],
         scale: f32,
     ) -> f64 {
         if let Some(bias) = column_bias {
@@ -171,11 +182,20 @@ dispatch! {
             }
         }
         let positive = s[pos];
+        // An excluded column is no negative: marked NaN, skipped below.
+        for &j in excluded {
+            if j as usize != pos {
+                s[j as usize] = f32::NAN;
+            }
+        }
         let label = column_ids.map(|ids| ids[pos]);
         // softplus(x) = max(x, 0) + ln(1 + e^−|x|), and σ(x) from the same e.
         let mut loss = 0.0f64;
         for (j, x) in s.iter_mut().enumerate() {
-            if j < first_negative || (label.is_some() && column_ids.map(|ids| ids[j]) == label) {
+            if j < first_negative
+                || x.is_nan()
+                || (label.is_some() && column_ids.map(|ids| ids[j]) == label)
+            {
                 // The positive is handled below; an accidental hit is no
                 // negative.
                 *x = 0.0;
@@ -225,6 +245,12 @@ pub fn in_batch_softmax_tiled(
     assert!(inp
         .positives
         .is_none_or(|p| p.len() >= rows && p.iter().all(|&j| (j as usize) < cols)));
+    assert!(inp.excluded.is_none_or(|(offsets, columns)| {
+        offsets.len() > rows
+            && offsets.windows(2).all(|w| w[0] <= w[1])
+            && offsets[rows] as usize <= columns.len()
+            && columns.iter().all(|&j| (j as usize) < cols)
+    }));
     assert!(inp.q.len() >= rows * d && inp.c.len() >= cols * d);
     if rows == 0 {
         if let Some(g) = grads {
@@ -261,10 +287,18 @@ pub fn in_batch_softmax_tiled(
             let row_scale = if dq.is_some() { scale } else { 0.0 };
             for (i, row) in s.chunks_exact_mut(cols).enumerate() {
                 let pos = inp.positives.map_or(t0 + i, |p| p[t0 + i] as usize);
+                let excluded = inp.excluded.map_or(&[][..], |(offsets, cols)| {
+                    &cols[offsets[t0 + i] as usize..offsets[t0 + i + 1] as usize]
+                });
                 loss += match inp.kind {
-                    LossKind::Softmax => {
-                        softmax_row(row, pos, inp.column_ids, inp.column_bias, row_scale)
-                    }
+                    LossKind::Softmax => softmax_row(
+                        row,
+                        pos,
+                        inp.column_ids,
+                        inp.column_bias,
+                        excluded,
+                        row_scale,
+                    ),
                     LossKind::Gbce {
                         beta,
                         first_negative,
@@ -275,6 +309,7 @@ pub fn in_batch_softmax_tiled(
                         inp.column_bias,
                         beta,
                         first_negative,
+                        excluded,
                         row_scale,
                     ),
                 };

@@ -61,6 +61,10 @@ pub struct StepOptions<'a> {
     /// Score every item of the catalogue, not the batch's labels and extra
     /// negatives (no sampling, so no logQ).
     pub full_softmax: bool,
+    /// The items a query has read (its window up to its step) get no
+    /// probability in its loss, as evaluation excludes seen items. Needs
+    /// distinct columns: sequence training or a full softmax.
+    pub exclude_history: bool,
 }
 
 /// Element `i` of a dropout keep-mask: `1 / (1 - p)` or 0, from a
@@ -443,37 +447,41 @@ impl QueryEncoder {
         let (l, d) = (spec.context_len, spec.dim);
         let mut out = vec![0.0f32; histories.len() * d];
         const CHUNK: usize = 256;
+        // Each worker reuses its buffers across chunks: a fresh workspace
+        // per chunk would page in (and zero) its large buffers every time.
         out.par_chunks_mut(CHUNK * d)
             .zip(histories.par_chunks(CHUNK))
-            .for_each(|(out, hs)| {
-                let mut contexts = vec![0u32; hs.len() * l];
-                let mut lengths = Vec::with_capacity(hs.len());
-                for (h, window) in hs.iter().zip(contexts.chunks_exact_mut(l)) {
-                    lengths.push(spec.cut_window(h, window) as u32);
-                }
-                if spec.tower != QueryTower::Gru {
-                    // The training forward itself, without dropout.
-                    let batch = Batch {
-                        size: hs.len(),
-                        contexts,
-                        labels: vec![0; hs.len()],
-                        lengths,
-                        targets: Vec::new(),
-                    };
-                    let model = Model {
-                        spec,
-                        params,
-                        threads: 1,
-                    };
-                    let mut ws = Workspace::default();
-                    model.forward(&mut ws, &batch, &StepOptions::default());
-                    out.copy_from_slice(&ws.queries);
-                    return;
-                }
-                let mut chunk = TowerChunk::default();
-                chunk.forward(spec, params, &self.projected, &contexts);
-                out.copy_from_slice(chunk.output(spec));
-            });
+            .for_each_init(
+                || (Workspace::default(), TowerChunk::default()),
+                |(ws, chunk), (out, hs)| {
+                    let mut contexts = vec![0u32; hs.len() * l];
+                    let mut lengths = Vec::with_capacity(hs.len());
+                    for (h, window) in hs.iter().zip(contexts.chunks_exact_mut(l)) {
+                        lengths.push(spec.cut_window(h, window) as u32);
+                    }
+                    if spec.tower != QueryTower::Gru {
+                        // The training forward itself, without dropout.
+                        let batch = Batch {
+                            size: hs.len(),
+                            contexts,
+                            labels: vec![0; hs.len()],
+                            lengths,
+                            targets: Vec::new(),
+                        };
+                        let model = Model {
+                            spec,
+                            params,
+                            threads: 1,
+                        };
+                        model.forward(ws, &batch, &StepOptions::default());
+                        out.copy_from_slice(&ws.queries);
+                        return;
+                    }
+                    chunk.rows = 0..0;
+                    chunk.forward(spec, params, &self.projected, &contexts);
+                    out.copy_from_slice(chunk.output(spec));
+                },
+            );
         out
     }
 }
@@ -513,6 +521,9 @@ pub struct Workspace {
     /// the number of label columns (before the extra negatives).
     positives: Vec<u32>,
     label_column_count: usize,
+    /// With `exclude_history`: each query's excluded columns, CSR.
+    excluded_offsets: Vec<u32>,
+    excluded_columns: Vec<u32>,
     /// `C` column ids and their logit bias; the `K` distinct ones.
     column_ids: Vec<u32>,
     column_bias: Vec<f32>,
@@ -764,12 +775,19 @@ impl Model<'_> {
         // Distinct label columns leave accidental hits only among the extra
         // negatives, and a full softmax none.
         let remove_hits = step.remove_accidental_hits && !step.full_softmax;
+        if step.exclude_history {
+            self.history_columns(ws, batch, step.full_softmax);
+        }
         let inputs = LossInputs {
             q: &ws.queries,
             c: &ws.candidates,
             rows: n,
             cols,
             d,
+            excluded: step.exclude_history.then_some((
+                ws.excluded_offsets.as_slice(),
+                ws.excluded_columns.as_slice(),
+            )),
             column_ids: remove_hits.then_some(ws.column_ids.as_slice()),
             column_bias: with_bias.then_some(ws.column_bias.as_slice()),
             positives: (!ws.positives.is_empty()).then_some(ws.positives.as_slice()),
@@ -797,6 +815,37 @@ impl Model<'_> {
         loss_sum * scale as f64
     }
 
+    /// For each query, the columns of the items its window holds up to its
+    /// step (padding and items without a column left out), into
+    /// `ws.excluded_*`.
+    fn history_columns(&self, ws: &mut Workspace, batch: &Batch, full_softmax: bool) {
+        let l = self.spec.context_len;
+        let n = ws.queries_taken(self.spec);
+        ws.excluded_offsets.clear();
+        ws.excluded_columns.clear();
+        ws.excluded_offsets.push(0);
+        assert!(
+            full_softmax || batch.is_sequence(),
+            "excluding the history needs distinct columns"
+        );
+        for q in 0..n {
+            // The GRU's window queries have no slot: the row's last step.
+            let (row, t) = match ws.query_slots.get(q) {
+                Some(&slot) => (slot as usize / l, slot as usize % l),
+                None => (q, l - 1),
+            };
+            for &id in &batch.contexts[row * l..=row * l + t] {
+                let column = match id {
+                    0 => None,
+                    _ if full_softmax => Some(id - 1),
+                    _ => ws.label_columns.slot(id),
+                };
+                ws.excluded_columns.extend(column);
+            }
+            ws.excluded_offsets.push(ws.excluded_columns.len() as u32);
+        }
+    }
+
     /// The in-batch softmax loss summed over the batch's rows (one query
     /// per row, at its last step), without gradients (the reference's
     /// val_loss, times the batch size).
@@ -813,6 +862,7 @@ impl Model<'_> {
             column_ids: None,
             column_bias: None,
             positives: None,
+            excluded: None,
             kind: LossKind::Softmax,
         };
         loss::in_batch_softmax(&inputs, None, self.threads)

@@ -70,6 +70,9 @@ pub struct TrainConfig {
     /// Score every item of the catalogue (no sampled or in-batch
     /// negatives, so no logQ).
     pub full_softmax: bool,
+    /// The items a query has read get no probability in its loss, as
+    /// evaluation (seen items excluded) gives them none.
+    pub exclude_history_in_loss: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -125,6 +128,7 @@ impl Default for TrainConfig {
             loss: Loss::Softmax,
             gbce_t: 0.75,
             full_softmax: false,
+            exclude_history_in_loss: false,
         }
     }
 }
@@ -277,6 +281,12 @@ impl TrainConfig {
                  negative_alpha = 0 for gSASRec's uniform sample) or full_softmax = true",
             ));
         }
+        if self.exclude_history_in_loss && !self.sequence_training && !self.full_softmax {
+            return Err(setting_error(
+                "exclude_history_in_loss",
+                "needs each item in one column: set sequence_training or full_softmax",
+            ));
+        }
         if self.full_softmax && (self.negatives > 0 || self.logq_correction) {
             return Err(setting_error(
                 "full_softmax",
@@ -302,7 +312,7 @@ pub struct Settings {
 }
 
 /// The named starting points of `Settings::preset`.
-pub const PRESETS: [&str; 2] = ["parity", "best"];
+pub const PRESETS: [&str; 3] = ["parity", "best", "sasrec"];
 
 impl Settings {
     /// A named starting point, applied over `self`: `parity` is the
@@ -347,9 +357,47 @@ impl Settings {
                     ..self.train.clone()
                 },
             }),
+            // SASRec learning from every step of long histories, scored
+            // against every item (docs/training-options.md, "Sequence
+            // training").
+            "sasrec" => Ok(Settings {
+                model: ModelOptions {
+                    tower: crate::model::QueryTower::Sasrec,
+                    embedding_dim: 64,
+                    context_len: 200,
+                    padding: Padding::Left,
+                    mask_padding: true,
+                    shared_embeddings: true,
+                    heads: 1,
+                    blocks: 2,
+                    activation: crate::model::spec::Activation::Relu,
+                },
+                train: TrainConfig {
+                    optimizer: Optimizer::AdamW,
+                    sequence_training: true,
+                    full_softmax: true,
+                    loss: Loss::Softmax,
+                    epochs: 200,
+                    batch_size: 64,
+                    learning_rate: 0.003,
+                    shuffle: true,
+                    remove_accidental_hits: true,
+                    logq_correction: false,
+                    negatives: 0,
+                    dropout_input: 0.0,
+                    dropout_output: 0.0,
+                    tower_dropout: 0.2,
+                    warmup_steps: 100,
+                    lr_schedule: LrSchedule::Cosine,
+                    min_lr_ratio: 0.05,
+                    validation: true,
+                    patience: 10,
+                    ..self.train.clone()
+                },
+            }),
             other => Err(setting_error(
                 "preset",
-                format!("unknown preset {other:?}: expected parity or best"),
+                format!("unknown preset {other:?}: expected parity, best or sasrec"),
             )),
         }
     }

@@ -251,6 +251,7 @@ impl<'a> EpochRunner<'a> {
             gbce_t: (cfg.loss == Loss::Gbce).then_some(cfg.gbce_t),
             tower_dropout: cfg.tower_dropout,
             full_softmax: cfg.full_softmax,
+            exclude_history: cfg.exclude_history_in_loss,
         };
         let model = Model {
             spec: self.spec,
