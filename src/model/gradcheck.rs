@@ -851,6 +851,8 @@ fn whole_training_step_matches_finite_differences() {
                 let shape = SasRecShape {
                     batch: size,
                     steps: l,
+                    positions: l,
+                    first_position: 0,
                     dim: d,
                     heads: 2,
                     blocks: 2,

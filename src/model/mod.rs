@@ -391,6 +391,15 @@ fn gather_queries(
     );
 }
 
+/// The token of the trimmed tower input (`row · steps + t − first`, for
+/// the window columns `columns = first..first + steps`) holding window
+/// step `slot = row · L + t`.
+fn tower_token(slot: u32, l: usize, columns: &std::ops::Range<usize>) -> usize {
+    let (row, t) = (slot as usize / l, slot as usize % l);
+    debug_assert!(columns.contains(&t), "a query at a trimmed-off step");
+    row * columns.len() + t - columns.start
+}
+
 /// The steps a tower's output is read at (`row · L + t`) and their labels:
 /// each labelled step in sequence training, otherwise each row's newest
 /// item (the last step with left padding, the last real one with right).
@@ -540,6 +549,8 @@ pub struct Workspace {
     /// `input_rows`), its padding mask (`B·L`), its cache, and the gradients
     /// of its output and input.
     sasrec: SasRecCache,
+    /// The window columns the tower ran over (`B x steps` tokens).
+    tower_columns: std::ops::Range<usize>,
     tower_input: Vec<f32>,
     tower_mask: Vec<f32>,
     d_tower_output: Vec<f32>,
@@ -660,18 +671,36 @@ impl Model<'_> {
     /// then the output at each query's step.
     fn sasrec_forward(&self, ws: &mut Workspace, batch: &Batch, step: &StepOptions) {
         let (d, l) = (self.spec.dim, self.spec.context_len);
-        let shape = self.sasrec_shape(batch.size);
-        ws.tower_input.resize(batch.size * l * d, 0.0);
-        for (row, &slot) in ws.tower_input.chunks_exact_mut(d).zip(&ws.local_contexts) {
-            row.copy_from_slice(&ws.input_rows[slot as usize * d..(slot as usize + 1) * d]);
-        }
+        // Only the columns some window has an item in: padding costs
+        // nothing, and a step keeps its position-table row.
+        let steps = batch
+            .lengths
+            .iter()
+            .max()
+            .map_or(1, |&n| n as usize)
+            .clamp(1, l);
+        let first = match self.spec.padding {
+            Padding::Left => l - steps,
+            Padding::Right => 0,
+        };
+        ws.tower_columns = first..first + steps;
+        let shape = self.sasrec_shape(batch.size, first, steps);
+        ws.tower_input.resize(batch.size * steps * d, 0.0);
         ws.tower_mask.clear();
-        ws.tower_mask.extend(
-            batch
-                .contexts
-                .iter()
-                .map(|&id| if id == 0 { 0.0 } else { 1.0 }),
-        );
+        for row in 0..batch.size {
+            let window = row * l + first..row * l + first + steps;
+            for (t, &slot) in ws.local_contexts[window.clone()].iter().enumerate() {
+                let token = (row * steps + t) * d;
+                ws.tower_input[token..token + d]
+                    .copy_from_slice(&ws.input_rows[slot as usize * d..(slot as usize + 1) * d]);
+            }
+            ws.tower_mask
+                .extend(
+                    batch.contexts[window]
+                        .iter()
+                        .map(|&id| if id == 0 { 0.0 } else { 1.0 }),
+                );
+        }
         sasrec::forward(
             shape,
             &self.params.tower_weights,
@@ -686,15 +715,18 @@ impl Model<'_> {
         let out = ws.sasrec.output();
         ws.queries.clear();
         for &slot in &ws.query_slots {
-            let t = slot as usize;
+            let t = tower_token(slot, l, &ws.tower_columns);
             ws.queries.extend_from_slice(&out[t * d..(t + 1) * d]);
         }
     }
 
-    fn sasrec_shape(&self, batch: usize) -> SasRecShape {
+    /// The tower's shape over `steps` window columns from `first`.
+    fn sasrec_shape(&self, batch: usize, first: usize, steps: usize) -> SasRecShape {
         SasRecShape {
             batch,
-            steps: self.spec.context_len,
+            steps,
+            positions: self.spec.context_len,
+            first_position: first,
             dim: self.spec.dim,
             heads: self.spec.heads,
             blocks: self.spec.blocks,
@@ -978,16 +1010,19 @@ impl Model<'_> {
     /// SASRec's backward: the queries' gradients at their steps, through
     /// the tower, each token's input gradient summed into its row.
     fn sasrec_backward(&self, ws: &mut Workspace, grads: &mut Grads, step: &StepOptions) {
-        let (d, tokens) = (self.spec.dim, ws.local_contexts.len());
+        let (d, l) = (self.spec.dim, self.spec.context_len);
+        let columns = ws.tower_columns.clone();
+        let (rows, steps) = (ws.local_contexts.len() / l, columns.len());
+        let tokens = rows * steps;
         ws.d_tower_output.clear();
         ws.d_tower_output.resize(tokens * d, 0.0);
         for (&slot, g) in ws.query_slots.iter().zip(ws.d_queries.chunks_exact(d)) {
-            let t = slot as usize;
+            let t = tower_token(slot, l, &columns);
             ws.d_tower_output[t * d..(t + 1) * d].copy_from_slice(g);
         }
         ws.d_tower_input.resize(tokens * d, 0.0);
         sasrec::backward(
-            self.sasrec_shape(tokens / self.spec.context_len),
+            self.sasrec_shape(rows, columns.start, steps),
             &self.params.tower_weights,
             &ws.d_tower_output,
             &ws.tower_mask,
@@ -1002,13 +1037,13 @@ impl Model<'_> {
         query.values.clear();
         query.values.resize(ws.inputs.len() * d, 0.0);
         // In token order, so the sums do not depend on the thread count.
-        for (&slot, g) in ws
-            .local_contexts
-            .iter()
-            .zip(ws.d_tower_input.chunks_exact(d))
-        {
-            let slot = slot as usize;
-            kernels::add_assign(&mut query.values[slot * d..(slot + 1) * d], g);
+        let mut d_tokens = ws.d_tower_input.chunks_exact(d);
+        for row in 0..rows {
+            for &slot in &ws.local_contexts[row * l + columns.start..row * l + columns.end] {
+                let slot = slot as usize;
+                let g = d_tokens.next().expect("one gradient row per token");
+                kernels::add_assign(&mut query.values[slot * d..(slot + 1) * d], g);
+            }
         }
     }
 
@@ -1172,6 +1207,54 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// SASRec runs only over the window columns some row has an item in;
+    /// a short row's query is bit-identical whether its batch is trimmed
+    /// to 2 columns or runs all 8 (a long row beside it).
+    #[test]
+    fn sasrec_queries_do_not_depend_on_the_columns_the_batch_runs() {
+        for padding in [Padding::Left, Padding::Right] {
+            let spec = ModelOptions {
+                embedding_dim: 8,
+                context_len: 8,
+                padding,
+                tower: QueryTower::Sasrec,
+                heads: 2,
+                ..ModelOptions::default()
+            }
+            .spec(40);
+            let params = Params::init(&spec, 4);
+            let model = Model {
+                spec: &spec,
+                params: &params,
+                threads: 2,
+            };
+            let histories: [&[u32]; 3] = [&[5, 9], &[7], &[1, 2, 3, 4, 5, 6, 7, 8, 9]];
+            let batch_of = |hs: &[&[u32]]| {
+                let mut b = Batch {
+                    size: hs.len(),
+                    contexts: vec![0; hs.len() * 8],
+                    labels: vec![1; hs.len()],
+                    ..Batch::default()
+                };
+                for (h, w) in hs.iter().zip(b.contexts.chunks_exact_mut(8)) {
+                    b.lengths.push(spec.cut_window(h, w) as u32);
+                }
+                b
+            };
+            let mut ws = Workspace::default();
+            model.forward(&mut ws, &batch_of(&histories[..2]), &StepOptions::default());
+            assert_eq!(
+                ws.tower_columns.len(),
+                2,
+                "trimmed to the longest short row"
+            );
+            let trimmed = ws.queries.clone();
+            model.forward(&mut ws, &batch_of(&histories), &StepOptions::default());
+            assert_eq!(ws.tower_columns.len(), 8);
+            assert_eq!(&ws.queries[..16], &trimmed[..], "{padding:?}");
         }
     }
 

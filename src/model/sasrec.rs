@@ -74,11 +74,16 @@ pub enum Activation {
     Gelu,
 }
 
-/// The tower's sizes. `dim % heads == 0`.
+/// The tower's sizes. `dim % heads == 0`. The position table has
+/// `positions` rows; step `t` of a window reads row `first_position + t`,
+/// so a batch whose windows all start (or end) with padding can run on
+/// just its real columns: fewer `steps`, the same positions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SasRecShape {
     pub batch: usize,
     pub steps: usize,
+    pub positions: usize,
+    pub first_position: usize,
     pub dim: usize,
     pub heads: usize,
     pub blocks: usize,
@@ -96,6 +101,13 @@ impl SasRecShape {
     }
 
     fn validate(&self) {
+        assert!(
+            self.first_position + self.steps <= self.positions,
+            "sasrec: steps {}..{} outside a position table of {}",
+            self.first_position,
+            self.first_position + self.steps,
+            self.positions
+        );
         assert!(
             self.dim > 0 && self.heads > 0 && self.dim.is_multiple_of(self.heads),
             "sasrec: dim {} must be a positive multiple of heads {}",
@@ -248,12 +260,12 @@ impl<T> Block<T> {
 
 /// Where block `i` and the final LayerNorm start.
 fn block_range(s: SasRecShape, i: usize) -> Range<usize> {
-    let start = s.steps * s.dim + i * block_len(s.dim);
+    let start = s.positions * s.dim + i * block_len(s.dim);
     start..start + block_len(s.dim)
 }
 
 fn final_start(s: SasRecShape) -> usize {
-    s.steps * s.dim + s.blocks * block_len(s.dim)
+    s.positions * s.dim + s.blocks * block_len(s.dim)
 }
 
 fn block(w: &[f32], s: SasRecShape, i: usize) -> Block<&[f32]> {
@@ -966,7 +978,7 @@ pub fn forward(
     let nd = n * d;
     assert_eq!(
         weights.len(),
-        weight_count(s.steps, d, s.blocks),
+        weight_count(s.positions, d, s.blocks),
         "sasrec: weights"
     );
     assert_eq!(input.len(), nd, "sasrec: input is batch x steps x dim");
@@ -977,7 +989,8 @@ pub fn forward(
     cache.last = Some((s, dropout, seed));
     let c = cache;
 
-    embed_forward(s, input, &weights[..s.steps * d], mask, &mut c.xs[..nd]);
+    let pos = &weights[s.first_position * d..(s.first_position + s.steps) * d];
+    embed_forward(s, input, pos, mask, &mut c.xs[..nd]);
     if dropping {
         dropout_mask(
             &mut c.emb_mask,
@@ -1091,7 +1104,7 @@ pub fn backward(
     );
     assert_eq!(
         weights.len(),
-        weight_count(s.steps, d, s.blocks),
+        weight_count(s.positions, d, s.blocks),
         "sasrec: weights"
     );
     assert_eq!(d_weights.len(), weights.len(), "sasrec: d_weights");
@@ -1210,7 +1223,8 @@ pub fn backward(
     if dropping {
         dropout_backward(&mut c.dx, &c.emb_mask);
     }
-    embed_backward(s, &c.dx, mask, d_input, &mut d_weights[..s.steps * d]);
+    let d_pos = &mut d_weights[s.first_position * d..(s.first_position + s.steps) * d];
+    embed_backward(s, &c.dx, mask, d_input, d_pos);
 }
 
 #[cfg(test)]
@@ -1475,6 +1489,8 @@ pub(super) mod tests {
         SasRecShape {
             batch,
             steps,
+            positions: steps,
+            first_position: 0,
             dim,
             heads,
             blocks,
