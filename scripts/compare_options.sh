@@ -7,11 +7,21 @@
 # Usage: scripts/compare_options.sh [OUT.md]
 # Environment: SEEDS (default "1 2 3"), ML100K (default data/ml100k, fetched
 # with ../shared/tools/get-ml100k), SYNTH (default data/synth-ml1m, made by
-# `seqrec synth`), THREADS (default 2), DATASETS (default "ml100k synth").
+# `seqrec synth`), THREADS (default 2), DATASETS (default "ml100k synth"),
+# TABLE (default "options": each option of the reference's window training
+# alone; "sequence": sequence training, both towers at contexts 10, 50 and
+# 200, and each loss, written to docs/training-sequence.md), ROWS (only the
+# rows whose name contains this text).
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
 cd "$root"
-out=${1:-docs/training-options.md}
+table=${TABLE:-options}
+case $table in
+  options) default_out=docs/training-options.md ;;
+  sequence) default_out=docs/training-sequence.md ;;
+  *) echo "unknown TABLE $table: expected options or sequence" >&2; exit 2 ;;
+esac
+out=${1:-$default_out}
 seeds=${SEEDS:-"1 2 3"}
 threads=${THREADS:-2}
 ml100k=${ML100K:-data/ml100k}
@@ -27,6 +37,7 @@ bin=$work/seqrec
 [[ -s $ml100k/ratings.dat ]] || ../shared/tools/get-ml100k "$ml100k"
 [[ -s $synth/ratings.dat ]] || "$bin" --quiet synth "$synth"
 
+if [[ $table == options ]]; then
 configs=(
   "parity (reference)|"
   "left padding|--padding left"
@@ -41,6 +52,27 @@ configs=(
   "validation split, best epoch|--validation"
   "preset best|--preset best"
 )
+else
+# Every sequence row is `--preset sasrec` (one recipe for both towers) with
+# the flags named.
+configs=(
+  "preset best (window GRU, one label per row)|--preset best"
+  "GRU, context 10|--preset sasrec --tower gru --context-len 10"
+  "GRU, context 50|--preset sasrec --tower gru --context-len 50"
+  "GRU, context 200|--preset sasrec --tower gru --context-len 200"
+  "SASRec, context 10|--preset sasrec --context-len 10"
+  "SASRec, context 50|--preset sasrec --context-len 50"
+  "SASRec, context 200 (preset sasrec)|--preset sasrec"
+  "SASRec, context 200, read items kept in the loss|--preset sasrec --exclude-history-in-loss=false"
+  "SASRec, context 50, in-batch softmax + logQ|--preset sasrec --context-len 50 --full-softmax=false --logq-correction"
+  "SASRec, context 50, gBCE (t 0.75, 256 uniform negatives)|--preset sasrec --context-len 50 --full-softmax=false --loss gbce --negatives 256 --negative-alpha 0"
+)
+fi
+if [[ -n ${ROWS:-} ]]; then
+  kept=()
+  for entry in "${configs[@]}"; do [[ ${entry%%|*} == *"$ROWS"* ]] && kept+=("$entry"); done
+  configs=("${kept[@]}")
+fi
 
 results=$work/results.jsonl
 for ds in $datasets; do
@@ -76,7 +108,8 @@ ceiling = json.load(open(synth_json)) if os.path.exists(synth_json) else None
 def cell(vals, digits=4):
     m = statistics.mean(vals)
     return f"{m:.{digits}f} ({min(vals):.{digits}f}-{max(vals):.{digits}f})"
-lines = ["# Training options, measured", "",
+title = "Training options, measured" if os.path.basename(out) == "training-options.md" else "Sequence training, measured"
+lines = [f"# {title}", "",
          "Made by `scripts/compare_options.sh`: each row is `seqrec train` with the reference's settings plus the flags",
          "named, over seeds " + ", ".join(seeds.split()) + f" ({len(seeds.split())} runs per row, mean and min-max).",
          "Metrics are on the test examples (each user's last item), ranked against the full catalogue with the",
@@ -94,12 +127,12 @@ for ds in dict.fromkeys(r["dataset"] for r in rows):
     pop = statistics.mean(r["pop_hr"] for r in sub)
     lines += ["", f"Most-popular baseline on the same examples: HR@10 {pop:.4f}."]
     if ds == "synth" and ceiling:
-        best = [r for r in sub if r["config"] == "preset best"]
-        if best:
-            hr_all = statistics.mean(r["hr_all"] for r in best)
-            lines.append(f"Ceiling of the planted structure (an oracle knowing the generator's state, every item a candidate): "
-                         f"HR@10 {ceiling['ceiling_hr10']:.4f}; `--preset best` reaches {hr_all:.4f} on the same terms, "
-                         f"{hr_all / ceiling['ceiling_hr10']:.1%} of it.")
+        lines.append(f"Ceiling of the planted structure (an oracle knowing the generator's state, every item a candidate): "
+                     f"HR@10 {ceiling['ceiling_hr10']:.4f}. On the same terms (every item a candidate):")
+        for name in dict.fromkeys(r["config"] for r in sub):
+            rs = [r for r in sub if r["config"] == name]
+            hr_all = statistics.mean(r["hr_all"] for r in rs)
+            lines.append(f"- {name}: {hr_all:.4f}, {hr_all / ceiling['ceiling_hr10']:.1%} of it.")
     lines.append("")
 tmp = out + ".tmp"
 with open(tmp, "w") as f:

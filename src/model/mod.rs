@@ -61,6 +61,10 @@ pub struct StepOptions<'a> {
     /// Score every item of the catalogue, not the batch's labels and extra
     /// negatives (no sampling, so no logQ).
     pub full_softmax: bool,
+    /// Divide the summed loss by this instead of the batch's number of
+    /// queries (sequence training: the mean number of labelled steps a
+    /// batch has), so every query weighs the same.
+    pub mean_queries: Option<f32>,
     /// The items a query has read (its window up to its step) get no
     /// probability in its loss, as evaluation excludes seen items. Needs
     /// distinct columns: sequence training or a full softmax.
@@ -453,6 +457,24 @@ impl QueryEncoder {
     /// `context_len` items of its history (oldest first), in parallel
     /// chunks of rows.
     pub fn encode(&self, spec: &ModelSpec, params: &Params, histories: &[&[u32]]) -> Vec<f32> {
+        if spec.tower == QueryTower::Sasrec && histories.len() > 1 {
+            // Chunks of like length run over few padding columns: encode in
+            // order of length, then put the queries back.
+            let d = spec.dim;
+            let mut order: Vec<usize> = (0..histories.len()).collect();
+            order.sort_by_key(|&i| histories[i].len().min(spec.context_len));
+            let sorted: Vec<&[u32]> = order.iter().map(|&i| histories[i]).collect();
+            let queries = self.encode_in_order(spec, params, &sorted);
+            let mut out = vec![0.0f32; histories.len() * d];
+            for (k, &i) in order.iter().enumerate() {
+                out[i * d..(i + 1) * d].copy_from_slice(&queries[k * d..(k + 1) * d]);
+            }
+            return out;
+        }
+        self.encode_in_order(spec, params, histories)
+    }
+
+    fn encode_in_order(&self, spec: &ModelSpec, params: &Params, histories: &[&[u32]]) -> Vec<f32> {
         let (l, d) = (spec.context_len, spec.dim);
         let mut out = vec![0.0f32; histories.len() * d];
         const CHUNK: usize = 256;
@@ -834,7 +856,9 @@ impl Model<'_> {
                 }
             }),
         };
-        let scale = 1.0 / n.max(1) as f32;
+        // The mean over queries, or over the mean number a batch has, so
+        // each query weighs the same in batches of unlike sizes.
+        let scale = 1.0 / step.mean_queries.unwrap_or(n.max(1) as f32);
         let grads = LossGrads {
             dq: &mut ws.d_queries,
             dc: &mut ws.d_candidates,

@@ -376,6 +376,7 @@ impl Settings {
                     optimizer: Optimizer::AdamW,
                     sequence_training: true,
                     full_softmax: true,
+                    exclude_history_in_loss: true,
                     loss: Loss::Softmax,
                     epochs: 200,
                     batch_size: 64,

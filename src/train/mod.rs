@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{ExampleSet, Sequences};
 use crate::model::{
     fill_batch, fill_sequence_batch, sequence_row_ends, Batch, Grads, Model, ModelSpec, Params,
-    SparseRows, StepOptions, Workspace,
+    QueryTower, SparseRows, StepOptions, Workspace,
 };
 use adamw::AdamW;
 pub use config::{Loss, LrSchedule, SettingError, Settings, TrainConfig, PRESETS};
@@ -252,6 +252,9 @@ impl<'a> EpochRunner<'a> {
             tower_dropout: cfg.tower_dropout,
             full_softmax: cfg.full_softmax,
             exclude_history: cfg.exclude_history_in_loss,
+            mean_queries: cfg
+                .sequence_training
+                .then(|| self.data.train.len() as f32 / self.steps.max(1) as f32),
         };
         let model = Model {
             spec: self.spec,
@@ -302,6 +305,15 @@ impl<'a> EpochRunner<'a> {
             // an uninterrupted one would.
             self.order.copy_from_slice(&self.rows);
             self.order.shuffle(&mut rng);
+        }
+        if cfg.sequence_training && self.spec.tower == QueryTower::Sasrec {
+            bucket_by_length(
+                &mut self.order,
+                self.spec,
+                data.seqs,
+                cfg.batch_size,
+                &mut rng,
+            );
         }
         let mut lr = cfg.learning_rate;
         let order = std::mem::take(&mut self.order);
@@ -355,6 +367,30 @@ impl<'a> EpochRunner<'a> {
             seconds: t0.elapsed().as_secs_f64(),
             step_ms_median: step_ms.get(step_ms.len() / 2).copied().unwrap_or(0.0),
         })
+    }
+}
+
+/// Batches of rows of like length, so SASRec runs each over few padding
+/// columns: the order is cut into pools of 16 batches, each pool sorted by
+/// window length (stable, so the same order in gives the same batches) and
+/// its batches put in a random order.
+fn bucket_by_length(
+    order: &mut [u32],
+    spec: &ModelSpec,
+    seqs: &Sequences,
+    batch_size: usize,
+    rng: &mut ChaCha8Rng,
+) {
+    let length = |end: u32| {
+        let start = seqs.offsets[seqs.sequence_of(end)];
+        (end - start).min(spec.context_len as u32)
+    };
+    for pool in order.chunks_mut(16 * batch_size) {
+        pool.sort_by_key(|&end| length(end));
+        let mut batches: Vec<&[u32]> = pool.chunks(batch_size).collect();
+        batches.shuffle(rng);
+        let shuffled: Vec<u32> = batches.concat();
+        pool.copy_from_slice(&shuffled);
     }
 }
 
