@@ -133,6 +133,8 @@ struct RefOptions {
     gbce_t: Option<f32>,
     /// A query's read items get no probability.
     exclude_history: bool,
+    /// The summed loss is divided by this rather than the query count.
+    mean_queries: Option<f64>,
     /// The SASRec tower of this shape (`batch` ignored) instead of the GRU,
     /// and the spec that says where a window's newest item is.
     sasrec: Option<(SasRecShape, ModelSpec)>,
@@ -337,7 +339,7 @@ fn ref_loss_from_states(
                     .collect::<Vec<Vec<usize>>>()
             })
             .as_deref(),
-    ) / n as f64
+    ) / o.mean_queries.unwrap_or(n as f64)
 }
 
 fn random(rng: &mut ChaCha8Rng, n: usize, scale: f64) -> Vec<f64> {
@@ -820,6 +822,8 @@ fn whole_training_step_matches_finite_differences() {
         // Read items excluded from the loss: in every sequence case with
         // extras, and every full softmax.
         let exclude_history = (*mode != Mode::Window && extras) || full;
+        // The loss over a batch's mean number of queries, in some cases.
+        let mean_queries = (*mode != Mode::Window && case % 2 == 1).then_some(7.5f32);
         let gbce_t = (*mode == Mode::SequenceGbce).then_some(0.6f32);
         let negatives: Vec<u32> = if (extras || gbce_t.is_some()) && !full {
             vec![3, 5, 5, 9]
@@ -840,6 +844,7 @@ fn whole_training_step_matches_finite_differences() {
             full_softmax: full,
             tower_dropout: 0.0,
             exclude_history,
+            mean_queries,
         };
         let mut ref_opts = RefOptions {
             mask_padding,
@@ -847,6 +852,7 @@ fn whole_training_step_matches_finite_differences() {
             full_softmax: full,
             gbce_t,
             exclude_history,
+            mean_queries: mean_queries.map(|m| m as f64),
             sasrec: (tower != Gru).then(|| {
                 let shape = SasRecShape {
                     batch: size,
