@@ -206,6 +206,10 @@ struct Summary {
     /// The saved model on the test examples, every item a candidate.
     test_all_items: eval::AtK,
     step_ms_median: f64,
+    /// The median step's time per label it trained on (a label is a
+    /// window in window training, a step of a history in sequence
+    /// training): the cost of one trained position.
+    us_per_trained_position: f64,
     peak_memory_mib: Option<f64>,
 }
 
@@ -452,6 +456,15 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         return Err(e.context("--log: cannot write the log"));
     }
     let lines = printer.lines;
+    // Every train label is trained once an epoch, whatever the rows.
+    let steps_per_epoch = train::training_rows(
+        &session.model.spec,
+        &settings.train,
+        &session.seqs,
+        &session.train,
+    )
+    .len()
+    .div_ceil(settings.train.batch_size);
     let t_save = Instant::now();
     checkpoint::save(&args.out, &session.model)?;
     let save_seconds = t_save.elapsed().as_secs_f64();
@@ -468,18 +481,22 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
     }
     let mut medians: Vec<f64> = lines.iter().map(|l| l.step_ms_median).collect();
     medians.sort_by(|a, b| a.total_cmp(b));
+    let step_ms_median = medians.get(medians.len() / 2).copied().unwrap_or(0.0);
+    let us_per_trained_position =
+        step_ms_median * 1e3 * steps_per_epoch as f64 / session.train.len().max(1) as f64;
     let summary = Summary {
         model: args.out.display().to_string(),
         dataset: ds.origin.clone(),
         train_examples: session.train.len(),
         test_examples: session.test.len(),
-        steps_per_epoch: session.train.num_batches(settings.train.batch_size),
+        steps_per_epoch,
         threads: session.threads,
         data_seconds,
         train_seconds,
         save_seconds,
         eval_seconds,
-        step_ms_median: medians.get(medians.len() / 2).copied().unwrap_or(0.0),
+        step_ms_median,
+        us_per_trained_position,
         peak_memory_mib: peak_memory_mib(),
         test: final_eval.model.seen_excluded[0],
         popularity: final_eval.popularity.seen_excluded[0],
@@ -490,10 +507,11 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         println!(
-            "trained {} epoch(s) in {:.1} s ({:.1} ms per step, median; data {:.2} s; peak memory {:.0} MiB)",
+            "trained {} epoch(s) in {:.1} s ({:.1} ms per step, median, {:.2} µs per trained position; data {:.2} s; peak memory {:.0} MiB)",
             summary.epochs.len(),
             summary.train_seconds,
             summary.step_ms_median,
+            summary.us_per_trained_position,
             summary.data_seconds,
             summary.peak_memory_mib.unwrap_or(f64::NAN)
         );
