@@ -116,6 +116,13 @@ lines = [f"# {title}", "",
          "user's earlier items excluded; a label tied with others ranks after them. Time is training only,",
          f"2 threads on this machine ({platform.processor() or platform.machine()}); times count any other",
          "load on the machine, quality figures are deterministic.", ""]
+if title.startswith("Training options"):
+    lines += ["Sequence training (a loss at every step of a history), the SASRec tower and the losses beside softmax are",
+              "measured in [training-sequence.md](training-sequence.md) (`TABLE=sequence scripts/compare_options.sh`).", ""]
+else:
+    lines += ["Every row but the first is `--preset sasrec` (SASRec, sequence training, full softmax with read items",
+              "excluded, context 200, 64 dimensions, batch 64, validation with patience 10) with the flags named;",
+              "the first is the window-trained GRU of `--preset best`. gBCE's negatives are shared by the batch.", ""]
 for ds in dict.fromkeys(r["dataset"] for r in rows):
     sub = [r for r in rows if r["dataset"] == ds]
     title = {"ml100k": "MovieLens-100K (real)", "synth": "Synthetic ML-1M-shaped data (`seqrec synth`, seed 1)"}.get(ds, ds)
