@@ -101,7 +101,7 @@ pub struct TrainFlags {
     /// Extra negatives per batch, drawn by popularity^alpha and shared by all rows.
     #[arg(long, value_name = "N")]
     pub negatives: Option<usize>,
-    /// The exponent alpha of the extra negatives' sampler.
+    /// The exponent alpha of the extra negatives' sampler (popularity^alpha over train labels; 0: uniform over every item id).
     #[arg(long, value_name = "ALPHA")]
     pub negative_alpha: Option<f32>,
     /// Dropout on the input embeddings.
