@@ -192,7 +192,8 @@ dispatch! {
         // softplus(x) = max(x, 0) + ln(1 + e^−|x|), and σ(x) from the same e.
         let mut loss = 0.0f64;
         for (j, x) in s.iter_mut().enumerate() {
-            if j < first_negative
+            if j == pos
+                || j < first_negative
                 || x.is_nan()
                 || (label.is_some() && column_ids.map(|ids| ids[j]) == label)
             {
@@ -205,11 +206,6 @@ dispatch! {
             loss += (x.max(0.0) + (1.0 + e).ln()) as f64;
             let inv = 1.0 / (1.0 + e);
             *x = scale * if *x >= 0.0 { inv } else { e * inv };
-        }
-        if label.is_none() && pos >= first_negative {
-            // The loop counted the positive as a negative: take it back.
-            let e = fast_exp(-positive.abs());
-            loss -= (positive.max(0.0) + (1.0 + e).ln()) as f64;
         }
         let e = fast_exp(-positive.abs());
         let softplus_pos = positive.max(0.0) + (1.0 + e).ln();

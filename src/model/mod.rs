@@ -363,36 +363,27 @@ fn gather_queries(
     slots: &mut Vec<u32>,
     labels: &mut Vec<u32>,
 ) {
-    let (d, l) = (spec.dim, spec.context_len);
+    let l = spec.context_len;
     queries.clear();
-    slots.clear();
-    labels.clear();
-    for c in chunks.iter_mut() {
-        if !batch.is_sequence() {
+    if !batch.is_sequence() {
+        slots.clear();
+        labels.clear();
+        for c in chunks.iter() {
             queries.extend_from_slice(c.output(spec));
-            continue;
         }
-        let first = slots.len();
-        for row in c.rows.clone() {
-            for t in 0..l {
-                let label = batch.targets[row * l + t];
-                if label != 0 {
-                    slots.push((row * l + t) as u32);
-                    labels.push(label);
-                    queries.extend_from_slice(c.state_after(spec, t, row - c.rows.start));
-                }
-            }
-        }
-        c.queries = first..slots.len();
+        return;
     }
-    debug_assert_eq!(
-        queries.len() / d.max(1),
-        if batch.is_sequence() {
-            slots.len()
-        } else {
-            batch.size
+    query_steps(spec, batch, slots, labels);
+    // Slots are in row order and a chunk is a run of rows: its queries are
+    // one run of slots.
+    for c in chunks.iter_mut() {
+        let before = |row: usize| slots.partition_point(|&s| (s as usize) < row * l);
+        c.queries = before(c.rows.start)..before(c.rows.end);
+        for &slot in &slots[c.queries.clone()] {
+            let (row, t) = (slot as usize / l, slot as usize % l);
+            queries.extend_from_slice(c.state_after(spec, t, row - c.rows.start));
         }
-    );
+    }
 }
 
 /// The token of the trimmed tower input (`row · steps + t − first`, for
