@@ -342,23 +342,37 @@ fn ref_loss_from_states(
     ) / o.mean_queries.unwrap_or(n as f64)
 }
 
-fn random(rng: &mut ChaCha8Rng, n: usize, scale: f64) -> Vec<f64> {
+pub(super) fn random(rng: &mut ChaCha8Rng, n: usize, scale: f64) -> Vec<f64> {
     (0..n).map(|_| rng.random_range(-scale..scale)).collect()
 }
 
-fn to_f32(v: &[f64]) -> Vec<f32> {
+pub(super) fn to_f32(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&x| x as f32).collect()
 }
 
 /// Checks `analytic` against central differences of `f` at `x`, on every
 /// entry (the sizes here are small).
 fn check(name: &str, x: &mut [f64], analytic: &[f32], f: &mut dyn FnMut(&[f64]) -> f64) {
-    assert_eq!(x.len(), analytic.len(), "{name}: gradient size");
+    let n = x.len();
+    check_range(name, x, 0..n, analytic, f);
+}
+
+/// Checks `analytic` (the gradient of entries `range` of `x`) against
+/// central differences of `f`, on every entry.
+pub(super) fn check_range(
+    name: &str,
+    x: &mut [f64],
+    range: std::ops::Range<usize>,
+    analytic: &[f32],
+    f: &mut dyn FnMut(&[f64]) -> f64,
+) {
+    assert_eq!(range.len(), analytic.len(), "{name}: gradient size");
     let eps = 1e-5;
-    let mut worst = 0.0f64;
     let scale = analytic.iter().fold(0.0f64, |m, &g| m.max(g.abs() as f64));
     assert!(scale > 0.0, "{name}: gradient is all zeros");
-    for i in 0..x.len() {
+    let mut worst = 0.0f64;
+    let entries = range.len();
+    for (i, &a) in range.zip(analytic) {
         let keep = x[i];
         x[i] = keep + eps;
         let up = f(x);
@@ -366,18 +380,14 @@ fn check(name: &str, x: &mut [f64], analytic: &[f32], f: &mut dyn FnMut(&[f64]) 
         let down = f(x);
         x[i] = keep;
         let numeric = (up - down) / (2.0 * eps);
-        let err = (numeric - analytic[i] as f64).abs() / (1e-3 * scale + numeric.abs());
+        let err = (numeric - a as f64).abs() / (1e-3 * scale + numeric.abs());
         worst = worst.max(err);
         assert!(
             err < 2e-3,
-            "{name}[{i}]: analytic {} vs numeric {numeric} (relative error {err:.2e})",
-            analytic[i]
+            "{name}[{i}]: analytic {a} vs numeric {numeric} (relative error {err:.2e})"
         );
     }
-    eprintln!(
-        "{name}: worst relative error {worst:.2e} over {} entries",
-        x.len()
-    );
+    eprintln!("{name}: worst relative error {worst:.2e} over {entries} entries");
 }
 
 #[test]

@@ -1235,6 +1235,7 @@ pub(super) mod tests {
     //! thread-count properties bit for bit.
 
     use super::*;
+    use crate::model::gradcheck::{check_range as check, random, to_f32};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
@@ -1401,14 +1402,6 @@ pub(super) mod tests {
 
     // ---- helpers --------------------------------------------------------
 
-    fn random(rng: &mut ChaCha8Rng, n: usize, scale: f64) -> Vec<f64> {
-        (0..n).map(|_| rng.random_range(-scale..scale)).collect()
-    }
-
-    fn to_f32(v: &[f64]) -> Vec<f32> {
-        v.iter().map(|&x| x as f32).collect()
-    }
-
     fn to_f64(v: &[f32]) -> Vec<f64> {
         v.iter().map(|&x| x as f64).collect()
     }
@@ -1429,38 +1422,6 @@ pub(super) mod tests {
                 "{name}[{i}]: engine {g} vs reference {w}"
             );
         }
-    }
-
-    /// Checks `analytic` (the gradient of entries `range` of `x`) against
-    /// central differences of `f`, on every entry.
-    fn check(
-        name: &str,
-        x: &mut [f64],
-        range: Range<usize>,
-        analytic: &[f32],
-        f: &mut dyn FnMut(&[f64]) -> f64,
-    ) {
-        assert_eq!(range.len(), analytic.len(), "{name}: gradient size");
-        let eps = 1e-5;
-        let scale = analytic.iter().fold(0.0f64, |m, &g| m.max(g.abs() as f64));
-        assert!(scale > 0.0, "{name}: gradient is all zeros");
-        let mut worst = 0.0f64;
-        for (i, &a) in range.zip(analytic) {
-            let keep = x[i];
-            x[i] = keep + eps;
-            let up = f(x);
-            x[i] = keep - eps;
-            let down = f(x);
-            x[i] = keep;
-            let numeric = (up - down) / (2.0 * eps);
-            let err = (numeric - a as f64).abs() / (1e-3 * scale + numeric.abs());
-            worst = worst.max(err);
-            assert!(
-                err < 2e-3,
-                "{name}[{i}]: analytic {a} vs numeric {numeric} (relative error {err:.2e})"
-            );
-        }
-        eprintln!("{name}: worst relative error {worst:.2e}");
     }
 
     /// Rows: left padding, right padding, interior padding, padding only.
