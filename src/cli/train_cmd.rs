@@ -297,6 +297,8 @@ struct Printer<'a> {
     origin: &'a str,
     bar: Option<ProgressBar>,
     last_epoch: usize,
+    /// As training announced it (sequence training counts its rows).
+    steps_per_epoch: usize,
     lines: Vec<EpochLine>,
     log_error: Option<anyhow::Error>,
 }
@@ -310,6 +312,7 @@ impl Printer<'_> {
                 steps,
                 threads,
             } => {
+                self.steps_per_epoch = steps;
                 if !self.quiet {
                     eprintln!(
                         "training on {}: {train_examples} train / {test_examples} test examples, {steps} steps per epoch, {threads} thread(s)",
@@ -439,6 +442,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         origin: &ds.origin,
         bar: None,
         last_epoch: 0,
+        steps_per_epoch: 0,
         lines: Vec::new(),
         log_error: None,
     };
@@ -456,15 +460,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         return Err(e.context("--log: cannot write the log"));
     }
     let lines = printer.lines;
-    // Every train label is trained once an epoch, whatever the rows.
-    let steps_per_epoch = train::training_rows(
-        &session.model.spec,
-        &settings.train,
-        &session.seqs,
-        &session.train,
-    )
-    .len()
-    .div_ceil(settings.train.batch_size);
+    let steps_per_epoch = printer.steps_per_epoch;
     let t_save = Instant::now();
     checkpoint::save(&args.out, &session.model)?;
     let save_seconds = t_save.elapsed().as_secs_f64();
@@ -482,6 +478,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
     let mut medians: Vec<f64> = lines.iter().map(|l| l.step_ms_median).collect();
     medians.sort_by(|a, b| a.total_cmp(b));
     let step_ms_median = medians.get(medians.len() / 2).copied().unwrap_or(0.0);
+    // Every train label is trained once an epoch, whatever the rows.
     let us_per_trained_position =
         step_ms_median * 1e3 * steps_per_epoch as f64 / session.train.len().max(1) as f64;
     let summary = Summary {
