@@ -6,12 +6,14 @@
 //! -> `data` (files -> sequences -> examples) -> `model` (spec, windows and
 //! batches, the query tower, the loss) -> `train` (a run from a
 //! dataset to a trained model) -> `checkpoint` (the model file) ->
-//! `retrieval` (top-K; the `Recommender`) -> `eval` -> `serve` -> `cli`.
+//! `retrieval` (top-K; the `Recommender`) -> `eval` -> `export` (vectors
+//! as Parquet) -> `serve` -> `cli`.
 
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod files;
 pub mod kernels;
 pub mod model;

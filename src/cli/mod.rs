@@ -3,6 +3,7 @@
 
 mod data_cmd;
 mod evaluate_cmd;
+mod export_cmd;
 mod fetch_cmd;
 mod plot;
 mod recommend_cmd;
@@ -51,6 +52,8 @@ pub enum Command {
     Synth(synth_cmd::SynthArgs),
     /// Serve recommendations over HTTP (JSON API; hot-swaps the model on SIGHUP).
     Serve(Box<serve_cmd::ServeArgs>),
+    /// Write a model's item vectors and users' query vectors as Parquet, for a vector database.
+    Export(export_cmd::ExportArgs),
 }
 
 /// "error: ..." and a "caused by" line per cause, leaving out a cause
@@ -88,7 +91,7 @@ pub fn oversubscription_warning(setting: &str, threads: usize) -> Option<String>
 /// command that reads data.
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
-    /// A MovieLens folder (ml-1m, ml-100k, CSV releases) or an interaction file (CSV/TSV).
+    /// A MovieLens folder (ml-1m, ml-100k, CSV releases) or an interaction file (CSV/TSV, Parquet, Arrow IPC).
     #[arg(value_name = "DATA")]
     pub data: Option<PathBuf>,
     /// A named dataset, fetched into the cache on first use (e.g. ml-1m).
@@ -343,6 +346,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Recommend(a) => recommend_cmd::recommend(*a, quiet),
         Command::Synth(a) => synth_cmd::synth(a, quiet),
         Command::Serve(a) => serve_cmd::serve(*a, quiet),
+        Command::Export(a) => export_cmd::export(a, quiet),
     }
 }
 

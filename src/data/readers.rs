@@ -45,6 +45,43 @@ pub enum DataError {
         columns: Vec<String>,
         suggest_delimiter: Option<u8>,
     },
+    /// A row of a columnar file (Parquet, Arrow) that breaks a rule;
+    /// `row` counts the file's rows from 1.
+    #[error("{}: row {row}: {msg}", file.display())]
+    BadRow {
+        file: PathBuf,
+        row: usize,
+        msg: String,
+    },
+    /// A columnar file without a column the reader needs (`setting` as in
+    /// `MissingColumn`).
+    #[error(
+        "{}: no column {}{}; its columns are {}",
+        file.display(),
+        quoted(column),
+        setting.map(|s| format!(" (the {s} setting)")).unwrap_or_default(),
+        column_list(columns)
+    )]
+    NoSuchColumn {
+        file: PathBuf,
+        column: String,
+        setting: Option<&'static str>,
+        columns: Vec<String>,
+    },
+    /// A column of a type the reader cannot take as what it stands for.
+    #[error("{}: column {}: {msg}", file.display(), quoted(column))]
+    ColumnType {
+        file: PathBuf,
+        column: String,
+        msg: String,
+    },
+    /// A file that its format's reader refused as a whole.
+    #[error("{}: not a readable {format} file: {}", file.display(), escaped(msg))]
+    Unreadable {
+        file: PathBuf,
+        format: &'static str,
+        msg: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -205,7 +242,7 @@ impl Catalog {
 
 /// Maps user keys to dense indices in order of first appearance.
 #[derive(Default)]
-struct UserIndex {
+pub(super) struct UserIndex {
     small: Vec<u32>,
     other: HashMap<String, u32>,
     keys: Vec<String>,
@@ -214,7 +251,7 @@ struct UserIndex {
 impl UserIndex {
     const SMALL_LIMIT: u64 = 1 << 24;
 
-    fn numeric(&mut self, key: u64) -> u32 {
+    pub(super) fn numeric(&mut self, key: u64) -> u32 {
         if key < Self::SMALL_LIMIT {
             let k = key as usize;
             if self.small.len() <= k {
@@ -230,7 +267,7 @@ impl UserIndex {
         }
     }
 
-    fn text(&mut self, key: &str) -> u32 {
+    pub(super) fn text(&mut self, key: &str) -> u32 {
         if let Ok(n) = key.parse::<u64>() {
             if n < Self::SMALL_LIMIT && n.to_string() == key {
                 return self.numeric(n);
@@ -252,7 +289,7 @@ pub fn latin1(bytes: &[u8]) -> String {
 }
 
 /// UTF-8 where valid, else Latin-1 (older MovieLens CSVs mix both).
-fn utf8_or_latin1(bytes: &[u8]) -> String {
+pub(super) fn utf8_or_latin1(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
         Ok(s) => s.to_string(),
         Err(_) => latin1(bytes),
@@ -325,7 +362,7 @@ fn parse_num<T: std::str::FromStr>(field: &[u8]) -> Option<T> {
 /// Timestamps are integers; decimal seconds are accepted and truncated.
 /// A value outside the 64-bit range is refused: `as` would saturate it to
 /// the end of time without a word.
-fn parse_timestamp(field: &[u8]) -> Option<i64> {
+pub(super) fn parse_timestamp(field: &[u8]) -> Option<i64> {
     let s = std::str::from_utf8(field).ok()?.trim();
     s.parse::<i64>().ok().or_else(|| {
         // -2^63 and 2^63 are exact in f64; the range is [-2^63, 2^63).
@@ -338,18 +375,18 @@ fn parse_timestamp(field: &[u8]) -> Option<i64> {
 }
 
 /// What a timestamp must be, for messages.
-const TIMESTAMP_EXPECTED: &str = "an integer number of seconds within the 64-bit range";
+pub(super) const TIMESTAMP_EXPECTED: &str = "an integer number of seconds within the 64-bit range";
 
 /// Collects kept ratings, applying the rating filter and the bad-line policy.
-struct Collector<'o> {
+pub(super) struct Collector<'o> {
     opts: &'o ReadOptions,
     file: PathBuf,
-    users: UserIndex,
-    out: Interactions,
+    pub(super) users: UserIndex,
+    pub(super) out: Interactions,
 }
 
 impl<'o> Collector<'o> {
-    fn new(opts: &'o ReadOptions, file: &Path) -> Self {
+    pub(super) fn new(opts: &'o ReadOptions, file: &Path) -> Self {
         Collector {
             opts,
             file: file.to_path_buf(),
@@ -371,9 +408,23 @@ impl<'o> Collector<'o> {
         }
     }
 
+    /// `bad` for a row of a columnar file.
+    pub(super) fn bad_row(&mut self, row: usize, msg: String) -> Result<(), DataError> {
+        if self.opts.skip_bad_lines {
+            self.out.skipped_lines += 1;
+            Ok(())
+        } else {
+            Err(DataError::BadRow {
+                file: self.file.clone(),
+                row,
+                msg,
+            })
+        }
+    }
+
     /// Applies the rating filter. Called before the user is numbered, so
     /// users are ordered by their first *kept* rating, as in the reference.
-    fn keep(&mut self, rating: Option<f32>) -> bool {
+    pub(super) fn keep(&mut self, rating: Option<f32>) -> bool {
         if let (Some(min), Some(r)) = (self.opts.min_rating, rating) {
             if r < min {
                 self.out.below_min_rating += 1;
@@ -383,7 +434,7 @@ impl<'o> Collector<'o> {
         true
     }
 
-    fn push(&mut self, user: u32, item: u32, ts: i64) {
+    pub(super) fn push(&mut self, user: u32, item: u32, ts: i64) {
         self.out.users.push(user);
         self.out.items.push(item);
         self.out.timestamps.push(ts);
@@ -449,7 +500,7 @@ impl<'o> Collector<'o> {
         Ok(())
     }
 
-    fn finish(mut self) -> Interactions {
+    pub(super) fn finish(mut self) -> Interactions {
         self.out.user_keys = std::mem::take(&mut self.users.keys);
         self.out
     }
@@ -892,40 +943,74 @@ pub fn read_generic(
         Ok(())
     })?;
     let interactions = c.finish();
+    let cat = generic_catalog(item_keys, fmt, opts)?;
+    Ok((interactions, cat))
+}
+
+/// The catalogue of a generic file whose items got ids 1..N in the order
+/// of `item_keys` (index 0: padding), titled from `fmt.titles` if given.
+pub(super) fn generic_catalog(
+    item_keys: Vec<String>,
+    fmt: &GenericFormat,
+    opts: &ReadOptions,
+) -> Result<Catalog, DataError> {
     let mut cat = Catalog::default();
     cat.cover(&[]);
-    cat.grow_to(item_keys.len() - 1);
+    cat.grow_to(item_keys.len().saturating_sub(1));
     for id in 1..item_keys.len() {
         cat.is_item[id] = true;
     }
     if let Some(tpath) = &fmt.titles {
-        let tdelimiter = delimiter_for(tpath, fmt.delimiter);
-        let (mut trdr, th) = open_csv(tpath, tdelimiter)?;
-        let ic = column(tpath, &th, &fmt.title_item_col, Some("title_item_col"))?;
-        let tc = column(tpath, &th, &fmt.title_col, Some("title_col"))?;
-        for_each_record(tpath, &mut trdr, tdelimiter, |line, rec| {
-            match (rec.get(ic), rec.get(tc)) {
-                (Some(k), Some(t)) => {
-                    if let Some(&id) = item_ids.get(&utf8_or_latin1(k.trim_ascii())) {
-                        cat.titles[id as usize] = utf8_or_latin1(t);
-                    }
-                    Ok(())
-                }
-                _ if opts.skip_bad_lines => Ok(()),
-                _ => Err(DataError::Malformed {
-                    file: tpath.to_path_buf(),
-                    line,
-                    msg: format!(
-                        "expected columns {} and {}",
-                        quoted(&fmt.title_item_col),
-                        quoted(&fmt.title_col)
-                    ),
-                }),
+        let item_ids: HashMap<&str, u32> = item_keys
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(id, k)| (k.as_str(), id as u32))
+            .collect();
+        let mut set_title = |key: &str, title: String| {
+            if let Some(&id) = item_ids.get(key) {
+                cat.titles[id as usize] = title;
             }
-        })?;
+        };
+        if let Some(kind) = super::columnar::sniff(tpath)? {
+            super::columnar::read_titles(tpath, kind, fmt, opts, &mut set_title)?;
+        } else {
+            read_csv_titles(tpath, fmt, opts, &mut set_title)?;
+        }
     }
     cat.keys = Some(item_keys);
-    Ok((interactions, cat))
+    Ok(cat)
+}
+
+/// A CSV/TSV title file: `set_title(item key, title)` for each row.
+fn read_csv_titles(
+    tpath: &Path,
+    fmt: &GenericFormat,
+    opts: &ReadOptions,
+    set_title: &mut dyn FnMut(&str, String),
+) -> Result<(), DataError> {
+    let tdelimiter = delimiter_for(tpath, fmt.delimiter);
+    let (mut trdr, th) = open_csv(tpath, tdelimiter)?;
+    let ic = column(tpath, &th, &fmt.title_item_col, Some("title_item_col"))?;
+    let tc = column(tpath, &th, &fmt.title_col, Some("title_col"))?;
+    for_each_record(tpath, &mut trdr, tdelimiter, |line, rec| {
+        match (rec.get(ic), rec.get(tc)) {
+            (Some(k), Some(t)) => {
+                set_title(&utf8_or_latin1(k.trim_ascii()), utf8_or_latin1(t));
+                Ok(())
+            }
+            _ if opts.skip_bad_lines => Ok(()),
+            _ => Err(DataError::Malformed {
+                file: tpath.to_path_buf(),
+                line,
+                msg: format!(
+                    "expected columns {} and {}",
+                    quoted(&fmt.title_item_col),
+                    quoted(&fmt.title_col)
+                ),
+            }),
+        }
+    })
 }
 
 /// Makes the catalogue cover every rated id (a rated id missing from the item

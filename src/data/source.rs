@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::columnar::{self, ColumnarKind};
 use super::download::{self, DownloadError};
 use super::readers::{self, Catalog, DataError, GenericFormat, Interactions, ReadOptions};
 
@@ -95,6 +96,10 @@ pub enum Format {
     MovieLensCsv,
     /// A CSV/TSV interaction file with named columns.
     Generic,
+    /// A Parquet interaction log with named columns.
+    Parquet,
+    /// An Arrow IPC interaction log (file or stream) with named columns.
+    ArrowIpc,
 }
 
 #[derive(Debug, Clone)]
@@ -187,7 +192,7 @@ impl Format {
             Format::MovieLensDat => Some(("ratings.dat", "movies.dat")),
             Format::MovieLens100k => Some(("u.data", "u.item")),
             Format::MovieLensCsv => Some(("ratings.csv", "movies.csv")),
-            Format::Generic => None,
+            Format::Generic | Format::Parquet | Format::ArrowIpc => None,
         }
     }
 }
@@ -202,7 +207,7 @@ fn probe(dir: &Path) -> Option<Format> {
 
 /// Reads a dataset from a MovieLens folder or interaction file.
 pub fn read_path(path: &Path, generic: &GenericFormat, opts: &ReadOptions) -> Result<Dataset> {
-    let (format, dir) = detect(path)?;
+    let (mut format, dir) = detect(path)?;
     let (mut interactions, mut catalog) = match format {
         Format::MovieLensDat => {
             let movies = dir.join("movies.dat");
@@ -240,9 +245,18 @@ pub fn read_path(path: &Path, generic: &GenericFormat, opts: &ReadOptions) -> Re
                 cat,
             )
         }
-        Format::Generic => readers::read_generic(&dir, generic, opts)?,
+        Format::Generic | Format::Parquet | Format::ArrowIpc => match columnar::sniff(&dir)? {
+            Some(kind) => {
+                format = match kind {
+                    ColumnarKind::Parquet => Format::Parquet,
+                    _ => Format::ArrowIpc,
+                };
+                columnar::read_file(&dir, kind, generic, opts)?
+            }
+            None => readers::read_generic(&dir, generic, opts)?,
+        },
     };
-    if format != Format::Generic {
+    if format.files().is_some() {
         // Checked before the catalogue grows to cover every rated id: the
         // rows are what would be allocated, here and again in training.
         let used = used_ids(&catalog, &interactions);
@@ -258,21 +272,46 @@ pub fn read_path(path: &Path, generic: &GenericFormat, opts: &ReadOptions) -> Re
             });
         }
     }
+    let origin = dir.display().to_string();
+    complete(origin, format, interactions, catalog)
+}
+
+/// The dataset of `interactions` read from `origin`, its catalogue
+/// covering every rated id; none is an error.
+fn complete(
+    origin: String,
+    format: Format,
+    interactions: Interactions,
+    mut catalog: Catalog,
+) -> Result<Dataset> {
     readers::complete_catalog(&mut catalog, &interactions);
     if interactions.is_empty() {
         return Err(SourceError::NoRatings {
-            path: dir,
+            path: PathBuf::from(origin),
             lines_read: interactions.lines_read,
             below_min_rating: interactions.below_min_rating,
             skipped_lines: interactions.skipped_lines,
         });
     }
     Ok(Dataset {
-        origin: dir.display().to_string(),
+        origin,
         format,
         interactions,
         catalog,
     })
+}
+
+/// Reads an interaction log held in memory as an Arrow IPC stream (or
+/// file), as a DataFrame or Arrow table from Python arrives; `origin`
+/// names it in messages and in the model file.
+pub fn read_arrow_ipc_stream(
+    bytes: &[u8],
+    origin: &str,
+    generic: &GenericFormat,
+    opts: &ReadOptions,
+) -> Result<Dataset> {
+    let (interactions, catalog) = columnar::read_bytes(bytes, Path::new(origin), generic, opts)?;
+    complete(origin.to_string(), Format::ArrowIpc, interactions, catalog)
 }
 
 /// Which ids are items (listed in the item file or rated), by id; id 0,

@@ -1,0 +1,652 @@
+//! Columnar interaction logs: Parquet files (as Spark, DuckDB, Polars and
+//! pandas write them) and Arrow IPC files and streams, read through the
+//! arrow and parquet crates.
+//!
+//! Columns are chosen by the same settings as a CSV file's
+//! (`GenericFormat`), only those columns are decoded, and each row becomes
+//! what a CSV line would: an id of any integer or string type becomes the
+//! key its text would be, so a log gives the same examples whichever
+//! format it is written in. Timestamps are integers, floats (truncated),
+//! Arrow timestamps or dates; only their order matters, so a timestamp
+//! keeps its unit. A bad row is an error naming the file, the row (from 1)
+//! and the column, or with `skip_bad_lines` it is counted and left out.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Date32Type, Date64Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::{ArrowError, DataType, Schema, TimeUnit};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+
+use super::readers::{
+    generic_catalog, parse_timestamp, Catalog, Collector, DataError, GenericFormat, Interactions,
+    ReadOptions, TIMESTAMP_EXPECTED,
+};
+use crate::text::{escaped, quoted};
+
+/// The columnar formats seqrec reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnarKind {
+    Parquet,
+    /// The Arrow IPC file format (`.arrow`, Feather v2).
+    ArrowFile,
+    /// The Arrow IPC stream format (what `pyarrow.ipc.new_stream` writes).
+    ArrowStream,
+}
+
+impl ColumnarKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnarKind::Parquet => "Parquet",
+            ColumnarKind::ArrowFile | ColumnarKind::ArrowStream => "Arrow IPC",
+        }
+    }
+
+    /// The kind whose magic bytes `head` starts with.
+    fn of_head(head: &[u8]) -> Option<ColumnarKind> {
+        if head.starts_with(b"PAR1") {
+            Some(ColumnarKind::Parquet)
+        } else if head.starts_with(b"ARROW1") {
+            Some(ColumnarKind::ArrowFile)
+        } else if head.starts_with(&[0xFF; 4]) {
+            Some(ColumnarKind::ArrowStream)
+        } else {
+            None
+        }
+    }
+}
+
+/// A file or bytes in memory, read from anywhere.
+trait ReadSeek: Read + std::io::Seek {}
+impl<T: Read + std::io::Seek> ReadSeek for T {}
+
+/// Rows decoded at a time: big enough that per-batch work vanishes, small
+/// enough that a batch's columns stay in cache.
+const BATCH_ROWS: usize = 64 * 1024;
+
+/// The columnar format of `path` by its first bytes, or None for a text
+/// file. A file named as a columnar one that does not start like one is
+/// an error, not a CSV file.
+pub fn sniff(path: &Path) -> Result<Option<ColumnarKind>, DataError> {
+    let io = |source| DataError::Io {
+        file: path.to_path_buf(),
+        source,
+    };
+    let mut head = Vec::with_capacity(8);
+    File::open(path)
+        .map_err(io)?
+        .take(8)
+        .read_to_end(&mut head)
+        .map_err(io)?;
+    let kind = ColumnarKind::of_head(&head);
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase());
+    let named = match ext.as_deref() {
+        Some("parquet" | "pq") => Some(ColumnarKind::Parquet),
+        Some("arrow" | "feather" | "ipc" | "arrows") => Some(ColumnarKind::ArrowFile),
+        _ => None,
+    };
+    match (kind, named) {
+        (None, Some(named)) => Err(DataError::Unreadable {
+            file: path.to_path_buf(),
+            format: named.name(),
+            msg: match named {
+                ColumnarKind::Parquet => "it does not start with Parquet's magic bytes `PAR1`",
+                _ => "it starts neither like an Arrow IPC file (`ARROW1`) nor like a stream",
+            }
+            .into(),
+        }),
+        (kind, _) => Ok(kind),
+    }
+}
+
+fn unreadable(file: &Path, kind: ColumnarKind) -> impl Fn(String) -> DataError + '_ {
+    move |msg| DataError::Unreadable {
+        file: file.to_path_buf(),
+        format: kind.name(),
+        msg,
+    }
+}
+
+/// The positions in `schema` of the columns `wanted` (name, setting), each
+/// once, or the first missing one as an error.
+fn find_columns(
+    file: &Path,
+    schema: &Schema,
+    wanted: &[(&str, &'static str)],
+) -> Result<Vec<usize>, DataError> {
+    let mut found = Vec::new();
+    for &(name, setting) in wanted {
+        let Some(i) = schema.fields().iter().position(|f| f.name() == name) else {
+            return Err(DataError::NoSuchColumn {
+                file: file.to_path_buf(),
+                column: name.to_string(),
+                setting: Some(setting),
+                columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+            });
+        };
+        if !found.contains(&i) {
+            found.push(i);
+        }
+    }
+    found.sort_unstable();
+    Ok(found)
+}
+
+/// Reads the record batches of `file` (of `kind`) holding the columns
+/// `wanted` and hands each to `each`. Runs the decoders behind a panic
+/// guard: a corrupt file must be an error, not an abort.
+fn for_each_batch(
+    file: &Path,
+    // Only Arrow IPC is read from memory.
+    bytes: Option<&[u8]>,
+    kind: ColumnarKind,
+    wanted: &[(&str, &'static str)],
+    each: &mut dyn FnMut(&RecordBatch) -> Result<(), DataError>,
+) -> Result<(), DataError> {
+    let fail = unreadable(file, kind);
+    let io = |source| DataError::Io {
+        file: file.to_path_buf(),
+        source,
+    };
+    let source = || -> Result<Box<dyn ReadSeek + '_>, DataError> {
+        Ok(match bytes {
+            Some(b) => Box::new(std::io::Cursor::new(b)),
+            None => Box::new(BufReader::new(File::open(file).map_err(io)?)),
+        })
+    };
+    let run = || -> Result<(), DataError> {
+        type Batches<'b> = Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + 'b>;
+        let batches: Batches = match kind {
+            ColumnarKind::Parquet => {
+                // Parquet is read from its file (its footer comes first).
+                let builder =
+                    ParquetRecordBatchReaderBuilder::try_new(File::open(file).map_err(io)?)
+                        .map_err(|e| fail(e.to_string()))?;
+                let roots = find_columns(file, builder.schema(), wanted)?;
+                let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+                Box::new(
+                    builder
+                        .with_projection(mask)
+                        .with_batch_size(BATCH_ROWS)
+                        .build()
+                        .map_err(|e| fail(e.to_string()))?,
+                )
+            }
+            ColumnarKind::ArrowFile => {
+                let schema = arrow_ipc::reader::FileReader::try_new(source()?, None)
+                    .map_err(|e| fail(e.to_string()))?
+                    .schema();
+                let projection = find_columns(file, &schema, wanted)?;
+                Box::new(
+                    arrow_ipc::reader::FileReader::try_new(source()?, Some(projection))
+                        .map_err(|e| fail(e.to_string()))?,
+                )
+            }
+            ColumnarKind::ArrowStream => {
+                // The schema is the stream's first message: reading it
+                // again from the start costs one small read.
+                let schema = arrow_ipc::reader::StreamReader::try_new(source()?, None)
+                    .map_err(|e| fail(e.to_string()))?
+                    .schema();
+                let projection = find_columns(file, &schema, wanted)?;
+                Box::new(
+                    arrow_ipc::reader::StreamReader::try_new(source()?, Some(projection))
+                        .map_err(|e| fail(e.to_string()))?,
+                )
+            }
+        };
+        for batch in batches {
+            each(&batch.map_err(|e| fail(e.to_string()))?)?;
+        }
+        Ok(())
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(result) => result,
+        Err(_) => Err(fail(
+            "the decoder failed on corrupt data (see the message above)".into(),
+        )),
+    }
+}
+
+/// A column's values as a CSV line would hold them, by type.
+enum Values<'a> {
+    /// Any integer type (wide enough for every one of them).
+    Ints(Vec<i128>),
+    Floats(Vec<f64>),
+    Text(Text<'a>),
+}
+
+/// String columns of each Arrow layout.
+enum Text<'a> {
+    Utf8(&'a arrow_array::StringArray),
+    Large(&'a arrow_array::LargeStringArray),
+    View(&'a arrow_array::StringViewArray),
+    /// Categorical data: each row's index into a dictionary of strings.
+    Dictionary {
+        keys: Vec<usize>,
+        values: Box<Text<'a>>,
+    },
+}
+
+impl Text<'_> {
+    fn at(&self, i: usize) -> &str {
+        match self {
+            Text::Utf8(a) => a.value(i),
+            Text::Large(a) => a.value(i),
+            Text::View(a) => a.value(i),
+            Text::Dictionary { keys, values } => values.at(keys[i]),
+        }
+    }
+}
+
+fn text_of(col: &dyn Array) -> Option<Text<'_>> {
+    Some(match col.data_type() {
+        DataType::Utf8 => Text::Utf8(col.as_string::<i32>()),
+        DataType::LargeUtf8 => Text::Large(col.as_string::<i64>()),
+        DataType::Utf8View => Text::View(col.as_string_view()),
+        DataType::Dictionary(_, _) => {
+            let dict = col.as_any_dictionary();
+            Text::Dictionary {
+                keys: dict.normalized_keys(),
+                values: Box::new(text_of(dict.values().as_ref())?),
+            }
+        }
+        _ => return None,
+    })
+}
+
+fn ints_of(col: &dyn Array) -> Option<Vec<i128>> {
+    macro_rules! widen {
+        ($t:ty) => {
+            col.as_primitive::<$t>()
+                .values()
+                .iter()
+                .map(|&v| v as i128)
+                .collect()
+        };
+    }
+    Some(match col.data_type() {
+        DataType::Int8 => widen!(Int8Type),
+        DataType::Int16 => widen!(Int16Type),
+        DataType::Int32 => widen!(Int32Type),
+        DataType::Int64 => widen!(Int64Type),
+        DataType::UInt8 => widen!(UInt8Type),
+        DataType::UInt16 => widen!(UInt16Type),
+        DataType::UInt32 => widen!(UInt32Type),
+        DataType::UInt64 => widen!(UInt64Type),
+        _ => return None,
+    })
+}
+
+/// Timestamps and dates as their raw count of units (only order matters).
+fn times_of(col: &dyn Array) -> Option<Vec<i128>> {
+    macro_rules! widen {
+        ($t:ty) => {
+            col.as_primitive::<$t>()
+                .values()
+                .iter()
+                .map(|&v| v as i128)
+                .collect()
+        };
+    }
+    Some(match col.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => widen!(TimestampSecondType),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => widen!(TimestampMillisecondType),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => widen!(TimestampMicrosecondType),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => widen!(TimestampNanosecondType),
+        DataType::Date32 => widen!(Date32Type),
+        DataType::Date64 => widen!(Date64Type),
+        _ => return ints_of(col),
+    })
+}
+
+fn floats_of(col: &dyn Array) -> Option<Vec<f64>> {
+    Some(match col.data_type() {
+        DataType::Float32 => col
+            .as_primitive::<Float32Type>()
+            .values()
+            .iter()
+            .map(|&v| v as f64)
+            .collect(),
+        DataType::Float64 => col.as_primitive::<Float64Type>().values().to_vec(),
+        _ => return None,
+    })
+}
+
+/// A column of `batch` by name (its presence was checked on the schema).
+fn column<'b>(
+    file: &Path,
+    batch: &'b RecordBatch,
+    name: &str,
+    setting: &'static str,
+) -> Result<&'b dyn Array, DataError> {
+    batch
+        .column_by_name(name)
+        .map(|c| c.as_ref())
+        .ok_or_else(|| DataError::NoSuchColumn {
+            file: file.to_path_buf(),
+            column: name.to_string(),
+            setting: Some(setting),
+            columns: batch
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect(),
+        })
+}
+
+fn wrong_type(file: &Path, name: &str, expected: &str, found: &DataType) -> DataError {
+    DataError::ColumnType {
+        file: file.to_path_buf(),
+        column: name.to_string(),
+        msg: format!("expected {expected}, found {}", escaped(&found.to_string())),
+    }
+}
+
+/// An id column (users, items, title keys): integers or strings.
+fn ids<'a>(file: &Path, col: &'a dyn Array, name: &str) -> Result<Values<'a>, DataError> {
+    if let Some(v) = ints_of(col) {
+        return Ok(Values::Ints(v));
+    }
+    text_of(col)
+        .map(Values::Text)
+        .ok_or_else(|| wrong_type(file, name, "integer or string ids", col.data_type()))
+}
+
+fn times<'a>(file: &Path, col: &'a dyn Array, name: &str) -> Result<Values<'a>, DataError> {
+    if let Some(v) = times_of(col) {
+        return Ok(Values::Ints(v));
+    }
+    if let Some(v) = floats_of(col) {
+        return Ok(Values::Floats(v));
+    }
+    text_of(col).map(Values::Text).ok_or_else(|| {
+        wrong_type(
+            file,
+            name,
+            "integer, float, timestamp or date timestamps",
+            col.data_type(),
+        )
+    })
+}
+
+fn ratings<'a>(file: &Path, col: &'a dyn Array, name: &str) -> Result<Values<'a>, DataError> {
+    if let Some(v) = ints_of(col) {
+        return Ok(Values::Ints(v));
+    }
+    if let Some(v) = floats_of(col) {
+        return Ok(Values::Floats(v));
+    }
+    text_of(col)
+        .map(Values::Text)
+        .ok_or_else(|| wrong_type(file, name, "numeric ratings", col.data_type()))
+}
+
+/// What an id of row `i` is, or why it is none.
+enum Id<'a> {
+    Int(i128),
+    Text(&'a str),
+}
+
+fn id_at<'a>(col: &dyn Array, values: &'a Values, i: usize, name: &str) -> Result<Id<'a>, String> {
+    if col.is_null(i) {
+        return Err(format!("column {} is empty (null)", quoted(name)));
+    }
+    match values {
+        Values::Ints(v) => Ok(Id::Int(v[i])),
+        Values::Text(t) => match t.at(i).trim_ascii() {
+            "" => Err(format!("column {} is empty", quoted(name))),
+            s => Ok(Id::Text(s)),
+        },
+        Values::Floats(_) => Err(format!("column {} holds no ids", quoted(name))),
+    }
+}
+
+fn time_at(col: &dyn Array, values: &Values, i: usize, name: &str) -> Result<i64, String> {
+    if col.is_null(i) {
+        return Err(format!("column {} is empty (null)", quoted(name)));
+    }
+    let found = match values {
+        Values::Ints(v) => match i64::try_from(v[i]) {
+            Ok(t) => return Ok(t),
+            Err(_) => v[i].to_string(),
+        },
+        Values::Floats(v) => {
+            // -2^63 and 2^63 are exact in f64; the range is [-2^63, 2^63).
+            const END: f64 = 9_223_372_036_854_775_808.0;
+            if (-END..END).contains(&v[i]) {
+                return Ok(v[i] as i64);
+            }
+            v[i].to_string()
+        }
+        Values::Text(t) => match parse_timestamp(t.at(i).as_bytes()) {
+            Some(t) => return Ok(t),
+            None => quoted(t.at(i)),
+        },
+    };
+    Err(format!(
+        "column {}: expected {TIMESTAMP_EXPECTED}, found {found}",
+        quoted(name)
+    ))
+}
+
+fn rating_at(col: &dyn Array, values: &Values, i: usize, name: &str) -> Result<f32, String> {
+    if col.is_null(i) {
+        return Err(format!("column {} is empty (null)", quoted(name)));
+    }
+    let (value, found) = match values {
+        Values::Ints(v) => (Some(v[i] as f32), v[i].to_string()),
+        Values::Floats(v) => (Some(v[i] as f32), v[i].to_string()),
+        Values::Text(t) => (t.at(i).trim().parse::<f32>().ok(), quoted(t.at(i))),
+    };
+    value
+        .filter(|r| r.is_finite())
+        .ok_or_else(|| format!("column {}: expected a number, found {found}", quoted(name)))
+}
+
+/// Numbers item keys 1..N in order of first appearance. Integer ids skip
+/// the text: small ones index a table, others a map.
+#[derive(Default)]
+struct ItemIds {
+    /// Key by id; index 0 is padding.
+    keys: Vec<String>,
+    small: Vec<u32>,
+    ints: HashMap<i128, u32>,
+    texts: HashMap<String, u32>,
+}
+
+impl ItemIds {
+    const SMALL_LIMIT: i128 = 1 << 24;
+
+    fn new() -> ItemIds {
+        ItemIds {
+            keys: vec![String::new()],
+            ..ItemIds::default()
+        }
+    }
+
+    fn id(&mut self, key: &Id) -> u32 {
+        let next = self.keys.len() as u32;
+        match *key {
+            Id::Int(v) if (0..Self::SMALL_LIMIT).contains(&v) => {
+                let k = v as usize;
+                if self.small.len() <= k {
+                    self.small.resize(k + 1, 0);
+                }
+                if self.small[k] == 0 {
+                    self.small[k] = next;
+                    self.keys.push(v.to_string());
+                }
+                self.small[k]
+            }
+            Id::Int(v) => *self.ints.entry(v).or_insert_with(|| {
+                self.keys.push(v.to_string());
+                next
+            }),
+            Id::Text(s) => {
+                if let Some(&id) = self.texts.get(s) {
+                    return id;
+                }
+                self.texts.insert(s.to_string(), next);
+                self.keys.push(s.to_string());
+                next
+            }
+        }
+    }
+}
+
+/// Reads an interaction log in a columnar format: `path` names it (and
+/// holds it unless `bytes` are given).
+fn read_log(
+    path: &Path,
+    bytes: Option<&[u8]>,
+    kind: ColumnarKind,
+    fmt: &GenericFormat,
+    opts: &ReadOptions,
+) -> Result<(Interactions, Catalog), DataError> {
+    let mut wanted = vec![
+        (fmt.user_col.as_str(), "user_col"),
+        (fmt.item_col.as_str(), "item_col"),
+        (fmt.time_col.as_str(), "time_col"),
+    ];
+    if let Some(r) = &fmt.rating_col {
+        wanted.push((r.as_str(), "rating_col"));
+    }
+    let mut c = Collector::new(opts, path);
+    let mut items = ItemIds::new();
+    let mut rows_before = 0usize;
+    for_each_batch(path, bytes, kind, &wanted, &mut |batch| {
+        let user_col = column(path, batch, &fmt.user_col, "user_col")?;
+        let item_col = column(path, batch, &fmt.item_col, "item_col")?;
+        let time_col = column(path, batch, &fmt.time_col, "time_col")?;
+        let users = ids(path, user_col, &fmt.user_col)?;
+        let item_values = ids(path, item_col, &fmt.item_col)?;
+        let time_values = times(path, time_col, &fmt.time_col)?;
+        let rating = match &fmt.rating_col {
+            Some(name) => {
+                let col = column(path, batch, name, "rating_col")?;
+                Some((col, ratings(path, col, name)?, name.as_str()))
+            }
+            None => None,
+        };
+        for i in 0..batch.num_rows() {
+            c.out.lines_read += 1;
+            let row = rows_before + i + 1;
+            let parsed = (|| {
+                let user = id_at(user_col, &users, i, &fmt.user_col)?;
+                let item = id_at(item_col, &item_values, i, &fmt.item_col)?;
+                let time = time_at(time_col, &time_values, i, &fmt.time_col)?;
+                let r = match &rating {
+                    Some((col, values, name)) => Some(rating_at(*col, values, i, name)?),
+                    None => None,
+                };
+                Ok::<_, String>((user, item, time, r))
+            })();
+            let (user, item, time, r) = match parsed {
+                Ok(v) => v,
+                Err(msg) => {
+                    c.bad_row(row, msg)?;
+                    continue;
+                }
+            };
+            if !c.keep(r) {
+                continue;
+            }
+            let user = match user {
+                Id::Int(v) if v >= 0 && v <= u64::MAX as i128 => c.users.numeric(v as u64),
+                Id::Int(v) => c.users.text(&v.to_string()),
+                Id::Text(s) => c.users.text(s),
+            };
+            let item = items.id(&item);
+            c.push(user, item, time);
+        }
+        rows_before += batch.num_rows();
+        Ok(())
+    })?;
+    let interactions = c.finish();
+    let catalog = generic_catalog(items.keys, fmt, opts)?;
+    Ok((interactions, catalog))
+}
+
+/// Reads an interaction log from a Parquet or Arrow IPC file.
+pub fn read_file(
+    path: &Path,
+    kind: ColumnarKind,
+    fmt: &GenericFormat,
+    opts: &ReadOptions,
+) -> Result<(Interactions, Catalog), DataError> {
+    read_log(path, None, kind, fmt, opts)
+}
+
+/// Reads an interaction log held in memory as an Arrow IPC stream or file
+/// (by its first bytes); `origin` names it in messages.
+pub fn read_bytes(
+    bytes: &[u8],
+    origin: &Path,
+    fmt: &GenericFormat,
+    opts: &ReadOptions,
+) -> Result<(Interactions, Catalog), DataError> {
+    let kind = ColumnarKind::of_head(bytes)
+        .filter(|&k| k != ColumnarKind::Parquet)
+        .ok_or_else(|| DataError::Unreadable {
+            file: origin.to_path_buf(),
+            format: "Arrow IPC",
+            msg: "it starts like neither an Arrow IPC stream nor an Arrow IPC file".into(),
+        })?;
+    read_log(origin, Some(bytes), kind, fmt, opts)
+}
+
+/// A title file in a columnar format: `set_title(item key, title)` for
+/// each row (rows without a title are left untitled).
+pub fn read_titles(
+    path: &Path,
+    kind: ColumnarKind,
+    fmt: &GenericFormat,
+    opts: &ReadOptions,
+    set_title: &mut dyn FnMut(&str, String),
+) -> Result<(), DataError> {
+    let wanted = [
+        (fmt.title_item_col.as_str(), "title_item_col"),
+        (fmt.title_col.as_str(), "title_col"),
+    ];
+    let mut rows_before = 0usize;
+    for_each_batch(path, None, kind, &wanted, &mut |batch| {
+        let key_col = column(path, batch, &fmt.title_item_col, "title_item_col")?;
+        let title_col = column(path, batch, &fmt.title_col, "title_col")?;
+        let keys = ids(path, key_col, &fmt.title_item_col)?;
+        let titles = text_of(title_col)
+            .ok_or_else(|| wrong_type(path, &fmt.title_col, "strings", title_col.data_type()))?;
+        for i in 0..batch.num_rows() {
+            let key = match id_at(key_col, &keys, i, &fmt.title_item_col) {
+                Ok(Id::Int(v)) => v.to_string(),
+                Ok(Id::Text(s)) => s.to_string(),
+                Err(_) if opts.skip_bad_lines => continue,
+                Err(msg) => {
+                    return Err(DataError::BadRow {
+                        file: path.to_path_buf(),
+                        row: rows_before + i + 1,
+                        msg,
+                    })
+                }
+            };
+            if !title_col.is_null(i) {
+                set_title(&key, titles.at(i).to_string());
+            }
+        }
+        rows_before += batch.num_rows();
+        Ok(())
+    })
+}
