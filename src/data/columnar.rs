@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use arrow_array::cast::AsArray;
@@ -65,9 +65,20 @@ impl ColumnarKind {
     }
 }
 
-/// A file or bytes in memory, read from anywhere.
-trait ReadSeek: Read + std::io::Seek {}
-impl<T: Read + std::io::Seek> ReadSeek for T {}
+/// The most bytes of magic and padding before an IPC file's stream.
+const MAX_IPC_FILE_PADDING: usize = 1024;
+
+/// Where the stream starts in an IPC file beginning with `head`: after the
+/// 6 bytes of magic, padded with zeros to the writer's alignment (8 bytes
+/// by the specification, 64 by arrow-rs). A stream's first 8 bytes are
+/// never all zero (a continuation marker or a message length comes first).
+fn ipc_file_stream_start(head: &[u8]) -> usize {
+    let mut start = 8;
+    while start + 8 <= head.len().min(MAX_IPC_FILE_PADDING) && head[start..start + 8] == [0; 8] {
+        start += 8;
+    }
+    start
+}
 
 /// Rows decoded at a time: big enough that per-batch work vanishes, small
 /// enough that a batch's columns stay in cache.
@@ -160,10 +171,32 @@ fn for_each_batch(
         file: file.to_path_buf(),
         source,
     };
-    let source = || -> Result<Box<dyn ReadSeek + '_>, DataError> {
+    // An IPC file is an IPC stream after 8 bytes of magic, with a footer
+    // after it that indexes the batches. The stream reader reads it: the
+    // footer's block sizes are the file's word, and the file reader
+    // allocates them before reading a byte, where the stream reader grows
+    // its buffer with the bytes that really arrive.
+    let skip = match (kind, bytes) {
+        (ColumnarKind::ArrowFile, Some(b)) => ipc_file_stream_start(b),
+        (ColumnarKind::ArrowFile, None) => {
+            let mut head = Vec::with_capacity(MAX_IPC_FILE_PADDING);
+            File::open(file)
+                .map_err(io)?
+                .take(MAX_IPC_FILE_PADDING as u64)
+                .read_to_end(&mut head)
+                .map_err(io)?;
+            ipc_file_stream_start(&head)
+        }
+        _ => 0,
+    };
+    let source = || -> Result<Box<dyn Read + '_>, DataError> {
         Ok(match bytes {
-            Some(b) => Box::new(std::io::Cursor::new(b)),
-            None => Box::new(BufReader::new(File::open(file).map_err(io)?)),
+            Some(b) => Box::new(b.get(skip..).unwrap_or_default()),
+            None => {
+                let mut f = File::open(file).map_err(io)?;
+                f.seek(SeekFrom::Start(skip as u64)).map_err(io)?;
+                Box::new(BufReader::new(f))
+            }
         })
     };
     let run = || -> Result<(), DataError> {
@@ -184,17 +217,7 @@ fn for_each_batch(
                         .map_err(|e| fail(e.to_string()))?,
                 )
             }
-            ColumnarKind::ArrowFile => {
-                let schema = arrow_ipc::reader::FileReader::try_new(source()?, None)
-                    .map_err(|e| fail(e.to_string()))?
-                    .schema();
-                let projection = find_columns(file, &schema, wanted)?;
-                Box::new(
-                    arrow_ipc::reader::FileReader::try_new(source()?, Some(projection))
-                        .map_err(|e| fail(e.to_string()))?,
-                )
-            }
-            ColumnarKind::ArrowStream => {
+            ColumnarKind::ArrowFile | ColumnarKind::ArrowStream => {
                 // The schema is the stream's first message: reading it
                 // again from the start costs one small read.
                 let schema = arrow_ipc::reader::StreamReader::try_new(source()?, None)
@@ -212,11 +235,53 @@ fn for_each_batch(
         }
         Ok(())
     };
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+    match decoder_guard::run(run) {
         Ok(result) => result,
-        Err(_) => Err(fail(
-            "the decoder failed on corrupt data (see the message above)".into(),
-        )),
+        Err(why) => Err(fail(format!("the decoder failed on corrupt data: {why}"))),
+    }
+}
+
+/// The arrow and parquet decoders assert on some corrupt inputs instead of
+/// returning an error. A panic inside `run` becomes an error carrying its
+/// message, and the panic hook stays silent for it (it would print a
+/// panic report and backtrace to the user's terminal); panics anywhere
+/// else are reported as before.
+mod decoder_guard {
+    use std::cell::{Cell, RefCell};
+    use std::sync::Once;
+
+    thread_local! {
+        static DECODING: Cell<bool> = const { Cell::new(false) };
+        static MESSAGE: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+
+    fn install_hook() {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if DECODING.with(Cell::get) {
+                    let msg = info
+                        .payload()
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into());
+                    MESSAGE.with(|m| *m.borrow_mut() = msg);
+                } else {
+                    previous(info);
+                }
+            }));
+        });
+    }
+
+    /// Runs `f`, turning a panic into `Err(its message)`.
+    pub fn run<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+        install_hook();
+        let was = DECODING.with(|d| d.replace(true));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        DECODING.with(|d| d.set(was));
+        result.map_err(|_| MESSAGE.with(|m| crate::text::escaped(&m.borrow())))
     }
 }
 

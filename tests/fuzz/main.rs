@@ -241,6 +241,75 @@ fn fuzz_generic_files() {
     });
 }
 
+/// A small log as Parquet (two row groups, a dictionary-encoded user
+/// column), as an Arrow IPC file and as an Arrow IPC stream.
+fn columnar_seeds() -> Vec<Vec<u8>> {
+    use arrow_array::{ArrayRef, DictionaryArray, Float32Array, Int64Array, StringArray};
+    use std::sync::Arc;
+    let users: DictionaryArray<arrow_array::types::Int32Type> =
+        vec!["a", "b", "a", "c", "b", "a"].into_iter().collect();
+    let batch = arrow_array::RecordBatch::try_from_iter([
+        ("user_id", Arc::new(users) as ArrayRef),
+        (
+            "item_id",
+            Arc::new(StringArray::from(vec!["x", "y", "z", "x", "z", "y"])),
+        ),
+        (
+            "timestamp",
+            Arc::new(Int64Array::from(vec![3, 1, 2, 5, 4, 9])),
+        ),
+        (
+            "rating",
+            Arc::new(Float32Array::from(vec![5.0, 4.0, 1.0, 3.0, 2.5, 5.0])),
+        ),
+    ])
+    .unwrap();
+    let mut parquet = Vec::new();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(4))
+        .build();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(&mut parquet, batch.schema(), Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let mut file = Vec::new();
+    let mut w = arrow_ipc::writer::FileWriter::try_new(&mut file, &batch.schema()).unwrap();
+    w.write(&batch).unwrap();
+    w.finish().unwrap();
+    drop(w);
+    let mut stream = Vec::new();
+    let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut stream, &batch.schema()).unwrap();
+    w.write(&batch).unwrap();
+    w.finish().unwrap();
+    drop(w);
+    vec![parquet, file, stream]
+}
+
+#[test]
+fn fuzz_columnar_files() {
+    let written = columnar_seeds();
+    let seeds = seeds(vec![], written);
+    let fmt = GenericFormat {
+        rating_col: Some("rating".into()),
+        ..GenericFormat::default()
+    };
+    let mut target = file_target("events.parquet", |p| {
+        seqrec::data::source::read_path(p, &fmt, &opts())
+    });
+    harness::fuzz(
+        "columnar",
+        &seeds,
+        &[b"PAR1", b"ARROW1", b"\xff\xff\xff\xff"],
+        |bytes| {
+            // From a file (by its first bytes), and from memory as Python
+            // hands a DataFrame over.
+            let a = target(bytes).map(|ds| into_sequences(ds.interactions));
+            let b = seqrec::data::read_arrow_ipc_stream(bytes, "frame", &fmt, &opts());
+            b.map(|_| ()).or(a.map(|_| ()))
+        },
+    );
+}
+
 #[test]
 fn fuzz_model_files() {
     let f = fixtures();
