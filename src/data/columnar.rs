@@ -512,14 +512,25 @@ fn rating_at(col: &dyn Array, values: &Values, i: usize, name: &str) -> Result<f
     if col.is_null(i) {
         return Err(format!("column {} is empty (null)", quoted(name)));
     }
-    let (value, found) = match values {
-        Values::Ints(v) => (Some(v[i] as f32), v[i].to_string()),
-        Values::Floats(v) => (Some(v[i] as f32), v[i].to_string()),
-        Values::Text(t) => (t.at(i).trim().parse::<f32>().ok(), quoted(t.at(i))),
+    let value = match values {
+        Values::Ints(v) => Some(v[i] as f32),
+        Values::Floats(v) => Some(v[i] as f32),
+        Values::Text(t) => t.at(i).trim().parse::<f32>().ok(),
     };
-    value
-        .filter(|r| r.is_finite())
-        .ok_or_else(|| format!("column {}: expected a number, found {found}", quoted(name)))
+    match value.filter(|r| r.is_finite()) {
+        Some(r) => Ok(r),
+        None => {
+            let found = match values {
+                Values::Ints(v) => v[i].to_string(),
+                Values::Floats(v) => v[i].to_string(),
+                Values::Text(t) => quoted(t.at(i)),
+            };
+            Err(format!(
+                "column {}: expected a number, found {found}",
+                quoted(name)
+            ))
+        }
+    }
 }
 
 /// Numbers item keys 1..N in order of first appearance. Integer ids skip
