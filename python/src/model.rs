@@ -139,6 +139,28 @@ impl Model {
         Ok(out)
     }
 
+    /// A model with the reference's padding gives nearly one answer to
+    /// every history shorter than its context: the user is warned, as
+    /// `seqrec recommend` warns (Python shows a warning once per place).
+    fn warn_if_washed_out(&self, py: Python<'_>, histories: &[&[u32]]) -> PyResult<()> {
+        if !histories
+            .iter()
+            .any(|h| self.rec.spec.short_history_washed_out(h.len()))
+        {
+            return Ok(());
+        }
+        // One text whatever the batch, so Python shows it once per place.
+        let message = format!(
+            "histories shorter than the model's context ({} items), and the \
+             model pads on the right without a mask (the reference's settings): its answers to \
+             short histories hardly depend on them. A model trained with preset=\"best\" (left \
+             padding, masked) answers them well.",
+            self.rec.spec.context_len
+        );
+        py.import("warnings")?.call_method1("warn", (message,))?;
+        Ok(())
+    }
+
     /// `json` (from serde) as Python objects.
     fn from_json<'py>(py: Python<'py>, json: &str) -> PyResult<Bound<'py, PyAny>> {
         py.import("json")?.call_method1("loads", (json,))
@@ -338,6 +360,7 @@ impl Model {
         let k = k as usize;
         let histories = self.resolve(histories)?;
         let refs: Vec<&[u32]> = histories.iter().map(Vec::as_slice).collect();
+        self.warn_if_washed_out(py, &refs)?;
         let found =
             py.detach(|| guarded(|| Ok(self.rec.recommend(&refs, k, exclude_seen, false))))?;
         let rows = found.len();

@@ -89,7 +89,10 @@ pub fn epoch_dict<'py>(py: Python<'py>, r: &EpochReport) -> PyResult<Bound<'py, 
             d.set_item(key, v)?;
         }
     }
-    d.set_item("learning_rate", r.learning_rate)?;
+    // The f32's shortest form (0.005, not 0.004999999888241291), as the
+    // command line's JSON prints it.
+    let learning_rate: f64 = r.learning_rate.to_string().parse().unwrap_or(f64::NAN);
+    d.set_item("learning_rate", learning_rate)?;
     d.set_item("seconds", r.seconds)?;
     Ok(d)
 }
