@@ -12,7 +12,7 @@ from conftest import interactions, write_csv
 
 # TEMPORARY: DataFrame/Arrow input waits for seqrec::data::read_arrow_ipc_stream
 # (main); the attribute goes with the crate's shim at the merge.
-pytestmark = pytest.mark.skipif(
+needs_arrow_reader = pytest.mark.skipif(
     not getattr(_seqrec, "_ARROW_INPUT_AVAILABLE", True),
     reason="read_arrow_ipc_stream not merged yet (python/src/arrow_shim.rs)",
 )
@@ -45,6 +45,7 @@ def assert_same_model(a, b):
     assert a.history and [e["loss"] for e in a.history] == [e["loss"] for e in b.history]
 
 
+@needs_arrow_reader
 def test_pandas(rows, from_csv):
     pd = pytest.importorskip("pandas")
     model = seqrec.train(pd.DataFrame(columns(rows)), **SETTINGS)
@@ -52,11 +53,13 @@ def test_pandas(rows, from_csv):
     assert model.dataset != from_csv.dataset
 
 
+@needs_arrow_reader
 def test_polars(rows, from_csv):
     pl = pytest.importorskip("polars")
     assert_same_model(seqrec.train(pl.DataFrame(columns(rows)), **SETTINGS), from_csv)
 
 
+@needs_arrow_reader
 def test_arrow_table_and_parquet_file(rows, from_csv, tmp_path):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
@@ -67,6 +70,7 @@ def test_arrow_table_and_parquet_file(rows, from_csv, tmp_path):
     assert_same_model(seqrec.train(str(tmp_path / "rows.parquet"), **SETTINGS), from_csv)
 
 
+@needs_arrow_reader
 def test_renamed_columns_and_evaluate_on_a_dataframe(rows, from_csv):
     pd = pytest.importorskip("pandas")
     df = pd.DataFrame(columns(rows)).rename(columns={"user_id": "who", "item_id": "what"})
@@ -75,8 +79,35 @@ def test_renamed_columns_and_evaluate_on_a_dataframe(rows, from_csv):
     assert model.evaluate(df, user_col="who", item_col="what") == from_csv.evaluate()
 
 
+@needs_arrow_reader
 def test_a_missing_dataframe_column_is_named(rows):
     pd = pytest.importorskip("pandas")
     df = pd.DataFrame(columns(rows))
     with pytest.raises(seqrec.SeqrecError, match='no column "customer"'):
         seqrec.train(df, user_col="customer", **SETTINGS)
+
+
+@pytest.mark.parametrize("kind", ["pandas", "polars", "table", "batch"])
+def test_every_frame_becomes_one_arrow_stream_of_the_same_rows(rows, kind):
+    pa = pytest.importorskip("pyarrow")
+    from seqrec._convert import arrow_ipc_stream
+
+    cols = columns(rows)
+    if kind == "pandas":
+        data = pytest.importorskip("pandas").DataFrame(cols).astype({"user_id": "category"})
+    elif kind == "polars":
+        data = pytest.importorskip("polars").DataFrame(cols).with_columns(
+            pytest.importorskip("polars").col("user_id").cast(str)
+        )
+    elif kind == "table":
+        data = pa.table(cols)
+    else:
+        data = pa.RecordBatch.from_pydict(cols)
+    stream, origin = arrow_ipc_stream(data)
+    table = pa.ipc.open_stream(stream).read_all()
+    assert table.column_names == list(COLUMNS) and table.num_rows == len(rows)
+    # Categoricals are decoded and every text column is a plain string.
+    assert not any(pa.types.is_dictionary(t) or pa.types.is_large_string(t) for t in table.schema.types)
+    assert [str(u) for u in table.column("user_id").to_pylist()] == [str(u) for u in cols["user_id"]]
+    assert table.column("item_id").to_pylist() == cols["item_id"]
+    assert kind.split()[0] in origin.lower() or kind in ("table", "batch")
