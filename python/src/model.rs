@@ -2,6 +2,7 @@
 //! (for `save`) and its `Recommender` (for `recommend`, `encode` and
 //! `evaluate`), answering as `seqrec recommend` / `evaluate` do.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -36,6 +37,9 @@ pub struct Model {
     /// The key of each embedding row as an integer, when every item's key
     /// is one (row 0, padding, is -1); `None` when some key is text.
     numeric_keys: Option<Vec<i64>>,
+    /// The model id of each integer key of a renumbered catalogue whose
+    /// keys are all integers: an int is looked up without formatting it.
+    by_int_key: HashMap<i64, u32>,
     /// The final evaluation of a model trained in this process (JSON).
     test_metrics: Option<String>,
 }
@@ -53,16 +57,24 @@ impl Model {
             trained.catalog.clone(),
             trained.users.clone(),
         );
-        let numeric_keys = match &trained.catalog.keys {
+        let numeric_keys: Option<Vec<i64>> = match &trained.catalog.keys {
             None => Some((0..trained.spec.vocab_size as i64).collect()),
             Some(keys) => std::iter::once(Some(-1))
                 .chain(keys.iter().skip(1).map(|k| canonical_int(k)))
                 .collect(),
         };
+        let by_int_key = match (&trained.catalog.keys, &numeric_keys) {
+            (Some(_), Some(keys)) => (1..keys.len())
+                .filter(|&i| rec.is_item(i as u32))
+                .map(|i| (keys[i], i as u32))
+                .collect(),
+            _ => HashMap::new(),
+        };
         Model {
             trained,
             rec,
             numeric_keys,
+            by_int_key,
             test_metrics,
         }
     }
@@ -85,6 +97,10 @@ impl Model {
         };
         let id = if self.rec.catalog.keys.is_none() {
             u32::try_from(n).ok().filter(|&i| self.rec.is_item(i))
+        } else if self.numeric_keys.is_some() {
+            // Every key is an integer written canonically: the same answer
+            // as looking up its text.
+            self.by_int_key.get(&n).copied()
         } else {
             self.rec.item_id(&n.to_string()).ok()
         };
@@ -112,18 +128,17 @@ impl Model {
             let mut ids = Vec::new();
             for (j, item) in items.enumerate() {
                 let item = item?;
-                let at = format!("histories[{i}][{j}]");
                 match self.lookup(&item) {
                     Ok(Ok(id)) => ids.push(id),
                     Ok(Err(key)) => {
                         return Err(SeqrecError::new_err(format!(
-                            "{at}: {}",
+                            "histories[{i}][{j}]: {}",
                             QueryError::UnknownItem(key)
                         )))
                     }
                     Err(e) => {
                         return Err(PyTypeError::new_err(format!(
-                            "{at}: {}",
+                            "histories[{i}][{j}]: {}",
                             e.value(item.py())
                         )))
                     }
