@@ -1,0 +1,71 @@
+"""DataFrames and Arrow tables to the Arrow IPC stream the engine reads.
+
+pandas goes through ``pyarrow.Table.from_pandas`` (without its index),
+Polars through ``DataFrame.to_arrow``; the table is written as one IPC stream
+in memory. Column types the reader may not know are normalised first:
+string views and large strings to strings, dictionaries (pandas
+categoricals) to their values.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Tuple
+
+
+def _pyarrow() -> Any:
+    try:
+        import pyarrow
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "DataFrame and Arrow input needs pyarrow: pip install pyarrow"
+        ) from e
+    return pyarrow
+
+
+def _is_instance(data: Any, module: str, name: str) -> bool:
+    # Only a module already imported can have made `data`: never import
+    # pandas or Polars just to ask.
+    mod = sys.modules.get(module)
+    return mod is not None and isinstance(data, getattr(mod, name))
+
+
+def _to_table(data: Any) -> Tuple[Any, str]:
+    pa = _pyarrow()
+    if isinstance(data, pa.Table):
+        return data, "pyarrow Table"
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data]), "pyarrow RecordBatch"
+    if _is_instance(data, "pandas", "DataFrame"):
+        return pa.Table.from_pandas(data, preserve_index=False), "pandas DataFrame"
+    if _is_instance(data, "polars", "DataFrame"):
+        return data.to_arrow(), "polars DataFrame"
+    raise TypeError(
+        "data: expected a path, a pandas or Polars DataFrame or a pyarrow Table, "
+        f"found a value of type {type(data).__name__}"
+    )
+
+
+def _plain(table: Any) -> Any:
+    pa = _pyarrow()
+    fields = []
+    for field in table.schema:
+        t = field.type
+        if pa.types.is_dictionary(t):
+            t = t.value_type
+        if pa.types.is_large_string(t) or str(t) == "string_view":
+            t = pa.string()
+        fields.append(pa.field(field.name, t))
+    schema = pa.schema(fields)
+    return table if schema.equals(table.schema) else table.cast(schema)
+
+
+def arrow_ipc_stream(data: Any) -> Tuple[bytes, str]:
+    """The data as Arrow IPC stream bytes, and a name for it in messages."""
+    pa = _pyarrow()
+    table, origin = _to_table(data)
+    table = _plain(table)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes(), origin
