@@ -6,14 +6,14 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use numpy::ndarray::ArrayView2;
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyList, PyString};
 use seqrec::checkpoint;
-use seqrec::data::{Dataset, Sequences};
+use seqrec::data::Sequences;
 use seqrec::eval;
 use seqrec::retrieval::recommender::{QueryError, Recommender};
 use seqrec::train::{Event, Settings, TrainedModel};
@@ -180,26 +180,6 @@ impl Model {
     fn from_json<'py>(py: Python<'py>, json: &str) -> PyResult<Bound<'py, PyAny>> {
         py.import("json")?.call_method1("loads", (json,))
     }
-}
-
-/// Checks that `ds` numbers its items as the model does (as `seqrec
-/// evaluate` does).
-fn check_same_catalogue(rec: &Recommender, ds: &Dataset) -> anyhow::Result<()> {
-    if ds.catalog.vocab_size() != rec.spec.vocab_size {
-        bail!(
-            "{}: its item ids go up to {}, the model's up to {}: evaluate on the data the model was trained on",
-            ds.origin,
-            ds.catalog.vocab_size().saturating_sub(1),
-            rec.spec.vocab_size - 1
-        );
-    }
-    if ds.catalog.keys != rec.catalog.keys {
-        bail!(
-            "{}: its items are not numbered as in the model's training data",
-            ds.origin
-        );
-    }
-    Ok(())
 }
 
 /// A setting's value as the TOML value a config file would give it.
@@ -476,7 +456,7 @@ impl Model {
             guarded(|| {
                 let data = request.settings()?;
                 let ds = request.load(!quiet)?;
-                check_same_catalogue(&self.rec, &ds)?;
+                seqrec::eval::check_same_catalogue(&self.rec, &ds)?;
                 let seqs = Sequences::build(&ds.interactions, data.min_sequence_len)?;
                 let (train, test) = seqs.split_last();
                 let pool = rayon::ThreadPoolBuilder::new()

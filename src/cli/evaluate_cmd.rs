@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use super::DataArgs;
-use crate::data::{Dataset, Sequences};
+use crate::data::Sequences;
 use crate::eval::{self, EvalReport};
 use crate::retrieval::approx::IndexChoice;
 use crate::retrieval::recommender::Recommender;
@@ -53,25 +53,6 @@ pub fn parse_ks(text: &str) -> Result<Vec<usize>> {
         }
     }
     Ok(ks)
-}
-
-/// Checks that `ds` numbers its items as the model does.
-pub fn check_same_catalogue(rec: &Recommender, ds: &Dataset) -> Result<()> {
-    if ds.catalog.vocab_size() != rec.spec.vocab_size {
-        bail!(
-            "{}: its item ids go up to {}, the model's up to {}: evaluate on the data the model was trained on",
-            ds.origin,
-            ds.catalog.vocab_size() - 1,
-            rec.spec.vocab_size - 1
-        );
-    }
-    if ds.catalog.keys != rec.catalog.keys {
-        bail!(
-            "{}: its items are not numbered as in the model's training data",
-            ds.origin
-        );
-    }
-    Ok(())
 }
 
 pub fn print_report(r: &EvalReport) {
@@ -129,7 +110,7 @@ pub fn evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
     }
     let data = args.data.data_settings()?;
     let ds = args.data.load(quiet)?;
-    check_same_catalogue(&rec, &ds)?;
+    eval::check_same_catalogue(&rec, &ds)?;
     let seqs = Sequences::build(&ds.interactions, data.min_sequence_len)?;
     let (train, test) = seqs.split_last();
     let threads = args.threads.unwrap_or(0);

@@ -332,47 +332,41 @@ fn text_of(col: &dyn Array) -> Option<Text<'_>> {
     })
 }
 
+/// A primitive column's values, widened to i128 (exact for every integer
+/// type, and for timestamps and dates as their raw counts).
+macro_rules! widen {
+    ($col:expr, $t:ty) => {
+        $col.as_primitive::<$t>()
+            .values()
+            .iter()
+            .map(|&v| v as i128)
+            .collect()
+    };
+}
+
 fn ints_of(col: &dyn Array) -> Option<Vec<i128>> {
-    macro_rules! widen {
-        ($t:ty) => {
-            col.as_primitive::<$t>()
-                .values()
-                .iter()
-                .map(|&v| v as i128)
-                .collect()
-        };
-    }
     Some(match col.data_type() {
-        DataType::Int8 => widen!(Int8Type),
-        DataType::Int16 => widen!(Int16Type),
-        DataType::Int32 => widen!(Int32Type),
-        DataType::Int64 => widen!(Int64Type),
-        DataType::UInt8 => widen!(UInt8Type),
-        DataType::UInt16 => widen!(UInt16Type),
-        DataType::UInt32 => widen!(UInt32Type),
-        DataType::UInt64 => widen!(UInt64Type),
+        DataType::Int8 => widen!(col, Int8Type),
+        DataType::Int16 => widen!(col, Int16Type),
+        DataType::Int32 => widen!(col, Int32Type),
+        DataType::Int64 => widen!(col, Int64Type),
+        DataType::UInt8 => widen!(col, UInt8Type),
+        DataType::UInt16 => widen!(col, UInt16Type),
+        DataType::UInt32 => widen!(col, UInt32Type),
+        DataType::UInt64 => widen!(col, UInt64Type),
         _ => return None,
     })
 }
 
 /// Timestamps and dates as their raw count of units (only order matters).
 fn times_of(col: &dyn Array) -> Option<Vec<i128>> {
-    macro_rules! widen {
-        ($t:ty) => {
-            col.as_primitive::<$t>()
-                .values()
-                .iter()
-                .map(|&v| v as i128)
-                .collect()
-        };
-    }
     Some(match col.data_type() {
-        DataType::Timestamp(TimeUnit::Second, _) => widen!(TimestampSecondType),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => widen!(TimestampMillisecondType),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => widen!(TimestampMicrosecondType),
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => widen!(TimestampNanosecondType),
-        DataType::Date32 => widen!(Date32Type),
-        DataType::Date64 => widen!(Date64Type),
+        DataType::Timestamp(TimeUnit::Second, _) => widen!(col, TimestampSecondType),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => widen!(col, TimestampMillisecondType),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => widen!(col, TimestampMicrosecondType),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => widen!(col, TimestampNanosecondType),
+        DataType::Date32 => widen!(col, Date32Type),
+        DataType::Date64 => widen!(col, Date64Type),
         _ => return ints_of(col),
     })
 }

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::data::{Catalog, ExampleSet, Sequences, UserHistories};
+use crate::data::{Catalog, Dataset, ExampleSet, Sequences, UserHistories};
 use crate::model::{history_before as history, ModelSpec, Params};
 use crate::retrieval::approx::approx_top_k;
 use crate::retrieval::recommender::Recommender;
@@ -184,6 +184,40 @@ pub fn popularity(seqs: &Sequences, train: &ExampleSet, vocab: usize) -> Vec<f32
         }
     }
     counts
+}
+
+/// Data that numbers its items otherwise than the model: its examples
+/// cannot be ranked by the model.
+#[derive(Debug, thiserror::Error)]
+pub enum OtherCatalogue {
+    #[error(
+        "{origin}: its item ids go up to {data_max}, the model's up to {model_max}: evaluate on \
+         the data the model was trained on"
+    )]
+    Size {
+        origin: String,
+        data_max: usize,
+        model_max: usize,
+    },
+    #[error("{origin}: its items are not numbered as in the model's training data")]
+    Keys { origin: String },
+}
+
+/// Checks that `ds` numbers its items as the model of `rec` does.
+pub fn check_same_catalogue(rec: &Recommender, ds: &Dataset) -> Result<(), OtherCatalogue> {
+    if ds.catalog.vocab_size() != rec.spec.vocab_size {
+        return Err(OtherCatalogue::Size {
+            origin: ds.origin.clone(),
+            data_max: ds.catalog.vocab_size().saturating_sub(1),
+            model_max: rec.spec.vocab_size.saturating_sub(1),
+        });
+    }
+    if ds.catalog.keys != rec.catalog.keys {
+        return Err(OtherCatalogue::Keys {
+            origin: ds.origin.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// HR/NDCG/MRR at each of `ks` for the model and the popularity baseline on
