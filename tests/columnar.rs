@@ -9,8 +9,9 @@ use std::sync::Arc;
 use arrow_array::builder::{StringDictionaryBuilder, StringViewBuilder};
 use arrow_array::types::Int32Type;
 use arrow_array::{
-    Array, ArrayRef, Float32Array, Float64Array, Int64Array, Int8Array, LargeStringArray,
-    RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array, UInt64Array,
+    Array, ArrayRef, DictionaryArray, Float32Array, Float64Array, Int32Array, Int64Array,
+    Int8Array, LargeStringArray, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array,
+    UInt64Array,
 };
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
@@ -175,15 +176,22 @@ fn integer_ids_read_as_their_text_and_timestamps_keep_their_order() {
     std::fs::write(&csv_path, text).unwrap();
     let csv = read(&csv_path, &GenericFormat::default());
 
-    // Unsigned users, small signed items, timestamps as milliseconds.
+    // Unsigned users, categorical items, timestamps as milliseconds.
     let log = batch(vec![
         (
             "user_id",
             Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
         ),
+        // Items as a categorical of integers (as pandas writes one).
         (
             "item_id",
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(
+                DictionaryArray::<Int32Type>::try_new(
+                    Int32Array::from_iter_values(rows.iter().map(|r| (r.1 / 100 - 1) as i32)),
+                    Arc::new(Int64Array::from(vec![100, 200, 300])),
+                )
+                .unwrap(),
+            ),
         ),
         (
             "timestamp",

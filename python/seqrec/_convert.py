@@ -2,9 +2,9 @@
 
 pandas goes through ``pyarrow.Table.from_pandas`` (without its index),
 Polars through ``DataFrame.to_arrow``; the table is written as one IPC stream
-in memory. Column types the reader may not know are normalised first:
-string views and large strings to strings, dictionaries (pandas
-categoricals) to their values.
+in memory, its columns as they are: the engine's reader takes every string
+layout (string, large_string, string_view, dictionaries such as pandas
+categoricals), so nothing is decoded or cast here.
 """
 
 from __future__ import annotations
@@ -46,25 +46,10 @@ def _to_table(data: Any) -> Tuple[Any, str]:
     )
 
 
-def _plain(table: Any) -> Any:
-    pa = _pyarrow()
-    fields = []
-    for field in table.schema:
-        t = field.type
-        if pa.types.is_dictionary(t):
-            t = t.value_type
-        if pa.types.is_large_string(t) or str(t) == "string_view":
-            t = pa.string()
-        fields.append(pa.field(field.name, t))
-    schema = pa.schema(fields)
-    return table if schema.equals(table.schema) else table.cast(schema)
-
-
 def arrow_ipc_stream(data: Any) -> Tuple[bytes, str]:
     """The data as Arrow IPC stream bytes, and a name for it in messages."""
     pa = _pyarrow()
     table, origin = _to_table(data)
-    table = _plain(table)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)

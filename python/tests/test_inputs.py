@@ -90,8 +90,17 @@ def test_every_frame_becomes_one_arrow_stream_of_the_same_rows(rows, kind):
     stream, origin = arrow_ipc_stream(data)
     table = pa.ipc.open_stream(stream).read_all()
     assert table.column_names == list(COLUMNS) and table.num_rows == len(rows)
-    # Categoricals are decoded and every text column is a plain string.
-    assert not any(pa.types.is_dictionary(t) or pa.types.is_large_string(t) for t in table.schema.types)
+    # Columns pass as they are (the engine reads every string layout):
+    # the pandas categorical stays a dictionary.
+    assert pa.types.is_dictionary(table.schema.field("user_id").type) == (kind == "pandas")
     assert [str(u) for u in table.column("user_id").to_pylist()] == [str(u) for u in cols["user_id"]]
     assert table.column("item_id").to_pylist() == cols["item_id"]
     assert kind.split()[0] in origin.lower() or kind in ("table", "batch")
+
+
+def test_a_categorical_and_string_user_column_train_the_same_model(rows, from_csv):
+    cols = columns(rows)
+    categorical = pd.DataFrame(cols).astype({"user_id": "category"})
+    assert_same_model(seqrec.train(categorical, **SETTINGS), from_csv)
+    as_text = pl.DataFrame(cols).with_columns(pl.col("user_id").cast(str))
+    assert_same_model(seqrec.train(as_text, **SETTINGS), from_csv)

@@ -354,6 +354,17 @@ fn ints_of(col: &dyn Array) -> Option<Vec<i128>> {
         DataType::UInt16 => widen!(col, UInt16Type),
         DataType::UInt32 => widen!(col, UInt32Type),
         DataType::UInt64 => widen!(col, UInt64Type),
+        // Categorical integers (a pandas category of ints): each row's
+        // value through its key. A key outside the dictionary (a corrupt
+        // file) reads as 0, and the row as whatever that makes it.
+        DataType::Dictionary(_, _) => {
+            let dict = col.as_any_dictionary();
+            let values = ints_of(dict.values().as_ref())?;
+            dict.normalized_keys()
+                .iter()
+                .map(|&k| values.get(k).copied().unwrap_or(0))
+                .collect()
+        }
         _ => return None,
     })
 }
