@@ -11,7 +11,6 @@
 //! keeps its unit. A bad row is an error naming the file, the row (from 1)
 //! and the column, or with `skip_bad_lines` it is counted and left out.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
@@ -28,8 +27,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
 use super::readers::{
-    generic_catalog, parse_timestamp, Catalog, Collector, DataError, GenericFormat, Interactions,
-    ReadOptions, TIMESTAMP_EXPECTED,
+    generic_catalog, parse_timestamp, timestamp_of_float, Catalog, Collector, DataError,
+    GenericFormat, Interactions, KeyIndex, ReadOptions, TIMESTAMP_EXPECTED,
 };
 use crate::text::{escaped, quoted};
 
@@ -130,6 +129,15 @@ fn unreadable(file: &Path, kind: ColumnarKind) -> impl Fn(String) -> DataError +
     }
 }
 
+fn no_such_column(file: &Path, schema: &Schema, name: &str, setting: &'static str) -> DataError {
+    DataError::NoSuchColumn {
+        file: file.to_path_buf(),
+        column: name.to_string(),
+        setting: Some(setting),
+        columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+    }
+}
+
 /// The positions in `schema` of the columns `wanted` (name, setting), each
 /// once, or the first missing one as an error.
 fn find_columns(
@@ -140,12 +148,7 @@ fn find_columns(
     let mut found = Vec::new();
     for &(name, setting) in wanted {
         let Some(i) = schema.fields().iter().position(|f| f.name() == name) else {
-            return Err(DataError::NoSuchColumn {
-                file: file.to_path_buf(),
-                column: name.to_string(),
-                setting: Some(setting),
-                columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
-            });
+            return Err(no_such_column(file, schema, name, setting));
         };
         if !found.contains(&i) {
             found.push(i);
@@ -405,17 +408,7 @@ fn column<'b>(
     batch
         .column_by_name(name)
         .map(|c| c.as_ref())
-        .ok_or_else(|| DataError::NoSuchColumn {
-            file: file.to_path_buf(),
-            column: name.to_string(),
-            setting: Some(setting),
-            columns: batch
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect(),
-        })
+        .ok_or_else(|| no_such_column(file, &batch.schema(), name, setting))
 }
 
 fn wrong_type(file: &Path, name: &str, expected: &str, found: &DataType) -> DataError {
@@ -494,14 +487,10 @@ fn time_at(col: &dyn Array, values: &Values, i: usize, name: &str) -> Result<i64
             Ok(t) => return Ok(t),
             Err(_) => v[i].to_string(),
         },
-        Values::Floats(v) => {
-            // -2^63 and 2^63 are exact in f64; the range is [-2^63, 2^63).
-            const END: f64 = 9_223_372_036_854_775_808.0;
-            if (-END..END).contains(&v[i]) {
-                return Ok(v[i] as i64);
-            }
-            v[i].to_string()
-        }
+        Values::Floats(v) => match timestamp_of_float(v[i]) {
+            Some(t) => return Ok(t),
+            None => v[i].to_string(),
+        },
         Values::Text(t) => match parse_timestamp(t.at(i).as_bytes()) {
             Some(t) => return Ok(t),
             None => quoted(t.at(i)),
@@ -538,53 +527,12 @@ fn rating_at(col: &dyn Array, values: &Values, i: usize, name: &str) -> Result<f
     }
 }
 
-/// Numbers item keys 1..N in order of first appearance. Integer ids skip
-/// the text: small ones index a table, others a map.
-#[derive(Default)]
-struct ItemIds {
-    /// Key by id; index 0 is padding.
-    keys: Vec<String>,
-    small: Vec<u32>,
-    ints: HashMap<i128, u32>,
-    texts: HashMap<String, u32>,
-}
-
-impl ItemIds {
-    const SMALL_LIMIT: i128 = 1 << 24;
-
-    fn new() -> ItemIds {
-        ItemIds {
-            keys: vec![String::new()],
-            ..ItemIds::default()
-        }
-    }
-
-    fn id(&mut self, key: &Id) -> u32 {
-        let next = self.keys.len() as u32;
-        match *key {
-            Id::Int(v) if (0..Self::SMALL_LIMIT).contains(&v) => {
-                let k = v as usize;
-                if self.small.len() <= k {
-                    self.small.resize(k + 1, 0);
-                }
-                if self.small[k] == 0 {
-                    self.small[k] = next;
-                    self.keys.push(v.to_string());
-                }
-                self.small[k]
-            }
-            Id::Int(v) => *self.ints.entry(v).or_insert_with(|| {
-                self.keys.push(v.to_string());
-                next
-            }),
-            Id::Text(s) => {
-                if let Some(&id) = self.texts.get(s) {
-                    return id;
-                }
-                self.texts.insert(s.to_string(), next);
-                self.keys.push(s.to_string());
-                next
-            }
+impl Id<'_> {
+    /// Its index in `keys`, numbered as a CSV file's text would be.
+    fn index_in(&self, keys: &mut KeyIndex) -> u32 {
+        match *self {
+            Id::Int(v) => keys.int(v),
+            Id::Text(s) => keys.text(s),
         }
     }
 }
@@ -607,7 +555,8 @@ fn read_log(
         wanted.push((r.as_str(), "rating_col"));
     }
     let mut c = Collector::new(opts, path);
-    let mut items = ItemIds::new();
+    // Items are numbered from 1 (0 is padding): their index + 1.
+    let mut items = KeyIndex::default();
     let mut rows_before = 0usize;
     for_each_batch(path, bytes, kind, &wanted, &mut |batch| {
         let user_col = column(path, batch, &fmt.user_col, "user_col")?;
@@ -646,19 +595,17 @@ fn read_log(
             if !c.keep(r) {
                 continue;
             }
-            let user = match user {
-                Id::Int(v) if v >= 0 && v <= u64::MAX as i128 => c.users.numeric(v as u64),
-                Id::Int(v) => c.users.text(&v.to_string()),
-                Id::Text(s) => c.users.text(s),
-            };
-            let item = items.id(&item);
+            let user = user.index_in(&mut c.users);
+            let item = item.index_in(&mut items) + 1;
             c.push(user, item, time);
         }
         rows_before += batch.num_rows();
         Ok(())
     })?;
     let interactions = c.finish();
-    let catalog = generic_catalog(items.keys, fmt, opts)?;
+    let mut item_keys = vec![String::new()];
+    item_keys.extend(items.into_keys());
+    let catalog = generic_catalog(item_keys, fmt, opts)?;
     Ok((interactions, catalog))
 }
 

@@ -240,15 +240,16 @@ impl Catalog {
     }
 }
 
-/// Maps user keys to dense indices in order of first appearance.
+/// Maps keys (user ids; a columnar file's item ids too) to dense indices
+/// 0.. in order of first appearance, keeping each key's text.
 #[derive(Default)]
-pub(super) struct UserIndex {
+pub(super) struct KeyIndex {
     small: Vec<u32>,
     other: HashMap<String, u32>,
     keys: Vec<String>,
 }
 
-impl UserIndex {
+impl KeyIndex {
     const SMALL_LIMIT: u64 = 1 << 24;
 
     pub(super) fn numeric(&mut self, key: u64) -> u32 {
@@ -265,6 +266,19 @@ impl UserIndex {
         } else {
             self.text(&key.to_string())
         }
+    }
+
+    /// An integer key of any integer type's range.
+    pub(super) fn int(&mut self, key: i128) -> u32 {
+        match u64::try_from(key) {
+            Ok(k) => self.numeric(k),
+            Err(_) => self.text(&key.to_string()),
+        }
+    }
+
+    /// The keys by index.
+    pub(super) fn into_keys(self) -> Vec<String> {
+        self.keys
     }
 
     pub(super) fn text(&mut self, key: &str) -> u32 {
@@ -364,14 +378,17 @@ fn parse_num<T: std::str::FromStr>(field: &[u8]) -> Option<T> {
 /// the end of time without a word.
 pub(super) fn parse_timestamp(field: &[u8]) -> Option<i64> {
     let s = std::str::from_utf8(field).ok()?.trim();
-    s.parse::<i64>().ok().or_else(|| {
-        // -2^63 and 2^63 are exact in f64; the range is [-2^63, 2^63).
-        const END: f64 = 9_223_372_036_854_775_808.0;
-        s.parse::<f64>()
-            .ok()
-            .filter(|v| (-END..END).contains(v))
-            .map(|v| v as i64)
-    })
+    s.parse::<i64>()
+        .ok()
+        .or_else(|| s.parse::<f64>().ok().and_then(timestamp_of_float))
+}
+
+/// A float timestamp truncated to an integer, or None outside the 64-bit
+/// range (or NaN).
+pub(super) fn timestamp_of_float(v: f64) -> Option<i64> {
+    // -2^63 and 2^63 are exact in f64; the range is [-2^63, 2^63).
+    const END: f64 = 9_223_372_036_854_775_808.0;
+    (-END..END).contains(&v).then_some(v as i64)
 }
 
 /// What a timestamp must be, for messages.
@@ -381,7 +398,7 @@ pub(super) const TIMESTAMP_EXPECTED: &str = "an integer number of seconds within
 pub(super) struct Collector<'o> {
     opts: &'o ReadOptions,
     file: PathBuf,
-    pub(super) users: UserIndex,
+    pub(super) users: KeyIndex,
     pub(super) out: Interactions,
 }
 
@@ -390,7 +407,7 @@ impl<'o> Collector<'o> {
         Collector {
             opts,
             file: file.to_path_buf(),
-            users: UserIndex::default(),
+            users: KeyIndex::default(),
             out: Interactions::default(),
         }
     }
