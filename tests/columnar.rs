@@ -449,6 +449,12 @@ fn a_model_trained_on_parquet_exports_its_vectors_to_parquet() {
     ]);
     write_parquet(&dir.path().join("log.parquet"), &[log]);
     let model = d("m.safetensors");
+    // The command line names the flag that chose a missing column.
+    let msg = common::fails(&["train", &d("log.parquet"), "--user-col", "who", "--quiet"]);
+    assert!(
+        msg.contains("log.parquet: no column \"who\" (set it with --user-col); its columns are user_id, item_id, timestamp"),
+        "{msg}"
+    );
     common::ok(&[
         "train",
         &d("log.parquet"),

@@ -175,22 +175,14 @@ impl DataRequest {
 
     /// Reads the dataset (releases the GIL: call inside `detach`).
     pub fn load(&self, show_progress: bool) -> Result<Dataset> {
-        let generic = self.args.generic_format().map_err(in_keywords)?;
-        let opts = self.args.read_options();
         match &self.source {
             Source::Arrow { stream, origin } => {
-                Ok(read_arrow_ipc_stream(stream, origin, &generic, &opts)?)
+                let generic = self.args.generic_format().map_err(in_keywords)?;
+                read_arrow_ipc_stream(stream, origin, &generic, &self.args.read_options())
+                    .map_err(|e| in_keywords(DataArgs::explain(e)))
             }
-            Source::Args => {
-                let source = self.args.source().map_err(in_keywords)?;
-                Ok(seqrec::data::load(
-                    &source,
-                    &generic,
-                    &opts,
-                    &self.args.cache_dir(),
-                    show_progress,
-                )?)
-            }
+            // The command line's own loading, with its explained errors.
+            Source::Args => self.args.load(!show_progress).map_err(in_keywords),
         }
     }
 }

@@ -270,7 +270,7 @@ impl DataArgs {
 
     /// The library names settings (`user_col`, a named dataset); here the
     /// errors name the flags that set them.
-    fn explain(e: SourceError) -> anyhow::Error {
+    pub fn explain(e: SourceError) -> anyhow::Error {
         match e {
             SourceError::Fetch { name, source } => anyhow::Error::new(source).context(format!(
                 "--dataset {name}: {}",
@@ -303,6 +303,20 @@ impl DataArgs {
                     crate::data::readers::column_list(&columns)
                 )
             }
+            SourceError::Data(DataError::NoSuchColumn {
+                file,
+                column,
+                setting,
+                columns,
+            }) => anyhow::anyhow!(
+                "{}: no column {}{}; its columns are {}",
+                file.display(),
+                crate::text::quoted(&column),
+                setting
+                    .map(|s| format!(" (set it with {})", flag(s)))
+                    .unwrap_or_default(),
+                crate::data::readers::column_list(&columns)
+            ),
             e => e.into(),
         }
     }
