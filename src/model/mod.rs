@@ -468,11 +468,16 @@ impl QueryEncoder {
     fn encode_in_order(&self, spec: &ModelSpec, params: &Params, histories: &[&[u32]]) -> Vec<f32> {
         let (l, d) = (spec.context_len, spec.dim);
         let mut out = vec![0.0f32; histories.len() * d];
-        const CHUNK: usize = 256;
+        // SASRec's chunks are smaller: its cost grows with a chunk's
+        // longest window, and the longest chunk must not hold up the rest.
+        let chunk_rows = match spec.tower {
+            QueryTower::Gru => 256,
+            QueryTower::Sasrec => 32,
+        };
         // Each worker reuses its buffers across chunks: a fresh workspace
         // per chunk would page in (and zero) its large buffers every time.
-        out.par_chunks_mut(CHUNK * d)
-            .zip(histories.par_chunks(CHUNK))
+        out.par_chunks_mut(chunk_rows * d)
+            .zip(histories.par_chunks(chunk_rows))
             .for_each_init(
                 || (Workspace::default(), TowerChunk::default()),
                 |(ws, chunk), (out, hs)| {
@@ -898,7 +903,14 @@ impl Model<'_> {
     /// val_loss, times the batch size).
     pub fn loss_sum(&self, ws: &mut Workspace, batch: &Batch) -> f64 {
         let step = StepOptions::default();
-        self.forward(ws, batch, &step);
+        if self.spec.tower == QueryTower::Sasrec {
+            // The encoder runs rows of like length together, over few
+            // padding columns; a row's query does not depend on the rows
+            // beside it, so these are the forward's queries, bit for bit.
+            ws.queries = self.queries_by_length(batch);
+        } else {
+            self.forward(ws, batch, &step);
+        }
         self.gather_columns(ws, batch, &step);
         let inputs = LossInputs {
             q: &ws.queries,
@@ -913,6 +925,22 @@ impl Model<'_> {
             kind: LossKind::Softmax,
         };
         loss::in_batch_softmax(&inputs, None, self.threads)
+    }
+
+    /// The batch's queries (`B x D`, one per row at its newest step)
+    /// through `QueryEncoder`, from the items of each row's window.
+    fn queries_by_length(&self, batch: &Batch) -> Vec<f32> {
+        let l = self.spec.context_len;
+        let histories: Vec<&[u32]> = batch
+            .contexts
+            .chunks_exact(l)
+            .zip(&batch.lengths)
+            .map(|(window, &n)| match self.spec.padding {
+                Padding::Left => &window[l - n as usize..],
+                Padding::Right => &window[..n as usize],
+            })
+            .collect();
+        QueryEncoder::new(self.spec, self.params).encode(self.spec, self.params, &histories)
     }
 
     /// Back-propagates the loss's gradients through the candidate gather,
@@ -1151,8 +1179,49 @@ mod tests {
                     assert_eq!(bits(&served), bits(&trained), "{what}");
                     assert_eq!(bits(&one_by_one), bits(&trained), "{what}, one by one");
                 }
+                // val_loss (`loss_sum`) is the in-batch softmax of these
+                // same queries, however it runs the tower.
+                let mut batch = Batch::default();
+                fill_batch(&spec, &seqs, &positions, &mut batch);
+                let model = Model {
+                    spec: &spec,
+                    params: &params,
+                    threads: 2,
+                };
+                let got = model.loss_sum(&mut Workspace::default(), &batch);
+                let want = in_batch_softmax_f64(
+                    &served,
+                    &params.candidate_embedding,
+                    &batch.labels,
+                    spec.dim,
+                );
+                assert!(
+                    (got - want).abs() <= 1e-4 * want.abs(),
+                    "{tower:?}, {padding:?}, mask {mask_padding}: loss_sum {got}, f64 {want}"
+                );
             }
         }
+    }
+
+    /// Sum over rows of `-log softmax(q_r . c_label)_r`, the batch's labels
+    /// as columns, in f64.
+    fn in_batch_softmax_f64(queries: &[f32], table: &[f32], labels: &[u32], d: usize) -> f64 {
+        let dot = |r: usize, id: u32| -> f64 {
+            let c = &table[id as usize * d..(id as usize + 1) * d];
+            queries[r * d..(r + 1) * d]
+                .iter()
+                .zip(c)
+                .map(|(&a, &b)| a as f64 * b as f64)
+                .sum()
+        };
+        (0..labels.len())
+            .map(|r| {
+                let logits: Vec<f64> = labels.iter().map(|&id| dot(r, id)).collect();
+                let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let lse = max + logits.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+                lse - logits[r]
+            })
+            .sum()
     }
 
     /// Sequence training's queries are causal in both towers: changing the
