@@ -466,7 +466,7 @@ impl QueryEncoder {
     }
 
     fn encode_in_order(&self, spec: &ModelSpec, params: &Params, histories: &[&[u32]]) -> Vec<f32> {
-        let (l, d) = (spec.context_len, spec.dim);
+        let d = spec.dim;
         let mut out = vec![0.0f32; histories.len() * d];
         // SASRec's chunks are smaller: its cost grows with a chunk's
         // longest window, and the longest chunk must not hold up the rest.
@@ -474,42 +474,68 @@ impl QueryEncoder {
             QueryTower::Gru => 256,
             QueryTower::Sasrec => 32,
         };
-        // Each worker reuses its buffers across chunks: a fresh workspace
-        // per chunk would page in (and zero) its large buffers every time.
-        out.par_chunks_mut(chunk_rows * d)
-            .zip(histories.par_chunks(chunk_rows))
-            .for_each_init(
-                || (Workspace::default(), TowerChunk::default()),
-                |(ws, chunk), (out, hs)| {
-                    let mut contexts = vec![0u32; hs.len() * l];
-                    let mut lengths = Vec::with_capacity(hs.len());
-                    for (h, window) in hs.iter().zip(contexts.chunks_exact_mut(l)) {
-                        lengths.push(spec.cut_window(h, window) as u32);
-                    }
-                    if spec.tower != QueryTower::Gru {
-                        // The training forward itself, without dropout.
-                        let batch = Batch {
-                            size: hs.len(),
-                            contexts,
-                            labels: vec![0; hs.len()],
-                            lengths,
-                            targets: Vec::new(),
-                        };
-                        let model = Model {
-                            spec,
-                            params,
-                            threads: 1,
-                        };
-                        model.forward(ws, &batch, &StepOptions::default());
-                        out.copy_from_slice(&ws.queries);
-                        return;
-                    }
-                    chunk.rows = 0..0;
-                    chunk.forward(spec, params, &self.projected, &contexts);
-                    out.copy_from_slice(chunk.output(spec));
-                },
-            );
+        // One job per thread, each with its own buffers, reused across its
+        // chunks: a fresh workspace per chunk (or per rayon split) would
+        // page in and zero its large buffers every time. Jobs take every
+        // `jobs`-th chunk, so long and short histories spread evenly.
+        let chunks = histories.len().div_ceil(chunk_rows);
+        let jobs = rayon::current_num_threads().clamp(1, chunks.max(1));
+        let parts: Vec<Vec<(usize, Vec<f32>)>> = (0..jobs)
+            .into_par_iter()
+            .map(|job| {
+                let (mut ws, mut tower) = (Workspace::default(), TowerChunk::default());
+                (job..chunks)
+                    .step_by(jobs)
+                    .map(|c| {
+                        let hs =
+                            &histories[c * chunk_rows..((c + 1) * chunk_rows).min(histories.len())];
+                        (c, self.encode_chunk(spec, params, hs, &mut ws, &mut tower))
+                    })
+                    .collect()
+            })
+            .collect();
+        for (c, queries) in parts.into_iter().flatten() {
+            out[c * chunk_rows * d..][..queries.len()].copy_from_slice(&queries);
+        }
         out
+    }
+
+    /// The queries of one chunk of histories (`hs.len() x D`), on this
+    /// thread.
+    fn encode_chunk(
+        &self,
+        spec: &ModelSpec,
+        params: &Params,
+        hs: &[&[u32]],
+        ws: &mut Workspace,
+        tower: &mut TowerChunk,
+    ) -> Vec<f32> {
+        let l = spec.context_len;
+        let mut contexts = vec![0u32; hs.len() * l];
+        let mut lengths = Vec::with_capacity(hs.len());
+        for (h, window) in hs.iter().zip(contexts.chunks_exact_mut(l)) {
+            lengths.push(spec.cut_window(h, window) as u32);
+        }
+        if spec.tower != QueryTower::Gru {
+            // The training forward itself, without dropout.
+            let batch = Batch {
+                size: hs.len(),
+                contexts,
+                labels: vec![0; hs.len()],
+                lengths,
+                targets: Vec::new(),
+            };
+            let model = Model {
+                spec,
+                params,
+                threads: 1,
+            };
+            model.forward(ws, &batch, &StepOptions::default());
+            return ws.queries.clone();
+        }
+        tower.rows = 0..0;
+        tower.forward(spec, params, &self.projected, &contexts);
+        tower.output(spec).to_vec()
     }
 }
 
