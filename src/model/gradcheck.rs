@@ -73,7 +73,7 @@ fn ref_gru_states(
 /// `gbce = (β, first_negative)` the gBCE loss `β·softplus(−s⁺) + Σ⁻
 /// softplus(s⁻)` over the negatives from column `first_negative` on instead.
 #[allow(clippy::too_many_arguments)]
-fn ref_loss(
+pub(super) fn ref_loss(
     q: &[f64],
     c: &[f64],
     rows: usize,

@@ -1215,11 +1215,25 @@ mod tests {
                     threads: 2,
                 };
                 let got = model.loss_sum(&mut Workspace::default(), &batch);
-                let want = in_batch_softmax_f64(
-                    &served,
-                    &params.candidate_embedding,
-                    &batch.labels,
-                    spec.dim,
+                let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+                let d = spec.dim;
+                let label_rows: Vec<f32> = batch
+                    .labels
+                    .iter()
+                    .flat_map(|&id| params.candidate_embedding[id as usize * d..][..d].to_vec())
+                    .collect();
+                let n = batch.size;
+                let want = gradcheck::ref_loss(
+                    &f64s(&served),
+                    &f64s(&label_rows),
+                    n,
+                    n,
+                    d,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
                 );
                 assert!(
                     (got - want).abs() <= 1e-4 * want.abs(),
@@ -1227,27 +1241,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    /// Sum over rows of `-log softmax(q_r . c_label)_r`, the batch's labels
-    /// as columns, in f64.
-    fn in_batch_softmax_f64(queries: &[f32], table: &[f32], labels: &[u32], d: usize) -> f64 {
-        let dot = |r: usize, id: u32| -> f64 {
-            let c = &table[id as usize * d..(id as usize + 1) * d];
-            queries[r * d..(r + 1) * d]
-                .iter()
-                .zip(c)
-                .map(|(&a, &b)| a as f64 * b as f64)
-                .sum()
-        };
-        (0..labels.len())
-            .map(|r| {
-                let logits: Vec<f64> = labels.iter().map(|&id| dot(r, id)).collect();
-                let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let lse = max + logits.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
-                lse - logits[r]
-            })
-            .sum()
     }
 
     /// Sequence training's queries are causal in both towers: changing the
