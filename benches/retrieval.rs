@@ -12,20 +12,22 @@
 //! SEQREC_RETRIEVAL_SIZES (default 100000x32,100000x64,1000000x32,1000000x64;
 //! empty for none), SEQREC_RETRIEVAL_EF (search lists, default 32,64,128),
 //! SEQREC_RETRIEVAL_M and SEQREC_RETRIEVAL_EFC (the graph's links per node
-//! and build list; default `ApproxSettings::default()`).
+//! and build list; default `ApproxSettings::default()`),
+//! SEQREC_RETRIEVAL_PRECISION (the graphs' vector storage, a list of f16
+//! and f32; default f16), SEQREC_RETRIEVAL_ROUNDS (timing rounds, default 3).
 
 mod common;
 
 use std::time::Instant;
 
-use common::env;
+use common::{env, median};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use seqrec::data::{Catalog, UserHistories};
 use seqrec::kernels::{matmul, Mat, Output};
 use seqrec::model::{ModelOptions, Params};
-use seqrec::retrieval::approx::{approx_top_k, ApproxIndex, ApproxSettings};
+use seqrec::retrieval::approx::{approx_top_k, ApproxIndex, ApproxSettings, GraphPrecision};
 use seqrec::retrieval::recommender::Recommender;
 use seqrec::retrieval::{for_each_scored_row, top_k, Candidates, Scored};
 
@@ -68,9 +70,13 @@ fn recall(found: &[Vec<Scored>], truth: &[Vec<Scored>]) -> f64 {
     hits as f64 / truth.iter().map(Vec::len).sum::<usize>().max(1) as f64
 }
 
-/// Exact against approximate top-10 at one catalogue size.
-fn big_catalogue(n: usize, d: usize, efs: &[usize], threads: usize) {
+/// Exact against approximate top-10 at one catalogue size: one graph per
+/// precision, then rounds that time exact top-K and each graph at each
+/// search list back to back, so a slow spell of the machine falls on both
+/// sides of a ratio. Each "x exact" is the median of the per-round ratios.
+fn big_catalogue(n: usize, d: usize, efs: &[usize], precisions: &[GraphPrecision], threads: usize) {
     let (k, queries) = (10, 2048);
+    let rounds = env("SEQREC_RETRIEVAL_ROUNDS", 3).max(1);
     let (table, q) = clustered(n, d, queries, 3);
     let allowed: Vec<bool> = (0..n).map(|i| i > 0).collect();
     let cands = Candidates {
@@ -78,46 +84,71 @@ fn big_catalogue(n: usize, d: usize, efs: &[usize], threads: usize) {
         dim: d,
         allowed: Some(&allowed),
     };
-    let mut exact_s = f64::INFINITY;
-    let mut truth = Vec::new();
-    for _ in 0..2 {
-        let t = Instant::now();
-        truth = top_k(&q, cands, k, |_| &[]);
-        exact_s = exact_s.min(t.elapsed().as_secs_f64());
-    }
-    let exact_qps = queries as f64 / exact_s;
-    let t = Instant::now();
+    let truth = top_k(&q, cands, k, |_| &[]);
     let defaults = ApproxSettings::default();
-    let settings = ApproxSettings {
-        connectivity: env("SEQREC_RETRIEVAL_M", defaults.connectivity),
-        expansion_add: env("SEQREC_RETRIEVAL_EFC", defaults.expansion_add),
-        ..defaults
-    };
-    let mut index = ApproxIndex::build(cands, settings).expect("build");
-    let build_s = t.elapsed().as_secs_f64();
-    println!(
-        "{n:>9} x {d:<3} exact {exact_qps:>8.0} q/s | graph (M {}, ef_add {}): build {build_s:6.1} s, {:5.0} MiB (table {:.0} MiB), {threads} thread(s)",
-        settings.connectivity,
-        settings.expansion_add,
-        index.memory_bytes() as f64 / 1048576.0,
-        (table.len() * 4) as f64 / 1048576.0
-    );
-    for &ef in efs {
-        index.set_expansion_search(ef);
-        let mut best = f64::INFINITY;
-        let mut found = Vec::new();
-        for _ in 0..2 {
-            let t = Instant::now();
-            found = approx_top_k(&index, &q, cands, k, |_| &[]);
-            best = best.min(t.elapsed().as_secs_f64());
-        }
-        let qps = queries as f64 / best;
+    let mut graphs = Vec::new();
+    for &precision in precisions {
+        let settings = ApproxSettings {
+            connectivity: env("SEQREC_RETRIEVAL_M", defaults.connectivity),
+            expansion_add: env("SEQREC_RETRIEVAL_EFC", defaults.expansion_add),
+            precision,
+            ..defaults
+        };
+        let t = Instant::now();
+        let index = ApproxIndex::build(cands, settings).expect("build");
         println!(
-            "{:>15} ef {ef:>4}: {qps:>8.0} q/s  {:>6.1}x exact   recall@10 {:.4}",
-            "",
-            qps / exact_qps,
-            recall(&found, &truth)
+            "{n:>9} x {d:<3} graph {} (M {}, ef_add {}): build {:6.1} s, {:5.0} MiB (table {:.0} MiB), {threads} thread(s)",
+            precision.name(),
+            settings.connectivity,
+            settings.expansion_add,
+            t.elapsed().as_secs_f64(),
+            index.memory_bytes() as f64 / 1048576.0,
+            (table.len() * 4) as f64 / 1048576.0
         );
+        graphs.push(index);
+    }
+    // Per graph and search list: queries/s and ratio to exact, per round.
+    let mut qps = vec![vec![Vec::new(); efs.len()]; graphs.len()];
+    let mut ratio = qps.clone();
+    let mut recalls = vec![vec![0.0; efs.len()]; graphs.len()];
+    let mut exact_qps = Vec::new();
+    let time = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        queries as f64 / t.elapsed().as_secs_f64()
+    };
+    for _ in 0..rounds {
+        let exact = time(&mut || {
+            std::hint::black_box(top_k(&q, cands, k, |_| &[]));
+        });
+        exact_qps.push(exact);
+        for (g, index) in graphs.iter_mut().enumerate() {
+            for (e, &ef) in efs.iter().enumerate() {
+                index.set_expansion_search(ef);
+                let mut found = Vec::new();
+                let r = time(&mut || found = approx_top_k(index, &q, cands, k, |_| &[]));
+                recalls[g][e] = recall(&found, &truth);
+                qps[g][e].push(r);
+                ratio[g][e].push(r / exact);
+            }
+        }
+    }
+    println!(
+        "{:>15} exact {:8.0} q/s (median of {rounds} rounds)",
+        "",
+        median(exact_qps)
+    );
+    for (g, index) in graphs.iter().enumerate() {
+        for (e, &ef) in efs.iter().enumerate() {
+            println!(
+                "{:>15} {} ef {ef:>4}: {:>8.0} q/s  {:>6.1}x exact   recall@10 {:.4}",
+                "",
+                index.settings().precision.name(),
+                median(qps[g][e].clone()),
+                median(ratio[g][e].clone()),
+                recalls[g][e]
+            );
+        }
     }
 }
 
@@ -220,8 +251,13 @@ fn main() {
             println!();
             println!("big catalogues: exact top-10 (batch of 2048) against the approximate graph (one search per query, in parallel)");
         }
+        let precisions: Vec<GraphPrecision> = std::env::var("SEQREC_RETRIEVAL_PRECISION")
+            .unwrap_or_else(|_| ApproxSettings::default().precision.name().into())
+            .split(',')
+            .map(|p| p.trim().parse().expect("SEQREC_RETRIEVAL_PRECISION: f16 or f32"))
+            .collect();
         for (n, d) in sizes {
-            big_catalogue(n, d, &efs, threads);
+            big_catalogue(n, d, &efs, &precisions, threads);
         }
     });
 }

@@ -43,6 +43,8 @@ pub struct ApproxSettings {
     pub expansion_add: usize,
     /// Candidate list while searching (ef); usearch uses K when larger.
     pub expansion_search: usize,
+    /// How the graph stores its copy of the vectors.
+    pub precision: GraphPrecision,
 }
 
 impl Default for ApproxSettings {
@@ -51,6 +53,68 @@ impl Default for ApproxSettings {
             connectivity: 16,
             expansion_add: 64,
             expansion_search: 64,
+            precision: GraphPrecision::F16,
+        }
+    }
+}
+
+/// The graph's copy of the vectors, which steers its walk; the ids it
+/// finds are always re-scored from the model's `f32` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphPrecision {
+    /// Half precision: each hop reads one 64-byte line at dimension 32
+    /// instead of two, for the same recall (docs/retrieval.md).
+    F16,
+    F32,
+}
+
+impl GraphPrecision {
+    fn scalar(self) -> ScalarKind {
+        match self {
+            GraphPrecision::F16 => ScalarKind::F16,
+            GraphPrecision::F32 => ScalarKind::F32,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GraphPrecision::F16 => "f16",
+            GraphPrecision::F32 => "f32",
+        }
+    }
+
+    /// Bytes per stored coordinate.
+    pub fn bytes(self) -> usize {
+        match self {
+            GraphPrecision::F16 => 2,
+            GraphPrecision::F32 => 4,
+        }
+    }
+}
+
+impl ApproxSettings {
+    /// These settings, with `f32` storage where a value of the table is
+    /// beyond half precision's finite range (65,504): such a graph would
+    /// walk on infinities.
+    pub fn fitted(self, cands: Candidates) -> ApproxSettings {
+        let fits_f16 = || cands.embeddings.iter().all(|x| x.abs() < 65_000.0);
+        match self.precision {
+            GraphPrecision::F16 if !fits_f16() => ApproxSettings {
+                precision: GraphPrecision::F32,
+                ..self
+            },
+            _ => self,
+        }
+    }
+}
+
+impl std::str::FromStr for GraphPrecision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f16" => Ok(GraphPrecision::F16),
+            "f32" => Ok(GraphPrecision::F32),
+            other => Err(format!("{other:?}: expected f16 or f32")),
         }
     }
 }
@@ -125,7 +189,7 @@ fn options(dim: usize, s: ApproxSettings) -> IndexOptions {
     IndexOptions {
         dimensions: dim,
         metric: MetricKind::IP,
-        quantization: ScalarKind::F32,
+        quantization: s.precision.scalar(),
         connectivity: s.connectivity,
         expansion_add: s.expansion_add,
         expansion_search: s.expansion_search,
@@ -149,7 +213,8 @@ impl ApproxIndex {
     pub fn fingerprint(cands: Candidates, s: ApproxSettings) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"seqrec approx index v1");
-        for x in [cands.dim, s.connectivity, s.expansion_add] {
+        let precision = s.precision.bytes();
+        for x in [cands.dim, s.connectivity, s.expansion_add, precision] {
             h.update((x as u64).to_le_bytes());
         }
         for id in allowed_ids(cands) {
@@ -166,6 +231,7 @@ impl ApproxIndex {
     /// rayon pool. The graph depends on the order threads insert in, so two
     /// builds may differ slightly; one graph always answers alike.
     pub fn build(cands: Candidates, s: ApproxSettings) -> Result<ApproxIndex, IndexError> {
+        let s = s.fitted(cands);
         let graph = Index::new(&options(cands.dim, s)).map_err(build_error)?;
         let ids = allowed_ids(cands);
         graph
@@ -241,6 +307,7 @@ impl ApproxIndex {
         if bytes.len() < HEADER || &bytes[..8] != MAGIC {
             return Err(damaged("no seqrec index header"));
         }
+        let s = s.fitted(cands);
         let fingerprint: [u8; 32] = bytes[8..40].try_into().expect("32 bytes");
         let want = Self::fingerprint(cands, s);
         if fingerprint != want {
@@ -329,7 +396,7 @@ impl ApproxIndex {
         let mut out = if excluded_items * 2 > self.items {
             Vec::new()
         } else {
-            self.walk(cands, query, k, &excluded)
+            self.walk(cands, query, k, &excluded, excluded_items)
         };
         if out.len() < k.min(available) {
             // The walk ran out (heavy exclusions), or was not worth taking.
@@ -341,13 +408,26 @@ impl ApproxIndex {
         out
     }
 
-    /// The graph's answer for `query`, leaving out `excluded` (sorted),
-    /// re-scored exactly and ordered by score, then id.
-    fn walk(&self, cands: Candidates, query: &[f32], k: usize, excluded: &[u32]) -> Vec<Scored> {
+    /// The graph's answer for `query`, leaving out `excluded` (sorted;
+    /// `excluded_items` of them are in the graph), re-scored exactly and
+    /// ordered by score, then id.
+    fn walk(
+        &self,
+        cands: Candidates,
+        query: &[f32],
+        k: usize,
+        excluded: &[u32],
+        excluded_items: usize,
+    ) -> Vec<Scored> {
         let keep = |key: u64| excluded.binary_search(&(key as u32)).is_err();
-        // usearch widens its list to K when K is larger (max(ef, K)).
-        let found = if excluded.is_empty() {
-            self.graph.search(query, k)
+        // usearch widens its list to K when K is larger (max(ef, K)). While
+        // K plus the excluded items fits in the list, asking for that many
+        // and dropping the excluded ones costs no more than an unfiltered
+        // walk; usearch's filtered walk calls back into Rust at every node
+        // it visits, so it is kept for long exclusion lists.
+        let fetch = k + excluded_items;
+        let found = if fetch <= self.settings.expansion_search.max(k) {
+            self.graph.search(query, fetch)
         } else {
             self.graph.filtered_search(query, k, keep)
         };
@@ -480,9 +560,12 @@ mod tests {
         let index = ApproxIndex::build(f.cands(), ApproxSettings::default()).unwrap();
         assert_eq!(index.items(), f.allowed.iter().filter(|&&a| a).count());
         let mut rng = ChaCha8Rng::seed_from_u64(2);
-        for _ in 0..50 {
+        for i in 0..50 {
             let q: Vec<f32> = (0..f.d).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let exclude: Vec<u32> = (0..30).map(|_| rng.random_range(0..3000)).collect();
+            // Short lists are over-fetched and dropped, long ones filtered
+            // inside the walk (K plus them outgrows the search list).
+            let excluded = [0, 30, 200][i % 3];
+            let exclude: Vec<u32> = (0..excluded).map(|_| rng.random_range(0..3000)).collect();
             let found = index.search(f.cands(), &q, 10, &exclude);
             assert_eq!(found.len(), 10);
             for s in &found {
@@ -503,8 +586,18 @@ mod tests {
 
     #[test]
     fn recall_against_exact_top_k_on_planted_data() {
+        for precision in [GraphPrecision::F16, GraphPrecision::F32] {
+            recall_at(ApproxSettings {
+                precision,
+                ..ApproxSettings::default()
+            });
+        }
+    }
+
+    fn recall_at(settings: ApproxSettings) {
         let f = Fixture::new(3);
-        let index = ApproxIndex::build(f.cands(), ApproxSettings::default()).unwrap();
+        let index = ApproxIndex::build(f.cands(), settings).unwrap();
+        assert_eq!(index.settings(), settings);
         let mut rng = ChaCha8Rng::seed_from_u64(4);
         // Queries near items, as a trained tower's are.
         let queries: Vec<f32> = (0..200)
@@ -521,7 +614,50 @@ mod tests {
             .map(|(a, e)| a.iter().filter(|s| e.iter().any(|x| x.id == s.id)).count())
             .sum();
         let recall = hits as f64 / 2000.0;
-        assert!(recall >= 0.95, "recall@10 {recall}");
+        assert!(recall >= 0.95, "recall@10 {recall} at {settings:?}");
+
+        // Each query's 5 best items excluded (a history of what it found):
+        // against exact top-K with the same exclusions.
+        let seen: Vec<Vec<u32>> = exact
+            .iter()
+            .map(|e| e.iter().take(5).map(|s| s.id).collect())
+            .collect();
+        let exact = top_k(&queries, f.cands(), 10, |q| &seen[q]);
+        let approx = approx_top_k(&index, &queries, f.cands(), 10, |q| &seen[q]);
+        let hits: usize = approx
+            .iter()
+            .zip(&exact)
+            .zip(&seen)
+            .map(|((a, e), seen)| {
+                assert!(a.iter().all(|s| !seen.contains(&s.id)));
+                a.iter().filter(|s| e.iter().any(|x| x.id == s.id)).count()
+            })
+            .sum();
+        let recall = hits as f64 / 2000.0;
+        assert!(
+            recall >= 0.95,
+            "recall@10 {recall}, 5 excluded, at {settings:?}"
+        );
+    }
+
+    #[test]
+    fn a_table_beyond_half_precision_gets_an_f32_graph() {
+        let mut f = Fixture::new(7);
+        let s = ApproxSettings::default();
+        assert_eq!(s.precision, GraphPrecision::F16);
+        assert_eq!(s.fitted(f.cands()), s);
+        f.table[40] = 1e5;
+        let index = ApproxIndex::build(f.cands(), s).unwrap();
+        assert_eq!(index.settings().precision, GraphPrecision::F32);
+        // The row with the huge value is found where it scores best.
+        let mut q = vec![0.0; f.d];
+        q[40 % f.d] = 1.0;
+        assert_eq!(index.search(f.cands(), &q, 1, &[])[0].id, 40 / f.d as u32);
+        // Its bytes load for the same table and default settings.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.index");
+        let bytes = index.to_bytes().unwrap();
+        assert!(ApproxIndex::from_bytes(&bytes, f.cands(), s, &path).is_ok());
     }
 
     #[test]
@@ -577,6 +713,17 @@ mod tests {
         assert_eq!(source, IndexSource::BuiltAndCached);
         let (_, source) = ApproxIndex::load_or_build(Some(&cache), g.cands(), s).unwrap();
         assert_eq!(source, IndexSource::Cache);
+
+        // The same model at another precision is another graph.
+        let f32_settings = ApproxSettings {
+            precision: GraphPrecision::F32,
+            ..s
+        };
+        let bytes = std::fs::read(&cache).unwrap();
+        assert!(matches!(
+            ApproxIndex::from_bytes(&bytes, g.cands(), f32_settings, &cache),
+            Err(IndexError::OtherModel { .. })
+        ));
 
         // Damaged: one graph byte flipped, or cut short; never parsed.
         let mut bytes = std::fs::read(&cache).unwrap();

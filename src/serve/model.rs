@@ -140,6 +140,7 @@ impl Loaded {
                 "items": graph.items(),
                 "connectivity": graph.settings().connectivity,
                 "expansion_search": graph.settings().expansion_search,
+                "precision": graph.settings().precision.name(),
                 "from": match source {
                     IndexSource::Cache => "cache",
                     IndexSource::BuiltAndCached | IndexSource::BuiltNotCached(_) => "built",
