@@ -14,12 +14,15 @@
 //! What seqrec adds around the graph:
 //! - only allowed ids (items) are in it, so padding and non-items can never
 //!   come back;
-//! - per-query exclusions are a filter inside the graph walk, and a query
-//!   that still finds fewer than K while K allowed, non-excluded items
-//!   exist, or that excludes most of the catalogue, falls back to exact
-//!   top-K: never fewer than K when K exist;
-//! - the ids found are re-scored exactly from the candidate table, so
-//!   scores and tie order are those of `top_k` over the ids found;
+//! - per-query exclusions are over-fetched and dropped (short lists) or a
+//!   filter inside the graph walk (long ones), and a query that still finds
+//!   fewer than K while K allowed, non-excluded items exist, or that
+//!   excludes most of the catalogue, falls back to exact top-K: never fewer
+//!   than K when K exist;
+//! - the graph keeps its own half-precision copy of the vectors (one cache
+//!   line a hop at dimension 32), and the ids found are re-scored exactly
+//!   from the candidate table, so scores and tie order are those of `top_k`
+//!   over the ids found;
 //! - a fingerprint (SHA-256 of the candidate table, the allowed ids and the
 //!   graph settings) ties a saved graph to one model: a cache written for
 //!   another model, or damaged, is rebuilt, never used.
