@@ -523,3 +523,75 @@ fn titles_with_terminal_escape_codes_are_printed_escaped() {
         assert!(out.contains("Evil\\u{1b}[2J Title (1999)"), "{out}");
     }
 }
+
+#[test]
+fn train_builds_the_index_serving_will_use_when_asked_or_past_the_threshold() {
+    use seqrec::retrieval::approx::{self, ApproxIndex, ApproxSettings};
+    use seqrec::retrieval::recommender::Recommender;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&[
+        "--quiet",
+        "synth",
+        data.to_str().unwrap(),
+        "--users",
+        "300",
+        "--items",
+        "300",
+        "--ratings",
+        "20000",
+        "--seed",
+        "3",
+    ]);
+    let train = |name: &str, index: &str| {
+        let out = dir.path().join(name);
+        let json = ok(&[
+            "--quiet",
+            "train",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--index",
+            index,
+            "--json",
+        ]);
+        let summary: serde_json::Value = serde_json::from_str(&json).unwrap();
+        (out, summary)
+    };
+    // 300 items: below auto's threshold, and exact asks for none.
+    for index in ["auto", "exact"] {
+        let (model, summary) = train(&format!("{index}.safetensors"), index);
+        assert!(!approx::cache_path(&model).exists(), "{index}");
+        assert!(summary.get("index_seconds").is_none(), "{index}");
+    }
+    let (model, summary) = train("approx.safetensors", "approx");
+    assert!(summary["index_seconds"].as_f64().unwrap() >= 0.0);
+    let cache = approx::cache_path(&model);
+    let rec = Recommender::new(seqrec::checkpoint::load(&model).unwrap());
+    let bytes = fs::read(&cache).unwrap();
+    assert!(
+        ApproxIndex::from_bytes(
+            &bytes,
+            rec.candidates(false),
+            ApproxSettings::default(),
+            &cache
+        )
+        .is_ok(),
+        "the cache is this model's graph"
+    );
+    // `recommend` reads it instead of building it again.
+    let out = seqrec(&[
+        "recommend",
+        model.to_str().unwrap(),
+        "--index",
+        "approx",
+        "--user",
+        "1",
+    ]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("built the approximate index"), "{stderr}");
+    assert_eq!(fs::read(&cache).unwrap(), bytes, "left as train wrote it");
+}

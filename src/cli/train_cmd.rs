@@ -15,6 +15,7 @@ use super::DataArgs;
 use crate::checkpoint;
 use crate::eval;
 use crate::model::{Padding, QueryTower};
+use crate::retrieval::approx::IndexChoice;
 use crate::retrieval::recommender::Recommender;
 use crate::train::adamw::Optimizer;
 use crate::train::{self, Event, LrSchedule, Settings, TrainConfig};
@@ -182,6 +183,9 @@ pub struct TrainArgs {
     /// Print the final summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// The approximate index `recommend` and `serve` will use: approx builds it now and caches it beside the model file as MODEL.index, auto does so above 100,000 items (so the first `serve` does not wait for it), exact builds none.
+    #[arg(long, value_enum, default_value_t = IndexChoice::Auto)]
+    pub index: IndexChoice,
 }
 
 #[derive(Serialize)]
@@ -199,6 +203,9 @@ struct Summary {
     save_seconds: f64,
     /// The final evaluation on the test examples.
     eval_seconds: f64,
+    /// Building (or reading) the approximate index; absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index_seconds: Option<f64>,
     /// The saved model on the test examples, seen items excluded.
     test: eval::AtK,
     /// Its most-popular baseline, the same way.
@@ -467,11 +474,20 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
 
     let t_eval = Instant::now();
     let best_epoch = session.model.best_epoch;
-    let rec = Recommender::new(session.model);
+    let mut rec = Recommender::new(session.model);
     let final_eval = session
         .pool
         .install(|| eval::evaluate(&rec, &session.seqs, &session.train, &session.test, &[10]));
     let eval_seconds = t_eval.elapsed().as_secs_f64();
+    // After the evaluation, which is exact: the graph is for serving.
+    let t_index = Instant::now();
+    session
+        .pool
+        .install(|| super::use_index(&mut rec, args.index, &args.out, quiet))?;
+    let index_seconds = args
+        .index
+        .approximate(rec.item_count())
+        .then(|| t_index.elapsed().as_secs_f64());
     if let Some(path) = &args.plot {
         super::plot::draw(path, &lines_for_plot(&lines)).context("--plot")?;
     }
@@ -492,6 +508,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         train_seconds,
         save_seconds,
         eval_seconds,
+        index_seconds,
         step_ms_median,
         us_per_trained_position,
         peak_memory_mib: peak_memory_mib(),
