@@ -233,10 +233,19 @@ fn read_users(st: &SafeTensors, meta: &ModelMeta) -> Result<UserHistories, Strin
 
 /// Parses a model file's bytes, checking every field.
 pub fn from_bytes(bytes: &[u8]) -> Result<TrainedModel, FormatError> {
-    parse(bytes).map_err(FormatError)
+    parse(bytes, Moments::Read).map_err(FormatError)
 }
 
-fn parse(bytes: &[u8]) -> Result<TrainedModel, String> {
+/// Whether a load reads the optimiser's moments: training resumes from
+/// them; retrieval never reads them, and they are two of a model's three
+/// copies of every table (512 MB of a 10^6-item model).
+#[derive(Clone, Copy, PartialEq)]
+enum Moments {
+    Read,
+    Skip,
+}
+
+fn parse(bytes: &[u8], moments: Moments) -> Result<TrainedModel, String> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| {
         format!(
             "not a safetensors file (truncated or corrupt?): {}",
@@ -303,19 +312,20 @@ fn parse(bytes: &[u8]) -> Result<TrainedModel, String> {
         ));
     }
     let shapes = Params::shapes(&spec);
-    let mut groups: Vec<Params> = Vec::new();
-    for prefix in ["", "adam_m.", "adam_v."] {
+    let read = |prefix: &str| -> Result<Params, String> {
         let mut p = Params::zeros(&spec);
         for ((name, shape), dst) in TENSOR_NAMES.iter().zip(&shapes).zip(p.tensors_mut()) {
             if shape.iter().product::<usize>() > 0 {
                 *dst = read_tensor(&st, &format!("{prefix}{name}"), shape)?;
             }
         }
-        groups.push(p);
-    }
-    let v = groups.pop().unwrap_or_else(|| Params::zeros(&spec));
-    let m = groups.pop().unwrap_or_else(|| Params::zeros(&spec));
-    let params = groups.pop().unwrap_or_else(|| Params::zeros(&spec));
+        Ok(p)
+    };
+    let params = read("")?;
+    let (m, v) = match moments {
+        Moments::Read => (read("adam_m.")?, read("adam_v.")?),
+        Moments::Skip => (Params::empty(), Params::empty()),
+    };
     let optimizer = AdamW {
         cfg: meta.train.optimizer(),
         step: meta.optimizer_step,
@@ -371,13 +381,24 @@ fn read_model_file(path: &Path) -> std::io::Result<Vec<u8>> {
 
 /// Reads a model file; errors name the file and what is wrong with it.
 pub fn load(path: &Path) -> Result<TrainedModel, CheckpointError> {
+    load_with(path, Moments::Read)
+}
+
+/// `load` for retrieval (`recommend`, `serve`, `evaluate`, `export`): the
+/// optimiser's moments are left unread and empty, so the model cannot
+/// resume training; everything else is read and checked as `load` does.
+pub fn load_for_inference(path: &Path) -> Result<TrainedModel, CheckpointError> {
+    load_with(path, Moments::Skip)
+}
+
+fn load_with(path: &Path, moments: Moments) -> Result<TrainedModel, CheckpointError> {
     let bytes = read_model_file(path).map_err(|error| CheckpointError::Read {
         path: path.to_path_buf(),
         error,
     })?;
-    from_bytes(&bytes).map_err(|reason| CheckpointError::Invalid {
+    parse(&bytes, moments).map_err(|reason| CheckpointError::Invalid {
         path: path.to_path_buf(),
-        reason,
+        reason: FormatError(reason),
     })
 }
 
@@ -472,6 +493,39 @@ mod tests {
         assert_eq!(to_bytes(&back).unwrap(), bytes, "same model, same bytes");
         // A GRU model's file holds no SASRec tensor (it reads as before).
         assert!(!text.contains("sasrec_weights"));
+    }
+
+    #[test]
+    fn a_load_for_inference_reads_everything_but_the_moments() {
+        let mut model = small_model();
+        // Moments unlike the parameters, so a mix-up would show.
+        let m = &mut model.state.optimizer.m.query_embedding;
+        for (i, x) in m.iter_mut().enumerate() {
+            *x = i as f32;
+        }
+        model.state.optimizer.v.candidate_embedding[3] = 7.0;
+        model.state.optimizer.step = 12;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.safetensors");
+        save(&file, &model).unwrap();
+        let whole = load(&file).unwrap();
+        assert_eq!(whole.state.optimizer, model.state.optimizer);
+        let served = load_for_inference(&file).unwrap();
+        assert_eq!(served.spec, model.spec);
+        assert_eq!(served.state.params, model.state.params);
+        assert_eq!(served.state.history, model.state.history);
+        assert_eq!(served.users, model.users);
+        assert_eq!(served.catalog.titles, model.catalog.titles);
+        assert_eq!(served.catalog.is_item, model.catalog.is_item);
+        assert_eq!(served.state.optimizer.step, 12);
+        assert_eq!(served.state.optimizer.m, Params::empty());
+        assert_eq!(served.state.optimizer.v, Params::empty());
+        // A damaged parameter is still refused.
+        let bytes = to_bytes(&model).unwrap();
+        let broken = edit(&bytes, "\"candidate_embedding\"", "\"candidate_embeddinX\"");
+        std::fs::write(&file, broken).unwrap();
+        let err = load_for_inference(&file).unwrap_err().to_string();
+        assert!(err.contains("candidate_embedding"), "{err}");
     }
 
     #[test]

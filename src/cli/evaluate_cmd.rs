@@ -92,7 +92,7 @@ pub fn print_report(r: &EvalReport) {
 
 pub fn evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
     let ks = parse_ks(&args.k)?;
-    let saved = crate::checkpoint::load(&args.model)?;
+    let saved = crate::checkpoint::load_for_inference(&args.model)?;
     let mut args = args;
     args.data.default_to(&saved.data);
     if args.data.data.is_none() && args.data.dataset.is_none() {

@@ -53,6 +53,20 @@ impl Params {
         }
     }
 
+    /// No tensors at all: the optimiser's moments of a model loaded for
+    /// inference only (`checkpoint::load_for_inference`).
+    pub fn empty() -> Params {
+        Params {
+            query_embedding: Vec::new(),
+            kernel: Vec::new(),
+            recurrent_kernel: Vec::new(),
+            input_bias: Vec::new(),
+            recurrent_bias: Vec::new(),
+            candidate_embedding: Vec::new(),
+            tower_weights: Vec::new(),
+        }
+    }
+
     /// The shape of each tensor, in the order of `tensors`: a tower's
     /// tensors are empty (`[0]`) in a model of the other tower.
     pub fn shapes(spec: &ModelSpec) -> [Vec<usize>; 7] {

@@ -45,7 +45,7 @@ pub struct Recommender {
 
 impl Recommender {
     pub fn load(path: &Path) -> Result<Recommender, CheckpointError> {
-        Ok(Recommender::new(checkpoint::load(path)?))
+        Ok(Recommender::new(checkpoint::load_for_inference(path)?))
     }
 
     pub fn new(model: TrainedModel) -> Recommender {

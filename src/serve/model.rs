@@ -87,11 +87,12 @@ impl Loaded {
     /// built for this very model, else built and cached): the model and its
     /// graph are loaded, and swapped, together. Never panics on a bad file.
     pub fn load(path: &Path, generation: u64, index: IndexChoice) -> Result<Loaded> {
-        let saved = std::panic::catch_unwind(|| checkpoint::load(path)).map_err(|_| {
-            ModelError::Unreadable {
-                path: path.to_path_buf(),
-            }
-        })??;
+        let saved =
+            std::panic::catch_unwind(|| checkpoint::load_for_inference(path)).map_err(|_| {
+                ModelError::Unreadable {
+                    path: path.to_path_buf(),
+                }
+            })??;
         let items = saved.catalog.num_items();
         let epochs = saved.state.history.len();
         let spec = &saved.spec;
