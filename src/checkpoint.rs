@@ -353,13 +353,11 @@ fn parse(bytes: &[u8], moments: Moments) -> Result<TrainedModel, String> {
     })
 }
 
-/// The bytes of a model file: a regular file only, read to the length it
-/// had when opened and no further. A FIFO or a device at the path (say
-/// `/dev/zero`) is refused at once instead of blocking or reading without
-/// end; the open does not wait for a FIFO's writer. A file longer than its
-/// safetensors header says is refused by `from_bytes`.
-fn read_model_file(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
+/// A model file opened for reading, and its length: a regular file only.
+/// A FIFO or a device at the path (say `/dev/zero`) is refused at once
+/// instead of blocking or reading without end; the open does not wait for
+/// a FIFO's writer.
+fn open_model_file(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
@@ -374,9 +372,58 @@ fn read_model_file(path: &Path) -> std::io::Result<Vec<u8>> {
             "not a regular file (a model file is what `seqrec train --out` writes)",
         ));
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(meta.len()).read_to_end(&mut bytes)?;
+    Ok((file, meta.len()))
+}
+
+/// The bytes of a model file, read to the length it had when opened and no
+/// further. A file longer than its safetensors header says is refused by
+/// `parse`.
+fn read_model_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let (file, len) = open_model_file(path)?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(len).read_to_end(&mut bytes)?;
     Ok(bytes)
+}
+
+/// `read_model_file` less the optimiser's moments: the header and every
+/// other tensor are read into a zeroed buffer of the file's length, and the
+/// moments' ranges stay zero, never read nor touched (a fresh zeroed
+/// allocation of this size costs no pages until written). `parse` with
+/// `Moments::Skip` checks the header against the length as before.
+#[cfg(unix)]
+fn read_model_file_without_moments(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let (file, len) = open_model_file(path)?;
+    let mut bytes = vec![0u8; len as usize];
+    let head = bytes.len().min(8);
+    file.read_exact_at(&mut bytes[..head], 0)?;
+    let header_len = match bytes.get(..8) {
+        Some(b) => u64::from_le_bytes(b.try_into().expect("8 bytes")),
+        None => return Ok(bytes),
+    };
+    // A header longer than the file: `parse` says so.
+    let Some(stop) = header_len.checked_add(8).filter(|&s| s <= len) else {
+        return Ok(bytes);
+    };
+    let stop = stop as usize;
+    file.read_exact_at(&mut bytes[8..stop], 8)?;
+    let Ok((_, header)) = SafeTensors::read_metadata(&bytes) else {
+        return Ok(bytes);
+    };
+    for (name, info) in header.tensors() {
+        if name.starts_with("adam_m.") || name.starts_with("adam_v.") {
+            continue;
+        }
+        let (start, end) = (stop + info.data_offsets.0, stop + info.data_offsets.1);
+        file.read_exact_at(&mut bytes[start..end], start as u64)?;
+    }
+    Ok(bytes)
+}
+
+#[cfg(not(unix))]
+fn read_model_file_without_moments(path: &Path) -> std::io::Result<Vec<u8>> {
+    read_model_file(path)
 }
 
 /// Reads a model file; errors name the file and what is wrong with it.
@@ -392,7 +439,11 @@ pub fn load_for_inference(path: &Path) -> Result<TrainedModel, CheckpointError> 
 }
 
 fn load_with(path: &Path, moments: Moments) -> Result<TrainedModel, CheckpointError> {
-    let bytes = read_model_file(path).map_err(|error| CheckpointError::Read {
+    let read = match moments {
+        Moments::Read => read_model_file(path),
+        Moments::Skip => read_model_file_without_moments(path),
+    };
+    let bytes = read.map_err(|error| CheckpointError::Read {
         path: path.to_path_buf(),
         error,
     })?;
@@ -455,28 +506,47 @@ mod tests {
 
     #[test]
     fn only_a_regular_model_file_is_read_and_only_as_long_as_its_header_says() {
+        let loaders: [fn(&Path) -> Result<TrainedModel, CheckpointError>; 2] =
+            [load, load_for_inference];
         let dir = tempfile::tempdir().unwrap();
-        // A device that never ends: refused at once, nothing read.
-        let err = load(Path::new("/dev/zero")).unwrap_err().to_string();
-        assert!(err.contains("not a regular file"), "{err}");
-        // A FIFO with no writer: refused without blocking.
         let fifo = dir.path().join("model.fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: a valid NUL-terminated path; mkfifo only creates a node.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let err = load(&fifo).unwrap_err().to_string();
-        assert!(err.contains("not a regular file"), "{err}");
-        // A folder.
-        let err = load(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("model file"), "{err}");
-        // Bytes appended after a valid model: refused.
-        let mut bytes = to_bytes(&small_model()).unwrap();
+        let good = to_bytes(&small_model()).unwrap();
         let file = dir.path().join("m.safetensors");
-        std::fs::write(&file, &bytes).unwrap();
-        assert!(load(&file).is_ok());
-        bytes.extend_from_slice(&[0u8; 4096]);
-        std::fs::write(&file, &bytes).unwrap();
-        assert!(load(&file).is_err());
+        for load in loaders {
+            // A device that never ends: refused at once, nothing read.
+            let err = load(Path::new("/dev/zero")).unwrap_err().to_string();
+            assert!(err.contains("not a regular file"), "{err}");
+            // A FIFO with no writer: refused without blocking.
+            let err = load(&fifo).unwrap_err().to_string();
+            assert!(err.contains("not a regular file"), "{err}");
+            // A folder.
+            let err = load(dir.path()).unwrap_err().to_string();
+            assert!(err.contains("model file"), "{err}");
+            std::fs::write(&file, &good).unwrap();
+            assert!(load(&file).is_ok());
+            // Bytes appended after a valid model, or the model cut short
+            // (at its end, inside the header, inside the length prefix):
+            // refused, whether or not the loader reads every tensor.
+            let mut longer = good.clone();
+            longer.extend_from_slice(&[0u8; 4096]);
+            for bad in [
+                &longer[..],
+                &good[..good.len() - 4],
+                &good[..20],
+                &good[..5],
+            ] {
+                std::fs::write(&file, bad).unwrap();
+                assert!(
+                    load(&file).is_err(),
+                    "{} bytes of {}",
+                    bad.len(),
+                    good.len()
+                );
+            }
+        }
     }
 
     #[test]
