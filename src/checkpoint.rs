@@ -506,8 +506,8 @@ mod tests {
 
     #[test]
     fn only_a_regular_model_file_is_read_and_only_as_long_as_its_header_says() {
-        let loaders: [fn(&Path) -> Result<TrainedModel, CheckpointError>; 2] =
-            [load, load_for_inference];
+        type Loader = fn(&Path) -> Result<TrainedModel, CheckpointError>;
+        let loaders: [Loader; 2] = [load, load_for_inference];
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("model.fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
