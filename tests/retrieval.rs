@@ -355,20 +355,7 @@ fn a_hot_swap_replaces_model_and_index_together() {
     use seqrec::retrieval::approx::{self, ApproxIndex, ApproxSettings, IndexChoice};
     use seqrec::serve::model::ModelSlot;
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    ok(&[
-        "--quiet",
-        "synth",
-        data.to_str().unwrap(),
-        "--users",
-        "300",
-        "--items",
-        "300",
-        "--ratings",
-        "20000",
-        "--seed",
-        "2",
-    ]);
+    let data = synth_data(dir.path(), 300, 300, 20000, 2);
     let trained = |seed: &str, name: &str| {
         let out = dir.path().join(name);
         ok(&[
@@ -529,20 +516,7 @@ fn train_builds_the_index_serving_will_use_when_asked_or_past_the_threshold() {
     use seqrec::retrieval::approx::{self, ApproxIndex, ApproxSettings};
     use seqrec::retrieval::recommender::Recommender;
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    ok(&[
-        "--quiet",
-        "synth",
-        data.to_str().unwrap(),
-        "--users",
-        "300",
-        "--items",
-        "300",
-        "--ratings",
-        "20000",
-        "--seed",
-        "3",
-    ]);
+    let data = synth_data(dir.path(), 300, 300, 20000, 3);
     let train = |name: &str, index: &str| {
         let out = dir.path().join(name);
         let json = ok(&[

@@ -29,3 +29,31 @@ pub fn fails(args: &[&str]) -> String {
     assert!(!err.contains("panicked"), "{err}");
     err
 }
+
+/// `seqrec synth DIR/data` of `users` x `items` with `ratings` lines and
+/// `seed`; returns the data folder.
+pub fn synth_data(
+    dir: &std::path::Path,
+    users: usize,
+    items: usize,
+    ratings: usize,
+    seed: u64,
+) -> std::path::PathBuf {
+    let data = dir.join("data");
+    let [users, items, ratings, seed] =
+        [users, items, ratings, seed as usize].map(|n| n.to_string());
+    ok(&[
+        "--quiet",
+        "synth",
+        data.to_str().unwrap(),
+        "--users",
+        &users,
+        "--items",
+        &items,
+        "--ratings",
+        &ratings,
+        "--seed",
+        &seed,
+    ]);
+    data
+}
