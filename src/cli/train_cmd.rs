@@ -484,9 +484,9 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
     session
         .pool
         .install(|| super::use_index(&mut rec, args.index, &args.out, quiet))?;
-    let index_seconds = args
-        .index
-        .approximate(rec.item_count())
+    let index_seconds = rec
+        .approx_index()
+        .is_some()
         .then(|| t_index.elapsed().as_secs_f64());
     if let Some(path) = &args.plot {
         super::plot::draw(path, &lines_for_plot(&lines)).context("--plot")?;
