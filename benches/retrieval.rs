@@ -14,7 +14,9 @@
 //! SEQREC_RETRIEVAL_M and SEQREC_RETRIEVAL_EFC (the graph's links per node
 //! and build list; default `ApproxSettings::default()`),
 //! SEQREC_RETRIEVAL_PRECISION (the graphs' vector storage, a list of f16
-//! and f32; default f16), SEQREC_RETRIEVAL_ROUNDS (timing rounds, default 3).
+//! and f32; default f16), SEQREC_RETRIEVAL_MEMORY (where the graphs live, a
+//! list of heap and huge-pages; default huge-pages; one graph per precision
+//! and memory), SEQREC_RETRIEVAL_ROUNDS (timing rounds, default 3).
 
 mod common;
 
@@ -27,7 +29,9 @@ use rand_distr::StandardNormal;
 use seqrec::data::{Catalog, UserHistories};
 use seqrec::kernels::{matmul, Mat, Output};
 use seqrec::model::{ModelOptions, Params};
-use seqrec::retrieval::approx::{approx_top_k, ApproxIndex, ApproxSettings, GraphPrecision};
+use seqrec::retrieval::approx::{
+    approx_top_k, ApproxIndex, ApproxSettings, GraphMemory, GraphPrecision,
+};
 use seqrec::retrieval::recommender::Recommender;
 use seqrec::retrieval::{for_each_scored_row, top_k, Candidates, Scored};
 
@@ -74,7 +78,13 @@ fn recall(found: &[Vec<Scored>], truth: &[Vec<Scored>]) -> f64 {
 /// precision, then rounds that time exact top-K and each graph at each
 /// search list back to back, so a slow spell of the machine falls on both
 /// sides of a ratio. Each "x exact" is the median of the per-round ratios.
-fn big_catalogue(n: usize, d: usize, efs: &[usize], precisions: &[GraphPrecision], threads: usize) {
+fn big_catalogue(
+    n: usize,
+    d: usize,
+    efs: &[usize],
+    graph_kinds: &[(GraphPrecision, GraphMemory)],
+    threads: usize,
+) {
     let (k, queries) = (10, 2048);
     let rounds = env("SEQREC_RETRIEVAL_ROUNDS", 3).max(1);
     let (table, q) = clustered(n, d, queries, 3);
@@ -87,18 +97,20 @@ fn big_catalogue(n: usize, d: usize, efs: &[usize], precisions: &[GraphPrecision
     let truth = top_k(&q, cands, k, |_| &[]);
     let defaults = ApproxSettings::default();
     let mut graphs = Vec::new();
-    for &precision in precisions {
+    for &(precision, memory) in graph_kinds {
         let settings = ApproxSettings {
             connectivity: env("SEQREC_RETRIEVAL_M", defaults.connectivity),
             expansion_add: env("SEQREC_RETRIEVAL_EFC", defaults.expansion_add),
             precision,
+            memory,
             ..defaults
         };
         let t = Instant::now();
         let index = ApproxIndex::build(cands, settings).expect("build");
         println!(
-            "{n:>9} x {d:<3} graph {} (M {}, ef_add {}): build {:6.1} s, {:5.0} MiB (table {:.0} MiB), {threads} thread(s)",
+            "{n:>9} x {d:<3} graph {} {} (M {}, ef_add {}): build {:6.1} s, {:5.0} MiB (table {:.0} MiB), {threads} thread(s)",
             precision.name(),
+            memory.name(),
             settings.connectivity,
             settings.expansion_add,
             t.elapsed().as_secs_f64(),
@@ -141,9 +153,10 @@ fn big_catalogue(n: usize, d: usize, efs: &[usize], precisions: &[GraphPrecision
     for (g, index) in graphs.iter().enumerate() {
         for (e, &ef) in efs.iter().enumerate() {
             println!(
-                "{:>15} {} ef {ef:>4}: {:>8.0} q/s  {:>6.1}x exact   recall@10 {:.4}",
+                "{:>15} {} {:>10} ef {ef:>4}: {:>8.0} q/s  {:>6.1}x exact   recall@10 {:.4}",
                 "",
                 index.settings().precision.name(),
+                index.settings().memory.name(),
                 median(qps[g][e].clone()),
                 median(ratio[g][e].clone()),
                 recalls[g][e]
@@ -256,8 +269,15 @@ fn main() {
             .split(',')
             .map(|p| p.trim().parse().expect("SEQREC_RETRIEVAL_PRECISION: f16 or f32"))
             .collect();
+        let memories: Vec<GraphMemory> = std::env::var("SEQREC_RETRIEVAL_MEMORY")
+            .unwrap_or_else(|_| ApproxSettings::default().memory.name().into())
+            .split(',')
+            .map(|m| m.trim().parse().expect("SEQREC_RETRIEVAL_MEMORY: heap or huge-pages"))
+            .collect();
+        let graph_kinds: Vec<(GraphPrecision, GraphMemory)> =
+            precisions.iter().flat_map(|&p| memories.iter().map(move |&m| (p, m))).collect();
         for (n, d) in sizes {
-            big_catalogue(n, d, &efs, &precisions, threads);
+            big_catalogue(n, d, &efs, &graph_kinds, threads);
         }
     });
 }

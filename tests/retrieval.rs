@@ -414,6 +414,7 @@ fn a_hot_swap_replaces_model_and_index_together() {
     // The next load of the same file reads the cache.
     let third = slot.reload().unwrap();
     assert_eq!(third.info["index"]["from"], "cache");
+    assert_eq!(third.info["index"]["memory"], "huge-pages");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! and per-query exclusions are never returned.
 
 pub mod approx;
+mod pages;
 pub mod recommender;
 
 use rayon::prelude::*;

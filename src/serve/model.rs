@@ -142,6 +142,7 @@ impl Loaded {
                 "connectivity": graph.settings().connectivity,
                 "expansion_search": graph.settings().expansion_search,
                 "precision": graph.settings().precision.name(),
+                "memory": graph.settings().memory.name(),
                 "from": match source {
                     IndexSource::Cache => "cache",
                     IndexSource::BuiltAndCached | IndexSource::BuiltNotCached(_) => "built",
