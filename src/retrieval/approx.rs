@@ -38,7 +38,8 @@ use super::{top_k, Candidates, Scored};
 use crate::files;
 
 /// The graph's settings. Measured at 10^6 x 32 (docs/retrieval.md): 16
-/// links per node and a search list of 64 give recall@10 about 0.96.
+/// links per node, a build list of 128 and a search list of 40 give
+/// recall@10 about 0.95 at about 20x the queries/s of exact top-K.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApproxSettings {
     /// Links per node (HNSW's M).
@@ -88,8 +89,8 @@ impl Default for ApproxSettings {
     fn default() -> Self {
         ApproxSettings {
             connectivity: 16,
-            expansion_add: 64,
-            expansion_search: 64,
+            expansion_add: 128,
+            expansion_search: 40,
             precision: GraphPrecision::F16,
             memory: GraphMemory::HugePages,
         }
