@@ -12,14 +12,16 @@
 //! `memmap2`'s anonymous maps do not offer.
 //!
 //! Elsewhere than Linux, or where the kernel refuses the advice, it is plain
-//! anonymous memory: the same bytes, in small pages.
+//! anonymous memory: the same bytes, in small pages (outside Unix, a `Vec`).
 
 use std::io;
 
 /// Huge pages on x86-64 and most aarch64 kernels.
+#[cfg(unix)]
 const HUGE_PAGE: usize = 2 << 20;
 
 /// `len` bytes at a 2 MiB-aligned address, zeroed, owned until drop.
+#[cfg(unix)]
 pub struct HugePageBuffer {
     /// The whole mapping (for `munmap`): `len` rounded up, plus slack to
     /// align the start.
@@ -32,9 +34,43 @@ pub struct HugePageBuffer {
 
 // The buffer is plain memory owned by this value; it is written only
 // through `&mut self` and read through `&self`, as a `Vec<u8>` would be.
+#[cfg(unix)]
 unsafe impl Send for HugePageBuffer {}
+#[cfg(unix)]
 unsafe impl Sync for HugePageBuffer {}
 
+#[cfg(not(unix))]
+pub struct HugePageBuffer {
+    bytes: Vec<u8>,
+}
+
+#[cfg(not(unix))]
+impl HugePageBuffer {
+    pub fn zeroed(len: usize) -> io::Result<HugePageBuffer> {
+        Ok(HugePageBuffer {
+            bytes: vec![0; len],
+        })
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.bytes
+    }
+}
+
+impl HugePageBuffer {
+    /// A copy of `bytes`.
+    pub fn copy_of(bytes: &[u8]) -> io::Result<HugePageBuffer> {
+        let mut buffer = HugePageBuffer::zeroed(bytes.len())?;
+        buffer.as_mut_slice().copy_from_slice(bytes);
+        Ok(buffer)
+    }
+}
+
+#[cfg(unix)]
 impl HugePageBuffer {
     /// Zeroed memory of `len` bytes (at least one page is mapped).
     pub fn zeroed(len: usize) -> io::Result<HugePageBuffer> {
@@ -74,13 +110,6 @@ impl HugePageBuffer {
         })
     }
 
-    /// A copy of `bytes`.
-    pub fn copy_of(bytes: &[u8]) -> io::Result<HugePageBuffer> {
-        let mut buffer = HugePageBuffer::zeroed(bytes.len())?;
-        buffer.as_mut_slice().copy_from_slice(bytes);
-        Ok(buffer)
-    }
-
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: `start..start + len` lies inside the live mapping, which
         // was zeroed by the kernel, so every byte is initialised.
@@ -93,6 +122,7 @@ impl HugePageBuffer {
     }
 }
 
+#[cfg(unix)]
 impl Drop for HugePageBuffer {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `zeroed`, unmapped once; no slice of it
@@ -112,8 +142,11 @@ mod tests {
         let bytes: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let buffer = HugePageBuffer::copy_of(&bytes).unwrap();
         assert_eq!(buffer.as_slice(), &bytes[..]);
-        assert_eq!(buffer.as_slice().as_ptr() as usize % HUGE_PAGE, 0);
-        assert!(buffer.mapped >= bytes.len() + HUGE_PAGE);
+        #[cfg(unix)]
+        {
+            assert_eq!(buffer.as_slice().as_ptr() as usize % HUGE_PAGE, 0);
+            assert!(buffer.mapped >= bytes.len() + HUGE_PAGE);
+        }
         let empty = HugePageBuffer::zeroed(0).unwrap();
         assert!(empty.as_slice().is_empty());
     }
