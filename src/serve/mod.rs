@@ -770,7 +770,6 @@ fn init_logging(level: LevelFilter) {
         .try_init();
 }
 
-/// Runs the service until SIGINT or SIGTERM.
 /// Scorer threads when `--score-threads` is not given: one per two cores,
 /// leaving the rest to the async runtime; but at least two (no more than the
 /// cores) when the model served at start walks the approximate graph. A walk
@@ -786,6 +785,7 @@ fn default_score_threads(cores: usize, walks_graph: bool) -> usize {
     }
 }
 
+/// Runs the service until SIGINT or SIGTERM.
 pub fn run(cfg: ServeConfig) -> Result<()> {
     if cfg.admin && cfg.token_file.is_none() {
         return Err(ServeError::AdminWithoutToken);
