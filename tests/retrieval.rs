@@ -26,6 +26,21 @@ fn full_sort(scores: &[f32], allowed: &[bool], excluded: &[u32], k: usize) -> Ve
     ids
 }
 
+/// `seqrec --quiet train DATA --out OUT --epochs 1 EXTRA...`; its stdout.
+fn train_one_epoch(data: &str, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "--quiet",
+        "train",
+        data,
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    ok(&args)
+}
+
 #[test]
 fn top_k_equals_a_full_sort_with_ties_and_exclusions() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -358,17 +373,7 @@ fn a_hot_swap_replaces_model_and_index_together() {
     let data = synth_data(dir.path(), 300, 300, 20000, 2);
     let trained = |seed: &str, name: &str| {
         let out = dir.path().join(name);
-        ok(&[
-            "--quiet",
-            "train",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--epochs",
-            "1",
-            "--seed",
-            seed,
-        ]);
+        train_one_epoch(data.to_str().unwrap(), &out, &["--seed", seed]);
         out
     };
     let (a, b) = (trained("1", "a.safetensors"), trained("2", "b.safetensors"));
@@ -458,17 +463,7 @@ fn short_histories_on_a_right_padded_unmasked_model_are_warned_about() {
 
     // Left padding reads the newest item last: no warning.
     let left = dir.path().join("left.safetensors");
-    ok(&[
-        "--quiet",
-        "train",
-        &data,
-        "--out",
-        left.to_str().unwrap(),
-        "--epochs",
-        "1",
-        "--padding",
-        "left",
-    ]);
+    train_one_epoch(&data, &left, &["--padding", "left"]);
     assert!(!stderr(left.to_str().unwrap(), short).contains("warning"));
 }
 
@@ -491,17 +486,7 @@ fn titles_with_terminal_escape_codes_are_printed_escaped() {
     fs::write(data.join("ratings.dat"), ratings).unwrap();
     let model = dir.path().join("m");
     let m = model.to_str().unwrap();
-    let train_out = ok(&[
-        "--quiet",
-        "train",
-        data.to_str().unwrap(),
-        "--out",
-        m,
-        "--epochs",
-        "1",
-        "--embedding-dim",
-        "4",
-    ]);
+    let train_out = train_one_epoch(data.to_str().unwrap(), &model, &["--embedding-dim", "4"]);
     for out in [
         train_out,
         ok(&["recommend", m, "--history", "1,2", "--k", "3"]),
@@ -520,18 +505,7 @@ fn train_builds_the_index_serving_will_use_when_asked_or_past_the_threshold() {
     let data = synth_data(dir.path(), 300, 300, 20000, 3);
     let train = |name: &str, index: &str| {
         let out = dir.path().join(name);
-        let json = ok(&[
-            "--quiet",
-            "train",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--epochs",
-            "1",
-            "--index",
-            index,
-            "--json",
-        ]);
+        let json = train_one_epoch(data.to_str().unwrap(), &out, &["--index", index, "--json"]);
         let summary: serde_json::Value = serde_json::from_str(&json).unwrap();
         (out, summary)
     };
