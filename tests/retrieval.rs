@@ -380,8 +380,11 @@ fn a_hot_swap_replaces_model_and_index_together() {
     let served = dir.path().join("served.safetensors");
     fs::copy(&a, &served).unwrap();
 
-    let slot = ModelSlot::load(served.clone(), IndexChoice::Approx).unwrap();
+    // A search list other than the default, kept across reloads.
+    let searching = ApproxSettings::searching(Some(77));
+    let slot = ModelSlot::load(served.clone(), IndexChoice::Approx, searching).unwrap();
     let first = slot.get();
+    assert_eq!(first.info["index"]["expansion_search"], 77);
     let graph = first.rec.approx_index().expect("on the graph");
     assert!(graph.is_for(first.rec.candidates(false)));
     assert_eq!(first.info["index"]["kind"], "approx");
@@ -393,6 +396,7 @@ fn a_hot_swap_replaces_model_and_index_together() {
     fs::rename(&tmp, &served).unwrap();
     let second = slot.reload().unwrap();
     assert_eq!(second.generation, 2);
+    assert_eq!(second.info["index"]["expansion_search"], 77);
     let new_graph = second.rec.approx_index().expect("on the graph");
     assert!(new_graph.is_for(second.rec.candidates(false)));
     assert!(!new_graph.is_for(first.rec.candidates(false)));
@@ -543,4 +547,50 @@ fn train_builds_the_index_serving_will_use_when_asked_or_past_the_threshold() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("built the approximate index"), "{stderr}");
     assert_eq!(fs::read(&cache).unwrap(), bytes, "left as train wrote it");
+
+    // `evaluate` measures the graph at the search list asked for, on the
+    // same cached graph.
+    let model = model.to_str().unwrap();
+    for list in ["25", "300"] {
+        let json = ok(&[
+            "--quiet",
+            "evaluate",
+            model,
+            "--index",
+            "approx",
+            "--search-list",
+            list,
+            "--json",
+        ]);
+        let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(report["approx"]["search_list"].to_string(), list);
+        let recall = report["approx"]["recall"].as_f64().unwrap();
+        assert!((0.5..=1.0).contains(&recall), "{list}: {recall}");
+    }
+    assert_eq!(
+        fs::read(&cache).unwrap(),
+        bytes,
+        "the same graph serves any list"
+    );
+    for (args, expected) in [
+        (
+            vec!["--index", "approx", "--search-list", "0"],
+            "from 1 to 4096",
+        ),
+        (
+            vec!["--index", "approx", "--search-list", "5000"],
+            "from 1 to 4096",
+        ),
+        (vec!["--search-list", "50"], "only with --index approx"),
+    ] {
+        let mut call = vec!["evaluate", model];
+        call.extend(&args);
+        let out = seqrec(&call);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            stderr.contains("--search-list") && stderr.contains(expected),
+            "{stderr}"
+        );
+    }
 }

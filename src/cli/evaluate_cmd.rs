@@ -33,6 +33,9 @@ pub struct EvaluateArgs {
     /// exact: rank against every item (the metrics); approx: also retrieve through the approximate graph and report its recall@K against exact and the metrics it gives.
     #[arg(long, value_enum, default_value_t = EvalIndex::Exact)]
     pub index: EvalIndex,
+    /// With --index approx: candidates the graph's walk keeps (ef) [default: 40]; compare a few to choose serve's.
+    #[arg(long, value_name = "N", value_parser = super::search_list_arg)]
+    pub search_list: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -84,14 +87,17 @@ pub fn print_report(r: &EvalReport) {
             );
         }
         println!(
-            "approximate top-{} found {:.4} of exact top-{} (recall, seen items excluded)",
-            a.k, a.recall, a.k
+            "approximate top-{} found {:.4} of exact top-{} (recall, seen items excluded; search list {})",
+            a.k, a.recall, a.k, a.search_list
         );
     }
 }
 
 pub fn evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
     let ks = parse_ks(&args.k)?;
+    if args.search_list.is_some() && args.index != EvalIndex::Approx {
+        bail!("--search-list: the approximate index's setting, only with --index approx");
+    }
     let saved = crate::checkpoint::load_for_inference(&args.model)?;
     let mut args = args;
     args.data.default_to(&saved.data);
@@ -106,7 +112,13 @@ pub fn evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
     }
     let mut rec = Recommender::new(saved);
     if args.index == EvalIndex::Approx {
-        super::use_index(&mut rec, IndexChoice::Approx, &args.model, quiet)?;
+        super::use_index(
+            &mut rec,
+            IndexChoice::Approx,
+            args.search_list,
+            &args.model,
+            quiet,
+        )?;
     }
     let data = args.data.data_settings()?;
     let ds = args.data.load(quiet)?;

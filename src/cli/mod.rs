@@ -364,12 +364,26 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Puts `rec` on the top-K `choice` asks for, saying on stderr (unless
+/// `--search-list N`: the approximate index's search list (ef), a whole
+/// number from 1 to `approx::MAX_SEARCH_LIST`.
+pub fn search_list_arg(text: &str) -> std::result::Result<usize, String> {
+    use crate::retrieval::approx::MAX_SEARCH_LIST;
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_SEARCH_LIST).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a whole number from 1 to {MAX_SEARCH_LIST}"
+        )),
+    }
+}
+
+/// Puts `rec` on the top-K `choice` asks for (the approximate index searched
+/// with `search_list`, or its default), saying on stderr (unless
 /// `quiet`) when the approximate graph is built, how long that took and
 /// whether it was cached beside `model`.
 pub fn use_index(
     rec: &mut crate::retrieval::recommender::Recommender,
     choice: crate::retrieval::approx::IndexChoice,
+    search_list: Option<usize>,
     model: &std::path::Path,
     quiet: bool,
 ) -> Result<()> {
@@ -383,7 +397,7 @@ pub fn use_index(
     );
     spinner.set_message(format!("{} items", rec.item_count()));
     spinner.enable_steady_tick(std::time::Duration::from_millis(200));
-    let source = rec.use_index(choice, Some(&cache), ApproxSettings::default())?;
+    let source = rec.use_index(choice, Some(&cache), ApproxSettings::searching(search_list))?;
     spinner.finish_and_clear();
     if quiet {
         return Ok(());

@@ -50,6 +50,9 @@ pub struct RecommendArgs {
     /// Top-K: exact (score every item), approx (the HNSW graph, cached beside the model file as MODEL.index) or auto (approx above 100,000 items).
     #[arg(long, value_enum, default_value_t = IndexChoice::Auto)]
     pub index: IndexChoice,
+    /// Approximate index: candidates its walk keeps (ef) [default: 40]. Longer finds more of the exact top-K and answers slower; the graph and its cache stay the same.
+    #[arg(long, value_name = "N", value_parser = super::search_list_arg)]
+    pub search_list: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -186,7 +189,7 @@ pub fn recommend(args: RecommendArgs, quiet: bool) -> Result<()> {
     }
     let mut rec = Recommender::load(&args.model)?;
     if !args.parity && !args.demo {
-        super::use_index(&mut rec, args.index, &args.model, quiet)?;
+        super::use_index(&mut rec, args.index, args.search_list, &args.model, quiet)?;
     }
     if args.demo {
         let (watched, recommended) = demo(&rec)?;

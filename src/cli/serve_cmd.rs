@@ -85,6 +85,9 @@ pub struct ServeArgs {
     /// Top-K: exact (score every item), approx (the HNSW graph, cached beside the model file as MODEL.index) or auto (approx above 100,000 items).
     #[arg(long, value_enum, default_value_t = defaults().index)]
     pub index: IndexChoice,
+    /// Approximate index: candidates its walk keeps (ef) [default: 40]. Longer finds more of the exact top-K and answers slower; the graph and its cache stay the same.
+    #[arg(long, value_name = "N", value_parser = super::search_list_arg)]
+    pub search_list: Option<usize>,
     /// Log level on stderr: error, warn, info, debug, trace or off.
     #[arg(long, default_value_t = defaults().log_level.to_string().to_lowercase(), value_name = "LEVEL")]
     pub log_level: String,
@@ -158,6 +161,7 @@ pub fn serve(args: ServeArgs, _quiet: bool) -> Result<()> {
         shutdown_grace: Duration::from_secs(args.shutdown_grace_s),
         log_level,
         index: args.index,
+        search_list: args.search_list,
     })
     .map_err(|e| match e {
         // Say which flag chose the address.

@@ -483,7 +483,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
     let t_index = Instant::now();
     session
         .pool
-        .install(|| super::use_index(&mut rec, args.index, &args.out, quiet))?;
+        .install(|| super::use_index(&mut rec, args.index, None, &args.out, quiet))?;
     let index_seconds = rec
         .approx_index()
         .is_some()

@@ -98,6 +98,8 @@ pub struct EvalReport {
 pub struct ApproxReport {
     /// The list length compared (the largest cut-off).
     pub k: usize,
+    /// The graph's search list (ef) the lists were found with.
+    pub search_list: usize,
     /// `|approx ∩ exact| / |exact|` over the test examples.
     pub recall: f64,
     /// HR/NDCG/MRR at each cut-off from the approximate lists.
@@ -305,8 +307,9 @@ pub fn evaluate(
             seen_excluded: p_seen.finish(),
         },
         tie_rule: TIE_RULE,
-        approx: index.map(|_| ApproxReport {
+        approx: index.map(|index| ApproxReport {
             k: k_max,
+            search_list: index.settings().expansion_search,
             recall: found as f64 / wanted.max(1) as f64,
             seen_excluded: a_seen.finish(),
         }),

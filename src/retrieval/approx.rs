@@ -85,6 +85,24 @@ impl std::str::FromStr for GraphMemory {
     }
 }
 
+/// The longest search list a user may ask for (`--search-list`): a walk's
+/// cost grows with it, and past a few thousand the walk scores more items
+/// than it saves.
+pub const MAX_SEARCH_LIST: usize = 4096;
+
+impl ApproxSettings {
+    /// The default graph, searched with a list of `search_list` (ef) when
+    /// given. The search list is not part of the graph: a cached graph
+    /// serves any.
+    pub fn searching(search_list: Option<usize>) -> ApproxSettings {
+        let defaults = ApproxSettings::default();
+        ApproxSettings {
+            expansion_search: search_list.unwrap_or(defaults.expansion_search),
+            ..defaults
+        }
+    }
+}
+
 impl Default for ApproxSettings {
     fn default() -> Self {
         ApproxSettings {

@@ -211,6 +211,8 @@ pub struct ServeConfig {
     /// `approx::AUTO_MIN_ITEMS` items); the graph is cached beside the model
     /// file and reloaded with it.
     pub index: IndexChoice,
+    /// The approximate index's search list (ef); `None`: its default.
+    pub search_list: Option<usize>,
 }
 
 impl Default for ServeConfig {
@@ -236,6 +238,7 @@ impl Default for ServeConfig {
             allow_user_lookup: false,
             token_file: None,
             index: IndexChoice::Auto,
+            search_list: None,
             io_threads: 0,
             score_threads: 0,
             shutdown_grace: Duration::from_secs(30),
@@ -827,8 +830,9 @@ async fn serve(cfg: ServeConfig, token: Option<String>) -> Result<()> {
     let mut sighup = handle(SignalKind::hangup(), "SIGHUP")?;
 
     let (path, index) = (cfg.model.clone(), cfg.index);
+    let graph = crate::retrieval::approx::ApproxSettings::searching(cfg.search_list);
     let models = Arc::new(
-        tokio::task::spawn_blocking(move || ModelSlot::load(path, index))
+        tokio::task::spawn_blocking(move || ModelSlot::load(path, index, graph))
             .await
             .map_err(ServeError::LoadTask)??,
     );

@@ -85,8 +85,14 @@ impl Loaded {
     /// Reads and checks a model file, and puts it on the top-K `index` asks
     /// for (the graph read from its cache beside the file when that was
     /// built for this very model, else built and cached): the model and its
-    /// graph are loaded, and swapped, together. Never panics on a bad file.
-    pub fn load(path: &Path, generation: u64, index: IndexChoice) -> Result<Loaded> {
+    /// graph are loaded, and swapped, together; `graph` says how the graph
+    /// is built and searched. Never panics on a bad file.
+    pub fn load(
+        path: &Path,
+        generation: u64,
+        index: IndexChoice,
+        graph: ApproxSettings,
+    ) -> Result<Loaded> {
         let saved =
             std::panic::catch_unwind(|| checkpoint::load_for_inference(path)).map_err(|_| {
                 ModelError::Unreadable {
@@ -133,7 +139,7 @@ impl Loaded {
             }
         })?;
         let cache = approx::cache_path(path);
-        let source = rec.use_index(index, Some(&cache), ApproxSettings::default())?;
+        let source = rec.use_index(index, Some(&cache), graph)?;
         hide_dirs(&mut info);
         info["index"] = match (&source, rec.approx_index()) {
             (Some(source), Some(graph)) => json!({
@@ -175,6 +181,7 @@ pub fn file_stamp(path: &Path) -> FileStamp {
 pub struct ModelSlot {
     path: PathBuf,
     index: IndexChoice,
+    graph: ApproxSettings,
     current: RwLock<Arc<Loaded>>,
     /// One reload at a time; holds the last generation handed out.
     reloading: Mutex<u64>,
@@ -191,12 +198,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl ModelSlot {
     /// Loads the first model; `stamp` is the file's, taken before reading it.
-    pub fn load(path: PathBuf, index: IndexChoice) -> Result<ModelSlot> {
+    /// Every later reload uses the same `index` and `graph` settings.
+    pub fn load(path: PathBuf, index: IndexChoice, graph: ApproxSettings) -> Result<ModelSlot> {
         let stamp = file_stamp(&path);
-        let first = Loaded::load(&path, 1, index)?;
+        let first = Loaded::load(&path, 1, index, graph)?;
         Ok(ModelSlot {
             path,
             index,
+            graph,
             current: RwLock::new(Arc::new(first)),
             reloading: Mutex::new(1),
             stamp: Mutex::new(stamp),
@@ -227,7 +236,7 @@ impl ModelSlot {
     pub fn reload(&self) -> Result<Arc<Loaded>> {
         let mut last = lock(&self.reloading);
         *lock(&self.stamp) = file_stamp(&self.path);
-        let loaded = Arc::new(Loaded::load(&self.path, *last + 1, self.index)?);
+        let loaded = Arc::new(Loaded::load(&self.path, *last + 1, self.index, self.graph)?);
         *last += 1;
         match self.current.write() {
             Ok(mut g) => *g = loaded.clone(),
