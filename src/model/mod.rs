@@ -530,8 +530,9 @@ impl QueryEncoder {
                 params,
                 threads: 1,
             };
-            model.forward(ws, &batch, &StepOptions::default());
-            return ws.queries.clone();
+            let mut queries = Vec::new();
+            model.encode(ws, &batch, &mut queries);
+            return queries;
         }
         tower.rows = 0..0;
         tower.forward(spec, params, &self.projected, &contexts);
@@ -630,6 +631,26 @@ impl Model<'_> {
     /// chunk by chunk in parallel over windows rewritten to those rows, and
     /// leaves `B x D` queries in `ws.queries`, output dropout applied.
     pub fn forward(&self, ws: &mut Workspace, batch: &Batch, step: &StepOptions) {
+        self.gather_inputs(ws, batch, step);
+        match self.spec.tower {
+            QueryTower::Gru => self.gru_forward(ws, batch),
+            QueryTower::Sasrec => self.sasrec_forward(ws, batch, step),
+        }
+        if step.dropout_output > 0.0 {
+            dropout_mask(
+                &mut ws.output_mask,
+                ws.queries.len(),
+                step.dropout_output,
+                step.dropout_seed ^ 0x5EED_0F0D_D0D0_5EED,
+            );
+            dropout_forward(&mut ws.queries, &ws.output_mask);
+        }
+    }
+
+    /// The `U` distinct rows the batch's windows read, gathered from the
+    /// input table (input dropout applied when `step` asks), and the
+    /// windows rewritten to them.
+    fn gather_inputs(&self, ws: &mut Workspace, batch: &Batch, step: &StepOptions) {
         let (v, d) = (self.spec.vocab_size, self.spec.dim);
         // Only the rows the windows read are projected: the work follows
         // the batch, not the catalogue.
@@ -660,19 +681,6 @@ impl Model<'_> {
                 step.dropout_seed,
             );
             dropout_forward(&mut ws.input_rows, &ws.input_mask);
-        }
-        match self.spec.tower {
-            QueryTower::Gru => self.gru_forward(ws, batch),
-            QueryTower::Sasrec => self.sasrec_forward(ws, batch, step),
-        }
-        if step.dropout_output > 0.0 {
-            dropout_mask(
-                &mut ws.output_mask,
-                ws.queries.len(),
-                step.dropout_output,
-                step.dropout_seed ^ 0x5EED_0F0D_D0D0_5EED,
-            );
-            dropout_forward(&mut ws.queries, &ws.output_mask);
         }
     }
 
@@ -715,8 +723,31 @@ impl Model<'_> {
     /// then the output at each query's step.
     fn sasrec_forward(&self, ws: &mut Workspace, batch: &Batch, step: &StepOptions) {
         let (d, l) = (self.spec.dim, self.spec.context_len);
-        // Only the columns some window has an item in: padding costs
-        // nothing, and a step keeps its position-table row.
+        let shape = self.sasrec_input(ws, batch);
+        sasrec::forward(
+            shape,
+            &self.params.tower_weights,
+            &ws.tower_input,
+            &ws.tower_mask,
+            step.tower_dropout,
+            step.dropout_seed ^ 0x5A5E_C0DE_0000_0001,
+            self.threads,
+            &mut ws.sasrec,
+        );
+        query_steps(self.spec, batch, &mut ws.query_slots, &mut ws.query_labels);
+        let out = ws.sasrec.output();
+        ws.queries.clear();
+        for &slot in &ws.query_slots {
+            let t = tower_token(slot, l, &ws.tower_columns);
+            ws.queries.extend_from_slice(&out[t * d..(t + 1) * d]);
+        }
+    }
+
+    /// The tower's input: each token's row of `ws.input_rows` over the
+    /// columns some window has an item in (padding costs nothing, and a
+    /// step keeps its position-table row), and the padding mask.
+    fn sasrec_input(&self, ws: &mut Workspace, batch: &Batch) -> SasRecShape {
+        let (d, l) = (self.spec.dim, self.spec.context_len);
         let steps = batch
             .lengths
             .iter()
@@ -745,23 +776,32 @@ impl Model<'_> {
                         .map(|&id| if id == 0 { 0.0 } else { 1.0 }),
                 );
         }
-        sasrec::forward(
+        shape
+    }
+
+    /// Inference on window batches: each row's query at its newest step,
+    /// through `sasrec::forward_at` (the last block at the query steps only).
+    fn sasrec_encode(&self, ws: &mut Workspace, batch: &Batch, out: &mut Vec<f32>) {
+        let l = self.spec.context_len;
+        self.gather_inputs(ws, batch, &StepOptions::default());
+        let shape = self.sasrec_input(ws, batch);
+        query_steps(self.spec, batch, &mut ws.query_slots, &mut ws.query_labels);
+        let at: Vec<usize> = ws
+            .query_slots
+            .iter()
+            .enumerate()
+            .map(|(row, &slot)| tower_token(slot, l, &ws.tower_columns) - row * shape.steps)
+            .collect();
+        sasrec::forward_at(
             shape,
             &self.params.tower_weights,
             &ws.tower_input,
             &ws.tower_mask,
-            step.tower_dropout,
-            step.dropout_seed ^ 0x5A5E_C0DE_0000_0001,
+            &at,
             self.threads,
             &mut ws.sasrec,
+            out,
         );
-        query_steps(self.spec, batch, &mut ws.query_slots, &mut ws.query_labels);
-        let out = ws.sasrec.output();
-        ws.queries.clear();
-        for &slot in &ws.query_slots {
-            let t = tower_token(slot, l, &ws.tower_columns);
-            ws.queries.extend_from_slice(&out[t * d..(t + 1) * d]);
-        }
     }
 
     /// The tower's shape over `steps` window columns from `first`.
@@ -780,6 +820,10 @@ impl Model<'_> {
 
     /// The query tower alone: writes `B x D` query vectors into `out`.
     pub fn encode(&self, ws: &mut Workspace, batch: &Batch, out: &mut Vec<f32>) {
+        if self.spec.tower == QueryTower::Sasrec && !batch.is_sequence() {
+            self.sasrec_encode(ws, batch, out);
+            return;
+        }
         self.forward(ws, batch, &StepOptions::default());
         out.clone_from(&ws.queries);
     }

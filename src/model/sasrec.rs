@@ -736,6 +736,87 @@ mod simd {
 /// Causal masked multi-head attention over `qkv` (`N x 3D`, row-major):
 /// writes `qkv_heads` and `att` (kept for the backward), the output `y`
 /// (`N x D`), using `y_heads` (`N x D`) as scratch. Rows in parallel.
+/// Block `i` of `forward`: from the stream `c.xs[i]` to `c.xs[i + 1]`,
+/// keeping what `backward` needs.
+#[allow(clippy::too_many_arguments)]
+fn block_forward(
+    s: SasRecShape,
+    weights: &[f32],
+    i: usize,
+    mask: &[f32],
+    dropout: f32,
+    seed: u64,
+    threads: usize,
+    c: &mut SasRecCache,
+) {
+    let (n, d) = (s.tokens(), s.dim);
+    let nd = n * d;
+    let dropping = dropout > 0.0;
+    let w = block(weights, s, i);
+    let tok = i * nd..(i + 1) * nd;
+    let row = i * n..(i + 1) * n;
+    let (done, next) = c.xs.split_at_mut((i + 1) * nd);
+    let (x, x_next) = (&done[i * nd..], &mut next[..nd]);
+    let a = &mut c.ln1[tok.clone()];
+    layer_norm_forward(
+        x,
+        w.ln1_gain,
+        w.ln1_bias,
+        d,
+        a,
+        &mut c.ln1_mean[row.clone()],
+        &mut c.ln1_rstd[row.clone()],
+    );
+    linear_forward(a, w.w_qkv, w.b_qkv, d, &mut c.qkv, threads);
+    let y = &mut c.y[tok.clone()];
+    attention_forward(
+        s,
+        &c.qkv,
+        mask,
+        &mut c.qkv_heads[3 * i * nd..3 * (i + 1) * nd],
+        &mut c.att[i * s.batch * s.heads * s.steps * s.steps..]
+            [..s.batch * s.heads * s.steps * s.steps],
+        &mut c.y_heads,
+        y,
+    );
+    linear_forward(y, w.w_out, w.b_out, d, &mut c.tmp, threads);
+    if dropping {
+        let m = &mut c.attn_masks[i];
+        dropout_mask(m, nd, dropout, mask_seed(seed, Place::Attention, i));
+        dropout_forward(&mut c.tmp, m);
+    }
+    let x_mid = &mut c.x_mid[tok.clone()];
+    add_rows(x, &c.tmp, None, d, x_mid);
+    let f = &mut c.ln2[tok.clone()];
+    layer_norm_forward(
+        x_mid,
+        w.ln2_gain,
+        w.ln2_bias,
+        d,
+        f,
+        &mut c.ln2_mean[row.clone()],
+        &mut c.ln2_rstd[row],
+    );
+    feed_forward(
+        s.activation,
+        f,
+        w.w1,
+        w.b1,
+        w.w2,
+        w.b2,
+        &mut c.h1[tok.clone()],
+        &mut c.act[tok],
+        &mut c.tmp,
+        threads,
+    );
+    if dropping {
+        let m = &mut c.ffn_masks[i];
+        dropout_mask(m, nd, dropout, mask_seed(seed, Place::FeedForward, i));
+        dropout_forward(&mut c.tmp, m);
+    }
+    add_rows(x_mid, &c.tmp, Some(mask), d, x_next);
+}
+
 fn attention_forward(
     s: SasRecShape,
     qkv: &[f32],
@@ -1001,69 +1082,7 @@ pub fn forward(
         dropout_forward(&mut c.xs[..nd], &c.emb_mask);
     }
     for i in 0..s.blocks {
-        let w = block(weights, s, i);
-        let tok = i * nd..(i + 1) * nd;
-        let row = i * n..(i + 1) * n;
-        let (done, next) = c.xs.split_at_mut((i + 1) * nd);
-        let (x, x_next) = (&done[i * nd..], &mut next[..nd]);
-        let a = &mut c.ln1[tok.clone()];
-        layer_norm_forward(
-            x,
-            w.ln1_gain,
-            w.ln1_bias,
-            d,
-            a,
-            &mut c.ln1_mean[row.clone()],
-            &mut c.ln1_rstd[row.clone()],
-        );
-        linear_forward(a, w.w_qkv, w.b_qkv, d, &mut c.qkv, threads);
-        let y = &mut c.y[tok.clone()];
-        attention_forward(
-            s,
-            &c.qkv,
-            mask,
-            &mut c.qkv_heads[3 * i * nd..3 * (i + 1) * nd],
-            &mut c.att[i * s.batch * s.heads * s.steps * s.steps..]
-                [..s.batch * s.heads * s.steps * s.steps],
-            &mut c.y_heads,
-            y,
-        );
-        linear_forward(y, w.w_out, w.b_out, d, &mut c.tmp, threads);
-        if dropping {
-            let m = &mut c.attn_masks[i];
-            dropout_mask(m, nd, dropout, mask_seed(seed, Place::Attention, i));
-            dropout_forward(&mut c.tmp, m);
-        }
-        let x_mid = &mut c.x_mid[tok.clone()];
-        add_rows(x, &c.tmp, None, d, x_mid);
-        let f = &mut c.ln2[tok.clone()];
-        layer_norm_forward(
-            x_mid,
-            w.ln2_gain,
-            w.ln2_bias,
-            d,
-            f,
-            &mut c.ln2_mean[row.clone()],
-            &mut c.ln2_rstd[row],
-        );
-        feed_forward(
-            s.activation,
-            f,
-            w.w1,
-            w.b1,
-            w.w2,
-            w.b2,
-            &mut c.h1[tok.clone()],
-            &mut c.act[tok],
-            &mut c.tmp,
-            threads,
-        );
-        if dropping {
-            let m = &mut c.ffn_masks[i];
-            dropout_mask(m, nd, dropout, mask_seed(seed, Place::FeedForward, i));
-            dropout_forward(&mut c.tmp, m);
-        }
-        add_rows(x_mid, &c.tmp, Some(mask), d, x_next);
+        block_forward(s, weights, i, mask, dropout, seed, threads, c);
     }
     let fin = final_start(s);
     layer_norm_forward(
@@ -1076,6 +1095,158 @@ pub fn forward(
         &mut c.lnf_rstd,
     );
     mask_rows(&mut c.out, mask, d);
+}
+
+/// Inference at one step per row: the output `forward` gives at step
+/// `at[b]` of row `b` (a real step), without dropout, `B x D` into `out`.
+/// Only the newest step of a history is a query, and no later layer reads
+/// the last block's other steps: that block computes keys and values at
+/// every step but attention, its feed-forward and the final LayerNorm at
+/// the asked steps only, which saves about a third of a two-block tower.
+/// The maths is `forward`'s; its products run over other shapes, so the
+/// two agree to rounding, not bit for bit. Not followed by `backward`.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_at(
+    s: SasRecShape,
+    weights: &[f32],
+    input: &[f32],
+    mask: &[f32],
+    at: &[usize],
+    threads: usize,
+    cache: &mut SasRecCache,
+    out: &mut Vec<f32>,
+) {
+    s.validate();
+    let (n, d, l, b) = (s.tokens(), s.dim, s.steps, s.batch);
+    let nd = n * d;
+    assert_eq!(
+        weights.len(),
+        weight_count(s.positions, d, s.blocks),
+        "sasrec: weights"
+    );
+    assert_eq!(input.len(), nd, "sasrec: input is batch x steps x dim");
+    assert_eq!(mask.len(), n, "sasrec: mask is batch x steps");
+    assert_eq!(at.len(), b, "sasrec: one step per row");
+    for (row, &t) in at.iter().enumerate() {
+        assert!(
+            t < l && mask[row * l + t] != 0.0,
+            "sasrec: row {row} asks for step {t}, not a real one"
+        );
+    }
+    cache.resize_forward(s, false);
+    cache.last = None;
+    let c = cache;
+    let pos = &weights[s.first_position * d..(s.first_position + s.steps) * d];
+    embed_forward(s, input, pos, mask, &mut c.xs[..nd]);
+    let last = s.blocks - 1;
+    for i in 0..last {
+        block_forward(s, weights, i, mask, 0.0, 0, threads, c);
+    }
+    let w = block(weights, s, last);
+    let x = &c.xs[last * nd..(last + 1) * nd];
+    let a = &mut c.ln1[..nd];
+    layer_norm_forward(
+        x,
+        w.ln1_gain,
+        w.ln1_bias,
+        d,
+        a,
+        &mut c.ln1_mean[..n],
+        &mut c.ln1_rstd[..n],
+    );
+    linear_forward(a, w.w_qkv, w.b_qkv, d, &mut c.qkv, threads);
+    // One query per row over the real steps up to it: `softmax_causal`'s
+    // row `t`, and its product with the values.
+    let (h, dh) = (s.heads, s.head_dim());
+    let scale = 1.0 / (dh as f32).sqrt();
+    let mut y = vec![0.0f32; b * d];
+    let qkv = &c.qkv;
+    y.par_chunks_mut(d).enumerate().for_each(|(row, y)| {
+        let t = at[row];
+        let m = &mask[row * l..row * l + t + 1];
+        let token = |u: usize| &qkv[(row * l + u) * 3 * d..(row * l + u + 1) * 3 * d];
+        let mut p = vec![0.0f32; t + 1];
+        for head in 0..h {
+            let cols = head * dh..(head + 1) * dh;
+            let q = &token(t)[cols.clone()];
+            let mut max = f32::NEG_INFINITY;
+            for (u, pu) in p.iter_mut().enumerate() {
+                if m[u] != 0.0 {
+                    let k = &token(u)[d + cols.start..d + cols.end];
+                    *pu = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+                    max = max.max(*pu);
+                }
+            }
+            let mut sum = 0.0f32;
+            for (u, pu) in p.iter_mut().enumerate() {
+                *pu = if m[u] != 0.0 {
+                    crate::kernels::fast_exp(*pu - max)
+                } else {
+                    0.0
+                };
+                sum += *pu;
+            }
+            let yh = &mut y[cols.clone()];
+            for (u, &pu) in p.iter().enumerate() {
+                if pu != 0.0 {
+                    let v = &token(u)[2 * d + cols.start..2 * d + cols.end];
+                    for (o, &vj) in yh.iter_mut().zip(v) {
+                        *o += pu / sum * vj;
+                    }
+                }
+            }
+        }
+    });
+    // The rest of the block and the final LayerNorm on the `B` query steps.
+    let mut attn = vec![0.0f32; b * d];
+    linear_forward(&y, w.w_out, w.b_out, d, &mut attn, threads);
+    let mut x_mid = vec![0.0f32; b * d];
+    for (row, &t) in at.iter().enumerate() {
+        let x_t = &x[(row * l + t) * d..(row * l + t + 1) * d];
+        for ((o, &xj), &aj) in x_mid[row * d..(row + 1) * d]
+            .iter_mut()
+            .zip(x_t)
+            .zip(&attn[row * d..])
+        {
+            *o = xj + aj;
+        }
+    }
+    let (mut mean, mut rstd) = (vec![0.0f32; b], vec![0.0f32; b]);
+    let mut f = vec![0.0f32; b * d];
+    layer_norm_forward(
+        &x_mid, w.ln2_gain, w.ln2_bias, d, &mut f, &mut mean, &mut rstd,
+    );
+    let (mut h1, mut act, mut g) = (
+        vec![0.0f32; b * d],
+        vec![0.0f32; b * d],
+        vec![0.0f32; b * d],
+    );
+    feed_forward(
+        s.activation,
+        &f,
+        w.w1,
+        w.b1,
+        w.w2,
+        w.b2,
+        &mut h1,
+        &mut act,
+        &mut g,
+        threads,
+    );
+    let mut x_out = vec![0.0f32; b * d];
+    add_rows(&x_mid, &g, None, d, &mut x_out);
+    let fin = final_start(s);
+    out.clear();
+    out.resize(b * d, 0.0);
+    layer_norm_forward(
+        &x_out,
+        &weights[fin..fin + d],
+        &weights[fin + d..fin + 2 * d],
+        d,
+        out,
+        &mut mean,
+        &mut rstd,
+    );
 }
 
 /// The backward pass of the last `forward` (same shape, weights, mask,
@@ -1855,6 +2026,56 @@ pub(super) mod tests {
         let w = to_f32(&perturbed_weights(s, &mut rng));
         let input = to_f32(&random(&mut rng, s.tokens() * s.dim, 0.5));
         (w, input)
+    }
+
+    #[test]
+    fn forward_at_gives_the_towers_output_at_the_asked_steps() {
+        for (blocks, heads, activation) in [
+            (1, 1, Activation::Relu),
+            (2, 2, Activation::Gelu),
+            (2, 1, Activation::Relu),
+        ] {
+            let s = shape(4, 6, 8, heads, blocks, activation);
+            let mut rng = ChaCha8Rng::seed_from_u64(90 + blocks as u64);
+            let w = perturbed_weights(s, &mut rng);
+            let input = random(&mut rng, s.tokens() * s.dim, 0.5);
+            // Rows: left padding, right padding, interior padding, none.
+            let mask: Vec<f32> = MASK_4X6[..18].iter().chain(&[1.0; 6]).copied().collect();
+            let want = ref_tower(s, &w, &input, &to_f64(&mask), None);
+            let (w32, in32) = (to_f32(&w), to_f32(&input));
+            let mut full = SasRecCache::default();
+            forward(s, &w32, &in32, &mask, 0.0, 0, 1, &mut full);
+            // Every real step of each row, one call per step position.
+            for t in 0..6 {
+                let at: Vec<usize> = (0..4)
+                    .map(|row| {
+                        if mask[row * 6 + t] != 0.0 {
+                            t
+                        } else {
+                            mask[row * 6..row * 6 + 6]
+                                .iter()
+                                .rposition(|&m| m != 0.0)
+                                .unwrap()
+                        }
+                    })
+                    .collect();
+                let mut cache = SasRecCache::default();
+                let mut out = Vec::new();
+                forward_at(s, &w32, &in32, &mask, &at, 1, &mut cache, &mut out);
+                for (row, &step) in at.iter().enumerate() {
+                    let token = (row * 6 + step) * 8..(row * 6 + step + 1) * 8;
+                    let what = format!("{blocks} block(s), {heads} head(s), row {row} step {step}");
+                    assert_close(
+                        &what,
+                        &out[row * 8..(row + 1) * 8],
+                        &want[token.clone()],
+                        1e-4,
+                    );
+                    let engine: Vec<f64> = to_f64(&full.output()[token]);
+                    assert_close(&what, &out[row * 8..(row + 1) * 8], &engine, 1e-5);
+                }
+            }
+        }
     }
 
     #[test]
