@@ -15,6 +15,9 @@ pub struct Mat<'a> {
     data: &'a [f32],
     rows: usize,
     cols: usize,
+    /// Elements from one stored row to the next (the stored row length
+    /// for a dense buffer; more for a block of a wider matrix).
+    stride: usize,
     /// Stored transposed: this `rows x cols` view is `cols` rows of `rows`
     /// in `data`.
     transposed: bool,
@@ -24,10 +27,21 @@ impl<'a> Mat<'a> {
     /// `data` as a `rows x cols` matrix stored as written: `rows` rows of
     /// `cols`.
     pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Mat::block(data, rows, cols, cols)
+    }
+
+    /// The top-left `rows x cols` block of a row-major matrix whose rows
+    /// are `stride` elements apart (`stride >= cols`).
+    pub fn block(data: &'a [f32], rows: usize, cols: usize, stride: usize) -> Self {
+        assert!(
+            stride >= cols,
+            "matrix block: stride {stride} < {cols} columns"
+        );
         Mat {
             data,
             rows,
             cols,
+            stride,
             transposed: false,
         }
     }
@@ -38,6 +52,7 @@ impl<'a> Mat<'a> {
             data: self.data,
             rows: self.cols,
             cols: self.rows,
+            stride: self.stride,
             transposed: !self.transposed,
         }
     }
@@ -53,9 +68,23 @@ impl<'a> Mat<'a> {
     /// `(row stride, column stride)` of the view's elements in `data`.
     fn strides(&self) -> (isize, isize) {
         if self.transposed {
-            (1, self.rows as isize)
+            (1, self.stride as isize)
         } else {
-            (self.cols as isize, 1)
+            (self.stride as isize, 1)
+        }
+    }
+
+    /// The elements `data` must hold: up to the last stored row's end.
+    fn extent(&self) -> usize {
+        let (stored_rows, stored_cols) = if self.transposed {
+            (self.cols, self.rows)
+        } else {
+            (self.rows, self.cols)
+        };
+        if stored_rows == 0 || stored_cols == 0 {
+            0
+        } else {
+            (stored_rows - 1) * self.stride + stored_cols
         }
     }
 }
@@ -73,6 +102,20 @@ pub enum Output {
 /// `m x k` and `k x n` are the shapes of the views `a` and `b`. `threads` > 1
 /// lets `gemm` split the product over rayon.
 pub fn matmul(c: &mut [f32], a: Mat, b: Mat, output: Output, threads: usize) {
+    let n = b.cols;
+    matmul_block(c, n, a, b, output, threads);
+}
+
+/// `matmul` into the top-left `m x n` block of a row-major `c` whose rows
+/// are `c_stride` elements apart (`c_stride >= n`).
+pub fn matmul_block(
+    c: &mut [f32],
+    c_stride: usize,
+    a: Mat,
+    b: Mat,
+    output: Output,
+    threads: usize,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(
         b.rows == k,
@@ -80,17 +123,26 @@ pub fn matmul(c: &mut [f32], a: Mat, b: Mat, output: Output, threads: usize) {
         b.rows
     );
     assert!(
-        c.len() >= m * n,
-        "matmul: output holds {} < {m}x{n}",
+        c_stride >= n,
+        "matmul: output stride {c_stride} < {n} columns"
+    );
+    let c_extent = if m == 0 || n == 0 {
+        0
+    } else {
+        (m - 1) * c_stride + n
+    };
+    assert!(
+        c.len() >= c_extent,
+        "matmul: output holds {} < {m}x{n} at stride {c_stride}",
         c.len()
     );
     assert!(
-        a.data.len() >= m * k,
+        a.data.len() >= a.extent(),
         "matmul: lhs holds {} < {m}x{k}",
         a.data.len()
     );
     assert!(
-        b.data.len() >= k * n,
+        b.data.len() >= b.extent(),
         "matmul: rhs holds {} < {k}x{n}",
         b.data.len()
     );
@@ -100,7 +152,9 @@ pub fn matmul(c: &mut [f32], a: Mat, b: Mat, output: Output, threads: usize) {
     }
     if k == 0 {
         if !accumulate {
-            c[..m * n].fill(0.0);
+            for row in 0..m {
+                c[row * c_stride..row * c_stride + n].fill(0.0);
+            }
         }
         return;
     }
@@ -121,7 +175,7 @@ pub fn matmul(c: &mut [f32], a: Mat, b: Mat, output: Output, threads: usize) {
             k,
             c.as_mut_ptr(),
             1,
-            n as isize,
+            c_stride as isize,
             accumulate,
             a.data.as_ptr(),
             a_cs,
@@ -278,6 +332,70 @@ pub fn prefetch<T>(row: &[T]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Blocks of wider matrices, either side transposed, into a block of a
+    /// wider output: against a naive triple loop, leaving the rest alone.
+    #[test]
+    fn matmul_block_reads_and_writes_only_its_blocks() {
+        let value = |i: usize| ((i * 37 % 23) as f32 - 11.0) / 7.0;
+        let (m, k, n) = (5, 4, 3);
+        for (a_t, b_t, output) in [
+            (false, false, Output::Overwrite),
+            (true, false, Output::Accumulate),
+            (false, true, Output::Overwrite),
+            (true, true, Output::Accumulate),
+        ] {
+            // Stored blocks sit in buffers 3 columns wider than they are.
+            let (a_rows, a_cols) = if a_t { (k, m) } else { (m, k) };
+            let (b_rows, b_cols) = if b_t { (n, k) } else { (k, n) };
+            let (a_stride, b_stride, c_stride) = (a_cols + 3, b_cols + 3, n + 3);
+            let a_buf: Vec<f32> = (0..a_rows * a_stride).map(value).collect();
+            let b_buf: Vec<f32> = (0..b_rows * b_stride).map(|i| value(i + 5)).collect();
+            let a_at = |i: usize, j: usize| {
+                if a_t {
+                    a_buf[j * a_stride + i]
+                } else {
+                    a_buf[i * a_stride + j]
+                }
+            };
+            let b_at = |i: usize, j: usize| {
+                if b_t {
+                    b_buf[j * b_stride + i]
+                } else {
+                    b_buf[i * b_stride + j]
+                }
+            };
+            let mut a = Mat::block(&a_buf, a_rows, a_cols, a_stride);
+            let mut b = Mat::block(&b_buf, b_rows, b_cols, b_stride);
+            if a_t {
+                a = a.t();
+            }
+            if b_t {
+                b = b.t();
+            }
+            let before: Vec<f32> = (0..m * c_stride).map(|i| value(i + 9)).collect();
+            let mut c = before.clone();
+            matmul_block(&mut c, c_stride, a, b, output, 1);
+            for i in 0..m {
+                for j in 0..c_stride {
+                    let at = i * c_stride + j;
+                    if j >= n {
+                        assert_eq!(c[at], before[at], "outside the block at ({i}, {j})");
+                        continue;
+                    }
+                    let mut want: f32 = (0..k).map(|t| a_at(i, t) * b_at(t, j)).sum();
+                    if output == Output::Accumulate {
+                        want += before[at];
+                    }
+                    assert!(
+                        (c[at] - want).abs() < 1e-5,
+                        "({i}, {j}): {} vs {want}",
+                        c[at]
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn fast_exp_sigmoid_and_tanh_are_accurate() {

@@ -49,7 +49,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::{dropout_backward, dropout_forward, dropout_mask};
-use crate::kernels::{add_column_sums, matmul, Mat, Output};
+use crate::kernels::{add_column_sums, matmul, matmul_block, Mat, Output};
 
 /// LayerNorm's epsilon (added to the variance).
 pub const LN_EPS: f32 = 1e-8;
@@ -620,6 +620,24 @@ fn span(mask: &[f32]) -> Option<(usize, usize)> {
     Some((first, last + 1 - first))
 }
 
+/// Blocks of `CAUSAL_BLOCK` query steps `(first, end)` over a span of `n`:
+/// block `[r0, r1)` only needs the keys before `r1`, so causal attention
+/// computes about half of each `n x n` product instead of all of it.
+fn causal_blocks(n: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..n)
+        .step_by(CAUSAL_BLOCK)
+        .map(move |r0| (r0, (r0 + CAUSAL_BLOCK).min(n)))
+}
+
+/// Query steps per block of `causal_blocks`: small enough to skip most of
+/// the future, large enough for the products to run at speed. The unit
+/// tests' rows are a few steps long, so there blocks are 4 steps: every
+/// check then runs over several blocks and a partial last one.
+#[cfg(not(test))]
+const CAUSAL_BLOCK: usize = 64;
+#[cfg(test)]
+const CAUSAL_BLOCK: usize = 4;
+
 /// One row's `steps x (chunks·w)` buffer to chunk-major
 /// `[chunk][step][w]`.
 fn to_heads(src: &[f32], dst: &mut [f32], steps: usize, chunks: usize, w: usize) {
@@ -844,24 +862,32 @@ fn attention_forward(
             for head in 0..h {
                 let (q, k, v) = (part(0, head), part(1, head), part(2, head));
                 let p = &mut att[head * l * l..][..n * n];
-                matmul(
-                    p,
-                    Mat::new(q, n, dh),
-                    Mat::new(k, n, dh).t(),
-                    Output::Overwrite,
-                    1,
-                );
+                // Scores of each block of queries against the keys up to
+                // its last one: the rest of a row is the future.
+                for (r0, r1) in causal_blocks(n) {
+                    matmul_block(
+                        &mut p[r0 * n..],
+                        n,
+                        Mat::new(&q[r0 * dh..r1 * dh], r1 - r0, dh),
+                        Mat::new(&k[..r1 * dh], r1, dh).t(),
+                        Output::Overwrite,
+                        1,
+                    );
+                }
                 simd::softmax_causal(p, &mask[lo..lo + n], n, scale);
                 let yh = &mut yh[head * l * dh..(head + 1) * l * dh];
                 yh[..lo * dh].fill(0.0);
                 yh[(lo + n) * dh..].fill(0.0);
-                matmul(
-                    &mut yh[lo * dh..(lo + n) * dh],
-                    Mat::new(p, n, n),
-                    Mat::new(v, n, dh),
-                    Output::Overwrite,
-                    1,
-                );
+                let yh = &mut yh[lo * dh..(lo + n) * dh];
+                for (r0, r1) in causal_blocks(n) {
+                    matmul(
+                        &mut yh[r0 * dh..r1 * dh],
+                        Mat::block(&p[r0 * n..], r1 - r0, r1, n),
+                        Mat::new(&v[..r1 * dh], r1, dh),
+                        Output::Overwrite,
+                        1,
+                    );
+                }
             }
             from_heads(yh, y, l, h, dh);
         });
@@ -908,35 +934,46 @@ fn attention_backward(
                 let dy = &dyh[(head * l + lo) * dh..][..n * dh];
                 let p = &att[head * l * l..][..n * n];
                 let ds = &mut ds[..n * n];
-                matmul(
-                    &mut dqh[span_of(2, head)],
-                    Mat::new(p, n, n).t(),
-                    Mat::new(dy, n, dh),
-                    Output::Overwrite,
-                    1,
-                );
-                matmul(
-                    ds,
-                    Mat::new(dy, n, dh),
-                    Mat::new(v, n, dh).t(),
-                    Output::Overwrite,
-                    1,
-                );
+                // Block by block of queries, over the keys up to the
+                // block's last one (the probabilities beyond are zero).
+                // d_v and d_k sum over query blocks into `dqh`, zeroed above.
+                for (r0, r1) in causal_blocks(n) {
+                    let p_block = Mat::block(&p[r0 * n..], r1 - r0, r1, n);
+                    let dy_block = Mat::new(&dy[r0 * dh..r1 * dh], r1 - r0, dh);
+                    matmul(
+                        &mut dqh[span_of(2, head)][..r1 * dh],
+                        p_block.t(),
+                        dy_block,
+                        Output::Accumulate,
+                        1,
+                    );
+                    matmul_block(
+                        &mut ds[r0 * n..],
+                        n,
+                        dy_block,
+                        Mat::new(&v[..r1 * dh], r1, dh).t(),
+                        Output::Overwrite,
+                        1,
+                    );
+                }
                 simd::softmax_causal_backward(p, ds, n, scale);
-                matmul(
-                    &mut dqh[span_of(0, head)],
-                    Mat::new(ds, n, n),
-                    Mat::new(k, n, dh),
-                    Output::Overwrite,
-                    1,
-                );
-                matmul(
-                    &mut dqh[span_of(1, head)],
-                    Mat::new(ds, n, n).t(),
-                    Mat::new(q, n, dh),
-                    Output::Overwrite,
-                    1,
-                );
+                for (r0, r1) in causal_blocks(n) {
+                    let ds_block = Mat::block(&ds[r0 * n..], r1 - r0, r1, n);
+                    matmul(
+                        &mut dqh[span_of(0, head)][r0 * dh..r1 * dh],
+                        ds_block,
+                        Mat::new(&k[..r1 * dh], r1, dh),
+                        Output::Overwrite,
+                        1,
+                    );
+                    matmul(
+                        &mut dqh[span_of(1, head)][..r1 * dh],
+                        ds_block.t(),
+                        Mat::new(&q[r0 * dh..r1 * dh], r1 - r0, dh),
+                        Output::Accumulate,
+                        1,
+                    );
+                }
             }
             from_heads(dqh, d_qkv, l, 3 * h, dh);
         });
