@@ -164,7 +164,7 @@ pub struct TrainArgs {
     /// Continue training a saved model (its settings, optimiser state and history) for --epochs more epochs.
     #[arg(long, value_name = "MODEL")]
     pub resume: Option<PathBuf>,
-    /// Start from a named set of settings: `parity` (the reference), `best` (the measured best window GRU; see README) or `sasrec` (SASRec trained at every step of 200-item histories, full softmax, 50 epochs; see docs/training-sequence.md).
+    /// Start from a named set of settings: `parity` (the reference), `best` (the measured best window GRU; see README) or `sasrec` (SASRec trained at every step of 200-item histories, full softmax, 60 epochs; see docs/training-sequence.md).
     #[arg(long, value_name = "NAME")]
     pub preset: Option<String>,
     #[command(flatten, next_help_heading = "Model")]

