@@ -1075,6 +1075,23 @@ fn mask_rows(x: &mut [f32], mask: &[f32], d: usize) {
     }
 }
 
+/// The shapes `forward` and `forward_at` are given.
+fn check_forward(s: SasRecShape, weights: &[f32], input: &[f32], mask: &[f32]) {
+    s.validate();
+    let n = s.tokens();
+    assert_eq!(
+        weights.len(),
+        weight_count(s.positions, s.dim, s.blocks),
+        "sasrec: weights"
+    );
+    assert_eq!(
+        input.len(),
+        n * s.dim,
+        "sasrec: input is batch x steps x dim"
+    );
+    assert_eq!(mask.len(), n, "sasrec: mask is batch x steps");
+}
+
 /// The forward pass: `input` (`N x D` item embeddings), `mask` (`N`, 1 real
 /// / 0 padding, either side), dropout rate `dropout` (0 = none) with masks
 /// from `seed`. The output is `cache.output()`; the cache also holds what
@@ -1091,16 +1108,9 @@ pub fn forward(
     threads: usize,
     cache: &mut SasRecCache,
 ) {
-    s.validate();
+    check_forward(s, weights, input, mask);
     let (n, d) = (s.tokens(), s.dim);
     let nd = n * d;
-    assert_eq!(
-        weights.len(),
-        weight_count(s.positions, d, s.blocks),
-        "sasrec: weights"
-    );
-    assert_eq!(input.len(), nd, "sasrec: input is batch x steps x dim");
-    assert_eq!(mask.len(), n, "sasrec: mask is batch x steps");
     assert!((0.0..1.0).contains(&dropout), "sasrec: dropout {dropout}");
     let dropping = dropout > 0.0;
     cache.resize_forward(s, dropping);
@@ -1153,16 +1163,9 @@ pub fn forward_at(
     cache: &mut SasRecCache,
     out: &mut Vec<f32>,
 ) {
-    s.validate();
+    check_forward(s, weights, input, mask);
     let (n, d, l, b) = (s.tokens(), s.dim, s.steps, s.batch);
     let nd = n * d;
-    assert_eq!(
-        weights.len(),
-        weight_count(s.positions, d, s.blocks),
-        "sasrec: weights"
-    );
-    assert_eq!(input.len(), nd, "sasrec: input is batch x steps x dim");
-    assert_eq!(mask.len(), n, "sasrec: mask is batch x steps");
     assert_eq!(at.len(), b, "sasrec: one step per row");
     for (row, &t) in at.iter().enumerate() {
         assert!(
