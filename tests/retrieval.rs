@@ -26,21 +26,6 @@ fn full_sort(scores: &[f32], allowed: &[bool], excluded: &[u32], k: usize) -> Ve
     ids
 }
 
-/// `seqrec --quiet train DATA --out OUT --epochs 1 EXTRA...`; its stdout.
-fn train_one_epoch(data: &str, out: &Path, extra: &[&str]) -> String {
-    let mut args = vec![
-        "--quiet",
-        "train",
-        data,
-        "--out",
-        out.to_str().unwrap(),
-        "--epochs",
-        "1",
-    ];
-    args.extend_from_slice(extra);
-    ok(&args)
-}
-
 #[test]
 fn top_k_equals_a_full_sort_with_ties_and_exclusions() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);

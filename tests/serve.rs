@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod common;
+use common::train_one_epoch;
+
 const BIN: &str = env!("CARGO_BIN_EXE_seqrec");
 
 fn seqrec(args: &[&str]) -> Output {
@@ -53,17 +56,7 @@ fn models() -> &'static Models {
         let a = dir.path().join("a.safetensors");
         let b = dir.path().join("b.safetensors");
         for (out, dim) in [(&a, "8"), (&b, "16")] {
-            seqrec(&[
-                "--quiet",
-                "train",
-                data,
-                "--out",
-                out.to_str().unwrap(),
-                "--epochs",
-                "1",
-                "--embedding-dim",
-                dim,
-            ]);
+            train_one_epoch(data, out, &["--embedding-dim", dim]);
         }
         // A generic interaction file with string item keys.
         let tsv = dir.path().join("log.tsv");
@@ -75,17 +68,7 @@ fn models() -> &'static Models {
         }
         std::fs::write(&tsv, text).unwrap();
         let keyed = dir.path().join("keyed.safetensors");
-        seqrec(&[
-            "--quiet",
-            "train",
-            tsv.to_str().unwrap(),
-            "--out",
-            keyed.to_str().unwrap(),
-            "--epochs",
-            "1",
-            "--embedding-dim",
-            "8",
-        ]);
+        train_one_epoch(tsv.to_str().unwrap(), &keyed, &["--embedding-dim", "8"]);
         Models {
             _dir: dir,
             a,

@@ -57,3 +57,18 @@ pub fn synth_data(
     ]);
     data
 }
+
+/// `seqrec --quiet train DATA --out OUT --epochs 1 EXTRA...`; its stdout.
+pub fn train_one_epoch(data: &str, out: &std::path::Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "--quiet",
+        "train",
+        data,
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    ok(&args)
+}
