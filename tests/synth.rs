@@ -309,6 +309,22 @@ fn the_previous_item_predicts_the_next_far_better_than_popularity() {
         "bigram HR@10 {bigram_top10:.3} should approach the ceiling {:.3}",
         s.ceiling_hr10
     );
+    // The oracle's hits on these labels: a sample of the ceiling, within
+    // four standard errors of it (a label paired with another user's state
+    // would fall far below).
+    let c = s.ceiling_hr10;
+    let se = (c * (1.0 - c) / n).sqrt();
+    assert!(
+        (s.oracle_test_hr10 - c).abs() < 4.0 * se,
+        "oracle on the test labels {:.3}, ceiling {c:.3} (se {se:.3})",
+        s.oracle_test_hr10
+    );
+    // Measured the same way as the bigram model, the oracle ranks better.
+    assert!(
+        s.oracle_test_hr10 > bigram_top10,
+        "oracle {:.3} vs bigram {bigram_top10:.3}",
+        s.oracle_test_hr10
+    );
 }
 
 #[test]

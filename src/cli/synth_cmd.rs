@@ -131,6 +131,10 @@ pub fn synth(args: SynthArgs, quiet: bool) -> Result<()> {
         s.ceiling_hr10, s.ceiling_ndcg10, s.test_examples
     );
     println!(
+        "oracle on test  HR@10 {:.4} (its top 10 against the actual test items: the ceiling as sampled by these labels)",
+        s.oracle_test_hr10
+    );
+    println!(
         "popularity      HR@10 {:.4}  NDCG@10 {:.4} (top 10 by training frequency)",
         s.popularity_hr10, s.popularity_ndcg10
     );
