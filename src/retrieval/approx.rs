@@ -864,8 +864,12 @@ mod tests {
         let f = Fixture::new(4);
         let cache = Path::new("graph.index");
         for built_in in [GraphMemory::Heap, GraphMemory::HugePages] {
+            // A search list wide enough that recall is not at stake here
+            // (builds differ with the threads; at the default 40 one build
+            // in many found 359 of 400): this test is about the memory.
             let s = ApproxSettings {
                 memory: built_in,
+                expansion_search: 128,
                 ..ApproxSettings::default()
             };
             let built = ApproxIndex::build(f.cands(), s).unwrap();
@@ -896,7 +900,7 @@ mod tests {
                 })
                 .sum();
             assert!(
-                found >= 360,
+                found >= 380,
                 "{found} of 400 exact neighbours found, built in {built_in:?}"
             );
         }
