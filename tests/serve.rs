@@ -6,26 +6,16 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 mod common;
-use common::train_one_epoch;
+use common::{ok, train_one_epoch};
 
 const BIN: &str = env!("CARGO_BIN_EXE_seqrec");
-
-fn seqrec(args: &[&str]) -> Output {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "seqrec {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// Two tiny models on one small synthetic dataset (dim 8 and dim 16), and
 /// one on a generic file whose item ids are strings; made once.
@@ -42,7 +32,7 @@ fn models() -> &'static Models {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let data = data.to_str().unwrap();
-        seqrec(&[
+        ok(&[
             "synth",
             data,
             "--users",
@@ -358,7 +348,7 @@ fn every_route_answers() {
     assert_eq!(one["model"]["dim"], 8);
     assert_eq!(one["model"]["epochs"], 1);
     assert_eq!(one["model"]["generation"], 1);
-    let cli = seqrec(&[
+    let cli = ok(&[
         "recommend",
         m.a.to_str().unwrap(),
         "--history",
@@ -368,7 +358,7 @@ fn every_route_answers() {
         "--exclude-seen",
         "--json",
     ]);
-    let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    let cli: Value = serde_json::from_str(&cli).unwrap();
     assert_same(&one, &cli);
 
     // By titles, and by a known user.
@@ -941,8 +931,7 @@ fn concurrent_clients_are_all_answered() {
 
 #[test]
 fn serve_help_shows_one_default_per_flag() {
-    let out = seqrec(&["serve", "--help"]);
-    let help = String::from_utf8_lossy(&out.stdout);
+    let help = ok(&["serve", "--help"]);
     // One block per option: its line and the indented lines under it.
     let mut blocks: Vec<String> = Vec::new();
     for line in help.lines() {

@@ -907,7 +907,8 @@ pub fn generate(cfg: &SynthConfig, out_dir: &Path, show_progress: bool) -> Resul
     let mut train_counts = vec![0u64; n_items];
     let mut rated = vec![false; n_items];
     let mut kept_lengths = Vec::with_capacity(cfg.users);
-    let mut final_states = Vec::with_capacity(cfg.users);
+    // Per user: the walk's state before its last item, and that item.
+    let mut test_cases = Vec::with_capacity(cfg.users);
     let mut ratings_low = 0usize;
     let ratings_path = out_dir.join("ratings.dat");
     write_atomically(&ratings_path, |w| {
@@ -934,7 +935,7 @@ pub fn generate(cfg: &SynthConfig, out_dir: &Path, show_progress: bool) -> Resul
                     rated[i as usize] = true;
                 }
                 kept_lengths.push(out.walk.len());
-                final_states.push((out.state_before_last, out.walk[out.walk.len() - 1]));
+                test_cases.push((out.state_before_last, out.walk[out.walk.len() - 1]));
                 ratings_low += out.low_rated;
             }
             pb.inc(lines as u64);
@@ -979,7 +980,7 @@ pub fn generate(cfg: &SynthConfig, out_dir: &Path, show_progress: bool) -> Resul
     by_count.truncate(CEILING_K);
     let popular = by_count;
 
-    let per_user: Vec<[f64; 5]> = final_states
+    let per_user: Vec<[f64; 5]> = test_cases
         .par_iter()
         .map_init(Vec::new, |candidates, &(state, label)| {
             world.next_item_candidates(state, candidates);
