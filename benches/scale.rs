@@ -8,7 +8,9 @@
 //!
 //! Environment: SEQREC_BENCH_THREADS (default: all cores), SEQREC_BENCH_STEPS
 //! (default 20), SEQREC_SCALE_VOCABS (default 3953,62967,1000000),
-//! SEQREC_SCALE_OPTIMIZERS (default adamw,lazy-adamw).
+//! SEQREC_SCALE_OPTIMIZERS (default adamw,lazy-adamw),
+//! SEQREC_SCALE_PROJECTION (auto, distinct or tokens: where the GRU's input
+//! projection is done, `InputProjection`; default auto).
 
 mod common;
 
@@ -18,7 +20,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use seqrec::data::Sequences;
 use seqrec::model::{
-    fill_batch, Batch, Grads, Model, ModelOptions, ModelSpec, Params, StepOptions, Workspace,
+    fill_batch, Batch, Grads, InputProjection, Model, ModelOptions, ModelSpec, Params, StepOptions,
+    Workspace,
 };
 use seqrec::train::adamw::{AdamW, AdamWConfig, Optimizer};
 use seqrec::train::session::thread_pool;
@@ -64,7 +67,7 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(vocab: usize, how: Optimizer) -> Setup {
+    fn new(vocab: usize, how: Optimizer, projection: InputProjection) -> Setup {
         let spec = ModelOptions::default().spec(vocab);
         let (seqs, labels) = sequences(vocab, 4, 7);
         let params = Params::init(&spec, 1);
@@ -79,6 +82,8 @@ impl Setup {
             }
         }
         let grads = Grads::zeros(&spec);
+        let mut ws = Workspace::default();
+        ws.projection = projection;
         Setup {
             spec,
             how,
@@ -87,7 +92,7 @@ impl Setup {
             params,
             opt,
             grads,
-            ws: Workspace::default(),
+            ws,
             batch: Batch::default(),
             phase_ms: Default::default(),
             step_ms: Vec::new(),
@@ -149,8 +154,13 @@ fn main() {
             _ => None,
         })
         .collect();
+    let projection = match std::env::var("SEQREC_SCALE_PROJECTION").as_deref() {
+        Ok("distinct") => InputProjection::DistinctRows,
+        Ok("tokens") => InputProjection::Tokens,
+        _ => InputProjection::Auto,
+    };
     println!(
-        "train step at growing catalogues: batch {BATCH} x 10, dim 32, {threads} thread(s), {steps} steps (medians, ms)"
+        "train step at growing catalogues: batch {BATCH} x 10, dim 32, {threads} thread(s), {steps} steps (medians, ms), input projection {projection:?}"
     );
     println!("configurations take turns step by step, so a slow spell of the machine");
     println!("falls on all of them; \"vs first\" is the median of per-round ratios");
@@ -170,7 +180,7 @@ fn main() {
     let mut setups: Vec<Setup> = vocabs
         .iter()
         .flat_map(|&v| optimizers.iter().map(move |&how| (v, how)))
-        .map(|(v, how)| Setup::new(v, how))
+        .map(|(v, how)| Setup::new(v, how, projection))
         .collect();
     pool.install(|| {
         for i in 0..steps + 2 {

@@ -111,13 +111,19 @@ pub fn gather_rows(table: &[f32], cols: usize, ids: &[u32], out: &mut [f32]) {
     }
     out.par_chunks_mut(ROWS * cols)
         .zip(ids.par_chunks(ROWS))
-        .for_each(|(out, ids)| {
-            for (i, (row, &id)) in out.chunks_exact_mut(cols).zip(ids).enumerate() {
-                prefetch_row_ahead(table, cols, ids, i);
-                let id = id as usize;
-                row.copy_from_slice(&table[id * cols..(id + 1) * cols]);
-            }
-        });
+        .for_each(|(out, ids)| gather_rows_serial(table, cols, ids, out));
+}
+
+/// `gather_rows` on the calling thread.
+pub fn gather_rows_serial(table: &[f32], cols: usize, ids: &[u32], out: &mut [f32]) {
+    if cols == 0 {
+        return;
+    }
+    for (i, (row, &id)) in out.chunks_exact_mut(cols).zip(ids).enumerate() {
+        prefetch_row_ahead(table, cols, ids, i);
+        let id = id as usize;
+        row.copy_from_slice(&table[id * cols..(id + 1) * cols]);
+    }
 }
 
 /// The backward of `gather_rows`: `grad[ids[i]] += src[i]`.

@@ -5,12 +5,12 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::gru::{self, GruCache, GruGradScratch, GruShape};
+use super::gru::{self, GruCache, GruGradScratch, GruInput, GruShape};
 use super::loss::{self, LossGrads, LossInputs};
 use super::sasrec::{Activation, SasRecShape};
 use super::{
-    embedding, Batch, Grads, Model, ModelOptions, ModelSpec, Padding, Params, QueryTower,
-    StepOptions, Workspace,
+    embedding, Batch, Grads, InputProjection, Model, ModelOptions, ModelSpec, Padding, Params,
+    QueryTower, StepOptions, Workspace,
 };
 
 fn sigmoid(x: f64) -> f64 {
@@ -412,9 +412,12 @@ fn gru_backward_matches_finite_differences() {
         // Identity ids: step t of row b reads row t·b + b of the table, so the
         // projected-table gradient is exactly the gradient of gx.
         let ids: Vec<u32> = (0..(l * b) as u32).collect();
+        let gx32 = to_f32(&gx);
         gru::forward(
-            &to_f32(&gx),
-            &ids,
+            GruInput::Projected {
+                table: &gx32,
+                ids: &ids,
+            },
             &to_f32(&u),
             &to_f32(&b_rec),
             m,
@@ -438,6 +441,7 @@ fn gru_backward_matches_finite_differences() {
             &mut dgx,
             &mut du,
             &mut db,
+            None,
             &mut GruGradScratch::default(),
         );
         let dot = |h: Vec<f64>| h.iter().zip(&upstream).map(|(a, b)| a * b).sum::<f64>();
@@ -453,6 +457,63 @@ fn gru_backward_matches_finite_differences() {
             dot(ref_gru(&gx0, &u0, x, mk, b, l, d))
         });
     }
+}
+
+#[test]
+fn gru_projecting_token_by_token_equals_reading_a_projected_table() {
+    // The same inputs two ways: each token's row projected inside the GRU
+    // step by step, or `x·W + b_in` of every token computed here (f64) and
+    // read from a table by scattered ids.
+    let (b, l, d) = (3, 4, 5);
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let x = random(&mut rng, l * b * d, 1.0);
+    let w = random(&mut rng, d * 3 * d, 0.5);
+    let b_in = random(&mut rng, 3 * d, 0.3);
+    let u = to_f32(&random(&mut rng, d * 3 * d, 0.5));
+    let b_rec = to_f32(&random(&mut rng, 3 * d, 0.3));
+    // Token k's projection sits at table row `perm[k]`.
+    let perm: Vec<u32> = (0..(l * b) as u32)
+        .map(|k| (k * 7 + 3) % (l * b) as u32)
+        .collect();
+    let mut table = vec![0.0f32; l * b * 3 * d];
+    for (k, &row) in perm.iter().enumerate() {
+        for j in 0..3 * d {
+            let dot: f64 = (0..d).map(|i| x[k * d + i] * w[i * 3 * d + j]).sum();
+            table[row as usize * 3 * d + j] = (dot + b_in[j]) as f32;
+        }
+    }
+    let s = GruShape {
+        batch: b,
+        steps: l,
+        hidden: d,
+    };
+    let mask: Vec<f32> = (0..l * b)
+        .map(|i| if i % 5 == 1 { 0.0 } else { 1.0 })
+        .collect();
+    let (x, w, b_in) = (to_f32(&x), to_f32(&w), to_f32(&b_in));
+    let (mut by_table, mut by_token) = (GruCache::default(), GruCache::default());
+    let table_input = GruInput::Projected {
+        table: &table,
+        ids: &perm,
+    };
+    let token_input = GruInput::Tokens {
+        x: &x,
+        w: &w,
+        b_in: &b_in,
+    };
+    gru::forward(table_input, &u, &b_rec, Some(&mask), s, &mut by_table);
+    gru::forward(token_input, &u, &b_rec, Some(&mask), s, &mut by_token);
+    for (name, a, t) in [
+        ("h", &by_table.h, &by_token.h),
+        ("z", &by_table.z, &by_token.z),
+        ("hh", &by_table.hh, &by_token.hh),
+    ] {
+        assert_eq!(a.len(), t.len());
+        for (p, q) in a.iter().zip(t) {
+            assert!((p - q).abs() < 1e-5, "{name}: {p} vs {q}");
+        }
+    }
+    assert!(by_token.output(s).iter().any(|&h| h.abs() > 0.05));
 }
 
 #[test]
@@ -484,17 +545,17 @@ fn masked_gru_ignores_padding() {
         GruCache::default(),
     );
     let ids = [0, 1, 2, 3];
-    gru::forward(&gx, &ids[..2], &u, &b_rec, None, short, &mut c1);
+    let input = |ids| GruInput::Projected { table: &gx, ids };
+    gru::forward(input(&ids[..2]), &u, &b_rec, None, short, &mut c1);
     gru::forward(
-        &gx,
-        &ids,
+        input(&ids),
         &u,
         &b_rec,
         Some(&[1.0, 1.0, 0.0, 0.0]),
         long,
         &mut c2,
     );
-    gru::forward(&gx, &ids, &u, &b_rec, None, long, &mut c3);
+    gru::forward(input(&ids), &u, &b_rec, None, long, &mut c3);
     assert_eq!(c1.output(short), c2.output(long));
     assert_ne!(c1.output(short), c3.output(long));
 }
@@ -903,44 +964,64 @@ fn whole_training_step_matches_finite_differences() {
             params: &params,
             threads,
         };
-        let mut sparse = Grads::zeros(&case_spec);
-        let mut ws = Workspace::default();
-        let got = model.loss_and_grads(&mut ws, &batch, &mut sparse, &step);
-        for rows in [&sparse.query_embedding, &sparse.candidate_embedding] {
-            let mut ids = rows.ids.clone();
-            ids.sort_unstable();
-            ids.dedup();
-            assert_eq!(ids.len(), rows.ids.len(), "case {case}: each row once");
-            assert_eq!(rows.values.len(), rows.ids.len() * d);
-        }
-        let grads = sparse.to_dense(&case_spec);
-        let want = ref_model_loss(&p64, &batch, v, d, l, &ref_opts);
-        assert!(
-            (got - want).abs() < 1e-5,
-            "case {case}: loss {got} vs {want}"
-        );
-        if !extras && *mode == Mode::Window {
-            let sum = model.loss_sum(&mut ws, &batch);
-            assert!((sum / size as f64 - got).abs() < 1e-6);
-        }
-        for (i, g) in grads.tensors().iter().enumerate() {
-            let name = super::TENSOR_NAMES[i];
-            if g.is_empty() {
-                // The other tower's tensor.
-                continue;
+        // The GRU's two ways of projecting its inputs, each checked whole.
+        let projections = if tower == Gru {
+            &[InputProjection::DistinctRows, InputProjection::Tokens][..]
+        } else {
+            &[InputProjection::Auto][..]
+        };
+        for &projection in projections {
+            let mut sparse = Grads::zeros(&case_spec);
+            let mut ws = Workspace {
+                projection,
+                ..Workspace::default()
+            };
+            let got = model.loss_and_grads(&mut ws, &batch, &mut sparse, &step);
+            for rows in [&sparse.query_embedding, &sparse.candidate_embedding] {
+                let mut ids = rows.ids.clone();
+                ids.sort_unstable();
+                ids.dedup();
+                assert_eq!(
+                    ids.len(),
+                    rows.ids.len(),
+                    "case {case} {projection:?}: each row once"
+                );
+                assert_eq!(rows.values.len(), rows.ids.len() * d);
             }
-            if shared && name == "candidate_embedding" {
-                // Unused with a shared table: its gradient went to the query table.
-                assert!(g.iter().all(|&x| x == 0.0));
-                continue;
+            let grads = sparse.to_dense(&case_spec);
+            let want = ref_model_loss(&p64, &batch, v, d, l, &ref_opts);
+            assert!(
+                (got - want).abs() < 1e-5,
+                "case {case} {projection:?}: loss {got} vs {want}"
+            );
+            if !extras && *mode == Mode::Window {
+                let sum = model.loss_sum(&mut ws, &batch);
+                assert!((sum / size as f64 - got).abs() < 1e-6);
             }
-            let mut x = p64[i].clone();
-            check(&format!("case {case} {name}"), &mut x, g, &mut |x| {
-                let saved = std::mem::replace(&mut p64[i], x.to_vec());
-                let loss = ref_model_loss(&p64, &batch, v, d, l, &ref_opts);
-                p64[i] = saved;
-                loss
-            });
+            for (i, g) in grads.tensors().iter().enumerate() {
+                let name = super::TENSOR_NAMES[i];
+                if g.is_empty() {
+                    // The other tower's tensor.
+                    continue;
+                }
+                if shared && name == "candidate_embedding" {
+                    // Unused with a shared table: its gradient went to the query table.
+                    assert!(g.iter().all(|&x| x == 0.0));
+                    continue;
+                }
+                let mut x = p64[i].clone();
+                check(
+                    &format!("case {case} {projection:?} {name}"),
+                    &mut x,
+                    g,
+                    &mut |x| {
+                        let saved = std::mem::replace(&mut p64[i], x.to_vec());
+                        let loss = ref_model_loss(&p64, &batch, v, d, l, &ref_opts);
+                        p64[i] = saved;
+                        loss
+                    },
+                );
+            }
         }
     }
 }

@@ -2,9 +2,10 @@
 //! sequences, forward and backward, as in llm.c: plain slices, one fused
 //! element-wise kernel per direction, matrix products through `gemm`.
 //!
-//! Per step, with `gx = x·W + b_in` read from a projected table (the input
-//! projection is done once per distinct row a batch reads, see `embedding`) and
-//! `gh = h·U + b_rec`:
+//! Per step, with `gx = x·W + b_in` (read from a table projected once per
+//! distinct row a batch reads, see `embedding`, or projected here step by
+//! step where most tokens are distinct rows: `GruInput`) and `gh = h·U +
+//! b_rec`:
 //!   z = σ(gx_z + gh_z), r = σ(gx_r + gh_r), ĥ = tanh(gx_h + r ⊙ gh_h),
 //!   h' = z ⊙ h + (1 − z) ⊙ ĥ,
 //! and where a mask is given, a padding step keeps the state: h' = h.
@@ -32,6 +33,10 @@ pub struct GruCache {
     /// The recurrent part of the candidate's pre-activation, `h·U_h + b_rec_h`.
     pub gh_h: Vec<f32>,
     gh: Vec<f32>,
+    /// `GruInput::Tokens`: one step's input projection, and the row
+    /// numbers `0..batch` that `cell_forward` reads it by.
+    gx: Vec<f32>,
+    rows: Vec<u32>,
 }
 
 impl GruCache {
@@ -153,15 +158,30 @@ dispatch! {
     }
 }
 
-/// Runs the GRU from a zero state. Step `t` of row `b` reads its input
-/// projection (`x·W + b_in`, `3·hidden` wide) from row `ids[t·batch + b]` of
-/// `projected`; `u` is the recurrent kernel (`hidden x 3·hidden`), `b_rec`
-/// its bias; `mask`, when given, is `steps x batch` with 1 for a real item
-/// and 0 for padding.
-#[allow(clippy::too_many_arguments)]
+/// Where step `t` of row `b` finds its input projection `x·W + b_in`
+/// (`3·hidden` wide).
+#[derive(Clone, Copy)]
+pub enum GruInput<'a> {
+    /// Row `ids[t·batch + b]` of `table`, projected beforehand for every
+    /// distinct row a batch reads: cheap when few rows recur often.
+    Projected { table: &'a [f32], ids: &'a [u32] },
+    /// Projected here, one step at a time: row `t·batch + b` of `x`
+    /// (`steps x batch x hidden`) times `w` (`hidden x 3·hidden`) plus
+    /// `b_in`. Where most tokens are distinct rows (big catalogues), this
+    /// does about the same products and keeps each step's projection in
+    /// cache instead of reading rows scattered over a large table.
+    Tokens {
+        x: &'a [f32],
+        w: &'a [f32],
+        b_in: &'a [f32],
+    },
+}
+
+/// Runs the GRU from a zero state over `input`; `u` is the recurrent kernel
+/// (`hidden x 3·hidden`), `b_rec` its bias; `mask`, when given, is `steps x
+/// batch` with 1 for a real item and 0 for padding.
 pub fn forward(
-    projected: &[f32],
-    ids: &[u32],
+    input: GruInput,
     u: &[f32],
     b_rec: &[f32],
     mask: Option<&[f32]>,
@@ -171,17 +191,29 @@ pub fn forward(
     cache.resize(s);
     let (b, d) = (s.batch, s.hidden);
     let n = b * d;
-    assert!(
-        ids.len() >= s.steps * b,
-        "gru: {} ids for {} steps of {b}",
-        ids.len(),
-        s.steps
-    );
-    assert!(
-        ids.iter()
-            .all(|&i| (i as usize + 1) * 3 * d <= projected.len()),
-        "gru: id outside the projected table"
-    );
+    match input {
+        GruInput::Projected { table, ids } => {
+            assert!(
+                ids.len() >= s.steps * b,
+                "gru: {} ids for {} steps of {b}",
+                ids.len(),
+                s.steps
+            );
+            assert!(
+                ids.iter().all(|&i| (i as usize + 1) * 3 * d <= table.len()),
+                "gru: id outside the projected table"
+            );
+        }
+        GruInput::Tokens { x, w, b_in } => {
+            assert!(
+                x.len() >= s.steps * n && w.len() == 3 * d * d && b_in.len() == 3 * d,
+                "gru: token inputs are steps x batch x hidden"
+            );
+            cache.gx.resize(3 * n, 0.0);
+            cache.rows.clear();
+            cache.rows.extend(0..b as u32);
+        }
+    }
     cache.h[..n].fill(0.0);
     for t in 0..s.steps {
         let (h_prev, h_rest) = cache.h[t * n..].split_at_mut(n);
@@ -193,10 +225,27 @@ pub fn forward(
             Output::Overwrite,
             1,
         );
+        let (projected, ids) = match input {
+            GruInput::Projected { table, ids } => (table, &ids[t * b..(t + 1) * b]),
+            GruInput::Tokens { x, w, b_in } => {
+                // gx (b x 3d) = x_t (b x d) · w (d x 3d) + b_in.
+                matmul(
+                    &mut cache.gx,
+                    Mat::new(&x[t * n..(t + 1) * n], b, d),
+                    Mat::new(w, d, 3 * d),
+                    Output::Overwrite,
+                    1,
+                );
+                for row in cache.gx.chunks_exact_mut(3 * d) {
+                    kernels::add_assign(row, b_in);
+                }
+                (cache.gx.as_slice(), cache.rows.as_slice())
+            }
+        };
         let gate = t * n..(t + 1) * n;
         cell_forward(
             projected,
-            &ids[t * b..(t + 1) * b],
+            ids,
             &cache.gh,
             b_rec,
             h_prev,
@@ -219,12 +268,25 @@ pub struct GruGradScratch {
     dgh: Vec<f32>,
 }
 
+/// The backward of `GruInput::Tokens`, done step by step while each step's
+/// `d(x·W + b_in)` is in cache: `x` and `w` as given to `forward`, and
+/// where to add `dw` (`hidden x 3·hidden`) and `db_in` (`3·hidden`) and
+/// write `dx` (each token's input-row gradient, laid out as `x`).
+pub struct TokenGrads<'a> {
+    pub x: &'a [f32],
+    pub w: &'a [f32],
+    pub dw: &'a mut [f32],
+    pub db_in: &'a mut [f32],
+    pub dx: &'a mut [f32],
+}
+
 /// Back-propagates `d_out` (the gradient of the last state) and, when
 /// given, `d_states` (the gradient of the state after each step, `steps x
 /// batch x hidden`: sequence training reads every step) through the steps. Writes the gradient of each step's input projection into
 /// `d_inputs` (`steps x batch x 3·hidden`, step-major like `forward`'s
 /// `ids`: one row per token, summed per projected row by the caller), and
-/// adds into `du` and `db_rec`.
+/// adds into `du` and `db_rec`; with `tokens`, through the input projection
+/// too.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     d_out: &[f32],
@@ -236,6 +298,7 @@ pub fn backward(
     d_inputs: &mut [f32],
     du: &mut [f32],
     db_rec: &mut [f32],
+    mut tokens: Option<TokenGrads>,
     scratch: &mut GruGradScratch,
 ) {
     let (b, d) = (s.batch, s.hidden);
@@ -277,6 +340,25 @@ pub fn backward(
             1,
         );
         add_column_sums(db_rec, &scratch.dgh, 3 * d);
+        if let Some(g) = tokens.as_mut() {
+            let dgx = &d_inputs[t * 3 * n..(t + 1) * 3 * n];
+            // dw (d x 3d) += x_tᵀ (d x b) · dgx (b x 3d); dx_t = dgx · wᵀ.
+            matmul(
+                g.dw,
+                Mat::new(&g.x[t * n..(t + 1) * n], b, d).t(),
+                Mat::new(dgx, b, 3 * d),
+                Output::Accumulate,
+                1,
+            );
+            add_column_sums(g.db_in, dgx, 3 * d);
+            matmul(
+                &mut g.dx[t * n..(t + 1) * n],
+                Mat::new(dgx, b, 3 * d),
+                Mat::new(g.w, d, 3 * d).t(),
+                Output::Overwrite,
+                1,
+            );
+        }
         // dh_prev (b x d) += dgh (b x 3d) · uᵀ (3d x d).
         matmul(
             &mut scratch.dh_prev,

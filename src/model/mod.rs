@@ -25,7 +25,7 @@ use crate::kernels;
 
 pub use batch::{fill_batch, fill_sequence_batch, history_before, sequence_row_ends, Batch};
 pub use embedding::{SparseRows, TouchedRows};
-use gru::{GruCache, GruGradScratch, GruShape};
+use gru::{GruCache, GruGradScratch, GruInput, GruShape};
 pub use loss::LossKind;
 use loss::{LossGrads, LossInputs};
 pub use params::{orthogonal, Grads, Params, TENSOR_NAMES};
@@ -138,6 +138,17 @@ pub fn logq_column_bias(
     }));
 }
 
+/// Where a tower chunk's tokens find their inputs; the chunk's windows
+/// index these tables' rows.
+#[derive(Clone, Copy)]
+pub enum TowerInput<'a> {
+    /// `rows x 3D`: each row's input projection `E[id]·W + b_in`.
+    Projected(&'a [f32]),
+    /// `rows x D`: the input rows themselves, projected token by token
+    /// inside the GRU (`GruInput::Tokens`).
+    Rows(&'a [f32]),
+}
+
 /// The query tower over one run of consecutive rows: its windows laid out
 /// step-major, the padding mask, the GRU's cache for the backward pass and
 /// this run's gradient accumulators. Training gives each thread one; the
@@ -151,9 +162,17 @@ pub struct TowerChunk {
     mask: Vec<f32>,
     cache: GruCache,
     scratch: GruGradScratch,
-    /// `D x 3D` and `3D`.
+    /// `TowerInput::Rows`: each token's input row, laid out as `ids` (`L x
+    /// rows x D`).
+    token_rows: Vec<f32>,
+    /// `D x 3D` and `3D`: of the recurrent kernel and bias, and with
+    /// `TowerInput::Rows` of the input kernel and bias too.
     d_recurrent: Vec<f32>,
     d_recurrent_bias: Vec<f32>,
+    d_kernel: Vec<f32>,
+    d_input_bias: Vec<f32>,
+    /// Whether the last `forward` projected its tokens (`TowerInput::Rows`).
+    projects_tokens: bool,
     /// Sequence training: the gradient of every step's state (`L x rows x
     /// D`) and a zero last-state gradient.
     d_states: Vec<f32>,
@@ -182,13 +201,13 @@ impl TowerChunk {
     }
 
     /// Runs the tower over `contexts` (`rows x L` windows from
-    /// `ModelSpec::cut_window`, or rewritten to touched-row slots); row `id`
-    /// of `projected` (`rows x 3D`) is `E[id]·W + b_in`.
+    /// `ModelSpec::cut_window`, or rewritten to touched-row slots), whose
+    /// ids are rows of `input`.
     pub fn forward(
         &mut self,
         spec: &ModelSpec,
         params: &Params,
-        projected: &[f32],
+        input: TowerInput,
         contexts: &[u32],
     ) {
         let l = spec.context_len;
@@ -207,9 +226,25 @@ impl TowerChunk {
         }
         let mask = spec.mask_padding.then_some(self.mask.as_slice());
         let shape = self.shape(spec);
+        let d = spec.dim;
+        self.projects_tokens = matches!(input, TowerInput::Rows(_));
+        let input = match input {
+            TowerInput::Projected(table) => GruInput::Projected {
+                table,
+                ids: &self.ids,
+            },
+            TowerInput::Rows(table) => {
+                self.token_rows.resize(self.ids.len() * d, 0.0);
+                embedding::gather_rows_serial(table, d, &self.ids, &mut self.token_rows);
+                GruInput::Tokens {
+                    x: &self.token_rows,
+                    w: &params.kernel,
+                    b_in: &params.input_bias,
+                }
+            }
+        };
         gru::forward(
-            projected,
-            &self.ids,
+            input,
             &params.recurrent_kernel,
             &params.recurrent_bias,
             mask,
@@ -234,13 +269,17 @@ impl TowerChunk {
     /// queries' gradients `d_queries` at the steps `query_slots` (`row · L +
     /// t`, this chunk's rows), into this chunk's accumulators and
     /// `d_inputs`, the gradient of each of its tokens' input projection (`L
-    /// x rows x 3D`, laid out as `ids`).
+    /// x rows x 3D`, laid out as `ids`); after a `TowerInput::Rows` forward,
+    /// through the projection too, into `d_rows` (`L x rows x D`, each
+    /// token's input-row gradient) and this chunk's `d_kernel` and
+    /// `d_input_bias`.
     fn backward(
         &mut self,
         spec: &ModelSpec,
         params: &Params,
         d_out: TowerGrad,
         d_inputs: &mut [f32],
+        d_rows: &mut [f32],
     ) {
         let d = spec.dim;
         let shape = self.shape(spec);
@@ -265,6 +304,21 @@ impl TowerChunk {
                 (self.d_last.as_slice(), Some(self.d_states.as_slice()))
             }
         };
+        let tokens = if self.projects_tokens {
+            self.d_kernel.clear();
+            self.d_kernel.resize(d * 3 * d, 0.0);
+            self.d_input_bias.clear();
+            self.d_input_bias.resize(3 * d, 0.0);
+            Some(gru::TokenGrads {
+                x: &self.token_rows,
+                w: &params.kernel,
+                dw: &mut self.d_kernel,
+                db_in: &mut self.d_input_bias,
+                dx: d_rows,
+            })
+        } else {
+            None
+        };
         gru::backward(
             d_out,
             d_states,
@@ -275,6 +329,7 @@ impl TowerChunk {
             d_inputs,
             &mut self.d_recurrent,
             &mut self.d_recurrent_bias,
+            tokens,
             &mut self.scratch,
         );
     }
@@ -535,7 +590,12 @@ impl QueryEncoder {
             return queries;
         }
         tower.rows = 0..0;
-        tower.forward(spec, params, &self.projected, &contexts);
+        tower.forward(
+            spec,
+            params,
+            TowerInput::Projected(&self.projected),
+            &contexts,
+        );
         tower.output(spec).to_vec()
     }
 }
@@ -554,9 +614,17 @@ pub struct Workspace {
     /// and the dropout mask of those rows.
     input_rows: Vec<f32>,
     input_mask: Vec<f32>,
-    /// `U x 3D`, their input projection `E·W + b_in`, and its gradient.
+    /// How the GRU's input projection is done for this batch (`Auto`
+    /// unless a test picks), and how the last forward did it.
+    pub projection: InputProjection,
+    projects_tokens: bool,
+    /// `U x 3D`, their input projection `E·W + b_in`, and its gradient
+    /// (`InputProjection::DistinctRows`).
     projected: Vec<f32>,
     d_projected: Vec<f32>,
+    /// `B·L x D`: each token's input-row gradient, laid out as `d_tokens`
+    /// (`InputProjection::Tokens`).
+    d_token_rows: Vec<f32>,
     /// `B·L x 3D`: the gradient of every token's input projection, the
     /// chunks' `d_inputs` one after another; and where each slot's tokens
     /// are in it (`slot_tokens[token_start[s]..token_start[s + 1]]`, in
@@ -600,6 +668,35 @@ pub struct Workspace {
     tower_mask: Vec<f32>,
     d_tower_output: Vec<f32>,
     d_tower_input: Vec<f32>,
+}
+
+/// Where the GRU's input projection `E[id]·W + b_in` is computed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InputProjection {
+    /// `Tokens` when the batch's distinct rows are at least half its
+    /// tokens, else `DistinctRows` (`cargo bench --bench scale` with
+    /// `SEQREC_SCALE_PROJECTION`: at 34% distinct `DistinctRows` was as
+    /// fast or faster, at 56% `Tokens` was faster).
+    #[default]
+    Auto,
+    /// Once per distinct row, into a `U x 3D` table the GRU reads by id:
+    /// few products when rows recur (a small catalogue), but at 10^6 items
+    /// a batch's rows are nearly all distinct and the table outgrows the
+    /// cache, so every step's reads are scattered misses.
+    DistinctRows,
+    /// Token by token inside the GRU, one step at a time (`GruInput::Tokens`),
+    /// so each step's projection is read while still in cache.
+    Tokens,
+}
+
+impl InputProjection {
+    fn per_token(self, distinct: usize, tokens: usize) -> bool {
+        match self {
+            InputProjection::Auto => 2 * distinct >= tokens,
+            InputProjection::DistinctRows => false,
+            InputProjection::Tokens => true,
+        }
+    }
 }
 
 impl Workspace {
@@ -688,26 +785,34 @@ impl Model<'_> {
     /// reading the input projection of the `U` rows in `ws.input_rows`.
     fn gru_forward(&self, ws: &mut Workspace, batch: &Batch) {
         let (d, l, u) = (self.spec.dim, self.spec.context_len, ws.inputs.len());
-        ws.projected.resize(u * 3 * d, 0.0);
-        embedding::project_table(
-            &ws.input_rows,
-            &self.params.kernel,
-            &self.params.input_bias,
-            d,
-            &mut ws.projected,
-            self.threads,
-        );
+        ws.projects_tokens = ws.projection.per_token(u, ws.local_contexts.len());
+        if !ws.projects_tokens {
+            ws.projected.resize(u * 3 * d, 0.0);
+            embedding::project_table(
+                &ws.input_rows,
+                &self.params.kernel,
+                &self.params.input_bias,
+                d,
+                &mut ws.projected,
+                self.threads,
+            );
+        }
         let ranges = row_ranges(batch.size, self.threads);
         ws.chunks.resize_with(ranges.len(), TowerChunk::default);
         ws.chunks.truncate(ranges.len());
         for (c, r) in ws.chunks.iter_mut().zip(ranges) {
             c.rows = r;
         }
-        let (spec, params, projected) = (self.spec, self.params, &ws.projected);
+        let (spec, params) = (self.spec, self.params);
+        let input = if ws.projects_tokens {
+            TowerInput::Rows(&ws.input_rows)
+        } else {
+            TowerInput::Projected(&ws.projected)
+        };
         let local_contexts = &ws.local_contexts;
         ws.chunks.par_iter_mut().for_each(|c| {
             let contexts = &local_contexts[c.rows.start * l..c.rows.end * l];
-            c.forward(spec, params, projected, contexts)
+            c.forward(spec, params, input, contexts)
         });
         gather_queries(
             spec,
@@ -1053,19 +1158,24 @@ impl Model<'_> {
         let (spec, params) = (self.spec, self.params);
         let d = spec.dim;
         let (u, l) = (ws.inputs.len(), spec.context_len);
-        ws.d_tokens.resize(ws.local_contexts.len() * 3 * d, 0.0);
+        let tokens = ws.local_contexts.len();
+        ws.d_tokens.resize(tokens * 3 * d, 0.0);
+        let row_cols = if ws.projects_tokens { d } else { 0 };
+        ws.d_token_rows.resize(tokens * row_cols, 0.0);
         let mut d_inputs = Vec::with_capacity(ws.chunks.len());
-        let mut rest = ws.d_tokens.as_mut_slice();
+        let (mut rest, mut rows_rest) =
+            (ws.d_tokens.as_mut_slice(), ws.d_token_rows.as_mut_slice());
         for c in &ws.chunks {
             let (mine, others) = rest.split_at_mut(c.rows.len() * l * 3 * d);
-            d_inputs.push(mine);
-            rest = others;
+            let (mine_rows, other_rows) = rows_rest.split_at_mut(c.rows.len() * l * row_cols);
+            d_inputs.push((mine, mine_rows));
+            (rest, rows_rest) = (others, other_rows);
         }
         let (d_queries, slots) = (&ws.d_queries, &ws.query_slots);
         ws.chunks
             .par_iter_mut()
             .zip(d_inputs)
-            .for_each(|(c, d_inputs)| {
+            .for_each(|(c, (d_inputs, d_rows))| {
                 let d_out = if slots.is_empty() {
                     TowerGrad::Last(&d_queries[c.rows.start * d..c.rows.end * d])
                 } else {
@@ -1075,7 +1185,7 @@ impl Model<'_> {
                         d_queries: &d_queries[q.start * d..q.end * d],
                     }
                 };
-                c.backward(spec, params, d_out, d_inputs)
+                c.backward(spec, params, d_out, d_inputs, d_rows)
             });
         // Each projected row's gradient is the sum of its tokens' rows, in
         // batch order whatever the thread count; in parallel over slots.
@@ -1088,6 +1198,33 @@ impl Model<'_> {
             &mut ws.token_start,
             &mut ws.slot_tokens,
         );
+        grads.recurrent_kernel.fill(0.0);
+        grads.recurrent_bias.fill(0.0);
+        for c in &ws.chunks {
+            kernels::add_assign(&mut grads.recurrent_kernel, &c.d_recurrent);
+            kernels::add_assign(&mut grads.recurrent_bias, &c.d_recurrent_bias);
+        }
+        let query = &mut grads.query_embedding;
+        query.values.clear();
+        query.values.resize(u * d, 0.0);
+        grads.kernel.fill(0.0);
+        grads.input_bias.fill(0.0);
+        if ws.projects_tokens {
+            // Each row's gradient is the sum of its tokens' input-row
+            // gradients; the kernel's, the chunks' in chunk order.
+            sum_rows_by_slot(
+                &ws.d_token_rows,
+                d,
+                &ws.token_start,
+                &ws.slot_tokens,
+                &mut query.values,
+            );
+            for c in &ws.chunks {
+                kernels::add_assign(&mut grads.kernel, &c.d_kernel);
+                kernels::add_assign(&mut grads.input_bias, &c.d_input_bias);
+            }
+            return;
+        }
         ws.d_projected.resize(u * 3 * d, 0.0);
         sum_rows_by_slot(
             &ws.d_tokens,
@@ -1096,18 +1233,6 @@ impl Model<'_> {
             &ws.slot_tokens,
             &mut ws.d_projected,
         );
-        grads.recurrent_kernel.fill(0.0);
-        grads.recurrent_bias.fill(0.0);
-        for c in &ws.chunks {
-            kernels::add_assign(&mut grads.recurrent_kernel, &c.d_recurrent);
-            kernels::add_assign(&mut grads.recurrent_bias, &c.d_recurrent_bias);
-        }
-
-        let query = &mut grads.query_embedding;
-        query.values.clear();
-        query.values.resize(u * d, 0.0);
-        grads.kernel.fill(0.0);
-        grads.input_bias.fill(0.0);
         embedding::project_table_backward(
             &ws.input_rows,
             &params.kernel,
