@@ -329,35 +329,6 @@ pub fn prefetch<T>(row: &[T]) {
     let _ = row;
 }
 
-/// Asks Linux to back the 2 MiB-aligned interior of `buf` with transparent
-/// huge pages, for tables too large for the cache whose rows are read in
-/// random order (an embedding table and its optimiser moments at 10^6
-/// items): in 4 KiB pages each such read is a TLB miss as well as a cache
-/// miss. Where THP is in `madvise` mode (the common default), only memory
-/// that asks gets huge pages. Call it before the pages are first written:
-/// pages already in place stay small until the kernel collapses them.
-/// Buffers under 4 MiB are left alone. A hint only: contents never change.
-pub fn advise_huge_pages(buf: &[f32]) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE_PAGE: usize = 2 << 20;
-        let (start, len) = (buf.as_ptr() as usize, std::mem::size_of_val(buf));
-        if len < 2 * HUGE_PAGE {
-            return;
-        }
-        let first = start.next_multiple_of(HUGE_PAGE);
-        let end = (start + len) / HUGE_PAGE * HUGE_PAGE;
-        // SAFETY: advice on whole pages inside `buf`'s own allocation; it
-        // changes no byte, and a refusal (THP off, an old kernel) is
-        // harmless, so the result is ignored.
-        unsafe {
-            libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = buf;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,6 @@ use rand_distr::{Distribution, StandardNormal};
 
 use super::embedding::SparseRows;
 use super::spec::{ModelSpec, QueryTower};
-use crate::kernels;
 
 /// Every learned tensor, each a flat row-major `f32` buffer.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,13 +40,8 @@ pub const TENSOR_NAMES: [&str; 7] = [
 
 impl Params {
     pub fn zeros(spec: &ModelSpec) -> Params {
-        // Zeroed memory is mapped lazily, so advice given now holds when the
-        // tables are first written (the moments, `init`'s random values).
-        let [qe, k, rk, ib, rb, ce, tw] = Params::shapes(spec).map(|s| {
-            let t = vec![0.0; s.iter().product()];
-            kernels::advise_huge_pages(&t);
-            t
-        });
+        let [qe, k, rk, ib, rb, ce, tw] =
+            Params::shapes(spec).map(|s| vec![0.0; s.iter().product()]);
         Params {
             query_embedding: qe,
             kernel: k,
@@ -119,17 +113,12 @@ impl Params {
     /// Deterministic from `seed`.
     pub fn init(spec: &ModelSpec, seed: u64) -> Params {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let d = spec.dim;
+        let (v, d) = (spec.vocab_size, spec.dim);
         let mut p = Params::zeros(spec);
         let uniform = |rng: &mut ChaCha8Rng, n: usize, limit: f32| -> Vec<f32> {
             (0..n).map(|_| rng.random_range(-limit..limit)).collect()
         };
-        // The tables are filled in place, keeping `zeros`' huge-page advice.
-        let fill = |rng: &mut ChaCha8Rng, t: &mut [f32], limit: f32| {
-            t.iter_mut()
-                .for_each(|x| *x = rng.random_range(-limit..limit))
-        };
-        fill(&mut rng, &mut p.query_embedding, 0.05);
+        p.query_embedding = uniform(&mut rng, v * d, 0.05);
         match spec.tower {
             QueryTower::Gru => {
                 let glorot = (6.0 / (d + 3 * d) as f64).sqrt() as f32;
@@ -141,7 +130,7 @@ impl Params {
                     super::sasrec::init_weights(spec.context_len, d, spec.blocks, &mut rng);
             }
         }
-        fill(&mut rng, &mut p.candidate_embedding, 0.05);
+        p.candidate_embedding = uniform(&mut rng, v * d, 0.05);
         p
     }
 }
