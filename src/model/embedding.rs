@@ -54,6 +54,24 @@ impl TouchedRows {
         *slot
     }
 
+    /// Renumbers the slots in id order, so that later passes over the
+    /// rows (gathering them, the lazy optimiser's update) walk the table
+    /// forwards, and rewrites `slots` (slot numbers from before) to match.
+    /// Slot 0 stays id 0's when id 0 is in.
+    pub fn sort(&mut self, slots: &mut [u32], renumber: &mut Vec<u32>) {
+        self.ids.sort_unstable();
+        renumber.clear();
+        renumber.resize(self.ids.len(), 0);
+        for (k, &id) in self.ids.iter().enumerate() {
+            let slot = &mut self.slot_of[id as usize];
+            renumber[*slot as usize] = k as u32;
+            *slot = k as u32;
+        }
+        for s in slots.iter_mut() {
+            *s = renumber[*s as usize];
+        }
+    }
+
     /// The slot of `id`, if touched.
     pub fn slot(&self, id: u32) -> Option<u32> {
         self.slot_of
@@ -211,4 +229,28 @@ pub fn project_table_backward(
         Output::Accumulate,
         threads,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorting_touched_rows_keeps_every_slot_on_its_id() {
+        let mut rows = TouchedRows::default();
+        rows.clear(50);
+        let ids = [0, 42, 7, 42, 19, 3, 7, 0, 31];
+        let mut slots: Vec<u32> = ids.iter().map(|&id| rows.insert(id)).collect();
+        assert_eq!(rows.ids, [0, 42, 7, 19, 3, 31]);
+        rows.sort(&mut slots, &mut Vec::new());
+        assert_eq!(rows.ids, [0, 3, 7, 19, 31, 42]);
+        for (&id, &slot) in ids.iter().zip(&slots) {
+            assert_eq!(rows.ids[slot as usize], id);
+            assert_eq!(rows.slot(id), Some(slot));
+        }
+        // Forgetting them resets every entry, as after inserts alone.
+        rows.clear(50);
+        assert!(ids.iter().all(|&id| rows.slot(id).is_none()));
+        assert_eq!(rows.insert(42), 0);
+    }
 }

@@ -610,6 +610,7 @@ pub struct Workspace {
     /// their slots, `B x L`.
     inputs: TouchedRows,
     local_contexts: Vec<u32>,
+    renumbered_slots: Vec<u32>,
     /// `U x D`: the touched rows of the input table, input dropout applied,
     /// and the dropout mask of those rows.
     input_rows: Vec<f32>,
@@ -762,6 +763,14 @@ impl Model<'_> {
             ws.local_contexts.push(slot);
         }
         let u = ws.inputs.len();
+        // Where the batch reads much of the table, rows in id order let the
+        // gather and the lazy optimiser stream it (at 62,967 ids the lazy
+        // update took 1.7 ms instead of 2.3-2.9; at 10^6 ids, where rows
+        // are far apart, it measured the same either way).
+        if 8 * u >= v {
+            ws.inputs
+                .sort(&mut ws.local_contexts, &mut ws.renumbered_slots);
+        }
         ws.input_rows.resize(u * d, 0.0);
         embedding::gather_rows(
             &self.params.query_embedding,
