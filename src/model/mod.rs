@@ -615,8 +615,8 @@ pub struct Workspace {
     /// and the dropout mask of those rows.
     input_rows: Vec<f32>,
     input_mask: Vec<f32>,
-    /// How the GRU's input projection is done for this batch (`Auto`
-    /// unless a test picks), and how the last forward did it.
+    /// How the GRU's input projection is done (`Auto` unless a test or a
+    /// bench picks), and how the last forward did it.
     pub projection: InputProjection,
     projects_tokens: bool,
     /// `U x 3D`, their input projection `E·W + b_in`, and its gradient
