@@ -171,8 +171,6 @@ pub struct TowerChunk {
     d_recurrent_bias: Vec<f32>,
     d_kernel: Vec<f32>,
     d_input_bias: Vec<f32>,
-    /// Whether the last `forward` projected its tokens (`TowerInput::Rows`).
-    projects_tokens: bool,
     /// Sequence training: the gradient of every step's state (`L x rows x
     /// D`) and a zero last-state gradient.
     d_states: Vec<f32>,
@@ -227,7 +225,6 @@ impl TowerChunk {
         let mask = spec.mask_padding.then_some(self.mask.as_slice());
         let shape = self.shape(spec);
         let d = spec.dim;
-        self.projects_tokens = matches!(input, TowerInput::Rows(_));
         let input = match input {
             TowerInput::Projected(table) => GruInput::Projected {
                 table,
@@ -269,17 +266,17 @@ impl TowerChunk {
     /// queries' gradients `d_queries` at the steps `query_slots` (`row · L +
     /// t`, this chunk's rows), into this chunk's accumulators and
     /// `d_inputs`, the gradient of each of its tokens' input projection (`L
-    /// x rows x 3D`, laid out as `ids`); after a `TowerInput::Rows` forward,
-    /// through the projection too, into `d_rows` (`L x rows x D`, each
-    /// token's input-row gradient) and this chunk's `d_kernel` and
-    /// `d_input_bias`.
+    /// x rows x 3D`, laid out as `ids`); given `d_rows` (after a
+    /// `TowerInput::Rows` forward), through the projection too, into
+    /// `d_rows` (`L x rows x D`, each token's input-row gradient) and this
+    /// chunk's `d_kernel` and `d_input_bias`.
     fn backward(
         &mut self,
         spec: &ModelSpec,
         params: &Params,
         d_out: TowerGrad,
         d_inputs: &mut [f32],
-        d_rows: &mut [f32],
+        d_rows: Option<&mut [f32]>,
     ) {
         let d = spec.dim;
         let shape = self.shape(spec);
@@ -304,21 +301,19 @@ impl TowerChunk {
                 (self.d_last.as_slice(), Some(self.d_states.as_slice()))
             }
         };
-        let tokens = if self.projects_tokens {
+        let tokens = d_rows.map(|dx| {
             self.d_kernel.clear();
             self.d_kernel.resize(d * 3 * d, 0.0);
             self.d_input_bias.clear();
             self.d_input_bias.resize(3 * d, 0.0);
-            Some(gru::TokenGrads {
+            gru::TokenGrads {
                 x: &self.token_rows,
                 w: &params.kernel,
                 dw: &mut self.d_kernel,
                 db_in: &mut self.d_input_bias,
-                dx: d_rows,
-            })
-        } else {
-            None
-        };
+                dx,
+            }
+        });
         gru::backward(
             d_out,
             d_states,
@@ -1177,7 +1172,7 @@ impl Model<'_> {
         for c in &ws.chunks {
             let (mine, others) = rest.split_at_mut(c.rows.len() * l * 3 * d);
             let (mine_rows, other_rows) = rows_rest.split_at_mut(c.rows.len() * l * row_cols);
-            d_inputs.push((mine, mine_rows));
+            d_inputs.push((mine, ws.projects_tokens.then_some(mine_rows)));
             (rest, rows_rest) = (others, other_rows);
         }
         let (d_queries, slots) = (&ws.d_queries, &ws.query_slots);
