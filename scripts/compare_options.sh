@@ -11,7 +11,11 @@
 # TABLE (default "options": each option of the reference's window training
 # alone; "sequence": sequence training, both towers at contexts 10, 50 and
 # 200, and each loss, written to docs/training-sequence.md), ROWS (only the
-# rows whose name contains this text).
+# rows whose name contains this text), EXTRA_FLAGS (added after every row's
+# flags, which they override: e.g. "--epochs 10 --patience 3" for a shorter
+# schedule on bigger data), RESULTS (a JSON-lines file the runs are appended
+# to and the table is made from, kept between calls, so a long table can be
+# measured a few rows at a time).
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
 cd "$root"
@@ -78,7 +82,8 @@ if [[ -n ${ROWS:-} ]]; then
   configs=("${kept[@]}")
 fi
 
-results=$work/results.jsonl
+results=${RESULTS:-$work/results.jsonl}
+touch "$results"
 for ds in $datasets; do
   case $ds in
     ml100k) data=$ml100k ;;
@@ -86,11 +91,11 @@ for ds in $datasets; do
     *) echo "unknown dataset $ds" >&2; exit 2 ;;
   esac
   for entry in "${configs[@]}"; do
-    name=${entry%%|*}
+    name=${entry%%|*}${EXTRA_FLAGS:+ (with $EXTRA_FLAGS)}
     flags=${entry#*|}
     for seed in $seeds; do
       # shellcheck disable=SC2086
-      "$bin" --quiet train "$data" --out "$work/model" --seed "$seed" --threads "$threads" --json $flags >"$work/run.json"
+      "$bin" --quiet train "$data" --out "$work/model" --seed "$seed" --threads "$threads" --json $flags ${EXTRA_FLAGS:-} >"$work/run.json"
       python3 - "$ds" "$name" "$seed" "$work/run.json" >>"$results" <<'PY'
 import json, sys
 ds, name, seed, path = sys.argv[1:]
