@@ -12,8 +12,8 @@
 # alone; "sequence": sequence training, both towers at contexts 10, 50 and
 # 200, and each loss, written to docs/training-sequence.md), ROWS (only the
 # rows whose name contains this text), EXTRA_FLAGS (added after every row's
-# flags, which they override: e.g. "--epochs 10 --patience 3" for a shorter
-# schedule on bigger data), RESULTS (a JSON-lines file the runs are appended
+# flags, which they override: e.g. "--epochs 10" for a shorter schedule on
+# bigger data), RESULTS (a JSON-lines file the runs are appended
 # to and the table is made from, kept between calls, so a long table can be
 # measured a few rows at a time).
 set -euo pipefail
@@ -109,10 +109,12 @@ PY
   done
 done
 
-python3 - "$results" "$out" "$synth/synth.json" "$seeds" <<'PY'
+python3 - "$results" "$out" "$synth/synth.json" <<'PY'
 import json, sys, statistics, os, platform
-results, out, synth_json, seeds = sys.argv[1:]
+results, out, synth_json = sys.argv[1:]
 rows = [json.loads(l) for l in open(results)]
+# RESULTS may hold runs of earlier calls: name the seeds actually measured.
+seeds = [str(x) for x in sorted({r["seed"] for r in rows})]
 ceiling = json.load(open(synth_json)) if os.path.exists(synth_json) else None
 def cell(vals, digits=4):
     m = statistics.mean(vals)
@@ -120,7 +122,7 @@ def cell(vals, digits=4):
 title = "Training options, measured" if os.path.basename(out) == "training-options.md" else "Sequence training, measured"
 lines = [f"# {title}", "",
          "Made by `scripts/compare_options.sh`: each row is `seqrec train` with the reference's settings plus the flags",
-         "named, over seeds " + ", ".join(seeds.split()) + f" ({len(seeds.split())} runs per row, mean and min-max).",
+         "named, over seeds " + ", ".join(seeds) + " (mean and min-max of each row's runs).",
          "Metrics are on the test examples (each user's last item), ranked against the full catalogue with the",
          "user's earlier items excluded; a label tied with others ranks after them. Time is training only,",
          f"2 threads on this machine ({platform.processor() or platform.machine()}); times count any other",
