@@ -70,8 +70,9 @@ fn ref_gru_states(
 
 /// Sum over rows of `logsumexp(row) - row[i]`, with the options of the
 /// engine: row `i`'s positive at column `positives[i]` when given, and with
-/// `gbce = (β, first_negative)` the gBCE loss `β·softplus(−s⁺) + Σ⁻
-/// softplus(s⁻)` over the negatives from column `first_negative` on instead.
+/// `gbce = (β, first_negative, o)` the gBCE loss `β·softplus(−(s⁺ + o)) +
+/// Σ⁻ softplus(s⁻ + o)` over the negatives from column `first_negative` on
+/// instead.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn ref_loss(
     q: &[f64],
@@ -82,7 +83,7 @@ pub(super) fn ref_loss(
     ids: Option<&[u32]>,
     bias: Option<&[f64]>,
     positives: Option<&[u32]>,
-    gbce: Option<(f64, usize)>,
+    gbce: Option<(f64, usize, f64)>,
     excluded: Option<&[Vec<usize>]>,
 ) -> f64 {
     let softplus = |x: f64| x.max(0.0) + (-x.abs()).exp().ln_1p();
@@ -99,12 +100,12 @@ pub(super) fn ref_loss(
         let kept: Vec<usize> = (0..cols)
             .filter(|&j| j == i || (ids.is_none_or(|ids| ids[j] != ids[i]) && !excluded_here(j)))
             .collect();
-        if let Some((beta, first_negative)) = gbce {
-            total += beta * softplus(-logits[i]);
+        if let Some((beta, first_negative, offset)) = gbce {
+            total += beta * softplus(-(logits[i] + offset));
             total += kept
                 .iter()
                 .filter(|&&j| j != i && j >= first_negative)
-                .map(|&j| softplus(logits[j]))
+                .map(|&j| softplus(logits[j] + offset))
                 .sum::<f64>();
             continue;
         }
@@ -324,7 +325,9 @@ fn ref_loss_from_states(
         o.gbce_t.map(|t| {
             // The negatives: the extra ones, or every other item.
             let negatives = ids.len() - in_batch - usize::from(in_batch == 0);
-            (loss::gbce_beta(t, negatives, v - 1) as f64, in_batch)
+            let beta = loss::gbce_beta(t, negatives, v - 1) as f64;
+            // ln(β / negatives), computed independently of the engine's.
+            (beta, in_batch, (beta / negatives as f64).ln())
         }),
         o.exclude_history
             .then(|| {
@@ -598,9 +601,9 @@ fn loss_backward_matches_finite_differences() {
         (false, true, 2, false, None),
         (true, false, 1, false, None),
         (true, true, 2, true, None),
-        (false, false, 1, false, Some((1.0f32, 0))),
-        (true, true, 2, true, Some((0.3, 40))),
-        (false, true, 1, true, Some((0.05, 60))),
+        (false, false, 1, false, Some((1.0f32, 0, 0.0f32))),
+        (true, true, 2, true, Some((0.3, 40, -1.7))),
+        (false, true, 1, true, Some((0.05, 60, 0.4))),
     ] {
         let ids_opt = use_ids.then_some(ids.as_slice());
         let bias_opt = use_bias.then_some(bias.as_slice());
@@ -618,15 +621,17 @@ fn loss_backward_matches_finite_differences() {
             column_ids: ids_opt,
             column_bias: use_bias.then_some(bias_f32.as_slice()),
             positives: use_positives.then_some(positives.as_slice()),
-            kind: gbce.map_or(loss::LossKind::Softmax, |(beta, first_negative)| {
-                loss::LossKind::Gbce {
+            kind: gbce.map_or(
+                loss::LossKind::Softmax,
+                |(beta, first_negative, logit_offset)| loss::LossKind::Gbce {
                     beta,
                     first_negative,
-                }
-            }),
+                    logit_offset,
+                },
+            ),
         };
         let pos_opt = use_positives.then_some(positives.as_slice());
-        let gbce_opt = gbce.map(|(b, first)| (b as f64, first));
+        let gbce_opt = gbce.map(|(b, first, o)| (b as f64, first, o as f64));
         let reference = |q: &[f64], c: &[f64]| {
             ref_loss(
                 q, c, rows, cols, d, ids_opt, bias_opt, pos_opt, gbce_opt, excl_opt,
@@ -671,6 +676,66 @@ fn gbce_beta_spans_plain_bce_to_the_sampling_rate() {
     assert!((loss::gbce_beta(0.5, 100, 1001) - 0.55).abs() < 1e-6);
     // Every item a negative: alpha = 1, beta = 1 whatever t.
     assert!((loss::gbce_beta(0.75, 1000, 1001) - 1.0).abs() < 1e-6);
+}
+
+#[test]
+fn gbce_prior_offset_starts_a_new_model_where_the_shift_gradient_vanishes() {
+    // beta (1 - sigma(o)) = negatives sigma(o), solved independently.
+    for (beta, negatives) in [(0.36f32, 256usize), (1.0, 1681), (0.05, 3)] {
+        let o = loss::gbce_prior_offset(beta, negatives) as f64;
+        let sig = 1.0 / (1.0 + (-o).exp());
+        let (pull, push) = (beta as f64 * (1.0 - sig), negatives as f64 * sig);
+        assert!(
+            (pull - push).abs() < 1e-5 * push,
+            "{beta} {negatives}: {pull} vs {push}"
+        );
+    }
+    // Every score zero (queries orthogonal to one shared candidate vector):
+    // a query's gradient is the sum of its row's logit gradients times that
+    // vector, zero with the offset and a push down (positive) without it.
+    let (rows, negatives, d) = (3, 8, 2);
+    let cols = rows + negatives;
+    let c: Vec<f32> = (0..cols).flat_map(|_| [1.0f32, 0.0]).collect();
+    let q: Vec<f32> = (0..rows).flat_map(|_| [0.0f32, 1.0]).collect();
+    let beta = loss::gbce_beta(0.75, negatives, 50);
+    for (offset, vanishes) in [
+        (loss::gbce_prior_offset(beta, negatives), true),
+        (0.0, false),
+    ] {
+        let (mut dq, mut dc) = (vec![0.0f32; rows * d], vec![0.0f32; cols * d]);
+        let inputs = LossInputs {
+            q: &q,
+            c: &c,
+            rows,
+            cols,
+            d,
+            column_ids: None,
+            column_bias: None,
+            positives: None,
+            excluded: None,
+            kind: loss::LossKind::Gbce {
+                beta,
+                first_negative: rows,
+                logit_offset: offset,
+            },
+        };
+        let grads = LossGrads {
+            dq: &mut dq,
+            dc: &mut dc,
+            scale: 1.0,
+        };
+        loss::in_batch_softmax(&inputs, Some(grads), 1);
+        for row in 0..rows {
+            let shift = dq[row * d];
+            if vanishes {
+                assert!(shift.abs() < 1e-5, "row {row}: {shift}");
+            } else {
+                // Half of each negative's weight against half the positive's.
+                let want = negatives as f32 * 0.5 - beta * 0.5;
+                assert!((shift - want).abs() < 1e-4, "row {row}: {shift} vs {want}");
+            }
+        }
+    }
 }
 
 #[test]

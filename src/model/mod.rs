@@ -1025,9 +1025,11 @@ impl Model<'_> {
             kind: step.gbce_t.map_or(LossKind::Softmax, |t| {
                 let first_negative = ws.label_column_count;
                 let negatives = cols - first_negative - usize::from(first_negative == 0);
+                let beta = loss::gbce_beta(t, negatives, self.spec.vocab_size - 1);
                 LossKind::Gbce {
-                    beta: loss::gbce_beta(t, negatives, self.spec.vocab_size - 1),
+                    beta,
                     first_negative,
+                    logit_offset: loss::gbce_prior_offset(beta, negatives),
                 }
             }),
         };
