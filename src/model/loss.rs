@@ -204,10 +204,9 @@ dispatch! {
                 *x += b;
             }
         }
-        for x in s.iter_mut() {
-            *x += logit_offset;
-        }
-        let positive = s[pos];
+        // The offset is added where a logit is used: the columns before
+        // `first_negative` never are.
+        let positive = s[pos] + logit_offset;
         // An excluded column is no negative: marked NaN, skipped below.
         for &j in excluded {
             if j as usize != pos {
@@ -228,10 +227,11 @@ dispatch! {
                 *x = 0.0;
                 continue;
             }
-            let e = fast_exp(-x.abs());
-            loss += (x.max(0.0) + (1.0 + e).ln()) as f64;
+            let z = *x + logit_offset;
+            let e = fast_exp(-z.abs());
+            loss += (z.max(0.0) + (1.0 + e).ln()) as f64;
             let inv = 1.0 / (1.0 + e);
-            *x = scale * if *x >= 0.0 { inv } else { e * inv };
+            *x = scale * if z >= 0.0 { inv } else { e * inv };
         }
         let e = fast_exp(-positive.abs());
         let softplus_pos = positive.max(0.0) + (1.0 + e).ln();
