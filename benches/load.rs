@@ -434,7 +434,9 @@ fn main() {
             model
         }
     };
-    let saved = seqrec::checkpoint::load(&model).expect("load the model");
+    let saved = seqrec::checkpoint::load_for_inference(&model)
+        .expect("load the model")
+        .artifact;
     let items: Vec<u32> = (0..saved.catalog.is_item.len() as u32)
         .filter(|&i| saved.catalog.is_item[i as usize])
         .collect();

@@ -24,7 +24,6 @@ use seqrec::model::{
     Workspace,
 };
 use seqrec::train::adamw::{AdamW, AdamWConfig, Optimizer};
-use seqrec::train::session::thread_pool;
 
 use common::{env, median};
 
@@ -138,7 +137,9 @@ impl Setup {
 
 fn main() {
     // 0: one thread per core, as `seqrec train --threads 0`.
-    let (pool, threads) = thread_pool(env("SEQREC_BENCH_THREADS", 0)).expect("thread pool");
+    let (pool, threads) =
+        seqrec::workers::pool("SEQREC_BENCH_THREADS", env("SEQREC_BENCH_THREADS", 0))
+            .expect("thread pool");
     let steps = env("SEQREC_BENCH_STEPS", 20);
     let vocabs: Vec<usize> = std::env::var("SEQREC_SCALE_VOCABS")
         .unwrap_or_else(|_| "3953,62967,1000000".into())

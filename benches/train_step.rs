@@ -17,7 +17,6 @@ use seqrec::model::{
     fill_batch, Batch, Grads, Model, ModelOptions, Params, StepOptions, Workspace,
 };
 use seqrec::train::adamw::AdamW;
-use seqrec::train::session::thread_pool;
 use seqrec::train::TrainConfig;
 
 use common::{env, median};
@@ -37,7 +36,9 @@ fn time_gemm(a: Mat, b: Mat, threads: usize) -> f64 {
 
 fn main() {
     // 0: one thread per core, as `seqrec train --threads 0`.
-    let (pool, threads) = thread_pool(env("SEQREC_BENCH_THREADS", 0)).expect("thread pool");
+    let (pool, threads) =
+        seqrec::workers::pool("SEQREC_BENCH_THREADS", env("SEQREC_BENCH_THREADS", 0))
+            .expect("thread pool");
     let steps = env("SEQREC_BENCH_STEPS", 30);
     let dir = tempfile::tempdir().expect("temp dir");
     generate(&SynthConfig::default(), dir.path(), false).expect("synthetic data");

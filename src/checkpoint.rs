@@ -6,7 +6,10 @@
 //! bad file is an error, not a panic.
 //!
 //! This module sits above `train` (it saves what training returns) and
-//! below `retrieval` (which loads what it saved).
+//! below `retrieval` (which loads what it saved). Inference reads a
+//! `SavedModel`: the `model::Artifact` and the training's record as the
+//! file's JSON, so `retrieval`, `eval`, `serve` and `export` need nothing of
+//! `train`; `load` reads the whole `TrainedModel` for `--resume`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,10 +18,10 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Catalog, DataSettings, UserHistories};
-use crate::model::{ModelSpec, Params, TENSOR_NAMES};
+use crate::model::{Artifact, ModelSpec, Params, TENSOR_NAMES};
 use crate::text::{escaped, quoted};
 use crate::train::adamw::AdamW;
-use crate::train::{EpochReport, TrainConfig, TrainState, TrainedModel};
+use crate::train::{EpochReport, TrainConfig, TrainedModel};
 
 /// Marks a safetensors file as a seqrec model.
 pub const FORMAT: &str = "seqrec-model";
@@ -27,14 +30,17 @@ pub const FORMAT: &str = "seqrec-model";
 pub const FORMAT_VERSION: u32 = 2;
 const META_KEY: &str = "seqrec";
 
-/// Everything in a model file besides the tensors.
+/// Everything in a model file besides the tensors. The training's settings
+/// and history are typed when written (`TrainConfig`, `EpochReport`) and
+/// read as JSON values first, so a load for inference never interprets
+/// them (`SavedModel`); `load` converts them for training.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct ModelMeta {
+struct ModelMeta<Settings = TrainConfig, Epoch = EpochReport> {
     format: String,
     version: u32,
     spec: ModelSpec,
-    train: TrainConfig,
-    history: Vec<EpochReport>,
+    train: Settings,
+    history: Vec<Epoch>,
     optimizer_step: u64,
     dataset: String,
     titles: Vec<String>,
@@ -45,6 +51,29 @@ struct ModelMeta {
     user_keys: Vec<String>,
     best_epoch: Option<usize>,
     data: DataSettings,
+}
+
+/// The metadata as read: the training's part left as JSON.
+type StoredMeta = ModelMeta<serde_json::Value, serde_json::Value>;
+
+/// What training recorded about a model, as the file holds it: shown by
+/// inference (`serve`'s `/v1/model`), never interpreted by it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrainingRecord {
+    /// The training settings (`TrainConfig` as JSON).
+    pub settings: serde_json::Value,
+    /// One `EpochReport` a trained epoch, as JSON.
+    pub history: Vec<serde_json::Value>,
+    pub optimizer_step: u64,
+    pub best_epoch: Option<usize>,
+}
+
+/// A model file read for inference: the model and its training's record,
+/// without the optimiser's moments.
+#[derive(Debug, Clone)]
+pub struct SavedModel {
+    pub artifact: Artifact,
+    pub record: TrainingRecord,
 }
 
 /// Just enough of the metadata to say which version a file is.
@@ -94,12 +123,13 @@ fn u32_bytes(v: &[u32]) -> Vec<u8> {
 /// Builds the file's bytes. Deterministic: the same model gives the same
 /// bytes (one metadata key, so no hash-map ordering enters the header).
 pub fn to_bytes(model: &TrainedModel) -> Result<Vec<u8>, FormatError> {
-    let shapes = Params::shapes(&model.spec);
+    let artifact = &model.artifact;
+    let shapes = Params::shapes(&artifact.spec);
     let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     let groups = [
-        ("", &model.state.params),
-        ("adam_m.", &model.state.optimizer.m),
-        ("adam_v.", &model.state.optimizer.v),
+        ("", &artifact.params),
+        ("adam_m.", &model.optimizer.m),
+        ("adam_v.", &model.optimizer.v),
     ];
     for (prefix, params) in groups {
         for ((name, shape), data) in TENSOR_NAMES.iter().zip(&shapes).zip(params.tensors()) {
@@ -110,7 +140,7 @@ pub fn to_bytes(model: &TrainedModel) -> Result<Vec<u8>, FormatError> {
             }
         }
     }
-    let users = &model.users;
+    let users = &artifact.users;
     let user_tensors = [
         ("user_items", users.items.len(), u32_bytes(&users.items)),
         (
@@ -129,20 +159,20 @@ pub fn to_bytes(model: &TrainedModel) -> Result<Vec<u8>, FormatError> {
         )
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
         .map_err(|e| format!("{e:?}"))?;
-    let meta = ModelMeta {
+    let meta: ModelMeta = ModelMeta {
         format: FORMAT.into(),
         version: FORMAT_VERSION,
-        spec: model.spec,
+        spec: artifact.spec,
         train: model.config.clone(),
-        history: model.state.history.clone(),
-        optimizer_step: model.state.optimizer.step,
-        dataset: model.dataset.clone(),
-        titles: model.catalog.titles.clone(),
-        is_item: model.catalog.is_item.clone(),
-        item_keys: model.catalog.keys.clone(),
-        user_keys: model.users.keys.clone(),
+        history: model.history.clone(),
+        optimizer_step: model.optimizer.step,
+        dataset: artifact.dataset.clone(),
+        titles: artifact.catalog.titles.clone(),
+        is_item: artifact.catalog.is_item.clone(),
+        item_keys: artifact.catalog.keys.clone(),
+        user_keys: artifact.users.keys.clone(),
         best_epoch: model.best_epoch,
-        data: model.data,
+        data: artifact.data,
     };
     let json = serde_json::to_string(&meta).map_err(|e| e.to_string())?;
     let meta = HashMap::from([(META_KEY.to_string(), json)]);
@@ -208,7 +238,7 @@ fn read_u32s(st: &SafeTensors, name: &str) -> Result<Vec<u32>, String> {
 
 /// Checks that the stored histories are well formed: offsets rise from 0 to
 /// the item count, one more than the users, every id inside the vocabulary.
-fn read_users(st: &SafeTensors, meta: &ModelMeta) -> Result<UserHistories, String> {
+fn read_users(st: &SafeTensors, meta: &StoredMeta) -> Result<UserHistories, String> {
     let items = read_u32s(st, "user_items")?;
     let offsets = read_u32s(st, "user_offsets")?;
     let ok = offsets.len() == meta.user_keys.len() + 1
@@ -233,7 +263,9 @@ fn read_users(st: &SafeTensors, meta: &ModelMeta) -> Result<UserHistories, Strin
 
 /// Parses a model file's bytes, checking every field.
 pub fn from_bytes(bytes: &[u8]) -> Result<TrainedModel, FormatError> {
-    parse(bytes, Moments::Read).map_err(FormatError)
+    parse(bytes, Moments::Read)
+        .and_then(Parsed::into_trained)
+        .map_err(FormatError)
 }
 
 /// Whether a load reads the optimiser's moments: training resumes from
@@ -245,7 +277,50 @@ enum Moments {
     Skip,
 }
 
-fn parse(bytes: &[u8], moments: Moments) -> Result<TrainedModel, String> {
+/// A file's contents, checked: the moments only when asked for.
+struct Parsed {
+    saved: SavedModel,
+    moments: Option<(Params, Params)>,
+}
+
+impl Parsed {
+    /// The whole model for training: the recorded settings and history
+    /// typed again, the moments beside the parameters.
+    fn into_trained(self) -> Result<TrainedModel, String> {
+        let SavedModel { artifact, record } = self.saved;
+        let invalid = |what: &str, e: serde_json::Error| {
+            format!(
+                "the seqrec metadata's {what} are not valid: {}",
+                escaped(&e.to_string())
+            )
+        };
+        let config: TrainConfig =
+            serde_json::from_value(record.settings).map_err(|e| invalid("training settings", e))?;
+        let history = record
+            .history
+            .into_iter()
+            .map(serde_json::from_value)
+            .collect::<Result<Vec<EpochReport>, _>>()
+            .map_err(|e| invalid("epoch reports", e))?;
+        let (m, v) = self
+            .moments
+            .ok_or_else(|| "the optimiser's moments were not read".to_string())?;
+        Ok(TrainedModel {
+            artifact,
+            optimizer: AdamW {
+                cfg: config.optimizer(),
+                step: record.optimizer_step,
+                m,
+                v,
+            },
+            config,
+            history,
+            best_epoch: record.best_epoch,
+        })
+    }
+}
+
+fn parse(bytes: &[u8], moments: Moments) -> Result<Parsed, String> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| {
         format!(
             "not a safetensors file (truncated or corrupt?): {}",
@@ -286,7 +361,7 @@ fn parse(bytes: &[u8], moments: Moments) -> Result<TrainedModel, String> {
             }
         ));
     }
-    let meta: ModelMeta = serde_json::from_str(meta_json).map_err(invalid)?;
+    let meta: StoredMeta = serde_json::from_str(meta_json).map_err(invalid)?;
     let spec = meta.spec;
     // Checked before anything is allocated from it: an edited header must
     // not make the reader ask for terabytes.
@@ -322,34 +397,33 @@ fn parse(bytes: &[u8], moments: Moments) -> Result<TrainedModel, String> {
         Ok(p)
     };
     let params = read("")?;
-    let (m, v) = match moments {
-        Moments::Read => (read("adam_m.")?, read("adam_v.")?),
-        Moments::Skip => (Params::empty(), Params::empty()),
-    };
-    let optimizer = AdamW {
-        cfg: meta.train.optimizer(),
-        step: meta.optimizer_step,
-        m,
-        v,
+    let moments = match moments {
+        Moments::Read => Some((read("adam_m.")?, read("adam_v.")?)),
+        Moments::Skip => None,
     };
     let users = read_users(&st, &meta)?;
-    Ok(TrainedModel {
-        spec,
-        state: TrainState {
-            params,
-            optimizer,
-            history: meta.history,
+    Ok(Parsed {
+        saved: SavedModel {
+            artifact: Artifact {
+                spec,
+                params,
+                dataset: meta.dataset,
+                catalog: Catalog {
+                    titles: meta.titles,
+                    is_item: meta.is_item,
+                    keys: meta.item_keys,
+                },
+                users,
+                data: meta.data,
+            },
+            record: TrainingRecord {
+                settings: meta.train,
+                history: meta.history,
+                optimizer_step: meta.optimizer_step,
+                best_epoch: meta.best_epoch,
+            },
         },
-        config: meta.train,
-        dataset: meta.dataset,
-        catalog: Catalog {
-            titles: meta.titles,
-            is_item: meta.is_item,
-            keys: meta.item_keys,
-        },
-        users,
-        data: meta.data,
-        best_epoch: meta.best_epoch,
+        moments,
     })
 }
 
@@ -428,17 +502,21 @@ fn read_model_file_without_moments(path: &Path) -> std::io::Result<Vec<u8>> {
 
 /// Reads a model file; errors name the file and what is wrong with it.
 pub fn load(path: &Path) -> Result<TrainedModel, CheckpointError> {
-    load_with(path, Moments::Read)
+    load_with(path, Moments::Read, Parsed::into_trained)
 }
 
 /// `load` for retrieval (`recommend`, `serve`, `evaluate`, `export`): the
-/// optimiser's moments are left unread and empty, so the model cannot
-/// resume training; everything else is read and checked as `load` does.
-pub fn load_for_inference(path: &Path) -> Result<TrainedModel, CheckpointError> {
-    load_with(path, Moments::Skip)
+/// optimiser's moments are left unread, and the training's record is kept
+/// as the file's JSON; everything else is read and checked as `load` does.
+pub fn load_for_inference(path: &Path) -> Result<SavedModel, CheckpointError> {
+    load_with(path, Moments::Skip, |parsed| Ok(parsed.saved))
 }
 
-fn load_with(path: &Path, moments: Moments) -> Result<TrainedModel, CheckpointError> {
+fn load_with<T>(
+    path: &Path,
+    moments: Moments,
+    finish: fn(Parsed) -> Result<T, String>,
+) -> Result<T, CheckpointError> {
     let read = match moments {
         Moments::Read => read_model_file(path),
         Moments::Skip => read_model_file_without_moments(path),
@@ -447,10 +525,12 @@ fn load_with(path: &Path, moments: Moments) -> Result<TrainedModel, CheckpointEr
         path: path.to_path_buf(),
         error,
     })?;
-    parse(&bytes, moments).map_err(|reason| CheckpointError::Invalid {
-        path: path.to_path_buf(),
-        reason: FormatError(reason),
-    })
+    parse(&bytes, moments)
+        .and_then(finish)
+        .map_err(|reason| CheckpointError::Invalid {
+            path: path.to_path_buf(),
+            reason: FormatError(reason),
+        })
 }
 
 #[cfg(test)]
@@ -469,21 +549,25 @@ mod tests {
         .spec(6);
         let config = TrainConfig::default();
         TrainedModel {
-            spec,
-            state: TrainState::new(&spec, &config),
+            artifact: Artifact {
+                spec,
+                params: Params::init(&spec, config.seed),
+                dataset: "test".into(),
+                catalog: Catalog {
+                    titles: (0..6).map(|i| format!("item {i}")).collect(),
+                    is_item: (0..6).map(|i| i > 0).collect(),
+                    keys: None,
+                },
+                users: UserHistories {
+                    keys: vec!["u1".into()],
+                    offsets: vec![0, 2],
+                    items: vec![1, 2],
+                },
+                data: DataSettings::default(),
+            },
+            optimizer: AdamW::new(config.optimizer(), &spec),
             config,
-            dataset: "test".into(),
-            catalog: Catalog {
-                titles: (0..6).map(|i| format!("item {i}")).collect(),
-                is_item: (0..6).map(|i| i > 0).collect(),
-                keys: None,
-            },
-            users: UserHistories {
-                keys: vec!["u1".into()],
-                offsets: vec![0, 2],
-                items: vec![1, 2],
-            },
-            data: DataSettings::default(),
+            history: Vec::new(),
             best_epoch: None,
         }
     }
@@ -506,8 +590,11 @@ mod tests {
 
     #[test]
     fn only_a_regular_model_file_is_read_and_only_as_long_as_its_header_says() {
-        type Loader = fn(&Path) -> Result<TrainedModel, CheckpointError>;
-        let loaders: [Loader; 2] = [load, load_for_inference];
+        type Loader = fn(&Path) -> Result<(), CheckpointError>;
+        let loaders: [Loader; 2] = [
+            |path| load(path).map(drop),
+            |path| load_for_inference(path).map(drop),
+        ];
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("model.fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
@@ -554,9 +641,9 @@ mod tests {
         let model = small_model();
         let bytes = to_bytes(&model).unwrap();
         let back = from_bytes(&bytes).unwrap();
-        assert_eq!(back.spec, model.spec);
-        assert_eq!(back.state.params, model.state.params);
-        assert_eq!(back.users, model.users);
+        assert_eq!(back.artifact.spec, model.artifact.spec);
+        assert_eq!(back.artifact.params, model.artifact.params);
+        assert_eq!(back.artifact.users, model.artifact.users);
         // One record: the training settings no longer carry the model's.
         let text = String::from_utf8_lossy(&bytes);
         assert_eq!(text.matches(r#"\"context_len\""#).count(), 1, "{text}");
@@ -569,27 +656,55 @@ mod tests {
     fn a_load_for_inference_reads_everything_but_the_moments() {
         let mut model = small_model();
         // Moments unlike the parameters, so a mix-up would show.
-        let m = &mut model.state.optimizer.m.query_embedding;
+        let m = &mut model.optimizer.m.query_embedding;
         for (i, x) in m.iter_mut().enumerate() {
             *x = i as f32;
         }
-        model.state.optimizer.v.candidate_embedding[3] = 7.0;
-        model.state.optimizer.step = 12;
+        model.optimizer.v.candidate_embedding[3] = 7.0;
+        model.optimizer.step = 12;
+        model.history.push(EpochReport {
+            epoch: 1,
+            loss: 2.5,
+            val_loss: 2.75,
+            hr10: Some(0.125),
+            ndcg10: None,
+            valid_hr10: None,
+            valid_ndcg10: None,
+            learning_rate: 0.001,
+            seconds: 0.0,
+            step_ms_median: 0.0,
+        });
+        model.best_epoch = Some(1);
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("m.safetensors");
         save(&file, &model).unwrap();
         let whole = load(&file).unwrap();
-        assert_eq!(whole.state.optimizer, model.state.optimizer);
-        let served = load_for_inference(&file).unwrap();
-        assert_eq!(served.spec, model.spec);
-        assert_eq!(served.state.params, model.state.params);
-        assert_eq!(served.state.history, model.state.history);
-        assert_eq!(served.users, model.users);
-        assert_eq!(served.catalog.titles, model.catalog.titles);
-        assert_eq!(served.catalog.is_item, model.catalog.is_item);
-        assert_eq!(served.state.optimizer.step, 12);
-        assert_eq!(served.state.optimizer.m, Params::empty());
-        assert_eq!(served.state.optimizer.v, Params::empty());
+        assert_eq!(whole.optimizer, model.optimizer);
+        assert_eq!(whole.history, model.history);
+        assert_eq!(whole.config, model.config);
+        let SavedModel {
+            artifact: served,
+            record,
+        } = load_for_inference(&file).unwrap();
+        assert_eq!(served.spec, model.artifact.spec);
+        assert_eq!(served.params, model.artifact.params);
+        assert_eq!(served.users, model.artifact.users);
+        assert_eq!(served.catalog.titles, model.artifact.catalog.titles);
+        assert_eq!(served.catalog.is_item, model.artifact.catalog.is_item);
+        // The record is the file's JSON, unchanged.
+        assert_eq!(record.optimizer_step, 12);
+        assert_eq!(record.best_epoch, Some(1));
+        // As the file's text reads (an f32 written shortest reads back as
+        // the f64 of that text, not of the f32).
+        let as_read = |v: String| serde_json::from_str::<serde_json::Value>(&v).unwrap();
+        assert_eq!(
+            record.history,
+            vec![as_read(serde_json::to_string(&model.history[0]).unwrap())]
+        );
+        assert_eq!(
+            record.settings,
+            as_read(serde_json::to_string(&model.config).unwrap())
+        );
         // A damaged parameter is still refused.
         let bytes = to_bytes(&model).unwrap();
         let broken = edit(&bytes, "\"candidate_embedding\"", "\"candidate_embeddinX\"");
@@ -601,17 +716,20 @@ mod tests {
     #[test]
     fn a_sasrec_model_is_read_back_whole_without_gru_tensors() {
         let mut model = small_model();
-        model.spec.tower = crate::model::QueryTower::Sasrec;
-        model.spec.heads = 2;
-        model.state = TrainState::new(&model.spec, &model.config);
+        let spec = &mut model.artifact.spec;
+        spec.tower = crate::model::QueryTower::Sasrec;
+        spec.heads = 2;
+        let spec = *spec;
+        model.artifact.params = Params::init(&spec, model.config.seed);
+        model.optimizer = AdamW::new(model.config.optimizer(), &spec);
         let bytes = to_bytes(&model).unwrap();
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.contains("sasrec_weights") && !text.contains("gru_kernel"));
         let back = from_bytes(&bytes).unwrap();
-        assert_eq!(back.spec, model.spec);
-        assert!(!back.state.params.tower_weights.is_empty());
-        assert_eq!(back.state.params, model.state.params);
-        assert_eq!(back.state.optimizer.m, model.state.optimizer.m);
+        assert_eq!(back.artifact.spec, model.artifact.spec);
+        assert!(!back.artifact.params.tower_weights.is_empty());
+        assert_eq!(back.artifact.params, model.artifact.params);
+        assert_eq!(back.optimizer.m, model.optimizer.m);
     }
 
     #[test]
@@ -664,20 +782,21 @@ mod tests {
 
     fn small_model_meta() -> ModelMeta {
         let model = small_model();
+        let artifact = &model.artifact;
         ModelMeta {
             format: FORMAT.into(),
             version: FORMAT_VERSION,
-            spec: model.spec,
+            spec: artifact.spec,
             train: model.config.clone(),
             history: Vec::new(),
             optimizer_step: 0,
-            dataset: model.dataset.clone(),
-            titles: model.catalog.titles.clone(),
-            is_item: model.catalog.is_item.clone(),
+            dataset: artifact.dataset.clone(),
+            titles: artifact.catalog.titles.clone(),
+            is_item: artifact.catalog.is_item.clone(),
             item_keys: None,
-            user_keys: model.users.keys.clone(),
+            user_keys: artifact.users.keys.clone(),
             best_epoch: None,
-            data: model.data,
+            data: artifact.data,
         }
     }
 }

@@ -68,6 +68,21 @@ pub fn quoted_bytes(bytes: &[u8]) -> String {
     bounded(chars, "\"", || format!("{} bytes", bytes.len()))
 }
 
+/// "error: ..." and a "caused by" line per cause, leaving out a cause
+/// whose words the lines above already say (many messages name their
+/// cause, which is also kept as their `source`). The command line prints
+/// it; Python raises it.
+pub fn error_report(e: &anyhow::Error) -> String {
+    let mut out = format!("error: {e}");
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !out.contains(&cause) {
+            out.push_str(&format!("\n  caused by: {cause}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +131,22 @@ mod tests {
             "{b}"
         );
         assert_eq!(quoted_bytes(b"\xe9t\xe9"), "\"\u{e9}t\u{e9}\"");
+    }
+
+    #[test]
+    fn a_cause_the_message_already_names_is_not_repeated() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("r.dat: {source}")]
+        struct Named {
+            source: std::io::Error,
+        }
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let named = anyhow::Error::new(Named { source: io });
+        assert_eq!(error_report(&named), "error: r.dat: no such file");
+        let wrapped = anyhow::anyhow!("disk full").context("--log: cannot write");
+        assert_eq!(
+            error_report(&wrapped),
+            "error: --log: cannot write\n  caused by: disk full"
+        );
     }
 }

@@ -748,7 +748,9 @@ fn train_refuses_sparse_ids_cleanly_and_trains_them_renumbered() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let trained = seqrec::checkpoint::load(&model).unwrap();
+    let trained = seqrec::checkpoint::load_for_inference(&model)
+        .unwrap()
+        .artifact;
     assert_eq!(trained.spec.vocab_size, 5);
     assert!(trained.data.renumber_items);
     // evaluate reads the data as training did, renumbered, without the flag.

@@ -110,7 +110,10 @@ fn every_option_changes_the_model_and_is_deterministic() {
         assert_eq!(bytes, fs::read(&b).unwrap(), "{opt:?} is not deterministic");
         let ma = io::load(&a).unwrap();
         let mb = io::load(&base).unwrap();
-        assert_ne!(ma.state.params, mb.state.params, "{opt:?} changed nothing");
+        assert_ne!(
+            ma.artifact.params, mb.artifact.params,
+            "{opt:?} changed nothing"
+        );
     }
     // Options off is the reference, byte for byte.
     let again = dir.path().join("again");
@@ -142,9 +145,9 @@ fn a_sequence_trained_sasrec_model_trains_evaluates_and_recommends() {
     train(&data, &b, &flags);
     assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
     let model = io::load(&a).unwrap();
-    assert_eq!(model.spec.tower, seqrec::model::QueryTower::Sasrec);
+    assert_eq!(model.artifact.spec.tower, seqrec::model::QueryTower::Sasrec);
     assert!(model.config.sequence_training && model.config.exclude_history_in_loss);
-    assert!(model.state.params.recurrent_kernel.is_empty());
+    assert!(model.artifact.params.recurrent_kernel.is_empty());
     let report = ok(&["--quiet", "evaluate", a.to_str().unwrap(), "--json"]);
     let v: serde_json::Value = serde_json::from_str(&report).unwrap();
     let hr = v["model"]["seen_excluded"][0]["hr"]
@@ -171,10 +174,10 @@ fn shared_embeddings_save_one_table() {
     train(&data, &m, &["--shared-embeddings"]);
     let model = io::load(&m).unwrap();
     assert_eq!(
-        model.state.params.query_embedding,
-        model.state.params.candidate_embedding
+        model.artifact.params.query_embedding,
+        model.artifact.params.candidate_embedding
     );
-    assert!(model.spec.shared_embeddings);
+    assert!(model.artifact.spec.shared_embeddings);
 }
 
 #[test]
@@ -198,8 +201,8 @@ fn early_stopping_keeps_the_best_epoch_and_never_reads_test() {
         ],
     );
     let model = io::load(&m).unwrap();
-    assert_eq!(model.state.history.len(), 3, "{out}");
-    assert!(model.state.history.iter().all(|e| e.valid_ndcg10.is_some()));
+    assert_eq!(model.history.len(), 3, "{out}");
+    assert!(model.history.iter().all(|e| e.valid_ndcg10.is_some()));
 
     // The validation split is each user's second-to-last item, disjoint from
     // train and test; test is the same as without validation.
@@ -319,7 +322,7 @@ fn a_config_file_overrides_only_its_keys() {
         "8",
     ]);
     let model = io::load(&m).unwrap();
-    let (t, spec) = (model.config, model.spec);
+    let (t, spec) = (model.config, model.artifact.spec);
     assert_eq!((t.epochs, t.batch_size, spec.dim), (1, 256, 8));
     assert!(
         spec.mask_padding && spec.shared_embeddings && t.validation,

@@ -507,7 +507,7 @@ fn train_builds_the_index_serving_will_use_when_asked_or_past_the_threshold() {
     let (model, summary) = train("approx.safetensors", "approx");
     assert!(summary["index_seconds"].as_f64().unwrap() >= 0.0);
     let cache = approx::cache_path(&model);
-    let rec = Recommender::new(seqrec::checkpoint::load(&model).unwrap());
+    let rec = Recommender::load(&model).unwrap();
     let bytes = fs::read(&cache).unwrap();
     assert!(
         ApproxIndex::from_bytes(

@@ -98,9 +98,9 @@ fn epoch_lines_and_loss_going_down() {
         "val_loss did not fall: {losses:?}"
     );
     let model = io::load(&dir.path().join("m")).unwrap();
-    assert_eq!(model.state.history.len(), 6);
-    assert_eq!(model.catalog.titles[3], "Movie 3 (2000)");
-    assert_eq!(model.spec.dim, 8);
+    assert_eq!(model.history.len(), 6);
+    assert_eq!(model.artifact.catalog.titles[3], "Movie 3 (2000)");
+    assert_eq!(model.artifact.spec.dim, 8);
 }
 
 #[test]
@@ -157,7 +157,7 @@ fn config_file_and_flags() {
         "16",
     ]);
     let model = io::load(&m).unwrap();
-    assert_eq!((model.spec.dim, model.state.history.len()), (4, 1));
+    assert_eq!((model.artifact.spec.dim, model.history.len()), (4, 1));
     assert_eq!(model.config.batch_size, 16);
     assert_eq!(model.config.learning_rate, 0.01);
 
@@ -335,14 +335,17 @@ fn the_library_trains_resumes_and_refuses_a_changed_spec() {
         &mut |_| {},
     )
     .unwrap();
-    assert_eq!(a.model.state.params, b.model.state.params);
-    assert_eq!(a.model.spec, settings.model.spec(ds.catalog.vocab_size()));
+    assert_eq!(a.model.artifact.params, b.model.artifact.params);
+    assert_eq!(
+        a.model.artifact.spec,
+        settings.model.spec(ds.catalog.vocab_size())
+    );
 
     let path = dir.path().join("m");
     io::save(&path, &a.model).unwrap();
     let saved = io::load(&path).unwrap();
-    assert_eq!(saved.spec, a.model.spec);
-    assert_eq!(saved.state.params, a.model.state.params);
+    assert_eq!(saved.artifact.spec, a.model.artifact.spec);
+    assert_eq!(saved.artifact.params, a.model.artifact.params);
 
     let changed = Settings {
         model: ModelOptions {
@@ -380,7 +383,7 @@ fn the_library_trains_resumes_and_refuses_a_changed_spec() {
         &mut |_| {},
     )
     .unwrap();
-    assert_eq!(resumed.model.state.history.len(), 4);
+    assert_eq!(resumed.model.history.len(), 4);
 }
 
 /// Every switch can be turned off after a preset turned it on, and the
@@ -442,35 +445,35 @@ fn lazy_adamw_leaves_untouched_rows_as_initialised() {
         lazy.config.optimizer,
         seqrec::train::adamw::Optimizer::LazyAdamW
     );
-    let init = Params::init(&lazy.spec, 5);
-    let d = lazy.spec.dim;
+    let init = Params::init(&lazy.artifact.spec, 5);
+    let d = lazy.artifact.spec.dim;
     // Items 53..=60 are in movies.dat but never rated.
     let row = |t: &[f32], id: usize| t[id * d..(id + 1) * d].to_vec();
     for id in 53..=60 {
         assert_eq!(
-            row(&lazy.state.params.query_embedding, id),
+            row(&lazy.artifact.params.query_embedding, id),
             row(&init.query_embedding, id)
         );
         assert_eq!(
-            row(&lazy.state.params.candidate_embedding, id),
+            row(&lazy.artifact.params.candidate_embedding, id),
             row(&init.candidate_embedding, id)
         );
-        assert!(row(&lazy.state.optimizer.m.query_embedding, id)
+        assert!(row(&lazy.optimizer.m.query_embedding, id)
             .iter()
             .all(|&x| x == 0.0));
         assert_ne!(
-            row(&dense.state.params.query_embedding, id),
+            row(&dense.artifact.params.query_embedding, id),
             row(&init.query_embedding, id)
         );
     }
     // A rated item moves under both.
     assert_ne!(
-        row(&lazy.state.params.query_embedding, 20),
+        row(&lazy.artifact.params.query_embedding, 20),
         row(&init.query_embedding, 20)
     );
     let (l, dn) = (
-        lazy.state.history.last().unwrap().val_loss,
-        dense.state.history.last().unwrap().val_loss,
+        lazy.history.last().unwrap().val_loss,
+        dense.history.last().unwrap().val_loss,
     );
     assert!((l - dn).abs() < 0.5, "lazy {l} vs dense {dn}");
 }

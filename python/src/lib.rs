@@ -29,7 +29,7 @@ create_exception!(
 /// The command line's error report without its "error: " prefix (an
 /// exception already says it is one): the message and its causes.
 pub(crate) fn seqrec_error(e: anyhow::Error) -> PyErr {
-    let report = seqrec::cli::error_report(&e);
+    let report = seqrec::text::error_report(&e);
     let message = report.strip_prefix("error: ").unwrap_or(&report);
     SeqrecError::new_err(message.to_string())
 }

@@ -6,14 +6,13 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use numpy::ndarray::ArrayView2;
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyList, PyString};
 use seqrec::checkpoint;
-use seqrec::data::Sequences;
 use seqrec::eval;
 use seqrec::retrieval::recommender::{QueryError, Recommender};
 use seqrec::train::{Event, Settings, TrainedModel};
@@ -51,19 +50,14 @@ fn canonical_int(text: &str) -> Option<i64> {
 
 impl Model {
     fn new(trained: TrainedModel, test_metrics: Option<String>) -> Model {
-        let rec = Recommender::from_parts(
-            trained.spec,
-            trained.state.params.clone(),
-            trained.catalog.clone(),
-            trained.users.clone(),
-        );
-        let numeric_keys: Option<Vec<i64>> = match &trained.catalog.keys {
-            None => Some((0..trained.spec.vocab_size as i64).collect()),
+        let rec = Recommender::new(trained.artifact.clone());
+        let numeric_keys: Option<Vec<i64>> = match &rec.catalog.keys {
+            None => Some((0..rec.spec.vocab_size as i64).collect()),
             Some(keys) => std::iter::once(Some(-1))
                 .chain(keys.iter().skip(1).map(|k| canonical_int(k)))
                 .collect(),
         };
-        let by_int_key = match (&trained.catalog.keys, &numeric_keys) {
+        let by_int_key = match (&rec.catalog.keys, &numeric_keys) {
             (Some(_), Some(keys)) => (1..keys.len())
                 .filter(|&i| rec.is_item(i as u32))
                 .map(|i| (keys[i], i as u32))
@@ -258,7 +252,7 @@ pub fn train(
     }
     let request = data::request(py, data, &data_options)?;
     let settings = guarded(|| resolve_settings(preset, table))?;
-    if let Some(w) = seqrec::cli::oversubscription_warning("threads", settings.train.threads) {
+    if let Some(w) = seqrec::workers::oversubscription_warning("threads", settings.train.threads) {
         let warnings = py.import("warnings")?;
         warnings.call_method1("warn", (w.trim_start_matches("warning: "),))?;
     }
@@ -291,26 +285,13 @@ pub fn train(
                 Some(&ranking),
                 &mut on_event,
             )?;
-            // The command line's closing evaluation: the model on the test
-            // examples at K = 10 (with and without seen items), beside the
-            // most-popular baseline.
-            let rec = Recommender::from_parts(
-                session.model.spec,
-                session.model.state.params.clone(),
-                session.model.catalog.clone(),
-                session.model.users.clone(),
-            );
+            // The command line's closing evaluation.
+            let rec = Recommender::new(session.model.artifact.clone());
             let report = session.pool.install(|| {
-                eval::evaluate(&rec, &session.seqs, &session.train, &session.test, &[10])
+                eval::training_report(&rec, &session.seqs, &session.train, &session.test)
             });
-            let metrics = serde_json::json!({
-                "train_examples": session.train.len(),
-                "test_examples": session.test.len(),
-                "test": report.model.seen_excluded[0],
-                "popularity": report.popularity.seen_excluded[0],
-                "test_all_items": report.model.all_items[0],
-            });
-            Ok((session.model, metrics.to_string()))
+            let metrics = serde_json::to_string(&report)?;
+            Ok((session.model, metrics))
         })
     });
     if let Some(f) = forwarder {
@@ -451,19 +432,15 @@ impl Model {
             }
         }
         let mut request = data::request(py, data, &data_options)?;
-        guarded(|| request.default_to_model(&self.trained.data, &self.trained.dataset))?;
+        guarded(|| {
+            request.default_to_model(&self.trained.artifact.data, &self.trained.artifact.dataset)
+        })?;
         let report = py.detach(|| {
             guarded(|| {
                 let data = request.settings()?;
                 let ds = request.load(!quiet)?;
-                seqrec::eval::check_same_catalogue(&self.rec, &ds)?;
-                let seqs = Sequences::build(&ds.interactions, data.min_sequence_len)?;
-                let (train, test) = seqs.split_last();
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .context("cannot start the worker threads")?;
-                let report = pool.install(|| eval::evaluate(&self.rec, &seqs, &train, &test, &ks));
+                let report =
+                    eval::evaluate_dataset(&self.rec, &ds, data.min_sequence_len, &ks, threads)?;
                 Ok(serde_json::to_string(&report)?)
             })
         })?;
@@ -532,7 +509,7 @@ impl Model {
     /// Where the training data came from, as recorded in the model file.
     #[getter]
     fn dataset(&self) -> &str {
-        &self.trained.dataset
+        &self.trained.artifact.dataset
     }
 
     /// With a validation split, the epoch whose parameters these are.
@@ -546,7 +523,6 @@ impl Model {
     fn history<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let epochs = self
             .trained
-            .state
             .history
             .iter()
             .map(|r| epoch_dict(py, r))
@@ -570,7 +546,7 @@ impl Model {
     #[getter]
     fn settings<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let settings = Settings {
-            model: self.trained.spec.options(),
+            model: self.trained.artifact.spec.options(),
             train: self.trained.config.clone(),
         };
         let json = guarded(|| {
@@ -613,8 +589,8 @@ impl Model {
             self.rec.item_count(),
             spec.dim,
             spec.context_len,
-            self.trained.state.history.len(),
-            self.trained.dataset
+            self.trained.history.len(),
+            self.trained.artifact.dataset
         )
     }
 }

@@ -9,7 +9,6 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use super::DataArgs;
-use crate::data::Sequences;
 use crate::eval::{self, EvalReport};
 use crate::retrieval::approx::IndexChoice;
 use crate::retrieval::recommender::Recommender;
@@ -98,7 +97,7 @@ pub fn evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
     if args.search_list.is_some() && args.index != EvalIndex::Approx {
         bail!("--search-list: the approximate index's setting, only with --index approx");
     }
-    let saved = crate::checkpoint::load_for_inference(&args.model)?;
+    let saved = crate::checkpoint::load_for_inference(&args.model)?.artifact;
     let mut args = args;
     args.data.default_to(&saved.data);
     if args.data.data.is_none() && args.data.dataset.is_none() {
@@ -122,18 +121,12 @@ pub fn evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
     }
     let data = args.data.data_settings()?;
     let ds = args.data.load(quiet)?;
-    eval::check_same_catalogue(&rec, &ds)?;
-    let seqs = Sequences::build(&ds.interactions, data.min_sequence_len)?;
-    let (train, test) = seqs.split_last();
     let threads = args.threads.unwrap_or(0);
-    if let Some(w) = super::oversubscription_warning("--threads", threads) {
+    if let Some(w) = crate::workers::oversubscription_warning("--threads", threads) {
         eprintln!("{w}");
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()?;
     let t0 = Instant::now();
-    let report = pool.install(|| eval::evaluate(&rec, &seqs, &train, &test, &ks));
+    let report = eval::evaluate_dataset(&rec, &ds, data.min_sequence_len, &ks, threads)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

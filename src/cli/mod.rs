@@ -56,36 +56,9 @@ pub enum Command {
     Export(export_cmd::ExportArgs),
 }
 
-/// "error: ..." and a "caused by" line per cause, leaving out a cause
-/// whose words the lines above already say (many messages name their
-/// cause, which is also kept as their `source`).
-pub fn error_report(e: &anyhow::Error) -> String {
-    let mut out = format!("error: {e}");
-    for cause in e.chain().skip(1) {
-        let cause = cause.to_string();
-        if !out.contains(&cause) {
-            out.push_str(&format!("\n  caused by: {cause}"));
-        }
-    }
-    out
-}
-
 /// Where `train` writes the model without `--out` (git ignores it in a
 /// checkout of seqrec).
 pub const DEFAULT_MODEL_FILE: &str = "seqrec-model.safetensors";
-
-/// A warning when `threads` (0: one per core) is more than this machine
-/// has cores: each step's work is split finer than the cores can run it,
-/// and training slows by up to two orders of magnitude.
-pub fn oversubscription_warning(setting: &str, threads: usize) -> Option<String> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (threads > cores).then(|| {
-        format!(
-            "warning: {setting} {threads} is more than the {cores} core(s) this machine has; \
-             this runs slower, not faster (0 uses one thread per core)"
-        )
-    })
-}
 
 /// Where the data comes from and how it becomes examples; shared by every
 /// command that reads data.
@@ -344,7 +317,7 @@ pub fn main() -> i32 {
     match run(cli) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("{}", error_report(&e));
+            eprintln!("{}", crate::text::error_report(&e));
             1
         }
     }
@@ -418,24 +391,4 @@ pub fn use_index(
         Some(IndexSource::Cache) | None => {}
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_cause_the_message_already_names_is_not_repeated() {
-        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
-        let named = anyhow::Error::new(crate::data::DataError::Io {
-            file: "r.dat".into(),
-            source: io,
-        });
-        assert_eq!(error_report(&named), "error: r.dat: no such file");
-        let wrapped = anyhow::anyhow!("disk full").context("--log: cannot write");
-        assert_eq!(
-            error_report(&wrapped),
-            "error: --log: cannot write\n  caused by: disk full"
-        );
-    }
 }

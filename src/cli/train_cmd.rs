@@ -193,8 +193,10 @@ struct Summary {
     model: String,
     dataset: String,
     epochs: Vec<EpochLine>,
-    train_examples: usize,
-    test_examples: usize,
+    /// The examples and the closing evaluation (`train_examples`,
+    /// `test_examples`, `test`, `popularity`, `test_all_items`).
+    #[serde(flatten)]
+    report: eval::TrainingReport,
     steps_per_epoch: usize,
     threads: usize,
     data_seconds: f64,
@@ -206,12 +208,6 @@ struct Summary {
     /// Building (or reading) the approximate index; absent without one.
     #[serde(skip_serializing_if = "Option::is_none")]
     index_seconds: Option<f64>,
-    /// The saved model on the test examples, seen items excluded.
-    test: eval::AtK,
-    /// Its most-popular baseline, the same way.
-    popularity: eval::AtK,
-    /// The saved model on the test examples, every item a candidate.
-    test_all_items: eval::AtK,
     step_ms_median: f64,
     /// The median step's time per label it trained on (a label is a
     /// window in window training, a step of a history in sequence
@@ -394,7 +390,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
     // epochs (the saved count is the total trained so far).
     let base = match &resumed {
         Some(m) => Settings {
-            model: m.spec.options(),
+            model: m.artifact.spec.options(),
             train: TrainConfig {
                 epochs: TrainConfig::default().epochs,
                 ..m.config.clone()
@@ -407,7 +403,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         print!("{}", settings.to_toml()?);
         return Ok(());
     }
-    if let Some(w) = super::oversubscription_warning("threads", settings.train.threads) {
+    if let Some(w) = crate::workers::oversubscription_warning("threads", settings.train.threads) {
         eprintln!("{w}");
     }
     // Outputs are checked now, not after minutes of training.
@@ -474,10 +470,10 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
 
     let t_eval = Instant::now();
     let best_epoch = session.model.best_epoch;
-    let mut rec = Recommender::new(session.model);
-    let final_eval = session
+    let mut rec = Recommender::new(session.model.artifact);
+    let report = session
         .pool
-        .install(|| eval::evaluate(&rec, &session.seqs, &session.train, &session.test, &[10]));
+        .install(|| eval::training_report(&rec, &session.seqs, &session.train, &session.test));
     let eval_seconds = t_eval.elapsed().as_secs_f64();
     // After the evaluation, which is exact: the graph is for serving.
     let t_index = Instant::now();
@@ -500,8 +496,6 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
     let summary = Summary {
         model: args.out.display().to_string(),
         dataset: ds.origin.clone(),
-        train_examples: session.train.len(),
-        test_examples: session.test.len(),
         steps_per_epoch,
         threads: session.threads,
         data_seconds,
@@ -512,9 +506,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         step_ms_median,
         us_per_trained_position,
         peak_memory_mib: peak_memory_mib(),
-        test: final_eval.model.seen_excluded[0],
-        popularity: final_eval.popularity.seen_excluded[0],
-        test_all_items: final_eval.model.all_items[0],
+        report,
         epochs: lines,
     };
     if args.json {
@@ -538,7 +530,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         }
         println!(
             "test (seen items excluded): HR@10 {:.4}  NDCG@10 {:.4}  MRR@10 {:.4}   most popular: HR@10 {:.4}  NDCG@10 {:.4}",
-            summary.test.hr, summary.test.ndcg, summary.test.mrr, summary.popularity.hr, summary.popularity.ndcg
+            summary.report.test.hr, summary.report.test.ndcg, summary.report.test.mrr, summary.report.popularity.hr, summary.report.popularity.ndcg
         );
         // The reference ends with this demo; `seqrec recommend MODEL --demo` repeats it.
         let (watched, recommended) = demo(&rec)?;

@@ -12,11 +12,12 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::data::{Catalog, Dataset, ExampleSet, Sequences, UserHistories};
+use crate::data::{Catalog, DataError, Dataset, ExampleSet, Sequences, UserHistories};
 use crate::model::{history_before as history, ModelSpec, Params};
 use crate::retrieval::approx::approx_top_k;
 use crate::retrieval::recommender::Recommender;
 use crate::retrieval::{for_each_scored_row, rank_of, select_top_k, SelectScratch};
+use crate::workers::{self, ThreadsError};
 
 /// One K's figures, averaged over examples.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -313,6 +314,70 @@ pub fn evaluate(
             recall: found as f64 / wanted.max(1) as f64,
             seen_excluded: a_seen.finish(),
         }),
+    }
+}
+
+/// Why a dataset could not be evaluated.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    OtherCatalogue(#[from] OtherCatalogue),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Threads(#[from] ThreadsError),
+}
+
+/// `evaluate` over a whole dataset as training split it: its users'
+/// sequences of at least `min_sequence_len` items, each user's last item
+/// the test label, ranked by the model of `rec` on `threads` threads (0: one
+/// per core). What `seqrec evaluate` and Python's `Model.evaluate` run.
+pub fn evaluate_dataset(
+    rec: &Recommender,
+    ds: &Dataset,
+    min_sequence_len: usize,
+    ks: &[usize],
+    threads: usize,
+) -> Result<EvalReport, EvalError> {
+    check_same_catalogue(rec, ds)?;
+    let seqs = Sequences::build(&ds.interactions, min_sequence_len)?;
+    let (train, test) = seqs.split_last();
+    let (pool, _) = workers::pool("threads", threads)?;
+    Ok(pool.install(|| evaluate(rec, &seqs, &train, &test, ks)))
+}
+
+/// How a training run ends (the reference's closing evaluation): the
+/// trained model on the test examples at K = 10, with seen items excluded
+/// and with every item a candidate, beside the most-popular baseline.
+/// `seqrec train` prints it (and its `--json` holds these keys); Python's
+/// `Model.test_metrics` is it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TrainingReport {
+    pub train_examples: usize,
+    pub test_examples: usize,
+    /// The saved model on the test examples, seen items excluded.
+    pub test: AtK,
+    /// Its most-popular baseline, the same way.
+    pub popularity: AtK,
+    /// The saved model on the test examples, every item a candidate.
+    pub test_all_items: AtK,
+}
+
+/// The `TrainingReport` of the model of `rec`, trained on `train` and
+/// tested on `test` (on the calling thread's pool).
+pub fn training_report(
+    rec: &Recommender,
+    seqs: &Sequences,
+    train: &ExampleSet,
+    test: &ExampleSet,
+) -> TrainingReport {
+    let report = evaluate(rec, seqs, train, test, &[10]);
+    TrainingReport {
+        train_examples: train.len(),
+        test_examples: test.len(),
+        test: report.model.seen_excluded[0],
+        popularity: report.popularity.seen_excluded[0],
+        test_all_items: report.model.all_items[0],
     }
 }
 

@@ -9,6 +9,7 @@
 //! Shapes: `B` rows in a batch, `L` = `spec.context_len`, `D` = `spec.dim`,
 //! `V` = `spec.vocab_size`, `C` = loss columns (`B` labels + extra negatives).
 
+pub mod artifact;
 pub mod batch;
 pub mod embedding;
 #[cfg(test)]
@@ -23,6 +24,7 @@ use rayon::prelude::*;
 
 use crate::kernels;
 
+pub use artifact::Artifact;
 pub use batch::{fill_batch, fill_sequence_batch, history_before, sequence_row_ends, Batch};
 pub use embedding::{SparseRows, TouchedRows};
 use gru::{GruCache, GruGradScratch, GruInput, GruShape};

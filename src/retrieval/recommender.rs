@@ -11,8 +11,7 @@ use super::approx::{
 use super::{top_k, Candidates, Scored};
 use crate::checkpoint::{self, CheckpointError};
 use crate::data::{Catalog, UserHistories};
-use crate::model::{ModelSpec, Params, QueryEncoder};
-use crate::train::TrainedModel;
+use crate::model::{Artifact, ModelSpec, Params, QueryEncoder};
 
 /// Why a history could not be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -45,11 +44,13 @@ pub struct Recommender {
 
 impl Recommender {
     pub fn load(path: &Path) -> Result<Recommender, CheckpointError> {
-        Ok(Recommender::new(checkpoint::load_for_inference(path)?))
+        Ok(Recommender::new(
+            checkpoint::load_for_inference(path)?.artifact,
+        ))
     }
 
-    pub fn new(model: TrainedModel) -> Recommender {
-        Recommender::from_parts(model.spec, model.state.params, model.catalog, model.users)
+    pub fn new(model: Artifact) -> Recommender {
+        Recommender::from_parts(model.spec, model.params, model.catalog, model.users)
     }
 
     /// A recommender over parameters still in training (for metrics between

@@ -116,12 +116,9 @@ impl Scorer {
     ) -> std::io::Result<Scorer> {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
-        let threads = threads.max(1);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("seqrec-score-{i}"))
-            .build()
-            .map_err(std::io::Error::other)?;
+        let (pool, threads) =
+            crate::workers::named_pool("score_threads", threads.max(1), Some("seqrec-score"))
+                .map_err(std::io::Error::other)?;
         let max = if window.is_zero() { 1 } else { max.max(1) };
         let stats = Arc::new(Stats::default());
         let queued = Arc::new(AtomicUsize::new(0));

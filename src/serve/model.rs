@@ -93,14 +93,16 @@ impl Loaded {
         index: IndexChoice,
         graph: ApproxSettings,
     ) -> Result<Loaded> {
-        let saved =
-            std::panic::catch_unwind(|| checkpoint::load_for_inference(path)).map_err(|_| {
-                ModelError::Unreadable {
-                    path: path.to_path_buf(),
-                }
-            })??;
+        let checkpoint::SavedModel {
+            artifact: saved,
+            record,
+        } = std::panic::catch_unwind(|| checkpoint::load_for_inference(path)).map_err(|_| {
+            ModelError::Unreadable {
+                path: path.to_path_buf(),
+            }
+        })??;
         let items = saved.catalog.num_items();
-        let epochs = saved.state.history.len();
+        let epochs = record.history.len();
         let spec = &saved.spec;
         let mut summary = json!({
             "dataset": saved.dataset,
@@ -125,10 +127,10 @@ impl Loaded {
             "version": FORMAT_VERSION,
             "dataset": saved.dataset,
             "model": spec,
-            "train": saved.config,
-            "history": saved.state.history,
+            "train": record.settings,
+            "history": record.history,
             "epochs": epochs,
-            "optimizer_step": saved.state.optimizer.step,
+            "optimizer_step": record.optimizer_step,
             "items": items,
             "users": saved.users.len(),
             "item_keys": saved.catalog.keys.is_some(),

@@ -2,32 +2,38 @@
 //! optionally a model to resume) to a `TrainedModel`, with events for a
 //! caller to show progress. The command line only parses, calls and prints.
 
-use crate::data::{
-    Catalog, DataError, DataSettings, Dataset, ExampleSet, Sequences, UserHistories,
-};
-use crate::model::{ModelSpec, Params};
+use crate::data::{DataError, DataSettings, Dataset, ExampleSet, Sequences, UserHistories};
+use crate::model::{Artifact, ModelSpec, Params};
 
 use super::{
-    fit, Diverged, Event, MetricsHook, SettingError, Settings, TrainConfig, TrainData, TrainState,
+    adamw::AdamW, fit, Diverged, EpochReport, Event, MetricsHook, SettingError, Settings,
+    TrainConfig, TrainData, TrainState,
 };
 
-/// A trained model and everything needed to use it later: what a model
-/// file holds (`checkpoint`).
+/// A trained model and its training: the `Artifact` inference reads, and
+/// what training alone needs to go on (the optimiser's state, the epochs'
+/// history, the settings). What a model file holds (`checkpoint`).
 #[derive(Debug, Clone)]
 pub struct TrainedModel {
-    pub spec: ModelSpec,
+    pub artifact: Artifact,
     /// The training settings; `epochs` is the total trained so far.
     pub config: TrainConfig,
-    pub state: TrainState,
-    /// Where the training data came from.
-    pub dataset: String,
-    pub catalog: Catalog,
-    pub users: UserHistories,
-    /// How the training data was read, so `evaluate` reads it the same way.
-    pub data: DataSettings,
+    pub optimizer: AdamW,
+    pub history: Vec<EpochReport>,
     /// With a validation split: the epoch whose parameters these are (the
     /// history goes on to the last epoch run).
     pub best_epoch: Option<usize>,
+}
+
+impl TrainedModel {
+    /// The state the training loop goes on from (`--resume`).
+    fn into_state(self) -> TrainState {
+        TrainState {
+            params: self.artifact.params,
+            optimizer: self.optimizer,
+            history: self.history,
+        }
+    }
 }
 
 /// Why a run could not train.
@@ -69,8 +75,8 @@ pub enum TrainError {
         vocab_size: usize,
         dim: usize,
     },
-    #[error("cannot start the worker threads: {0}")]
-    Threads(String),
+    #[error(transparent)]
+    Threads(#[from] crate::workers::ThreadsError),
     #[error(transparent)]
     Diverged(#[from] Diverged),
 }
@@ -208,22 +214,6 @@ pub fn check_memory(spec: &ModelSpec, memory: Option<u64>) -> Result<(), TrainEr
     Ok(())
 }
 
-/// The thread count a setting means (0: one per core) and its pool.
-pub fn thread_pool(threads: usize) -> Result<(rayon::ThreadPool, usize), TrainError> {
-    let threads = if threads == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    } else {
-        threads
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| TrainError::Threads(e.to_string()))?;
-    Ok((pool, threads))
-}
-
 /// Trains on `dataset` (read with `data`) as `settings` say, from scratch or
 /// continuing `resume` (whose spec the settings must reproduce: a model's
 /// maths cannot change half-way). `metrics` ranks the examples between
@@ -254,18 +244,19 @@ pub fn run(
     }
     let mut state = match resume {
         Some(prev) => {
-            if prev.catalog.titles != dataset.catalog.titles
-                || prev.catalog.keys != dataset.catalog.keys
+            let trained = &prev.artifact;
+            if trained.catalog.titles != dataset.catalog.titles
+                || trained.catalog.keys != dataset.catalog.keys
             {
                 return Err(TrainError::OtherCatalogue {
                     data: dataset.origin.clone(),
-                    trained_on: prev.dataset,
+                    trained_on: trained.dataset.clone(),
                 });
             }
-            if let Some((field, was, now)) = prev.spec.differences(&spec).into_iter().next() {
+            if let Some((field, was, now)) = trained.spec.differences(&spec).into_iter().next() {
                 return Err(TrainError::OtherSpec { field, was, now });
             }
-            let mut state = prev.state;
+            let mut state = prev.into_state();
             state.optimizer.cfg = cfg.optimizer();
             state
         }
@@ -274,7 +265,7 @@ pub fn run(
             TrainState::new(&spec, cfg)
         }
     };
-    let (pool, threads) = thread_pool(cfg.threads)?;
+    let (pool, threads) = crate::workers::pool("threads", cfg.threads)?;
     on_event(Event::Start {
         train_examples: train.len(),
         test_examples: test.len(),
@@ -296,16 +287,20 @@ pub fn run(
     })?;
     let users = UserHistories::from_sequences(&seqs, &dataset.interactions.user_keys);
     let model = TrainedModel {
-        spec,
+        artifact: Artifact {
+            spec,
+            params: state.params,
+            dataset: dataset.origin.clone(),
+            catalog: dataset.catalog.clone(),
+            users,
+            data,
+        },
         config: TrainConfig {
             epochs: state.history.len(),
             ..cfg.clone()
         },
-        state,
-        dataset: dataset.origin.clone(),
-        catalog: dataset.catalog.clone(),
-        users,
-        data,
+        optimizer: state.optimizer,
+        history: state.history,
         best_epoch: outcome.best_epoch,
     };
     Ok(Session {

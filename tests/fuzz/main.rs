@@ -344,7 +344,7 @@ fn fuzz_model_files() {
             _ => bytes,
         };
         let model = seqrec::checkpoint::from_bytes(bytes)?;
-        let rec = seqrec::retrieval::recommender::Recommender::new(model);
+        let rec = seqrec::retrieval::recommender::Recommender::new(model.artifact);
         let history: Vec<u32> = (1..rec.spec.vocab_size.min(4) as u32).collect();
         let found = rec.recommend(&[&history], 5, true, false);
         assert!(found[0].len() <= 5);
