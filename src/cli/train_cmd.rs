@@ -17,8 +17,7 @@ use crate::eval;
 use crate::model::{Padding, QueryTower};
 use crate::retrieval::approx::IndexChoice;
 use crate::retrieval::recommender::Recommender;
-use crate::train::adamw::Optimizer;
-use crate::train::{self, Event, LrSchedule, Settings, TrainConfig};
+use crate::train::{self, Event, Settings, TrainConfig};
 
 // Switches take `--NAME` or `--NAME=true` to turn on and `--NAME=false` to
 // turn off, so a preset's or config file's switch can be turned off from
@@ -60,92 +59,6 @@ pub struct ModelFlags {
     pub activation: Option<crate::model::spec::Activation>,
 }
 
-/// Training's settings, as flags (named as their config keys).
-#[derive(Args, Debug, Default, Serialize)]
-pub struct TrainFlags {
-    /// Epochs to train.
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// Training batch size.
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Batch size of the val_loss pass.
-    #[arg(long)]
-    pub test_batch_size: Option<usize>,
-    /// AdamW learning rate.
-    #[arg(long)]
-    pub learning_rate: Option<f32>,
-    /// AdamW decoupled weight decay.
-    #[arg(long)]
-    pub weight_decay: Option<f32>,
-    /// How the embedding tables are updated: every row each step (adamw, the reference) or only the rows a step touched (lazy-adamw, for big catalogues).
-    #[arg(long, value_enum)]
-    pub optimizer: Option<Optimizer>,
-    /// Seed of every random choice.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Worker threads (0: one per core).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Report HR@10 and NDCG@10 (seen items excluded) on the test examples every N epochs.
-    #[arg(long, value_name = "N")]
-    pub eval_every: Option<usize>,
-    /// Shuffle the train examples every epoch (seeded).
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub shuffle: Option<bool>,
-    /// In-batch negatives holding the row's own label get no probability.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub remove_accidental_hits: Option<bool>,
-    /// Subtract each negative's log sampling probability from its logit.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub logq_correction: Option<bool>,
-    /// Extra negatives per batch, drawn by popularity^alpha and shared by all rows.
-    #[arg(long, value_name = "N")]
-    pub negatives: Option<usize>,
-    /// The exponent alpha of the extra negatives' sampler (popularity^alpha over train labels; 0: uniform over every item id).
-    #[arg(long, value_name = "ALPHA")]
-    pub negative_alpha: Option<f32>,
-    /// Dropout on the input embeddings.
-    #[arg(long, value_name = "P")]
-    pub dropout_input: Option<f32>,
-    /// Dropout on the GRU output.
-    #[arg(long, value_name = "P")]
-    pub dropout_output: Option<f32>,
-    /// Dropout inside the SASRec tower (its input, attention and feed-forward outputs).
-    #[arg(long, value_name = "P")]
-    pub tower_dropout: Option<f32>,
-    /// Linear learning-rate warm-up over this many steps.
-    #[arg(long, value_name = "STEPS")]
-    pub warmup_steps: Option<usize>,
-    /// Learning-rate decay after warm-up.
-    #[arg(long, value_enum)]
-    pub lr_schedule: Option<LrSchedule>,
-    /// The decayed learning rate ends at this fraction of the peak.
-    #[arg(long, value_name = "RATIO")]
-    pub min_lr_ratio: Option<f32>,
-    /// Carve a validation split from train (each user's second-to-last item) and keep the epoch with the best validation NDCG@10.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub validation: Option<bool>,
-    /// Stop after N epochs without a better validation NDCG@10 (needs --validation).
-    #[arg(long, value_name = "N")]
-    pub patience: Option<usize>,
-    /// Learn from every step of a history (predict item t+1 from items ..t), one row per piece of --context-len items of a user's history, instead of one row per label.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub sequence_training: Option<bool>,
-    /// The loss: softmax cross-entropy (the reference's) or gbce (gSASRec's calibrated binary cross-entropy).
-    #[arg(long, value_enum)]
-    pub loss: Option<train::Loss>,
-    /// gBCE's calibration t in [0, 1] (0: plain BCE).
-    #[arg(long, value_name = "T")]
-    pub gbce_t: Option<f32>,
-    /// Score every item of the catalogue in the loss, instead of the batch's labels and extra negatives.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub full_softmax: Option<bool>,
-    /// The items a query has read get no probability in its loss, as evaluation (seen items excluded) gives them none (needs --sequence-training or --full-softmax).
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub exclude_history_in_loss: Option<bool>,
-}
-
 #[derive(Args, Debug)]
 #[command(
     after_help = "Every setting defaults to the reference's value (Keras-RS GRU4Rec); \
@@ -170,7 +83,7 @@ pub struct TrainArgs {
     #[command(flatten, next_help_heading = "Model")]
     pub model: ModelFlags,
     #[command(flatten, next_help_heading = "Training")]
-    pub train: TrainFlags,
+    pub train: train::config::TrainFlags,
     /// Print the settings in effect (defaults, preset, config file, flags) as a config file, and stop.
     #[arg(long)]
     pub print_config: bool,

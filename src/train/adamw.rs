@@ -44,16 +44,20 @@ pub struct AdamWConfig {
     pub weight_decay: f32,
 }
 
-impl Default for AdamWConfig {
+impl AdamWConfig {
     /// `keras.optimizers.AdamW(learning_rate=0.005)` with Keras' defaults.
+    pub const REFERENCE: AdamWConfig = AdamWConfig {
+        learning_rate: 0.005,
+        beta_1: 0.9,
+        beta_2: 0.999,
+        epsilon: 1e-7,
+        weight_decay: 0.004,
+    };
+}
+
+impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig {
-            learning_rate: 0.005,
-            beta_1: 0.9,
-            beta_2: 0.999,
-            epsilon: 1e-7,
-            weight_decay: 0.004,
-        }
+        AdamWConfig::REFERENCE
     }
 }
 

@@ -8,71 +8,86 @@ use serde::{Deserialize, Serialize};
 
 use super::adamw::{AdamWConfig, Optimizer};
 use crate::model::{ModelOptions, Padding, SpecError};
+use crate::settings::{finite_non_negative, positive, probability, settings_group, unit_interval};
 
-/// Every hyper-parameter of training besides the model's definition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TrainConfig {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub test_batch_size: usize,
-    pub learning_rate: f32,
-    pub weight_decay: f32,
-    pub beta_1: f32,
-    pub beta_2: f32,
-    pub epsilon: f32,
-    /// How the embedding tables are updated: every row (`adamw`, the
-    /// reference) or only the rows a step touched (`lazy-adamw`).
-    pub optimizer: Optimizer,
-    pub seed: u64,
-    /// Worker threads; 0 means one per core.
-    pub threads: usize,
-    /// Report HR@10 and NDCG@10 on the test examples every this many epochs (0: never).
-    pub eval_every: usize,
+settings_group! {
+    /// Every hyper-parameter of training besides the model's definition.
+    /// The defaults are the reference's; everything beyond it is off.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    pub struct TrainConfig / TrainFlags {
+        /// Epochs to train.
+        epochs: usize = 5, check(positive);
+        /// Training batch size.
+        batch_size: usize = 4096, check(positive);
+        /// Batch size of the val_loss pass.
+        test_batch_size: usize = 2048, check(positive);
+        /// AdamW learning rate.
+        learning_rate: f32 = ADAMW.learning_rate, check(finite_non_negative);
+        /// AdamW decoupled weight decay.
+        weight_decay: f32 = ADAMW.weight_decay, check(finite_non_negative);
+        /// AdamW's decay of the first moment.
+        beta_1: f32 = ADAMW.beta_1, check(finite_non_negative);
+        /// AdamW's decay of the second moment.
+        beta_2: f32 = ADAMW.beta_2, check(finite_non_negative);
+        /// AdamW's epsilon.
+        epsilon: f32 = ADAMW.epsilon, check(finite_non_negative);
+        /// How the embedding tables are updated: every row each step (adamw, the reference) or only the rows a step touched (lazy-adamw, for big catalogues).
+        optimizer: Optimizer = Optimizer::AdamW, flag(value_enum);
+        /// Seed of every random choice.
+        seed: u64 = 42;
+        /// Worker threads (0: one per core).
+        threads: usize = 0, check(|&n| crate::workers::count("threads", n).map(drop).map_err(|e| e.to_string()));
+        /// Report HR@10 and NDCG@10 (seen items excluded) on the test examples every N epochs (0: never).
+        eval_every: usize = 0, flag(value_name = "N");
+        /// Shuffle the train examples every epoch (seeded).
+        shuffle: bool = false, flag(value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true");
+        /// In-batch negatives holding the row's own label get no probability.
+        remove_accidental_hits: bool = false, flag(value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true");
+        /// Subtract each negative's log sampling probability from its logit.
+        logq_correction: bool = false, flag(value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true");
+        /// Extra negatives per batch, drawn by popularity^alpha and shared by all rows (GRU4Rec's n_sample).
+        negatives: usize = 0, check(|&n| at_most(n, 1_000_000)), flag(value_name = "N");
+        /// The exponent alpha of the extra negatives' sampler (popularity^alpha over train labels; 0: uniform over every item id).
+        negative_alpha: f32 = 0.75, check(finite_non_negative), flag(value_name = "ALPHA");
+        /// Dropout on the input embeddings.
+        dropout_input: f32 = 0.0, check(probability), flag(value_name = "P");
+        /// Dropout on the GRU output.
+        dropout_output: f32 = 0.0, check(probability), flag(value_name = "P");
+        /// Dropout inside the SASRec tower (its input, attention and feed-forward outputs).
+        tower_dropout: f32 = 0.0, check(probability), flag(value_name = "P");
+        /// Linear learning-rate warm-up over this many steps.
+        warmup_steps: usize = 0, flag(value_name = "STEPS");
+        /// Learning-rate decay after warm-up.
+        lr_schedule: LrSchedule = LrSchedule::Constant, flag(value_enum);
+        /// The decayed learning rate ends at this fraction of the peak.
+        min_lr_ratio: f32 = 0.0, check(unit_interval), flag(value_name = "RATIO");
+        /// Carve a validation split from train (each user's second-to-last item) and keep the epoch with the best validation NDCG@10.
+        validation: bool = false, flag(value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true");
+        /// Stop after N epochs without a better validation NDCG@10 (0: never; needs validation).
+        patience: usize = 0, flag(value_name = "N");
+        /// Learn from every step of a history (predict item t+1 from items ..t), one row per piece of context_len items of a user's history, instead of one row per label.
+        sequence_training: bool = false, flag(value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true");
+        /// The loss: softmax cross-entropy (the reference's) or gbce (gSASRec's calibrated binary cross-entropy).
+        loss: Loss = Loss::Softmax, flag(value_enum);
+        /// gBCE's calibration t in [0, 1] (0: plain BCE; 1 fully corrects for the negatives being a sample of the catalogue).
+        gbce_t: f32 = 0.75, check(unit_interval), flag(value_name = "T");
+        /// Score every item of the catalogue in the loss, instead of the batch's labels and extra negatives (so no logQ).
+        full_softmax: bool = false, flag(value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true");
+        /// The items a query has read get no probability in its loss, as evaluation (seen items excluded) gives them none (needs sequence_training or full_softmax).
+        exclude_history_in_loss: bool = false, flag(value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true");
+    }
+}
 
-    // Beyond the reference: each off by default (parity).
-    /// Shuffle the train examples every epoch (seeded).
-    pub shuffle: bool,
-    /// In-batch negatives that carry the row's own label get no probability.
-    pub remove_accidental_hits: bool,
-    /// Subtract log Q (the sampling probability) from every negative's logit.
-    pub logq_correction: bool,
-    /// Extra negatives per batch, shared by every row (GRU4Rec's n_sample).
-    pub negatives: usize,
-    /// Extra negatives are drawn in proportion to popularity^alpha (sample_alpha).
-    pub negative_alpha: f32,
-    /// Dropout on the input embeddings.
-    pub dropout_input: f32,
-    /// Dropout on the GRU output.
-    pub dropout_output: f32,
-    /// Dropout inside the SASRec tower (its input, attention and
-    /// feed-forward outputs).
-    pub tower_dropout: f32,
-    /// Linear warm-up of the learning rate over this many steps.
-    pub warmup_steps: usize,
-    /// Learning-rate decay after warm-up.
-    pub lr_schedule: LrSchedule,
-    /// The decayed learning rate ends at this fraction of the peak.
-    pub min_lr_ratio: f32,
-    /// Carve a validation set from train (each user's second-to-last item)
-    /// and keep the epoch with the best validation NDCG@10.
-    pub validation: bool,
-    /// Stop after this many epochs without a better validation NDCG@10 (0: never).
-    pub patience: usize,
-    /// One row per piece of a user's history, the loss taken at every step
-    /// (predict item t+1 from items ..t), instead of one row per label.
-    pub sequence_training: bool,
-    /// The loss over each query's scores.
-    pub loss: Loss,
-    /// gBCE's calibration `t` in [0, 1]: 0 is plain BCE, 1 fully corrects
-    /// for the negatives being a sample of the catalogue.
-    pub gbce_t: f32,
-    /// Score every item of the catalogue (no sampled or in-batch
-    /// negatives, so no logQ).
-    pub full_softmax: bool,
-    /// The items a query has read get no probability in its loss, as
-    /// evaluation (seen items excluded) gives them none.
-    pub exclude_history_in_loss: bool,
+/// AdamW's defaults (the reference's), where the table's come from.
+const ADAMW: AdamWConfig = AdamWConfig::REFERENCE;
+
+fn at_most(n: usize, max: usize) -> Result<(), String> {
+    if n <= max {
+        Ok(())
+    } else {
+        Err(format!("expected at most {max}, found {n}"))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -93,44 +108,6 @@ pub enum LrSchedule {
     Constant,
     Linear,
     Cosine,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        let opt = AdamWConfig::default();
-        TrainConfig {
-            epochs: 5,
-            batch_size: 4096,
-            test_batch_size: 2048,
-            learning_rate: opt.learning_rate,
-            weight_decay: opt.weight_decay,
-            beta_1: opt.beta_1,
-            beta_2: opt.beta_2,
-            epsilon: opt.epsilon,
-            optimizer: Optimizer::AdamW,
-            seed: 42,
-            threads: 0,
-            eval_every: 0,
-            shuffle: false,
-            remove_accidental_hits: false,
-            logq_correction: false,
-            negatives: 0,
-            negative_alpha: 0.75,
-            dropout_input: 0.0,
-            dropout_output: 0.0,
-            tower_dropout: 0.0,
-            warmup_steps: 0,
-            lr_schedule: LrSchedule::Constant,
-            min_lr_ratio: 0.0,
-            validation: false,
-            patience: 0,
-            sequence_training: false,
-            loss: Loss::Softmax,
-            gbce_t: 0.75,
-            full_softmax: false,
-            exclude_history_in_loss: false,
-        }
-    }
 }
 
 /// A setting out of range; names the key, never a flag.
@@ -190,66 +167,11 @@ impl TrainConfig {
         }
     }
 
-    /// Says which value is out of range, by its key.
+    /// Says which value is out of range, by its key: each key's own check
+    /// (the table's), then the rules between keys.
     pub fn validate(&self) -> Result<(), SettingError> {
-        let positive = [
-            ("epochs", self.epochs),
-            ("batch_size", self.batch_size),
-            ("test_batch_size", self.test_batch_size),
-        ];
-        for (name, v) in positive {
-            if v == 0 {
-                return Err(setting_error(name, "expected at least 1, found 0"));
-            }
-        }
-        let finite = [
-            ("learning_rate", self.learning_rate),
-            ("weight_decay", self.weight_decay),
-            ("beta_1", self.beta_1),
-            ("beta_2", self.beta_2),
-            ("epsilon", self.epsilon),
-        ];
-        for (name, v) in finite {
-            if !v.is_finite() || v < 0.0 {
-                return Err(setting_error(
-                    name,
-                    format!("expected a finite number >= 0, found {v}"),
-                ));
-            }
-        }
-        for (name, p) in [
-            ("dropout_input", self.dropout_input),
-            ("dropout_output", self.dropout_output),
-            ("tower_dropout", self.tower_dropout),
-        ] {
-            if !(0.0..1.0).contains(&p) {
-                return Err(setting_error(
-                    name,
-                    format!("expected a probability in [0, 1), found {p}"),
-                ));
-            }
-        }
-        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
-            return Err(setting_error(
-                "min_lr_ratio",
-                format!("expected a value in [0, 1], found {}", self.min_lr_ratio),
-            ));
-        }
-        if !self.negative_alpha.is_finite() || self.negative_alpha < 0.0 {
-            return Err(setting_error(
-                "negative_alpha",
-                format!(
-                    "expected a finite number >= 0, found {}",
-                    self.negative_alpha
-                ),
-            ));
-        }
-        if self.negatives > 1_000_000 {
-            return Err(setting_error(
-                "negatives",
-                format!("expected at most 1000000, found {}", self.negatives),
-            ));
-        }
+        self.check_each()
+            .map_err(|(key, message)| setting_error(key, message))?;
         if self.batch_size < 2 && self.negatives == 0 {
             return Err(setting_error(
                 "batch_size",
@@ -266,12 +188,6 @@ impl TrainConfig {
             return Err(setting_error(
                 "patience",
                 "early stopping needs validation = true",
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.gbce_t) {
-            return Err(setting_error(
-                "gbce_t",
-                format!("expected a value in [0, 1], found {}", self.gbce_t),
             ));
         }
         if self.loss == Loss::Gbce && self.negatives == 0 && !self.full_softmax {
