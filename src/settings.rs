@@ -92,8 +92,9 @@ macro_rules! settings_group {
             }
         }
 
-        #[doc = concat!("`", stringify!($Config), "`'s keys as flags (`--key-name`), ")]
-        #[doc = "each unset unless given: flags overlay the settings below them as a TOML table."]
+        // `$Config`'s keys as flags (`--key-name`), each unset unless
+        // given. No doc comment: a flattened group's doc would become the
+        // command's description.
         #[derive(clap::Args, Debug, Default, serde::Serialize)]
         pub struct $Flags {
             $(
@@ -173,7 +174,7 @@ mod tests {
         let command = ExampleFlags::augment_args(clap::Command::new("t"));
         let help = command.clone().render_help().to_string();
         assert!(
-            help.contains("--chance <P>") && help.contains("How likely."),
+            help.contains("--chance <P>") && help.contains("How likely"),
             "{help}"
         );
         let matches = command
