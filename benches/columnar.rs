@@ -23,8 +23,8 @@ use arrow_array::{ArrayRef, Float32Array, Int64Array, RecordBatch};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
-use seqrec::data::readers::{GenericFormat, ReadOptions};
 use seqrec::data::source;
+use seqrec::data::table::{GenericFormat, ReadOptions};
 
 use common::{env, median};
 

@@ -21,8 +21,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use seqrec::data::readers::{GenericFormat, ReadOptions};
 use seqrec::data::synth::{generate, SynthConfig};
+use seqrec::data::table::{GenericFormat, ReadOptions};
 use seqrec::data::{source, Sequences};
 use seqrec::model::{fill_batch, Batch, ModelOptions};
 

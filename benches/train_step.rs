@@ -9,8 +9,8 @@ mod common;
 
 use std::time::Instant;
 
-use seqrec::data::readers::{GenericFormat, ReadOptions};
 use seqrec::data::synth::{generate, SynthConfig};
+use seqrec::data::table::{GenericFormat, ReadOptions};
 use seqrec::data::{source, Sequences};
 use seqrec::kernels::{matmul, Mat, Output};
 use seqrec::model::{

@@ -365,7 +365,7 @@ fn parse(bytes: &[u8], moments: Moments) -> Result<Parsed, String> {
     let spec = meta.spec;
     // Checked before anything is allocated from it: an edited header must
     // not make the reader ask for terabytes.
-    spec.validate(crate::data::readers::MAX_ITEM_ID as usize + 1)
+    spec.validate(crate::data::table::MAX_ITEM_ID as usize + 1)
         .map_err(|e| format!("spec: {e}"))?;
     let expected_bytes = Params::shapes(&spec)
         .iter()

@@ -15,8 +15,8 @@ use arrow_array::{
 };
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
-use seqrec::data::readers::GenericFormat;
 use seqrec::data::source::read_path;
+use seqrec::data::table::GenericFormat;
 use seqrec::data::{read_arrow_ipc_stream, Dataset, ReadOptions};
 
 /// A log: (user, item, timestamp, rating) in file order.

@@ -6,8 +6,8 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use seqrec::data::readers::{self, GenericFormat, ReadOptions};
-use seqrec::data::{source, Sequences};
+use seqrec::data::table::{GenericFormat, ReadOptions};
+use seqrec::data::{delimited, movielens, source, Sequences};
 use seqrec::model::batch::batches;
 use seqrec::model::{ModelOptions, Padding};
 use sha2::{Digest, Sha256};
@@ -129,7 +129,7 @@ fn latin1_titles_and_vocabulary() {
     let movies =
         b"1::Mis\xe9rables, Les (1995)::Drama\n3952::Contender, The (2000)::Drama|Thriller\n";
     let p = write(dir.path(), "movies.dat", movies);
-    let cat = readers::read_ml1m_movies(&p, &ReadOptions::default()).unwrap();
+    let cat = movielens::read_ml1m_movies(&p, &ReadOptions::default()).unwrap();
     assert_eq!(cat.title(1), "Misérables, Les (1995)");
     assert_eq!(cat.title(3952), "Contender, The (2000)");
     assert_eq!(cat.vocab_size(), 3953);
@@ -206,7 +206,8 @@ fn generic_file_with_string_ids_and_titles() {
         )),
         ..GenericFormat::default()
     };
-    let err = readers::read_generic(&log, &fmt, &ReadOptions::default()).unwrap_err();
+    // Through `source`, which adds the titles a format reader leaves out.
+    let err = source::read_path(&log, &fmt, &ReadOptions::default()).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("log.tsv:2:") && msg.contains("who"), "{msg}");
 
@@ -215,7 +216,8 @@ fn generic_file_with_string_ids_and_titles() {
         b"when\twho\twhat\n5\talice\tsku-a\n6\talice\tsku-b\n7\tbob\tsku-b\n8\talice\tsku-c\n9\tbob\tsku-a\n10\tbob\tsku-c\n",
     )
     .unwrap();
-    let (inter, cat) = readers::read_generic(&log, &fmt, &ReadOptions::default()).unwrap();
+    let ds = source::read_path(&log, &fmt, &ReadOptions::default()).unwrap();
+    let (inter, cat) = (ds.interactions, ds.catalog);
     assert_eq!(inter.items, vec![1, 2, 2, 3, 1, 3]);
     assert_eq!(inter.users, vec![0, 0, 1, 0, 1, 1]);
     assert_eq!(inter.user_keys, vec!["alice", "bob"]);
@@ -240,7 +242,7 @@ fn malformed_lines_name_file_line_and_expectation() {
     ];
     for (name, body, want) in cases {
         let p = write(dir.path(), name, body);
-        let err = readers::read_ml1m_ratings(&p, &ReadOptions::default()).unwrap_err();
+        let err = movielens::read_ml1m_ratings(&p, &ReadOptions::default()).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains(&format!("{name}:2:")), "{msg}");
         assert!(msg.contains(want), "{msg} lacks {want}");
@@ -248,11 +250,11 @@ fn malformed_lines_name_file_line_and_expectation() {
             skip_bad_lines: true,
             ..ReadOptions::default()
         };
-        let ok = readers::read_ml1m_ratings(&p, &skipping).unwrap();
+        let ok = movielens::read_ml1m_ratings(&p, &skipping).unwrap();
         assert_eq!((ok.len(), ok.skipped_lines), (1, 1));
     }
     let p = write(dir.path(), "u.data", b"1\t2\t3\t4\n1\t2\t3\n");
-    let msg = readers::read_ml100k_ratings(&p, &ReadOptions::default())
+    let msg = movielens::read_ml100k_ratings(&p, &ReadOptions::default())
         .unwrap_err()
         .to_string();
     assert!(
@@ -260,12 +262,12 @@ fn malformed_lines_name_file_line_and_expectation() {
         "{msg}"
     );
     let p = write(dir.path(), "movies.dat", b"1::A::B\nnope\n");
-    let msg = readers::read_ml1m_movies(&p, &ReadOptions::default())
+    let msg = movielens::read_ml1m_movies(&p, &ReadOptions::default())
         .unwrap_err()
         .to_string();
     assert!(msg.contains("movies.dat:2:"), "{msg}");
     let p = write(dir.path(), "u.item", b"1|A|x\n0|B|y\n");
-    let msg = readers::read_ml100k_items(&p, &ReadOptions::default())
+    let msg = movielens::read_ml100k_items(&p, &ReadOptions::default())
         .unwrap_err()
         .to_string();
     assert!(
@@ -277,7 +279,7 @@ fn malformed_lines_name_file_line_and_expectation() {
         "ratings.csv",
         b"userId,movieId,rating,timestamp\n1,2,3,4\n1,2,x,4\n",
     );
-    let msg = readers::read_movielens_csv_ratings(&p, &ReadOptions::default())
+    let msg = movielens::read_movielens_csv_ratings(&p, &ReadOptions::default())
         .unwrap_err()
         .to_string();
     assert!(
@@ -289,7 +291,7 @@ fn malformed_lines_name_file_line_and_expectation() {
         "movies.csv",
         b"movieId,title,genres\n1,A,B\nq,B,C\n",
     );
-    let msg = readers::read_movielens_csv_movies(&p, &ReadOptions::default())
+    let msg = movielens::read_movielens_csv_movies(&p, &ReadOptions::default())
         .unwrap_err()
         .to_string();
     assert!(msg.contains("movies.csv:3:"), "{msg}");
@@ -348,7 +350,7 @@ fn huge_ids_and_tab_delimiters() {
         "ratings.dat",
         b"1::2::5::10\n1::4000000000::5::11\n",
     );
-    let msg = readers::read_ml1m_ratings(&p, &ReadOptions::default())
+    let msg = movielens::read_ml1m_ratings(&p, &ReadOptions::default())
         .unwrap_err()
         .to_string();
     assert!(
@@ -356,7 +358,7 @@ fn huge_ids_and_tab_delimiters() {
         "{msg}"
     );
     let log = write(dir.path(), "log.txt", b"who\twhat\twhen\na\tx\t1\n");
-    let msg = readers::read_generic(
+    let msg = delimited::read_generic(
         &log,
         &GenericFormat {
             user_col: "who".into(),
@@ -385,7 +387,7 @@ fn timestamps_beyond_64_bits_are_refused_not_saturated() {
             "ratings.dat",
             format!("1::2::5::10\n1::3::5::{t}\n").as_bytes(),
         );
-        let msg = readers::read_ml1m_ratings(&p, &ReadOptions::default())
+        let msg = movielens::read_ml1m_ratings(&p, &ReadOptions::default())
             .unwrap_err()
             .to_string();
         assert!(
@@ -397,7 +399,7 @@ fn timestamps_beyond_64_bits_are_refused_not_saturated() {
             "ratings.csv",
             format!("userId,movieId,rating,timestamp\n1,2,5,{t}\n").as_bytes(),
         );
-        let msg = readers::read_movielens_csv_ratings(&p, &ReadOptions::default())
+        let msg = movielens::read_movielens_csv_ratings(&p, &ReadOptions::default())
             .unwrap_err()
             .to_string();
         assert!(
@@ -409,7 +411,7 @@ fn timestamps_beyond_64_bits_are_refused_not_saturated() {
             "log.csv",
             format!("user_id,item_id,timestamp\nu,i,{t}\n").as_bytes(),
         );
-        let msg = readers::read_generic(&p, &GenericFormat::default(), &ReadOptions::default())
+        let msg = delimited::read_generic(&p, &GenericFormat::default(), &ReadOptions::default())
             .unwrap_err()
             .to_string();
         assert!(
@@ -423,7 +425,7 @@ fn timestamps_beyond_64_bits_are_refused_not_saturated() {
         "ratings.dat",
         b"1::2::5::978300760.9\n1::3::5::-12.5\n",
     );
-    let ok = readers::read_ml1m_ratings(&p, &ReadOptions::default()).unwrap();
+    let ok = movielens::read_ml1m_ratings(&p, &ReadOptions::default()).unwrap();
     assert_eq!(ok.timestamps, vec![978_300_760, -12]);
 }
 
@@ -450,7 +452,7 @@ fn a_byte_order_mark_starts_dat_files_as_it_does_csv_files() {
     assert_eq!(ds.interactions.items, vec![2, 3, 2]);
     assert_eq!(ds.catalog.title(2), "Two (1995)");
     let p = write(dir.path(), "u.data", b"\xEF\xBB\xBF7\t2\t5\t10\n");
-    let ok = readers::read_ml100k_ratings(&p, &ReadOptions::default()).unwrap();
+    let ok = movielens::read_ml100k_ratings(&p, &ReadOptions::default()).unwrap();
     assert_eq!(
         (ok.user_keys.clone(), ok.items.clone()),
         (vec!["7".to_string()], vec![2])
@@ -465,7 +467,7 @@ fn an_unterminated_quote_is_reported_where_it_opens() {
         "movies.csv",
         b"movieId,title,genres\n1,\"Toy Story,Animation\n2,Two,Drama\n3,Three,Drama\n",
     );
-    let msg = readers::read_movielens_csv_movies(&p, &ReadOptions::default())
+    let msg = movielens::read_movielens_csv_movies(&p, &ReadOptions::default())
         .unwrap_err()
         .to_string();
     assert!(
@@ -477,7 +479,7 @@ fn an_unterminated_quote_is_reported_where_it_opens() {
         "ratings.csv",
         b"userId,movieId,rating,timestamp\n1,2,5,10\n1,\"3,5,11\n",
     );
-    let msg = readers::read_movielens_csv_ratings(&p, &ReadOptions::default())
+    let msg = movielens::read_movielens_csv_ratings(&p, &ReadOptions::default())
         .unwrap_err()
         .to_string();
     assert!(
@@ -494,7 +496,7 @@ fn an_unterminated_quote_is_reported_where_it_opens() {
         skip_bad_lines: true,
         ..ReadOptions::default()
     };
-    let msg = readers::read_generic(&p, &GenericFormat::default(), &skipping)
+    let msg = delimited::read_generic(&p, &GenericFormat::default(), &skipping)
         .unwrap_err()
         .to_string();
     assert!(
@@ -507,7 +509,7 @@ fn an_unterminated_quote_is_reported_where_it_opens() {
         "movies.csv",
         b"movieId,title,genres\n1,\"Two\nLines\",Drama\n2,\"Say \"\"hi\"\"\",Comedy\n",
     );
-    let cat = readers::read_movielens_csv_movies(&p, &ReadOptions::default()).unwrap();
+    let cat = movielens::read_movielens_csv_movies(&p, &ReadOptions::default()).unwrap();
     assert_eq!((cat.title(1), cat.title(2)), ("Two\nLines", "Say \"hi\""));
 }
 
@@ -584,7 +586,7 @@ fn input_in_messages_is_bounded_and_escaped() {
             "ratings.dat",
             format!("1::2::5::10\n1::{field}x::5::10\n").as_bytes(),
         );
-        let msg = readers::read_ml1m_ratings(&p, &opts)
+        let msg = movielens::read_ml1m_ratings(&p, &opts)
             .unwrap_err()
             .to_string();
         assert!(tame(&msg) && msg.contains("ratings.dat:2:"), "{msg:.300}");
@@ -593,7 +595,7 @@ fn input_in_messages_is_bounded_and_escaped() {
             "ratings.csv",
             format!("userId,movieId,rating,timestamp\n1,2,5,{field}x\n").as_bytes(),
         );
-        let msg = readers::read_movielens_csv_ratings(&p, &opts)
+        let msg = movielens::read_movielens_csv_ratings(&p, &opts)
             .unwrap_err()
             .to_string();
         assert!(tame(&msg) && msg.contains("ratings.csv:2:"), "{msg:.300}");
@@ -602,12 +604,12 @@ fn input_in_messages_is_bounded_and_escaped() {
             "log.csv",
             format!("user_id,item_id,timestamp\nu,i,{field}x\n").as_bytes(),
         );
-        let msg = readers::read_generic(&p, &GenericFormat::default(), &opts)
+        let msg = delimited::read_generic(&p, &GenericFormat::default(), &opts)
             .unwrap_err()
             .to_string();
         assert!(tame(&msg) && msg.contains("log.csv:2:"), "{msg:.300}");
         let p = write(dir.path(), "u.item", format!("{field}x|T|\n").as_bytes());
-        let msg = readers::read_ml100k_items(&p, &opts)
+        let msg = movielens::read_ml100k_items(&p, &opts)
             .unwrap_err()
             .to_string();
         assert!(tame(&msg) && msg.contains("u.item:1:"), "{msg:.300}");
@@ -617,14 +619,14 @@ fn input_in_messages_is_bounded_and_escaped() {
         "ratings.dat",
         format!("1::{big}::5::10\n").as_bytes(),
     );
-    let msg = readers::read_ml1m_ratings(&p, &opts)
+    let msg = movielens::read_ml1m_ratings(&p, &opts)
         .unwrap_err()
         .to_string();
     assert!(msg.contains("(10000000 bytes)"), "{msg:.300}");
 
     // Header names: escaped, and a long header listed in part.
     let p = write(dir.path(), "log.csv", format!("{evil},b\nx,y\n").as_bytes());
-    let msg = readers::read_generic(&p, &GenericFormat::default(), &opts)
+    let msg = delimited::read_generic(&p, &GenericFormat::default(), &opts)
         .unwrap_err()
         .to_string();
     assert!(tame(&msg) && msg.contains("\\u{1b}]0;owned"), "{msg}");
@@ -634,7 +636,7 @@ fn input_in_messages_is_bounded_and_escaped() {
         "log.csv",
         format!("{}\n", wide.join(",")).as_bytes(),
     );
-    let msg = readers::read_generic(&p, &GenericFormat::default(), &opts)
+    let msg = delimited::read_generic(&p, &GenericFormat::default(), &opts)
         .unwrap_err()
         .to_string();
     assert!(tame(&msg) && msg.contains("(100000 columns)"), "{msg}");

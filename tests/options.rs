@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use seqrec::checkpoint as io;
-use seqrec::data::readers::{GenericFormat, ReadOptions};
+use seqrec::data::table::{GenericFormat, ReadOptions};
 use seqrec::data::{source, Sequences};
 
 fn synthetic(dir: &Path) -> PathBuf {

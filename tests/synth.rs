@@ -7,8 +7,9 @@ use std::fs;
 use std::path::Path;
 
 use clap::Parser;
-use seqrec::data::readers::{read_ml1m_movies, read_ml1m_ratings, ReadOptions};
+use seqrec::data::movielens::{read_ml1m_movies, read_ml1m_ratings};
 use seqrec::data::synth::{generate, SynthConfig, SynthError, SynthSummary};
+use seqrec::data::table::ReadOptions;
 use seqrec::data::Sequences;
 
 fn small(seed: u64) -> SynthConfig {

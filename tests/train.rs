@@ -289,7 +289,7 @@ fn parity_with_the_reference_on_movielens_100k() {
 /// spec is saved once and read back whole.
 #[test]
 fn the_library_trains_resumes_and_refuses_a_changed_spec() {
-    use seqrec::data::readers::{GenericFormat, ReadOptions};
+    use seqrec::data::table::{GenericFormat, ReadOptions};
     use seqrec::data::{source, DataSettings};
     use seqrec::model::{ModelOptions, Padding};
     use seqrec::train::{self, Settings, TrainConfig, TrainError};

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::data::readers::GenericFormat;
+use crate::data::table::GenericFormat;
 use crate::data::{download, DataError, DataSettings, DataSource, ReadOptions, SourceError};
 
 #[derive(Parser, Debug)]
@@ -273,7 +273,7 @@ impl DataArgs {
                     "{}:1: header has no column {}{set_with}; columns are {}{hint}",
                     file.display(),
                     crate::text::quoted(&column),
-                    crate::data::readers::column_list(&columns)
+                    crate::data::table::column_list(&columns)
                 )
             }
             SourceError::Data(DataError::NoSuchColumn {
@@ -288,7 +288,7 @@ impl DataArgs {
                 setting
                     .map(|s| format!(" (set it with {})", flag(s)))
                     .unwrap_or_default(),
-                crate::data::readers::column_list(&columns)
+                crate::data::table::column_list(&columns)
             ),
             e => e.into(),
         }

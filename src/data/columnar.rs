@@ -26,9 +26,9 @@ use arrow_schema::{ArrowError, DataType, Schema, TimeUnit};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
-use super::readers::{
-    generic_catalog, parse_timestamp, timestamp_of_float, Catalog, Collector, DataError,
-    GenericFormat, Interactions, KeyIndex, ReadOptions, TIMESTAMP_EXPECTED,
+use super::table::{
+    parse_timestamp, timestamp_of_float, Catalog, Collector, DataError, GenericFormat,
+    Interactions, KeyIndex, ReadOptions, TIMESTAMP_EXPECTED,
 };
 use crate::text::{escaped, quoted};
 
@@ -538,7 +538,8 @@ impl Id<'_> {
 }
 
 /// Reads an interaction log in a columnar format: `path` names it (and
-/// holds it unless `bytes` are given).
+/// holds it unless `bytes` are given). Its catalogue is untitled: `source`
+/// adds the titles of `fmt.titles`.
 fn read_log(
     path: &Path,
     bytes: Option<&[u8]>,
@@ -605,8 +606,7 @@ fn read_log(
     let interactions = c.finish();
     let mut item_keys = vec![String::new()];
     item_keys.extend(items.into_keys());
-    let catalog = generic_catalog(item_keys, fmt, opts)?;
-    Ok((interactions, catalog))
+    Ok((interactions, Catalog::of_item_keys(item_keys)))
 }
 
 /// Reads an interaction log from a Parquet or Arrow IPC file.

@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use super::readers::{DataError, Interactions};
+use super::table::{DataError, Interactions};
 
 /// Users' item sequences, concatenated. Sequence `s` is
 /// `items[offsets[s]..offsets[s + 1]]`, in time order (ties in file order).

@@ -1,11 +1,18 @@
 //! Where data comes from: a MovieLens folder (any release), a generic
-//! interaction file, or a named dataset fetched into the cache.
+//! interaction file, or a named dataset fetched into the cache. It picks the
+//! format and calls that format's reader; a generic log's title file, which
+//! may be in another format than the log, is read here, above the formats.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::columnar::{self, ColumnarKind};
+use super::delimited;
 use super::download::{self, DownloadError};
-use super::readers::{self, Catalog, DataError, GenericFormat, Interactions, ReadOptions};
+use super::movielens;
+use super::table::{
+    self, Catalog, DataError, GenericFormat, Interactions, ReadOptions, MAX_UNUSED_IDS,
+};
 
 /// Why data could not be found or read.
 #[derive(Debug, thiserror::Error)]
@@ -212,49 +219,53 @@ pub fn read_path(path: &Path, generic: &GenericFormat, opts: &ReadOptions) -> Re
         Format::MovieLensDat => {
             let movies = dir.join("movies.dat");
             let cat = if movies.is_file() {
-                readers::read_ml1m_movies(&movies, opts)?
+                movielens::read_ml1m_movies(&movies, opts)?
             } else {
                 Catalog::default()
             };
             (
-                readers::read_ml1m_ratings(&dir.join("ratings.dat"), opts)?,
+                movielens::read_ml1m_ratings(&dir.join("ratings.dat"), opts)?,
                 cat,
             )
         }
         Format::MovieLens100k => {
             let items = dir.join("u.item");
             let cat = if items.is_file() {
-                readers::read_ml100k_items(&items, opts)?
+                movielens::read_ml100k_items(&items, opts)?
             } else {
                 Catalog::default()
             };
             (
-                readers::read_ml100k_ratings(&dir.join("u.data"), opts)?,
+                movielens::read_ml100k_ratings(&dir.join("u.data"), opts)?,
                 cat,
             )
         }
         Format::MovieLensCsv => {
             let movies = dir.join("movies.csv");
             let cat = if movies.is_file() {
-                readers::read_movielens_csv_movies(&movies, opts)?
+                movielens::read_movielens_csv_movies(&movies, opts)?
             } else {
                 Catalog::default()
             };
             (
-                readers::read_movielens_csv_ratings(&dir.join("ratings.csv"), opts)?,
+                movielens::read_movielens_csv_ratings(&dir.join("ratings.csv"), opts)?,
                 cat,
             )
         }
-        Format::Generic | Format::Parquet | Format::ArrowIpc => match columnar::sniff(&dir)? {
-            Some(kind) => {
-                format = match kind {
-                    ColumnarKind::Parquet => Format::Parquet,
-                    _ => Format::ArrowIpc,
-                };
-                columnar::read_file(&dir, kind, generic, opts)?
-            }
-            None => readers::read_generic(&dir, generic, opts)?,
-        },
+        Format::Generic | Format::Parquet | Format::ArrowIpc => {
+            let (interactions, mut catalog) = match columnar::sniff(&dir)? {
+                Some(kind) => {
+                    format = match kind {
+                        ColumnarKind::Parquet => Format::Parquet,
+                        _ => Format::ArrowIpc,
+                    };
+                    columnar::read_file(&dir, kind, generic, opts)?
+                }
+                None => delimited::read_generic(&dir, generic, opts)?,
+            };
+            add_titles(&mut catalog, generic, opts)?;
+            (interactions, catalog)
+        }
     };
     if format.files().is_some() {
         // Checked before the catalogue grows to cover every rated id: the
@@ -264,7 +275,7 @@ pub fn read_path(path: &Path, generic: &GenericFormat, opts: &ReadOptions) -> Re
         let count = used.iter().filter(|&&u| u).count();
         if opts.renumber_items {
             renumber(&mut catalog, &mut interactions, &used);
-        } else if max_id - count > readers::MAX_UNUSED_IDS && max_id - count > count {
+        } else if max_id - count > MAX_UNUSED_IDS && max_id - count > count {
             return Err(SourceError::SparseIds {
                 path: dir,
                 max_id,
@@ -284,7 +295,7 @@ fn complete(
     interactions: Interactions,
     mut catalog: Catalog,
 ) -> Result<Dataset> {
-    readers::complete_catalog(&mut catalog, &interactions);
+    table::complete_catalog(&mut catalog, &interactions);
     if interactions.is_empty() {
         return Err(SourceError::NoRatings {
             path: PathBuf::from(origin),
@@ -310,8 +321,41 @@ pub fn read_arrow_ipc_stream(
     generic: &GenericFormat,
     opts: &ReadOptions,
 ) -> Result<Dataset> {
-    let (interactions, catalog) = columnar::read_bytes(bytes, Path::new(origin), generic, opts)?;
+    let (interactions, mut catalog) =
+        columnar::read_bytes(bytes, Path::new(origin), generic, opts)?;
+    add_titles(&mut catalog, generic, opts)?;
     complete(origin.to_string(), Format::ArrowIpc, interactions, catalog)
+}
+
+/// Titles the items of a generic log's `catalog` (keyed by the log's item
+/// ids) from `generic.titles`, if given: a CSV/TSV or a columnar file,
+/// whatever the log's own format. Rows for items the log never rates are
+/// left out.
+fn add_titles(
+    catalog: &mut Catalog,
+    generic: &GenericFormat,
+    opts: &ReadOptions,
+) -> Result<(), DataError> {
+    let Some(path) = &generic.titles else {
+        return Ok(());
+    };
+    let Catalog { titles, keys, .. } = catalog;
+    let id_of_key: HashMap<&str, usize> = keys
+        .iter()
+        .flatten()
+        .enumerate()
+        .skip(1)
+        .map(|(id, key)| (key.as_str(), id))
+        .collect();
+    let mut set_title = |key: &str, title: String| {
+        if let Some(&id) = id_of_key.get(key) {
+            titles[id] = title;
+        }
+    };
+    match columnar::sniff(path)? {
+        Some(kind) => columnar::read_titles(path, kind, generic, opts, &mut set_title),
+        None => delimited::read_titles(path, generic, opts, &mut set_title),
+    }
 }
 
 /// Which ids are items (listed in the item file or rated), by id; id 0,

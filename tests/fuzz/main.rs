@@ -17,9 +17,10 @@ mod http;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use seqrec::data::readers::{self, GenericFormat, ReadOptions};
 use seqrec::data::synth::{generate, SynthConfig};
+use seqrec::data::table::{GenericFormat, Interactions, ReadOptions};
 use seqrec::data::Sequences;
+use seqrec::data::{delimited, movielens};
 
 #[global_allocator]
 static ALLOCATOR: harness::CountingAllocator = harness::CountingAllocator;
@@ -109,7 +110,7 @@ fn file_target<T, E>(
 }
 
 /// What training does with what a ratings reader returns.
-fn into_sequences(i: readers::Interactions) -> Result<(), seqrec::data::DataError> {
+fn into_sequences(i: Interactions) -> Result<(), seqrec::data::DataError> {
     let seqs = Sequences::build(&i, 3)?;
     let (train, test) = seqs.split_last();
     assert!(train.len() + test.len() >= test.len());
@@ -137,7 +138,7 @@ fn fuzz_movielens_dat_ratings() {
         &seeds,
         &[b"::5::", b"\n1::"],
         file_target("ratings.dat", |p| {
-            into_sequences(readers::read_ml1m_ratings(p, &opts())?)
+            into_sequences(movielens::read_ml1m_ratings(p, &opts())?)
         }),
     );
 }
@@ -158,7 +159,7 @@ fn fuzz_movielens_dat_movies() {
         "dat_movies",
         &seeds,
         &[b"::Drama\n", b" (1995)"],
-        file_target("movies.dat", |p| readers::read_ml1m_movies(p, &opts())),
+        file_target("movies.dat", |p| movielens::read_ml1m_movies(p, &opts())),
     );
 }
 
@@ -173,7 +174,7 @@ fn fuzz_movielens_100k_files() {
         &seeds_data,
         &[b"\t", b"\t5\t"],
         file_target("u.data", |p| {
-            into_sequences(readers::read_ml100k_ratings(p, &opts())?)
+            into_sequences(movielens::read_ml100k_ratings(p, &opts())?)
         }),
     );
     let seeds_item = seeds(
@@ -184,7 +185,7 @@ fn fuzz_movielens_100k_files() {
         "u_item",
         &seeds_item,
         &[b"|0|1|", b"|"],
-        file_target("u.item", |p| readers::read_ml100k_items(p, &opts())),
+        file_target("u.item", |p| movielens::read_ml100k_items(p, &opts())),
     );
 }
 
@@ -199,7 +200,7 @@ fn fuzz_movielens_csv_files() {
         &ratings,
         &[b",4.5,", b"\n1,"],
         file_target("ratings.csv", |p| {
-            into_sequences(readers::read_movielens_csv_ratings(p, &opts())?)
+            into_sequences(movielens::read_movielens_csv_ratings(p, &opts())?)
         }),
     );
     let movies = seeds(
@@ -211,7 +212,7 @@ fn fuzz_movielens_csv_files() {
         &movies,
         &[b"\"", b",\"a, b\","],
         file_target("movies.csv", |p| {
-            readers::read_movielens_csv_movies(p, &opts())
+            movielens::read_movielens_csv_movies(p, &opts())
         }),
     );
 }
@@ -231,8 +232,8 @@ fn fuzz_generic_files() {
         rating_col: Some("rating".into()),
         ..GenericFormat::default()
     };
-    let mut csv_target = file_target("events.csv", |p| readers::read_generic(p, &fmt, &opts()));
-    let mut tsv_target = file_target("events.tsv", |p| readers::read_generic(p, &tsv, &opts()));
+    let mut csv_target = file_target("events.csv", |p| delimited::read_generic(p, &fmt, &opts()));
+    let mut tsv_target = file_target("events.tsv", |p| delimited::read_generic(p, &tsv, &opts()));
     harness::fuzz("generic", &seeds, &[b",", b"\t", b"\""], |bytes| {
         // Each input in both dialects: the delimiter decides the fields.
         let a = csv_target(bytes).and_then(|(i, _)| into_sequences(i));
