@@ -1,40 +1,22 @@
 //! Where a Python call's data comes from (a path, a named dataset, or a
 //! DataFrame / Arrow table sent as an Arrow IPC stream) and how it is read:
-//! the command line's `DataArgs`, filled from keyword arguments, so the
-//! defaults (minimum rating 2, sequences of at least 3, ...) are its own.
+//! the library's `DataOptions`, filled from keyword arguments over its
+//! defaults (minimum rating 2, sequences of at least 3, ...), the same the
+//! command line's flags have.
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Result};
-use clap::{Args, FromArgMatches};
+use anyhow::Result;
 use pyo3::conversion::FromPyObjectOwned;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use seqrec::cli::DataArgs;
-use seqrec::data::{DataSettings, Dataset};
+use seqrec::data::{DataOptions, DataSettings, Dataset};
 
 use seqrec::data::read_arrow_ipc_stream;
 
-/// The keyword arguments that say how data is read, as the command line's
-/// data flags name them (`--user-col` is `user_col`).
-pub const DATA_KEYWORDS: [&str; 15] = [
-    "dataset",
-    "data_dir",
-    "min_rating",
-    "no_rating_filter",
-    "min_sequence_len",
-    "skip_bad_lines",
-    "renumber_items",
-    "delimiter",
-    "user_col",
-    "item_col",
-    "time_col",
-    "rating_col",
-    "titles_file",
-    "title_item_col",
-    "title_col",
-];
+/// The keyword arguments that say how data is read: the library's keys.
+pub const DATA_KEYWORDS: [&str; 15] = DataOptions::KEYS;
 
 /// The data a call reads.
 pub enum Source {
@@ -48,16 +30,8 @@ pub enum Source {
 
 /// The data and how to read it.
 pub struct DataRequest {
-    pub args: DataArgs,
+    pub args: DataOptions,
     pub source: Source,
-}
-
-/// `DataArgs` with the command line's defaults: parsed from no flags at
-/// all, so every default is clap's, as the CLI declares it.
-fn default_data_args() -> Result<DataArgs> {
-    let command = DataArgs::augment_args(clap::Command::new("seqrec"));
-    let matches = command.try_get_matches_from(["seqrec"])?;
-    Ok(DataArgs::from_arg_matches(&matches)?)
 }
 
 /// One keyword's value (None: not given), converted, with the keyword
@@ -83,7 +57,7 @@ pub fn request(
     data: Option<&Bound<'_, PyAny>>,
     options: &Bound<'_, PyDict>,
 ) -> PyResult<DataRequest> {
-    let mut args = default_data_args().map_err(crate::seqrec_error)?;
+    let mut args = DataOptions::defaults();
     let mut source = Source::Args;
     match data {
         None => {}
@@ -129,60 +103,35 @@ pub fn request(
     Ok(DataRequest { args, source })
 }
 
-/// The command line's messages name its flags (`--min-sequence-len`); a
-/// Python caller set keywords (`min_sequence_len`).
-pub fn keyword_names(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    while let Some(at) = rest.find("--") {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 2..];
-        let len = after
-            .find(|c: char| !(c.is_ascii_lowercase() || c == '-'))
-            .unwrap_or(after.len());
-        if len > 0 && after.as_bytes()[0].is_ascii_lowercase() {
-            out.push_str(&after[..len].replace('-', "_"));
-        } else {
-            out.push_str("--");
-            out.push_str(&after[..len]);
-        }
-        rest = &after[len..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// A `DataArgs` error, in keywords.
-fn in_keywords(e: anyhow::Error) -> anyhow::Error {
-    anyhow!(keyword_names(&format!("{e:#}")))
-}
-
 impl DataRequest {
     /// For `evaluate`: what the user did not set is read as the model's
     /// training data was, and without data, that data itself.
     pub fn default_to_model(&mut self, settings: &DataSettings, recorded: &str) -> Result<()> {
         self.args.default_to(settings);
         if matches!(self.source, Source::Args) {
-            self.args.default_source_to(recorded).map_err(in_keywords)?;
+            self.args.default_source_to(recorded)?;
         }
         Ok(())
     }
 
     /// How ratings are filtered and sequences kept, checked.
     pub fn settings(&self) -> Result<DataSettings> {
-        self.args.data_settings().map_err(in_keywords)
+        Ok(self.args.data_settings()?)
     }
 
     /// Reads the dataset (releases the GIL: call inside `detach`).
     pub fn load(&self, show_progress: bool) -> Result<Dataset> {
         match &self.source {
             Source::Arrow { stream, origin } => {
-                let generic = self.args.generic_format().map_err(in_keywords)?;
-                read_arrow_ipc_stream(stream, origin, &generic, &self.args.read_options())
-                    .map_err(|e| in_keywords(DataArgs::explain(e)))
+                let generic = self.args.generic_format()?;
+                Ok(read_arrow_ipc_stream(
+                    stream,
+                    origin,
+                    &generic,
+                    &self.args.read_options(),
+                )?)
             }
-            // The command line's own loading, with its explained errors.
-            Source::Args => self.args.load(!show_progress).map_err(in_keywords),
+            Source::Args => Ok(self.args.load(!show_progress)?),
         }
     }
 }

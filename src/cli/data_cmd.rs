@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::DataArgs;
+use crate::data::DataOptions;
 use crate::data::Sequences;
 use crate::model::{fill_batch, Batch, ModelOptions};
 use crate::text::quoted;
@@ -20,7 +20,7 @@ pub enum DataCommand {
 #[derive(Args, Debug)]
 pub struct StatsArgs {
     #[command(flatten)]
-    pub data: DataArgs,
+    pub data: DataOptions,
     /// Items of history in each shown row (a model's context_len).
     #[arg(long, default_value_t = ModelOptions::default().context_len)]
     pub context_len: usize,
@@ -99,7 +99,10 @@ fn stats(args: StatsArgs, quiet: bool) -> Result<()> {
     if args.batch_size == 0 {
         anyhow::bail!("--batch-size: expected at least 1");
     }
-    let split = args.data.data_settings()?;
+    let split = args
+        .data
+        .data_settings()
+        .map_err(super::explain_data_error)?;
     // The rows are shown as a model of the reference's options would see them.
     let options = ModelOptions {
         context_len: args.context_len,
@@ -110,7 +113,7 @@ fn stats(args: StatsArgs, quiet: bool) -> Result<()> {
         anyhow::anyhow!("{}: {}", super::flag(&e.key), e.message)
     })?;
     let t0 = Instant::now();
-    let ds = args.data.load(quiet)?;
+    let ds = args.data.load(quiet).map_err(super::explain_data_error)?;
     let seqs = Sequences::build(&ds.interactions, split.min_sequence_len)?;
     let (train, test) = seqs.split_last();
     let seconds = t0.elapsed().as_secs_f64();

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::DataArgs;
+use crate::data::DataOptions;
 use crate::eval::{self, EvalReport};
 use crate::retrieval::approx::IndexChoice;
 use crate::retrieval::recommender::Recommender;
@@ -19,7 +19,7 @@ pub struct EvaluateArgs {
     #[arg(value_name = "MODEL")]
     pub model: PathBuf,
     #[command(flatten)]
-    pub data: DataArgs,
+    pub data: DataOptions,
     /// Cut-offs, comma-separated.
     #[arg(long, default_value = "10,20")]
     pub k: String,
@@ -101,7 +101,9 @@ pub fn evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
     let mut args = args;
     args.data.default_to(&saved.data);
     if args.data.data.is_none() && args.data.dataset.is_none() {
-        args.data.default_source_to(&saved.dataset)?;
+        args.data
+            .default_source_to(&saved.dataset)
+            .map_err(super::explain_data_error)?;
         if !quiet {
             eprintln!(
                 "evaluating on {}, the model's training data",
@@ -119,8 +121,11 @@ pub fn evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
             quiet,
         )?;
     }
-    let data = args.data.data_settings()?;
-    let ds = args.data.load(quiet)?;
+    let data = args
+        .data
+        .data_settings()
+        .map_err(super::explain_data_error)?;
+    let ds = args.data.load(quiet).map_err(super::explain_data_error)?;
     let threads = args.threads.unwrap_or(0);
     if let Some(w) = crate::workers::oversubscription_warning("--threads", threads) {
         eprintln!("{w}");

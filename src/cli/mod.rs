@@ -11,13 +11,10 @@ mod serve_cmd;
 mod synth_cmd;
 mod train_cmd;
 
-use std::path::PathBuf;
+use anyhow::Result;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use anyhow::{bail, Result};
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-
-use crate::data::table::GenericFormat;
-use crate::data::{download, DataError, DataSettings, DataSource, ReadOptions, SourceError};
+use crate::data::{DataError, DataOptions, DataOptionsError, SourceError};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,239 +57,94 @@ pub enum Command {
 /// checkout of seqrec).
 pub const DEFAULT_MODEL_FILE: &str = "seqrec-model.safetensors";
 
-/// Where the data comes from and how it becomes examples; shared by every
-/// command that reads data.
-#[derive(Args, Debug, Clone)]
-pub struct DataArgs {
-    /// A MovieLens folder (ml-1m, ml-100k, CSV releases) or an interaction file (CSV/TSV, Parquet, Arrow IPC).
-    #[arg(value_name = "DATA")]
-    pub data: Option<PathBuf>,
-    /// A named dataset, fetched into the cache on first use (e.g. ml-1m).
-    #[arg(long, conflicts_with = "data")]
-    pub dataset: Option<String>,
-    /// Cache folder for downloaded datasets [default: the XDG cache dir, seqrec/].
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Drop ratings below this value (the reference's MIN_RATING) [default: 2; evaluate: the model's].
-    #[arg(long)]
-    pub min_rating: Option<f32>,
-    /// Keep every rating, whatever its value.
-    #[arg(long)]
-    pub no_rating_filter: bool,
-    /// Skip users with fewer ratings (MIN_SEQUENCE_LENGTH) [default: 3; evaluate: the model's].
-    #[arg(long)]
-    pub min_sequence_len: Option<usize>,
-    /// Count and skip malformed lines instead of stopping at the first.
-    #[arg(long)]
-    pub skip_bad_lines: bool,
-    /// MovieLens data: number the items 1..N instead of using their ids as
-    /// embedding rows (for sparse ids; the vocabulary is then not the reference's).
-    #[arg(long)]
-    pub renumber_items: bool,
-    /// Generic files: field delimiter, one character, or `tab` / `\t` (default: tab for .tsv, else comma).
-    #[arg(long, value_name = "CHAR")]
-    pub delimiter: Option<String>,
-    /// Generic files: the user column's name.
-    #[arg(long, default_value = "user_id")]
-    pub user_col: String,
-    /// Generic files: the item column's name.
-    #[arg(long, default_value = "item_id")]
-    pub item_col: String,
-    /// Generic files: the timestamp column's name.
-    #[arg(long, default_value = "timestamp")]
-    pub time_col: String,
-    /// Generic files: the rating column's name (none by default: no filter).
-    #[arg(long)]
-    pub rating_col: Option<String>,
-    /// Generic files: an item-title file (CSV/TSV with a header).
-    #[arg(long, value_name = "FILE")]
-    pub titles_file: Option<PathBuf>,
-    /// Title file: the item column's name.
-    #[arg(long, default_value = "item_id")]
-    pub title_item_col: String,
-    /// Title file: the title column's name.
-    #[arg(long, default_value = "title")]
-    pub title_col: String,
-}
-
-impl DataArgs {
-    pub fn source(&self) -> Result<DataSource> {
-        match (&self.data, &self.dataset) {
-            (Some(p), None) => Ok(DataSource::Path(p.clone())),
-            (None, Some(n)) => Ok(DataSource::Named(n.clone())),
-            (None, None) => bail!("no data given: pass a MovieLens folder or interaction file, or --dataset NAME (e.g. --dataset ml-1m)"),
-            (Some(_), Some(_)) => bail!("give either DATA or --dataset, not both"),
+/// The library names settings (`user_col`, a named dataset); here the
+/// errors name the flags that set them.
+pub fn explain_data_error(e: DataOptionsError) -> anyhow::Error {
+    let e = match e {
+        DataOptionsError::Source(e) => e,
+        DataOptionsError::Setting { key, message } => {
+            return anyhow::anyhow!("{}: {message}", flag(key))
         }
-    }
-
-    pub fn read_options(&self) -> ReadOptions {
-        ReadOptions {
-            min_rating: (!self.no_rating_filter).then_some(self.min_rating.unwrap_or(2.0)),
-            skip_bad_lines: self.skip_bad_lines,
-            renumber_items: self.renumber_items,
-        }
-    }
-
-    pub fn generic_format(&self) -> Result<GenericFormat> {
-        let delimiter = match self.delimiter.as_deref() {
-            None => None,
-            Some("tab" | "\\t" | "\t") => Some(b'\t'),
-            Some(d) if d.len() == 1 && d.is_ascii() => Some(d.as_bytes()[0]),
-            Some(d) => bail!(
-                "--delimiter: expected one ASCII character or `tab`, found {}",
-                crate::text::quoted(d)
-            ),
-        };
-        Ok(GenericFormat {
-            delimiter,
-            user_col: self.user_col.clone(),
-            item_col: self.item_col.clone(),
-            time_col: self.time_col.clone(),
-            rating_col: self.rating_col.clone(),
-            titles: self.titles_file.clone(),
-            title_item_col: self.title_item_col.clone(),
-            title_col: self.title_col.clone(),
-        })
-    }
-
-    /// Without DATA or --dataset, the data a model records it was trained
-    /// on (a named release, or the folder or file it was read from, as it
-    /// was given then).
-    pub fn default_source_to(&mut self, recorded: &str) -> Result<()> {
-        if self.data.is_some() || self.dataset.is_some() {
-            return Ok(());
-        }
-        if download::find_dataset(recorded).is_some() {
-            self.dataset = Some(recorded.to_string());
-        } else if !recorded.is_empty() && std::path::Path::new(recorded).exists() {
-            self.data = Some(PathBuf::from(recorded));
-        } else {
-            bail!(
-                "no data given, and the model's training data {} is not found from here: pass DATA (the folder or file it was trained on) or --dataset NAME",
-                crate::text::quoted(recorded)
-            );
-        }
-        Ok(())
-    }
-
-    /// The files the data is read from: the file given, or the ratings and
-    /// titles files of the MovieLens folder given (or of the named
-    /// dataset's cache folder), and the title file. Outputs are checked
-    /// against these, never to write over them.
-    pub fn input_files(&self) -> Vec<PathBuf> {
-        use crate::data::source::detect;
-        let root = match (&self.data, &self.dataset) {
-            (Some(p), _) => Some(p.clone()),
-            (None, Some(name)) => Some(self.cache_dir().join(name)),
-            (None, None) => None,
-        };
-        let mut files = match root.as_deref().map(detect) {
-            Some(Ok((format, path))) => match format.files() {
-                Some((ratings, titles)) => vec![path.join(ratings), path.join(titles)],
-                None => vec![path],
-            },
-            // Reading the data will say what is wrong with it.
-            Some(Err(_)) | None => root.into_iter().collect(),
-        };
-        files.extend(self.titles_file.clone());
-        files
-    }
-
-    /// How ratings are filtered and sequences kept, checked.
-    pub fn data_settings(&self) -> Result<DataSettings> {
-        let min_sequence_len = self.min_sequence_len.unwrap_or(3);
-        if min_sequence_len < 2 {
-            bail!("--min-sequence-len: expected at least 2 (one context item and one label)");
-        }
-        Ok(DataSettings {
-            min_rating: self.read_options().min_rating,
-            min_sequence_len,
-            renumber_items: self.renumber_items,
-        })
-    }
-
-    /// Reads the data as the model's training data was read, for what the
-    /// user did not set: `evaluate` then ranks the same test examples.
-    pub fn default_to(&mut self, data: &DataSettings) {
-        if self.min_rating.is_none() && !self.no_rating_filter {
-            match data.min_rating {
-                Some(r) => self.min_rating = Some(r),
-                None => self.no_rating_filter = true,
-            }
-        }
-        self.min_sequence_len.get_or_insert(data.min_sequence_len);
-        self.renumber_items |= data.renumber_items;
-    }
-
-    pub fn cache_dir(&self) -> PathBuf {
-        self.data_dir
-            .clone()
-            .unwrap_or_else(download::default_cache_dir)
-    }
-
-    pub fn load(&self, quiet: bool) -> Result<crate::data::Dataset> {
-        crate::data::load(
-            &self.source()?,
-            &self.generic_format()?,
-            &self.read_options(),
-            &self.cache_dir(),
-            !quiet,
-        )
-        .map_err(Self::explain)
-    }
-
-    /// The library names settings (`user_col`, a named dataset); here the
-    /// errors name the flags that set them.
-    pub fn explain(e: SourceError) -> anyhow::Error {
-        match e {
-            SourceError::Fetch { name, source } => anyhow::Error::new(source).context(format!(
-                "--dataset {name}: {}",
-                crate::data::source::offline_hint(&name)
-            )),
-            SourceError::Data(DataError::MissingColumn {
-                file,
-                column,
-                setting,
-                columns,
-                suggest_delimiter,
-            }) => {
-                let set_with = setting
-                    .map(|s| format!(" (set it with {})", flag(s)))
-                    .unwrap_or_default();
-                let hint = match suggest_delimiter {
-                    None => String::new(),
-                    Some(b'\t') => {
-                        " (the header is one column holding tabs: pass --delimiter tab)".into()
-                    }
-                    Some(d) => {
-                        let c = d as char;
-                        format!(" (the header is one column holding `{c}`: pass --delimiter '{c}')")
-                    }
-                };
-                anyhow::anyhow!(
-                    "{}:1: header has no column {}{set_with}; columns are {}{hint}",
-                    file.display(),
-                    crate::text::quoted(&column),
-                    crate::data::table::column_list(&columns)
-                )
-            }
-            SourceError::Data(DataError::NoSuchColumn {
-                file,
-                column,
-                setting,
-                columns,
-            }) => anyhow::anyhow!(
-                "{}: no column {}{}; its columns are {}",
+        e => return e.into(),
+    };
+    match e {
+        SourceError::Fetch { name, source } => anyhow::Error::new(source).context(format!(
+            "--dataset {name}: {}",
+            crate::data::source::offline_hint(&name)
+        )),
+        SourceError::Data(DataError::MissingColumn {
+            file,
+            column,
+            setting,
+            columns,
+            suggest_delimiter,
+        }) => {
+            let set_with = setting
+                .map(|s| format!(" (set it with {})", flag(s)))
+                .unwrap_or_default();
+            let hint = match suggest_delimiter {
+                None => String::new(),
+                Some(b'\t') => {
+                    " (the header is one column holding tabs: pass --delimiter tab)".into()
+                }
+                Some(d) => {
+                    let c = d as char;
+                    format!(" (the header is one column holding `{c}`: pass --delimiter '{c}')")
+                }
+            };
+            anyhow::anyhow!(
+                "{}:1: header has no column {}{set_with}; columns are {}{hint}",
                 file.display(),
                 crate::text::quoted(&column),
-                setting
-                    .map(|s| format!(" (set it with {})", flag(s)))
-                    .unwrap_or_default(),
                 crate::data::table::column_list(&columns)
-            ),
-            e => e.into(),
+            )
+        }
+        SourceError::Data(DataError::NoSuchColumn {
+            file,
+            column,
+            setting,
+            columns,
+        }) => anyhow::anyhow!(
+            "{}: no column {}{}; its columns are {}",
+            file.display(),
+            crate::text::quoted(&column),
+            setting
+                .map(|s| format!(" (set it with {})", flag(s)))
+                .unwrap_or_default(),
+            crate::data::table::column_list(&columns)
+        ),
+        e => e.into(),
+    }
+}
+
+/// `report` with each setting it names in backticks (`min_sequence_len`,
+/// the library's way) shown as the flag that sets it (--min-sequence-len).
+/// Backticked words that are no setting (`tab`) stay as they are.
+pub fn in_flags(report: &str) -> String {
+    let model = toml::Table::try_from(crate::model::ModelOptions::default()).unwrap_or_default();
+    let is_setting = |word: &str| {
+        DataOptions::KEYS.contains(&word)
+            || crate::train::TrainConfig::KEYS.contains(&word)
+            || model.contains_key(word)
+    };
+    let mut out = String::with_capacity(report.len());
+    let mut rest = report;
+    while let Some(open) = rest.find('`') {
+        let after = &rest[open + 1..];
+        match after.find('`') {
+            Some(close) if is_setting(&after[..close]) => {
+                out.push_str(&rest[..open]);
+                out.push_str(&flag(&after[..close]));
+                rest = &after[close + 1..];
+            }
+            _ => {
+                out.push_str(&rest[..=open]);
+                rest = after;
+            }
         }
     }
+    out.push_str(rest);
+    out
 }
 
 /// The flag that sets a setting: `user_col` is `--user-col`. The library's
@@ -317,7 +169,7 @@ pub fn main() -> i32 {
     match run(cli) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("{}", crate::text::error_report(&e));
+            eprintln!("{}", in_flags(&crate::text::error_report(&e)));
             1
         }
     }

@@ -11,8 +11,8 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use super::recommend_cmd::{demo, print_demo};
-use super::DataArgs;
 use crate::checkpoint;
+use crate::data::DataOptions;
 use crate::eval;
 use crate::model::{Padding, QueryTower};
 use crate::retrieval::approx::IndexChoice;
@@ -67,7 +67,7 @@ pub struct ModelFlags {
 )]
 pub struct TrainArgs {
     #[command(flatten)]
-    pub data: DataArgs,
+    pub data: DataOptions,
     /// Where to write the model file.
     #[arg(long, short, default_value = super::DEFAULT_MODEL_FILE)]
     pub out: PathBuf,
@@ -348,8 +348,11 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
     }
 
     let t_data = Instant::now();
-    let data = args.data.data_settings()?;
-    let ds = args.data.load(quiet)?;
+    let data = args
+        .data
+        .data_settings()
+        .map_err(super::explain_data_error)?;
+    let ds = args.data.load(quiet).map_err(super::explain_data_error)?;
     let data_seconds = t_data.elapsed().as_secs_f64();
     let ranking = eval::ranking_hook(&ds.catalog);
     let mut printer = Printer {

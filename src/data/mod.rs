@@ -11,6 +11,8 @@
 //!   `csv_rows` holds the CSV reading that `movielens` and `delimited` share.
 //! - `source`: picks the format, calls its reader and adds a generic log's
 //!   titles, which may come in another format than the log.
+//! - `options`: where a command's or Python call's data is and how to read
+//!   it (`DataOptions`), defined once for both.
 //! - `sequences`, `download`, `synth`: per-user histories and examples,
 //!   fetching releases, synthetic logs.
 
@@ -19,12 +21,14 @@ mod csv_rows;
 pub mod delimited;
 pub mod download;
 pub mod movielens;
+pub mod options;
 pub mod sequences;
 pub mod source;
 pub mod synth;
 pub mod table;
 
 pub use download::DownloadError;
+pub use options::{DataOptions, DataOptionsError};
 pub use sequences::{DataSettings, ExampleSet, Sequences, UserHistories};
 pub use source::{load, read_arrow_ipc_stream, DataSource, Dataset, SourceError};
 pub use synth::SynthError;
