@@ -688,7 +688,7 @@ fn sparse_item_ids_are_refused_or_renumbered_before_tables_are_sized() {
         .to_string();
     assert!(
         msg.contains("item ids go up to 10000000 but only 4 are items")
-            && msg.contains("--renumber-items"),
+            && msg.contains("`renumber_items`"),
         "{msg}"
     );
     let renumber = ReadOptions {

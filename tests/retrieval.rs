@@ -366,7 +366,7 @@ fn a_hot_swap_replaces_model_and_index_together() {
     fs::copy(&a, &served).unwrap();
 
     // A search list other than the default, kept across reloads.
-    let searching = ApproxSettings::searching(Some(77));
+    let searching = ApproxSettings::searching(Some("77".parse().unwrap()));
     let slot = ModelSlot::load(served.clone(), IndexChoice::Approx, searching).unwrap();
     let first = slot.get();
     assert_eq!(first.info["index"]["expansion_search"], 77);

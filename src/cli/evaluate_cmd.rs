@@ -10,7 +10,7 @@ use clap::Args;
 
 use crate::data::DataOptions;
 use crate::eval::{self, EvalReport};
-use crate::retrieval::approx::IndexChoice;
+use crate::retrieval::approx::{IndexChoice, SearchList};
 use crate::retrieval::recommender::Recommender;
 
 #[derive(Args, Debug)]
@@ -33,8 +33,8 @@ pub struct EvaluateArgs {
     #[arg(long, value_enum, default_value_t = EvalIndex::Exact)]
     pub index: EvalIndex,
     /// With --index approx: candidates the graph's walk keeps (ef) [default: 40]; compare a few to choose serve's.
-    #[arg(long, value_name = "N", value_parser = super::search_list_arg)]
-    pub search_list: Option<usize>,
+    #[arg(long, value_name = "N")]
+    pub search_list: Option<SearchList>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

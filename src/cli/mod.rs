@@ -132,6 +132,12 @@ pub fn in_flags(report: &str) -> String {
     while let Some(open) = rest.find('`') {
         let after = &rest[open + 1..];
         match after.find('`') {
+            // The data is the commands' positional argument.
+            Some(4) if after.starts_with("data") => {
+                out.push_str(&rest[..open]);
+                out.push_str("DATA");
+                rest = &after[5..];
+            }
             Some(close) if is_setting(&after[..close]) => {
                 out.push_str(&rest[..open]);
                 out.push_str(&flag(&after[..close]));
@@ -189,18 +195,6 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// `--search-list N`: the approximate index's search list (ef), a whole
-/// number from 1 to `approx::MAX_SEARCH_LIST`.
-pub fn search_list_arg(text: &str) -> std::result::Result<usize, String> {
-    use crate::retrieval::approx::MAX_SEARCH_LIST;
-    match text.trim().parse::<usize>() {
-        Ok(n) if (1..=MAX_SEARCH_LIST).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "expected a whole number from 1 to {MAX_SEARCH_LIST}"
-        )),
-    }
-}
-
 /// Puts `rec` on the top-K `choice` asks for (the approximate index searched
 /// with `search_list`, or its default), saying on stderr (unless
 /// `quiet`) when the approximate graph is built, how long that took and
@@ -208,7 +202,7 @@ pub fn search_list_arg(text: &str) -> std::result::Result<usize, String> {
 pub fn use_index(
     rec: &mut crate::retrieval::recommender::Recommender,
     choice: crate::retrieval::approx::IndexChoice,
-    search_list: Option<usize>,
+    search_list: Option<crate::retrieval::approx::SearchList>,
     model: &std::path::Path,
     quiet: bool,
 ) -> Result<()> {
@@ -243,4 +237,27 @@ pub fn use_index(
         Some(IndexSource::Cache) | None => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_named_in_prose_are_shown_as_their_flags() {
+        assert_eq!(
+            in_flags("use a smaller `embedding_dim` or `renumber_items`; `min_sequence_len`"),
+            "use a smaller --embedding-dim or --renumber-items; --min-sequence-len"
+        );
+        // Words that are no setting, and a lone backtick, stay as written.
+        assert_eq!(
+            in_flags("pass `tab` or `epochz` `"),
+            "pass `tab` or `epochz` `"
+        );
+        assert_eq!(in_flags("`epochs`"), "--epochs");
+        assert_eq!(
+            in_flags("pass `data` or `dataset` NAME"),
+            "pass DATA or --dataset NAME"
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! `seqrec recommend MODEL ...`: the top K for a history (ids, titles or a
 //! known user), for a whole file of histories, or the reference's demo.
 
-use crate::retrieval::approx::IndexChoice;
+use crate::retrieval::approx::{IndexChoice, SearchList};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -51,8 +51,8 @@ pub struct RecommendArgs {
     #[arg(long, value_enum, default_value_t = IndexChoice::Auto)]
     pub index: IndexChoice,
     /// Approximate index: candidates its walk keeps (ef) [default: 40]. Longer finds more of the exact top-K and answers slower; the graph and its cache stay the same.
-    #[arg(long, value_name = "N", value_parser = super::search_list_arg)]
-    pub search_list: Option<usize>,
+    #[arg(long, value_name = "N")]
+    pub search_list: Option<SearchList>,
 }
 
 #[derive(Serialize)]

@@ -1,6 +1,6 @@
 //! `seqrec serve MODEL`: the HTTP service (see `crate::serve` and docs/serve.md).
 
-use crate::retrieval::approx::IndexChoice;
+use crate::retrieval::approx::{IndexChoice, SearchList};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -86,8 +86,8 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = defaults().index)]
     pub index: IndexChoice,
     /// Approximate index: candidates its walk keeps (ef) [default: 40]. Longer finds more of the exact top-K and answers slower; the graph and its cache stay the same.
-    #[arg(long, value_name = "N", value_parser = super::search_list_arg)]
-    pub search_list: Option<usize>,
+    #[arg(long, value_name = "N")]
+    pub search_list: Option<SearchList>,
     /// Log level on stderr: error, warn, info, debug, trace or off.
     #[arg(long, default_value_t = defaults().log_level.to_string().to_lowercase(), value_name = "LEVEL")]
     pub log_level: String,
@@ -101,55 +101,22 @@ pub fn serve(args: ServeArgs, _quiet: bool) -> Result<()> {
             args.log_level
         ),
     };
-    for (flag, v) in [
-        ("--max-body-bytes", args.max_body_bytes),
-        ("--max-history", args.max_history),
-        ("--max-batch", args.max_batch),
-        ("--batch-max", args.batch_max),
-        ("--max-batch-items", args.max_batch_items),
-        ("--max-concurrent-batches", args.max_concurrent_batches),
-        ("--max-queued", args.max_queued),
-        ("--max-connections", args.max_connections),
-    ] {
-        if v == 0 {
-            bail!("{flag}: expected at least 1");
-        }
-    }
-    if args.max_connections > serve::MAX_CONNECTIONS {
-        bail!(
-            "--max-connections: expected at most {}, found {}",
-            serve::MAX_CONNECTIONS,
-            args.max_connections
-        );
-    }
-    for (flag, s) in [
-        ("--body-timeout-s", args.body_timeout_s),
-        ("--header-timeout-s", args.header_timeout_s),
-        ("--idle-timeout-s", args.idle_timeout_s),
-    ] {
-        if !(s > 0.0 && s <= 86_400.0) {
-            bail!("{flag}: expected a number of seconds above 0 (at most a day), found {s}");
-        }
-    }
-    if args.batch_window_us > 1_000_000 {
-        bail!(
-            "--batch-window-us: expected at most 1000000 (one second), found {}",
-            args.batch_window_us
-        );
-    }
+    // Seconds out of range (or not finite) become a duration the library's
+    // check refuses, never a panic in `Duration::from_secs_f64`.
+    let seconds = |s: f64| Duration::try_from_secs_f64(s).unwrap_or(Duration::ZERO);
     serve::run(ServeConfig {
         model: args.model,
         addr: args.addr,
         max_body_bytes: args.max_body_bytes,
-        body_timeout: Duration::from_secs_f64(args.body_timeout_s),
+        body_timeout: seconds(args.body_timeout_s),
         max_history: args.max_history,
         max_batch: args.max_batch,
         max_batch_items: args.max_batch_items,
         max_concurrent_batches: args.max_concurrent_batches,
         max_queued: args.max_queued,
         max_connections: args.max_connections,
-        header_timeout: Duration::from_secs_f64(args.header_timeout_s),
-        idle_timeout: Duration::from_secs_f64(args.idle_timeout_s),
+        header_timeout: seconds(args.header_timeout_s),
+        idle_timeout: seconds(args.idle_timeout_s),
         batch_window: Duration::from_micros(args.batch_window_us),
         batch_max: args.batch_max,
         watch: args.watch,
@@ -168,6 +135,28 @@ pub fn serve(args: ServeArgs, _quiet: bool) -> Result<()> {
         ServeError::Listen { addr, source } => {
             anyhow::Error::new(source).context(format!("cannot listen on {addr} (--addr)"))
         }
+        // The library names `ServeConfig`'s fields; here, the flags.
+        ServeError::Setting { key, message } => {
+            anyhow::anyhow!("{}: {message}", serve_flag(key))
+        }
+        ServeError::AdminWithoutToken => {
+            anyhow::anyhow!("--admin: the admin routes need a bearer token: give --token-file FILE")
+        }
+        ServeError::Token { path, why } => {
+            anyhow::anyhow!("{path}: the token file (--token-file) is refused: {why}")
+        }
         e => e.into(),
     })
+}
+
+/// The flag that sets a `ServeConfig` field: durations take their unit in
+/// the flag's name (`body_timeout` is `--body-timeout-s`).
+fn serve_flag(key: &str) -> String {
+    match key {
+        "body_timeout" | "header_timeout" | "idle_timeout" | "shutdown_grace" => {
+            format!("{}-s", super::flag(key))
+        }
+        "batch_window" => "--batch-window-us".into(),
+        key => super::flag(key),
+    }
 }

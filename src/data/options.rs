@@ -93,10 +93,10 @@ impl DataOptions {
             (Some(p), None) => Ok(DataSource::Path(p.clone())),
             (None, Some(n)) => Ok(DataSource::Named(n.clone())),
             (None, None) => Err(invalid(
-                "no data given: pass the data (a MovieLens folder or an interaction file) \
+                "no data given: pass `data` (a MovieLens folder or an interaction file) \
                  or `dataset` NAME (a named release, e.g. ml-1m)",
             )),
-            (Some(_), Some(_)) => Err(invalid("give either the data or `dataset`, not both")),
+            (Some(_), Some(_)) => Err(invalid("give either `data` or `dataset`, not both")),
         }
     }
 
@@ -149,7 +149,7 @@ impl DataOptions {
         } else {
             return Err(invalid(format!(
                 "no data given, and the model's training data {} is not found from here: \
-                 pass the data (the folder or file it was trained on) or `dataset` NAME",
+                 pass `data` (the folder or file it was trained on) or `dataset` NAME",
                 crate::text::quoted(recorded)
             )));
         }

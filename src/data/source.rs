@@ -42,7 +42,7 @@ pub enum SourceError {
     #[error(
         "{}: item ids go up to {max_id} but only {used} are items, so the model would hold \
          {rows} embedding rows, {unused} of them for no item; renumber the items 1..{used} \
-         (`--renumber-items`: their ids are kept as keys, and the vocabulary is no longer \
+         (`renumber_items`: their ids are kept as keys, and the vocabulary is no longer \
          the reference's)",
         path.display(),
         rows = max_id + 1,

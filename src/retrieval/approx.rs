@@ -90,14 +90,49 @@ impl std::str::FromStr for GraphMemory {
 /// than it saves.
 pub const MAX_SEARCH_LIST: usize = 4096;
 
+/// The approximate index's search list (ef): a whole number from 1 to
+/// `MAX_SEARCH_LIST`, checked when made, so every setting that takes one
+/// (a flag, a config, a Python keyword) holds only a usable value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchList(usize);
+
+impl SearchList {
+    pub fn new(n: usize) -> Result<SearchList, String> {
+        if (1..=MAX_SEARCH_LIST).contains(&n) {
+            Ok(SearchList(n))
+        } else {
+            Err(format!(
+                "expected a whole number from 1 to {MAX_SEARCH_LIST}, found {n}"
+            ))
+        }
+    }
+
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
+impl std::str::FromStr for SearchList {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<SearchList, String> {
+        match text.trim().parse::<usize>() {
+            Ok(n) => SearchList::new(n),
+            Err(_) => Err(format!(
+                "expected a whole number from 1 to {MAX_SEARCH_LIST}"
+            )),
+        }
+    }
+}
+
 impl ApproxSettings {
     /// The default graph, searched with a list of `search_list` (ef) when
     /// given. The search list is not part of the graph: a cached graph
     /// serves any.
-    pub fn searching(search_list: Option<usize>) -> ApproxSettings {
+    pub fn searching(search_list: Option<SearchList>) -> ApproxSettings {
         let defaults = ApproxSettings::default();
         ApproxSettings {
-            expansion_search: search_list.unwrap_or(defaults.expansion_search),
+            expansion_search: search_list.map_or(defaults.expansion_search, SearchList::get),
             ..defaults
         }
     }

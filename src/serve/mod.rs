@@ -51,11 +51,14 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// Why the service could not start or stopped, or a reload was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("{path}: the token file (--token-file) is refused: {why}")]
+    #[error("{path}: the token file (token_file) is refused: {why}")]
     Token { path: String, why: String },
     /// Admin routes open to anyone who reaches the port: refused.
-    #[error("the admin routes (--admin) need a bearer token: give --token-file FILE")]
+    #[error("admin: the admin routes need a bearer token: give token_file")]
     AdminWithoutToken,
+    /// A setting out of range, named by its `ServeConfig` field.
+    #[error("{key}: {message}")]
+    Setting { key: &'static str, message: String },
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error("cannot handle {signal}")]
@@ -212,7 +215,81 @@ pub struct ServeConfig {
     /// file and reloaded with it.
     pub index: IndexChoice,
     /// The approximate index's search list (ef); `None`: its default.
-    pub search_list: Option<usize>,
+    pub search_list: Option<crate::retrieval::approx::SearchList>,
+}
+
+impl ServeConfig {
+    /// Says which setting is out of range, by its field, before anything
+    /// starts (`run` calls it; the command line names the flag).
+    pub fn validate(&self) -> Result<()> {
+        let setting = |key: &'static str, message: String| ServeError::Setting { key, message };
+        for (key, v) in [
+            ("max_body_bytes", self.max_body_bytes),
+            ("max_history", self.max_history),
+            ("max_batch", self.max_batch),
+            ("batch_max", self.batch_max),
+            ("max_batch_items", self.max_batch_items),
+            ("max_concurrent_batches", self.max_concurrent_batches),
+            ("max_queued", self.max_queued),
+            ("max_connections", self.max_connections),
+        ] {
+            if v == 0 {
+                return Err(setting(key, "expected at least 1".into()));
+            }
+        }
+        if self.max_connections > MAX_CONNECTIONS {
+            return Err(setting(
+                "max_connections",
+                format!(
+                    "expected at most {MAX_CONNECTIONS}, found {}",
+                    self.max_connections
+                ),
+            ));
+        }
+        for (key, d) in [
+            ("body_timeout", self.body_timeout),
+            ("header_timeout", self.header_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ] {
+            if d.is_zero() || d > Duration::from_secs(86_400) {
+                return Err(setting(
+                    key,
+                    format!(
+                        "expected a number of seconds above 0 (at most a day), found {}",
+                        d.as_secs_f64()
+                    ),
+                ));
+            }
+        }
+        if self.batch_window > Duration::from_secs(1) {
+            return Err(setting(
+                "batch_window",
+                format!(
+                    "expected at most 1000000 µs (one second), found {}",
+                    self.batch_window.as_micros()
+                ),
+            ));
+        }
+        for (key, threads) in [
+            ("io_threads", self.io_threads),
+            ("score_threads", self.score_threads),
+        ] {
+            crate::workers::count(key, threads).map_err(|e| match e {
+                crate::workers::ThreadsError::TooMany { .. } => setting(
+                    key,
+                    format!(
+                        "expected 0 (the default) to {}, found {threads}",
+                        crate::workers::MAX_THREADS
+                    ),
+                ),
+                e => setting(key, e.to_string()),
+            })?;
+        }
+        if self.admin && self.token_file.is_none() {
+            return Err(ServeError::AdminWithoutToken);
+        }
+        Ok(())
+    }
 }
 
 impl Default for ServeConfig {
@@ -790,9 +867,7 @@ fn default_score_threads(cores: usize, walks_graph: bool) -> usize {
 
 /// Runs the service until SIGINT or SIGTERM.
 pub fn run(cfg: ServeConfig) -> Result<()> {
-    if cfg.admin && cfg.token_file.is_none() {
-        return Err(ServeError::AdminWithoutToken);
-    }
+    cfg.validate()?;
     let token = cfg.token_file.as_deref().map(read_token).transpose()?;
     // A client that closes its connection must not kill the process: writes
     // to a closed socket fail with EPIPE instead of raising SIGPIPE.
@@ -1000,5 +1075,80 @@ mod tests {
             let op = &doc["paths"][path][method.to_lowercase()];
             assert!(op.is_object(), "{method} {path} is not documented");
         }
+    }
+
+    #[test]
+    fn a_config_out_of_range_is_refused_by_its_field_before_anything_starts() {
+        use super::{ServeConfig, ServeError};
+        use std::time::Duration;
+        assert!(ServeConfig::default().validate().is_ok());
+        let key = |cfg: ServeConfig| match cfg.validate() {
+            Err(ServeError::Setting { key, message }) => format!("{key}: {message}"),
+            other => format!("{other:?}"),
+        };
+        let base = ServeConfig::default;
+        let cases = [
+            (
+                ServeConfig {
+                    max_history: 0,
+                    ..base()
+                },
+                "max_history: expected at least 1",
+            ),
+            (
+                ServeConfig {
+                    max_connections: usize::MAX,
+                    ..base()
+                },
+                "max_connections: expected at most",
+            ),
+            (
+                ServeConfig {
+                    body_timeout: Duration::ZERO,
+                    ..base()
+                },
+                "body_timeout: expected a number of seconds above 0",
+            ),
+            (
+                ServeConfig {
+                    idle_timeout: Duration::from_secs(86_401),
+                    ..base()
+                },
+                "idle_timeout: expected",
+            ),
+            (
+                ServeConfig {
+                    batch_window: Duration::from_secs(2),
+                    ..base()
+                },
+                "batch_window: expected at most 1000000",
+            ),
+            (
+                ServeConfig {
+                    score_threads: 1_000_000,
+                    ..base()
+                },
+                "score_threads: expected 0 (the default) to 1024, found 1000000",
+            ),
+            (
+                ServeConfig {
+                    io_threads: 5_000,
+                    ..base()
+                },
+                "io_threads: expected 0",
+            ),
+        ];
+        for (cfg, expected) in cases {
+            let got = key(cfg);
+            assert!(got.starts_with(expected), "{got}");
+        }
+        let open_admin = ServeConfig {
+            admin: true,
+            ..base()
+        };
+        assert!(matches!(
+            open_admin.validate(),
+            Err(ServeError::AdminWithoutToken)
+        ));
     }
 }

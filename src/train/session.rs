@@ -64,8 +64,8 @@ pub enum TrainError {
         "the model needs at least {needed} bytes ({:.1} GiB) for its {vocab_size} x {dim} \
          embedding tables and the optimiser's state, beyond the {limit} bytes ({:.1} GiB) \
          allowed, three quarters of the memory this process may use (the machine's, \
-         `ulimit -v` or the container's limit); use a smaller --embedding-dim \
-         or fewer item ids (--renumber-items numbers sparse MovieLens ids 1..N)",
+         `ulimit -v` or the container's limit); use a smaller `embedding_dim` \
+         or fewer item ids (`renumber_items` numbers sparse MovieLens ids 1..N)",
         *needed as f64 / GIB,
         *limit as f64 / GIB
     )]
@@ -354,7 +354,7 @@ mod tests {
         );
         let msg = check_memory(&spec, Some(8 << 30)).unwrap_err().to_string();
         assert!(
-            msg.contains("10000001 x 32") && msg.contains("--embedding-dim"),
+            msg.contains("10000001 x 32") && msg.contains("`embedding_dim`"),
             "{msg}"
         );
         assert!(check_memory(&spec, Some(64 << 30)).is_ok());
