@@ -1,0 +1,5 @@
+//! The GRU query tower.
+
+pub mod cell;
+
+pub use cell::*;
