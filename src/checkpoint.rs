@@ -601,8 +601,11 @@ mod tests {
     #[test]
     fn a_sasrec_model_is_read_back_whole_without_gru_tensors() {
         let mut model = small_model();
-        model.spec.tower = crate::model::QueryTower::Sasrec;
-        model.spec.heads = 2;
+        model.spec.tower = crate::model::TowerSpec::SasRec {
+            blocks: 2,
+            heads: 2,
+            activation: crate::model::sasrec::Activation::Relu,
+        };
         model.state = TrainState::new(&model.spec, &model.config);
         let bytes = to_bytes(&model).unwrap();
         let text = String::from_utf8_lossy(&bytes);

@@ -9,8 +9,8 @@ use super::gru::{self, GruCache, GruGradScratch, GruInput, GruShape};
 use super::loss::{self, LossGrads, LossInputs};
 use super::sasrec::{Activation, SasRecShape};
 use super::{
-    embedding, Batch, Grads, InputProjection, Model, ModelOptions, ModelSpec, Padding, Params,
-    QueryTower, StepOptions, Workspace,
+    embedding, Batch, Grads, GruTower, InputProjection, Model, ModelOptions, ModelSpec, Padding,
+    Params, StepOptions, TowerSpec, Workspace,
 };
 
 fn sigmoid(x: f64) -> f64 {
@@ -919,21 +919,22 @@ fn whole_training_step_matches_finite_differences() {
             mask_padding,
             shared_embeddings: shared,
             tower: if tower == Gru {
-                QueryTower::Gru
+                TowerSpec::Gru
             } else {
-                QueryTower::Sasrec
+                TowerSpec::SasRec {
+                    heads: 2,
+                    blocks: 2,
+                    activation: if case % 2 == 0 {
+                        Activation::Relu
+                    } else {
+                        Activation::Gelu
+                    },
+                }
             },
             padding: if tower == SasrecLeft {
                 Padding::Left
             } else {
                 Padding::Right
-            },
-            heads: 2,
-            blocks: 2,
-            activation: if case % 2 == 0 {
-                Activation::Relu
-            } else {
-                Activation::Gelu
             },
             ..cfg
         };
@@ -998,7 +999,7 @@ fn whole_training_step_matches_finite_differences() {
                     dim: d,
                     heads: 2,
                     blocks: 2,
-                    activation: case_spec.activation,
+                    activation: case_spec.tower.flat().3,
                 };
                 (shape, case_spec)
             }),
@@ -1037,10 +1038,7 @@ fn whole_training_step_matches_finite_differences() {
         };
         for &projection in projections {
             let mut sparse = Grads::zeros(&case_spec);
-            let mut ws = Workspace {
-                projection,
-                ..Workspace::default()
-            };
+            let mut ws = Workspace::with_tower(GruTower::with_projection(projection).into());
             let got = model.loss_and_grads(&mut ws, &batch, &mut sparse, &step);
             for rows in [&sparse.query_embedding, &sparse.candidate_embedding] {
                 let mut ids = rows.ids.clone();

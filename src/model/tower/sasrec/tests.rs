@@ -7,6 +7,9 @@ use super::layers::*;
 use super::layout::*;
 use super::passes::*;
 use crate::model::gradcheck::{check_range as check, random, to_f32};
+use crate::model::{
+    Batch, Model, ModelOptions, Padding, Params, QueryTower, StepOptions, Workspace,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -848,4 +851,63 @@ fn backward_refuses_another_forwards_cache() {
     backward(
         s, &w, &input, &MASK_3X6, 0.1, 2, 1, &mut cache, &mut d_w, &mut d_in,
     );
+}
+
+/// SASRec runs only over the window columns some row has an item in;
+/// a short row's query is bit-identical whether its batch is trimmed
+/// to 2 columns or runs all 8 (a long row beside it).
+#[test]
+fn sasrec_queries_do_not_depend_on_the_columns_the_batch_runs() {
+    for padding in [Padding::Left, Padding::Right] {
+        let spec = ModelOptions {
+            embedding_dim: 8,
+            context_len: 8,
+            padding,
+            tower: QueryTower::Sasrec,
+            heads: 2,
+            ..ModelOptions::default()
+        }
+        .spec(40);
+        let params = Params::init(&spec, 4);
+        let model = Model {
+            spec: &spec,
+            params: &params,
+            threads: 2,
+        };
+        let histories: [&[u32]; 3] = [&[5, 9], &[7], &[1, 2, 3, 4, 5, 6, 7, 8, 9]];
+        let batch_of = |hs: &[&[u32]]| {
+            let mut b = Batch {
+                size: hs.len(),
+                contexts: vec![0; hs.len() * 8],
+                labels: vec![1; hs.len()],
+                ..Batch::default()
+            };
+            for (h, w) in hs.iter().zip(b.contexts.chunks_exact_mut(8)) {
+                b.lengths.push(spec.cut_window(h, w) as u32);
+            }
+            b
+        };
+        let mut ws = Workspace::default();
+        model.forward(&mut ws, &batch_of(&histories[..2]), &StepOptions::default());
+        assert_eq!(
+            ws.tower
+                .as_sasrec()
+                .expect("a SASRec tower")
+                .columns()
+                .len(),
+            2,
+            "trimmed to the longest short row"
+        );
+        let trimmed = ws.queries.vectors.clone();
+        model.forward(&mut ws, &batch_of(&histories), &StepOptions::default());
+        assert_eq!(
+            ws.tower
+                .as_sasrec()
+                .expect("a SASRec tower")
+                .columns()
+                .len(),
+            8
+        );
+        assert_eq!(&ws.queries.vectors[..16], &trimmed[..], "{padding:?}");
+    }
 }
