@@ -13,7 +13,7 @@ pub mod dropout;
 pub mod embedding;
 pub mod encoder;
 #[cfg(test)]
-mod gradcheck;
+pub(crate) mod gradcheck;
 pub mod loss;
 pub mod params;
 pub mod spec;

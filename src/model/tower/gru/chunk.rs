@@ -19,7 +19,7 @@ pub enum ChunkInput<'a> {
     Rows(&'a [f32]),
 }
 
-/// The query tower over one run of consecutive rows: its windows laid out
+/// The GRU over one run of consecutive rows: its windows laid out
 /// step-major, the padding mask, the GRU's cache for the backward pass and
 /// this run's gradient accumulators. Training gives each thread one; the
 /// `QueryEncoder` uses the same `forward`.
@@ -45,7 +45,7 @@ pub struct GruChunk {
     /// D`) and a zero last-state gradient.
     pub(super) d_states: Vec<f32>,
     pub(super) d_last: Vec<f32>,
-    /// Sequence training: this chunk's queries in `Workspace::query_slots`.
+    /// Sequence training: this chunk's queries in `Queries::steps`.
     pub(super) queries: std::ops::Range<usize>,
 }
 
@@ -133,7 +133,7 @@ impl GruChunk {
     }
 
     /// Back-propagates `d_out` (`rows x D`), or in sequence training the
-    /// queries' gradients `d_queries` at the steps `query_slots` (`row · L +
+    /// queries' gradients `d_queries` at the steps `slots` (`row · L +
     /// t`, this chunk's rows), into this chunk's accumulators and
     /// `d_inputs`, the gradient of each of its tokens' input projection (`L
     /// x rows x 3D`, laid out as `ids`); given `d_rows` (after a

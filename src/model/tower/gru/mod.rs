@@ -11,6 +11,8 @@
 
 pub mod cell;
 mod chunk;
+#[cfg(test)]
+mod tests;
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -330,7 +332,7 @@ fn row_ranges(batch_size: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
 /// token at (row, t) is row `start·L + t·rows + (row − start)` there.
 fn group_tokens_by_slot(
     chunks: &[GruChunk],
-    local_contexts: &[u32],
+    windows: &[u32],
     slots: usize,
     l: usize,
     token_start: &mut Vec<u32>,
@@ -338,18 +340,18 @@ fn group_tokens_by_slot(
 ) {
     token_start.clear();
     token_start.resize(slots + 1, 0);
-    for &slot in local_contexts {
+    for &slot in windows {
         token_start[slot as usize + 1] += 1;
     }
     for s in 0..slots {
         token_start[s + 1] += token_start[s];
     }
-    slot_tokens.resize(local_contexts.len(), 0);
+    slot_tokens.resize(windows.len(), 0);
     let mut next: Vec<u32> = token_start[..slots].to_vec();
     for c in chunks {
         let rows = c.rows.len();
         for row in c.rows.clone() {
-            let window = &local_contexts[row * l..(row + 1) * l];
+            let window = &windows[row * l..(row + 1) * l];
             for (t, &slot) in window.iter().enumerate() {
                 let at = &mut next[slot as usize];
                 slot_tokens[*at as usize] =

@@ -6,7 +6,7 @@
 //! a `SasRecCache` that is reused across calls.
 //!
 //! Written by hand because the rest of the engine is: the model's maths is
-//! a set of forward/backward functions over flat buffers (see `gru`), and no
+//! a set of forward/backward functions over flat buffers (see `gru::cell`), and no
 //! crate gives forward and backward passes over `f32` slices with this
 //! padding mask (either side of a row), deterministic dropout and
 //! results independent of the thread count.
