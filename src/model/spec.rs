@@ -317,4 +317,46 @@ mod tests {
         assert_eq!(right.cut_window(&[], &mut out), 0);
         assert_eq!(out, [0; 4]);
     }
+
+    /// The model file keeps the flat form 406c112 wrote (version 2), and
+    /// reads files from before SASRec, which lack the tower's fields.
+    #[test]
+    fn a_spec_is_stored_in_the_flat_form_of_version_2() {
+        let gru = ModelOptions {
+            context_len: 4,
+            ..ModelOptions::default()
+        }
+        .spec(10);
+        let sasrec = ModelSpec {
+            tower: TowerSpec::SasRec {
+                blocks: 3,
+                heads: 2,
+                activation: Activation::Gelu,
+            },
+            ..gru
+        };
+        let flat = |tower: &str, heads, blocks, activation: &str| {
+            format!(
+                "{{\"vocab_size\":10,\"dim\":32,\"context_len\":4,\"padding\":\"right\",\
+                 \"mask_padding\":false,\"shared_embeddings\":false,\"tower\":\"{tower}\",\
+                 \"heads\":{heads},\"blocks\":{blocks},\"activation\":\"{activation}\"}}"
+            )
+        };
+        for (spec, text) in [
+            (gru, flat("gru", 1, 2, "relu")),
+            (sasrec, flat("sasrec", 2, 3, "gelu")),
+        ] {
+            assert_eq!(serde_json::to_string(&spec).unwrap(), text);
+            assert_eq!(serde_json::from_str::<ModelSpec>(&text).unwrap(), spec);
+        }
+        let before_sasrec =
+            "{\"vocab_size\":10,\"dim\":32,\"context_len\":4,\"padding\":\"right\",\
+                             \"mask_padding\":false,\"shared_embeddings\":false,\"tower\":\"gru\"}";
+        assert_eq!(
+            serde_json::from_str::<ModelSpec>(before_sasrec).unwrap(),
+            gru
+        );
+        let unknown = before_sasrec.replace('}', ",\"extra\":1}");
+        assert!(serde_json::from_str::<ModelSpec>(&unknown).is_err());
+    }
 }
