@@ -11,11 +11,13 @@
 //!   newest step), the parameter layout (`tensor_shapes`, `init_tensors`:
 //!   which of `Params`' tower tensors it uses, the GRU's four or the flat
 //!   `tower_weights`), and the constants that describe its cost;
-//! - then in this file one arm each: a `TowerSpec` variant with its
-//!   hyper-parameters, a `QueryTower` name (the `--tower` flag and the model
-//!   file's `tower` field, converted in `TowerSpec::from_flat` / `flat`),
-//!   an `AnyTower` variant, and a line in `with_tower!`, `for_each_tower!` and
-//!   `AnyTower::for_spec`.
+//! - then in this file only: a `QueryTower` name (the `--tower` flag and
+//!   the model file's `tower` field), a `TowerSpec` variant with its
+//!   hyper-parameters and an `AnyTower` variant, and one arm in each match
+//!   over them (`TowerSpec::{kind, from_flat, flat}`, `AnyTower::{kind,
+//!   for_spec}`, `with_tower!`, `for_each_tower!`; all exhaustive, so the
+//!   compiler lists any arm left out). The step, the loss, the encoder,
+//!   `Params` and training dispatch through these and need no change.
 //!
 //! Shapes: `B` rows in a batch, `L` = `spec.context_len`, `D` = `spec.dim`,
 //! `U` distinct rows the batch's windows read, `N` queries.
