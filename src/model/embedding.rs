@@ -1,18 +1,13 @@
 //! Embedding tables: row gather and its backward, a scatter-add; the set of
 //! rows a batch touches (`TouchedRows`) and a gradient held as those rows
 //! only (`SparseRows`), so a step's work follows the batch, not the
-//! catalogue; the rows of the input table a batch's windows read
-//! (`InputRows`); and the GRU's input projection done once per distinct row
+//! catalogue; and the GRU's input projection done once per distinct row
 //! instead of once per (example, step): `P = E·W + b_in`, then each step
 //! gathers `P[row]`. A batch of 4096 x 10 tokens touches at most 40,960
 //! rows, however large the catalogue.
 
 use rayon::prelude::*;
 
-use super::batch::Batch;
-use super::dropout::{dropout_forward, dropout_mask_rows};
-use super::step::{Model, StepOptions};
-use super::tower::WindowRows;
 use crate::kernels::{self, add_assign, add_column_sums, matmul, prefetch_row_ahead, Mat, Output};
 
 /// The distinct ids a batch touches, in first-seen order, and each one's
@@ -234,74 +229,6 @@ pub fn project_table_backward(
         Output::Accumulate,
         threads,
     );
-}
-
-/// The rows of the input table a batch's windows read: the `U` distinct
-/// ids (slot 0 is always padding, so a window's padding reads as 0 after
-/// the rewrite), the windows rewritten to their slots (`B x L`), and the
-/// rows themselves (`U x D`, input dropout applied) with the dropout mask.
-/// Only these rows go through the tower's input: the work follows the
-/// batch, not the catalogue.
-#[derive(Default)]
-pub struct InputRows {
-    pub ids: TouchedRows,
-    windows: Vec<u32>,
-    renumbered_slots: Vec<u32>,
-    rows: Vec<f32>,
-    pub mask: Vec<f32>,
-}
-
-impl InputRows {
-    /// Gathers the rows the batch's windows read from the query table
-    /// (input dropout applied when `step` asks) and rewrites the windows
-    /// to them.
-    pub fn gather(&mut self, model: &Model, batch: &Batch, step: &StepOptions) {
-        let (v, d) = (model.spec.vocab_size, model.spec.dim);
-        self.ids.clear(v);
-        self.ids.insert(0);
-        self.windows.clear();
-        for (i, &id) in batch.contexts.iter().enumerate() {
-            if let Some(&ahead) = batch.contexts.get(i + kernels::PREFETCH_AHEAD) {
-                self.ids.prefetch(ahead);
-            }
-            let slot = self.ids.insert(id);
-            self.windows.push(slot);
-        }
-        let u = self.ids.len();
-        // Where the batch reads much of the table, rows in id order let the
-        // gather and the lazy optimiser stream it (at 62,967 ids the lazy
-        // update took 1.7 ms instead of 2.3-2.9; at 10^6 ids, where rows
-        // are far apart, it measured the same either way).
-        if 8 * u >= v {
-            self.ids.sort(&mut self.windows, &mut self.renumbered_slots);
-        }
-        self.rows.resize(u * d, 0.0);
-        gather_rows(
-            &model.params.query_embedding,
-            d,
-            &self.ids.ids,
-            &mut self.rows,
-        );
-        if step.dropout_input > 0.0 {
-            dropout_mask_rows(
-                &mut self.mask,
-                &self.ids.ids,
-                d,
-                step.dropout_input,
-                step.dropout_seed,
-            );
-            dropout_forward(&mut self.rows, &self.mask);
-        }
-    }
-
-    /// What the tower reads of the last `gather`.
-    pub fn view(&self) -> WindowRows<'_> {
-        WindowRows {
-            windows: &self.windows,
-            rows: &self.rows,
-            distinct: self.ids.len(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,16 @@ use rayon::prelude::*;
 use super::batch::Batch;
 use super::params::Params;
 use super::spec::{ModelSpec, Padding};
-use super::step::{Model, Workspace};
+use super::step::Model;
+use super::tower::{AnyTower, InputRows, Queries};
+
+/// One encoding job's buffers, reused across its chunks.
+#[derive(Default)]
+struct JobBuffers {
+    inputs: InputRows,
+    queries: Queries,
+    tower: AnyTower,
+}
 
 /// What the tower computes once from the fixed parameters (the GRU: every
 /// item's input projection), for the encoder's lifetime.
@@ -57,13 +66,13 @@ impl QueryEncoder {
         let parts: Vec<Vec<(usize, Vec<f32>)>> = (0..jobs)
             .into_par_iter()
             .map(|job| {
-                let mut ws = Workspace::default();
+                let mut buffers = JobBuffers::default();
                 (job..chunks)
                     .step_by(jobs)
                     .map(|c| {
                         let hs =
                             &histories[c * chunk_rows..((c + 1) * chunk_rows).min(histories.len())];
-                        (c, self.encode_chunk(spec, params, hs, &mut ws))
+                        (c, self.encode_chunk(spec, params, hs, &mut buffers))
                     })
                     .collect()
             })
@@ -81,7 +90,7 @@ impl QueryEncoder {
         spec: &ModelSpec,
         params: &Params,
         hs: &[&[u32]],
-        ws: &mut Workspace,
+        buffers: &mut JobBuffers,
     ) -> Vec<f32> {
         let l = spec.context_len;
         let mut contexts = vec![0u32; hs.len() * l];
@@ -101,8 +110,14 @@ impl QueryEncoder {
             params,
             threads: 1,
         };
-        ws.infer(&model, &self.tables, &batch);
-        std::mem::take(&mut ws.queries.vectors)
+        buffers.tower.for_spec(&spec.tower).infer(
+            &model,
+            &self.tables,
+            &batch,
+            &mut buffers.inputs,
+            &mut buffers.queries,
+        );
+        std::mem::take(&mut buffers.queries.vectors)
     }
 
     /// A window batch's queries (`B x D`, one per row at its newest step),
@@ -128,6 +143,7 @@ mod tests {
     use super::*;
     use crate::model::batch::{fill_batch, history_before};
     use crate::model::spec::{ModelOptions, QueryTower};
+    use crate::model::workspace::Workspace;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 

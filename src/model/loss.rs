@@ -20,7 +20,7 @@
 //!   and reached 0.141 with the offset. A constant added to every logit
 //!   changes no ranking, so scores are served without it.
 //!
-//! `Model::loss` runs them over a batch: it gathers the loss columns (the
+//! `LossBuffers::loss` runs them over a batch: it gathers the loss columns (the
 //! queries' labels, extra negatives, or every item) and their logQ bias
 //! into the workspace's `LossBuffers`, and leaves the queries' gradient.
 
@@ -29,8 +29,8 @@ use rayon::prelude::*;
 use super::batch::Batch;
 use super::dropout::dropout_backward;
 use super::embedding::{self, TouchedRows};
-use super::encoder::QueryEncoder;
-use super::step::{Model, StepOptions, Workspace};
+use super::step::{Model, StepOptions};
+use super::tower::Queries;
 use crate::kernels::{add_assign, dispatch, fast_exp, matmul, Mat, Output};
 
 /// Rows per tile. Measured on the train_step benchmark (batch 4096, 2
@@ -440,107 +440,110 @@ pub fn logq_column_bias(
     }));
 }
 
-impl Model<'_> {
-    /// The table candidates are scored against.
-    fn candidate_table(&self) -> &[f32] {
-        if self.spec.shared_embeddings {
-            &self.params.query_embedding
-        } else {
-            &self.params.candidate_embedding
-        }
-    }
-
+impl LossBuffers {
     /// Gathers the loss columns and their logQ bias; returns whether there
     /// is a bias. The columns are the queries' labels (the batch's, one per
     /// row, as the reference; in sequence training each distinct label
     /// once), then the extra negatives; or with `full_softmax` every item.
-    fn gather_columns(&self, ws: &mut Workspace, batch: &Batch, step: &StepOptions) -> bool {
-        let (d, v) = (self.spec.dim, self.spec.vocab_size);
-        ws.loss.column_ids.clear();
-        ws.loss.positives.clear();
+    fn gather_columns(
+        &mut self,
+        model: &Model,
+        queries: &Queries,
+        batch: &Batch,
+        step: &StepOptions,
+    ) -> bool {
+        let (d, v) = (model.spec.dim, model.spec.vocab_size);
+        self.column_ids.clear();
+        self.positives.clear();
         let sequence = batch.is_sequence();
         let labels: &[u32] = if sequence {
-            &ws.queries.labels
+            &queries.labels
         } else {
             &batch.labels
         };
         let in_batch = if step.full_softmax {
-            ws.loss.column_ids.extend(1..v as u32);
-            ws.loss.positives.extend(labels.iter().map(|&id| id - 1));
+            self.column_ids.extend(1..v as u32);
+            self.positives.extend(labels.iter().map(|&id| id - 1));
             0
         } else if sequence {
-            ws.loss.label_columns.clear(v);
+            self.label_columns.clear(v);
             for &id in labels {
-                let slot = ws.loss.label_columns.insert(id);
-                ws.loss.positives.push(slot);
+                let slot = self.label_columns.insert(id);
+                self.positives.push(slot);
             }
-            ws.loss
-                .column_ids
-                .extend_from_slice(&ws.loss.label_columns.ids);
-            ws.loss.column_ids.extend_from_slice(step.negatives);
-            ws.loss.label_columns.len()
+            self.column_ids.extend_from_slice(&self.label_columns.ids);
+            self.column_ids.extend_from_slice(step.negatives);
+            self.label_columns.len()
         } else {
-            ws.loss.column_ids.extend_from_slice(labels);
-            ws.loss.column_ids.extend_from_slice(step.negatives);
+            self.column_ids.extend_from_slice(labels);
+            self.column_ids.extend_from_slice(step.negatives);
             labels.len()
         };
-        ws.loss.label_column_count = in_batch;
-        ws.loss.candidates.resize(ws.loss.column_ids.len() * d, 0.0);
+        self.label_column_count = in_batch;
+        self.candidates.resize(self.column_ids.len() * d, 0.0);
         embedding::gather_rows(
-            self.candidate_table(),
+            candidate_table(model),
             d,
-            &ws.loss.column_ids,
-            &mut ws.loss.candidates,
+            &self.column_ids,
+            &mut self.candidates,
         );
         let with_bias =
             !step.full_softmax && (step.in_batch_log_q.is_some() || step.negatives_log_q.is_some());
         if with_bias {
             logq_column_bias(
-                &ws.loss.column_ids,
+                &self.column_ids,
                 in_batch,
                 step.in_batch_log_q,
                 step.negatives_log_q,
-                &mut ws.loss.column_bias,
+                &mut self.column_bias,
             );
         }
         with_bias
     }
 
-    /// The fused loss over `ws.queries`, forward and backward: returns the
+    /// The fused loss over `queries`, forward and backward: returns the
     /// mean over queries and leaves its gradient in `d_queries` (`N x D`,
-    /// output dropout undone) and `d_candidates` (`C x D`).
-    pub fn loss(&self, ws: &mut Workspace, batch: &Batch, step: &StepOptions) -> f64 {
-        let d = self.spec.dim;
-        let n = ws.queries.vectors.len() / d;
-        let with_bias = self.gather_columns(ws, batch, step);
-        let cols = ws.loss.column_ids.len();
-        ws.loss.d_queries.resize(n * d, 0.0);
-        ws.loss.d_candidates.resize(cols * d, 0.0);
+    /// output dropout undone through `output_mask`) and `d_candidates`
+    /// (`C x D`).
+    pub(super) fn loss(
+        &mut self,
+        model: &Model,
+        queries: &Queries,
+        output_mask: &[f32],
+        batch: &Batch,
+        step: &StepOptions,
+    ) -> f64 {
+        let d = model.spec.dim;
+        let n = queries.vectors.len() / d;
+        let with_bias = self.gather_columns(model, queries, batch, step);
+        let cols = self.column_ids.len();
+        self.d_queries.resize(n * d, 0.0);
+        self.d_candidates.resize(cols * d, 0.0);
         // Distinct label columns leave accidental hits only among the extra
         // negatives, and a full softmax none.
         let remove_hits = step.remove_accidental_hits && !step.full_softmax;
         if step.exclude_history {
-            self.history_columns(ws, batch, step.full_softmax);
+            self.history_columns(model, queries, batch, step.full_softmax);
         }
         let inputs = LossInputs {
-            q: &ws.queries.vectors,
-            c: &ws.loss.candidates,
+            q: &queries.vectors,
+            c: &self.candidates,
             rows: n,
             cols,
             d,
             excluded: step.exclude_history.then_some((
-                ws.loss.excluded_offsets.as_slice(),
-                ws.loss.excluded_columns.as_slice(),
+                self.excluded_offsets.as_slice(),
+                self.excluded_columns.as_slice(),
             )),
-            column_ids: remove_hits.then_some(ws.loss.column_ids.as_slice()),
-            column_bias: with_bias.then_some(ws.loss.column_bias.as_slice()),
-            positives: (!ws.loss.positives.is_empty()).then_some(ws.loss.positives.as_slice()),
+            column_ids: remove_hits.then_some(self.column_ids.as_slice()),
+            column_bias: with_bias.then_some(self.column_bias.as_slice()),
+            positives: (!self.positives.is_empty()).then_some(self.positives.as_slice()),
             // gBCE's negatives: the extra ones, or with a full softmax every
             // other item.
             kind: step.gbce_t.map_or(LossKind::Softmax, |t| {
-                let first_negative = ws.loss.label_column_count;
+                let first_negative = self.label_column_count;
                 let negatives = cols - first_negative - usize::from(first_negative == 0);
-                let beta = gbce_beta(t, negatives, self.spec.vocab_size - 1);
+                let beta = gbce_beta(t, negatives, model.spec.vocab_size - 1);
                 LossKind::Gbce {
                     beta,
                     first_negative,
@@ -552,33 +555,39 @@ impl Model<'_> {
         // each query weighs the same in batches of unlike sizes.
         let scale = 1.0 / step.mean_queries.unwrap_or(n.max(1) as f32);
         let grads = LossGrads {
-            dq: &mut ws.loss.d_queries,
-            dc: &mut ws.loss.d_candidates,
+            dq: &mut self.d_queries,
+            dc: &mut self.d_candidates,
             scale,
         };
-        let loss_sum = in_batch_softmax(&inputs, Some(grads), self.threads);
+        let loss_sum = in_batch_softmax(&inputs, Some(grads), model.threads);
         if step.dropout_output > 0.0 {
-            dropout_backward(&mut ws.loss.d_queries, &ws.output_mask);
+            dropout_backward(&mut self.d_queries, output_mask);
         }
         loss_sum * scale as f64
     }
 
     /// For each query, the columns of the items its window holds up to its
     /// step (padding and items without a column left out), into
-    /// `ws.excluded_*`.
-    fn history_columns(&self, ws: &mut Workspace, batch: &Batch, full_softmax: bool) {
-        let l = self.spec.context_len;
-        let n = ws.queries_taken(self.spec);
-        ws.loss.excluded_offsets.clear();
-        ws.loss.excluded_columns.clear();
-        ws.loss.excluded_offsets.push(0);
+    /// `excluded_*`.
+    fn history_columns(
+        &mut self,
+        model: &Model,
+        queries: &Queries,
+        batch: &Batch,
+        full_softmax: bool,
+    ) {
+        let l = model.spec.context_len;
+        let n = queries.vectors.len() / model.spec.dim.max(1);
+        self.excluded_offsets.clear();
+        self.excluded_columns.clear();
+        self.excluded_offsets.push(0);
         assert!(
             full_softmax || batch.is_sequence(),
             "excluding the history needs distinct columns"
         );
         for q in 0..n {
             // The GRU's window queries have no slot: the row's last step.
-            let (row, t) = match ws.queries.steps.get(q) {
+            let (row, t) = match queries.steps.get(q) {
                 Some(&slot) => (slot as usize / l, slot as usize % l),
                 None => (q, l - 1),
             };
@@ -586,42 +595,40 @@ impl Model<'_> {
                 let column = match id {
                     0 => None,
                     _ if full_softmax => Some(id - 1),
-                    _ => ws.loss.label_columns.slot(id),
+                    _ => self.label_columns.slot(id),
                 };
-                ws.loss.excluded_columns.extend(column);
+                self.excluded_columns.extend(column);
             }
-            ws.loss
-                .excluded_offsets
-                .push(ws.loss.excluded_columns.len() as u32);
+            self.excluded_offsets
+                .push(self.excluded_columns.len() as u32);
         }
     }
 
-    /// The in-batch softmax loss summed over the batch's rows (one query
-    /// per row, at its last step), without gradients (the reference's
-    /// val_loss, times the batch size).
-    pub fn loss_sum(&self, ws: &mut Workspace, batch: &Batch) -> f64 {
-        let step = StepOptions::default();
-        if self.spec.tower.cost_follows_longest_window() {
-            // The encoder runs rows of like length together, over few
-            // padding columns; a row's query does not depend on the rows
-            // beside it, so these are the forward's queries, bit for bit.
-            ws.queries.vectors = QueryEncoder::queries_by_length(self, batch);
-        } else {
-            self.forward(ws, batch, &step);
-        }
-        self.gather_columns(ws, batch, &step);
+    /// The in-batch softmax loss of `queries` (one per row, at its newest
+    /// step) summed over the batch's rows, without gradients.
+    pub(super) fn loss_sum(&mut self, model: &Model, queries: &Queries, batch: &Batch) -> f64 {
+        self.gather_columns(model, queries, batch, &StepOptions::default());
         let inputs = LossInputs {
-            q: &ws.queries.vectors,
-            c: &ws.loss.candidates,
+            q: &queries.vectors,
+            c: &self.candidates,
             rows: batch.size,
             cols: batch.size,
-            d: self.spec.dim,
+            d: model.spec.dim,
             column_ids: None,
             column_bias: None,
             positives: None,
             excluded: None,
             kind: LossKind::Softmax,
         };
-        in_batch_softmax(&inputs, None, self.threads)
+        in_batch_softmax(&inputs, None, model.threads)
+    }
+}
+
+/// The table candidates are scored against.
+fn candidate_table<'a>(model: &Model<'a>) -> &'a [f32] {
+    if model.spec.shared_embeddings {
+        &model.params.query_embedding
+    } else {
+        &model.params.candidate_embedding
     }
 }

@@ -1,9 +1,13 @@
 //! The two-tower model: its definition (`spec`), parameters, and the maths
-//! of one batch. `step` runs a training step (`Model::forward`, `loss`,
-//! `backward`) over a `Workspace`; the query tower is one of `tower`'s,
+//! of one batch. `workspace` runs a training step (`Model::forward`,
+//! `loss`, `backward`) over a `Workspace`; the query tower is one of `tower`'s,
 //! behind the `Tower` trait; `encoder` runs the same tower code for
 //! inference (`QueryEncoder`), so a served query is the training forward's,
 //! bit for bit.
+//!
+//! The submodules import each other one way (no circle): `spec`, `batch`,
+//! `dropout`, `embedding`, `params` and `step` (`Model`, `StepOptions`)
+//! below the towers; `loss`, `encoder` and `workspace` above them.
 //!
 //! Shapes: `B` rows in a batch, `L` = `spec.context_len`, `D` = `spec.dim`,
 //! `V` = `spec.vocab_size`, `C` = loss columns (`B` labels + extra negatives).
@@ -19,6 +23,7 @@ pub mod params;
 pub mod spec;
 pub mod step;
 pub mod tower;
+pub mod workspace;
 
 pub use batch::{fill_batch, fill_sequence_batch, history_before, sequence_row_ends, Batch};
 pub use dropout::{dropout_backward, dropout_forward, dropout_mask, dropout_mask_rows};
@@ -26,7 +31,8 @@ pub use embedding::{SparseRows, TouchedRows};
 pub use encoder::QueryEncoder;
 pub use loss::{logq_column_bias, LossKind};
 pub use params::{orthogonal, Grads, Params, TENSOR_NAMES};
-pub use spec::{ModelOptions, ModelSpec, Padding, SpecError};
-pub use step::{Model, StepOptions, Workspace};
+pub use spec::{Activation, ModelOptions, ModelSpec, Padding, QueryTower, SpecError, TowerSpec};
+pub use step::{Model, StepOptions};
 pub use tower::{gru, sasrec};
-pub use tower::{AnyTower, GruTower, InputProjection, QueryTower, SasRecTower, TowerSpec};
+pub use tower::{AnyTower, GruTower, InputProjection, SasRecTower};
+pub use workspace::Workspace;

@@ -6,10 +6,6 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use super::tower::sasrec::Activation;
-pub use super::tower::QueryTower;
-use super::tower::{TowerSpec, DEFAULT_BLOCKS, DEFAULT_HEADS};
-
 /// Which side of a short history the padding ids (0) go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -19,6 +15,101 @@ pub enum Padding {
     Right,
     /// Padding first, so the newest item is always the last GRU step.
     Left,
+}
+
+/// A tower's name: the `--tower` flag and the model file's `tower` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryTower {
+    /// Item embedding, then a Keras 3 GRU; the query is its last state.
+    #[default]
+    Gru,
+    /// Item embedding, then SASRec's causal self-attention blocks; the
+    /// query is the output at the newest item.
+    Sasrec,
+}
+
+/// The tower a `ModelSpec` defines, with its own hyper-parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TowerSpec {
+    Gru,
+    /// `heads` divides the embedding size; `activation` is the
+    /// feed-forward's.
+    SasRec {
+        blocks: usize,
+        heads: usize,
+        activation: Activation,
+    },
+}
+
+/// The flat hyper-parameters a tower without them reads as (the values
+/// older model files and `ModelOptions` default to).
+pub const DEFAULT_HEADS: usize = 1;
+pub const DEFAULT_BLOCKS: usize = 2;
+
+/// The feed-forward's activation (SASRec).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    #[default]
+    Relu,
+    /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+    Gelu,
+}
+
+impl TowerSpec {
+    pub fn kind(&self) -> QueryTower {
+        match self {
+            TowerSpec::Gru => QueryTower::Gru,
+            TowerSpec::SasRec { .. } => QueryTower::Sasrec,
+        }
+    }
+
+    /// The spec of tower `kind` from the flat options (`ModelOptions`, the
+    /// model file); a tower ignores the ones it has no use for.
+    pub fn from_flat(
+        kind: QueryTower,
+        heads: usize,
+        blocks: usize,
+        activation: Activation,
+    ) -> TowerSpec {
+        match kind {
+            QueryTower::Gru => TowerSpec::Gru,
+            QueryTower::Sasrec => TowerSpec::SasRec {
+                blocks,
+                heads,
+                activation,
+            },
+        }
+    }
+
+    /// The flat options of this spec: `(tower, heads, blocks, activation)`,
+    /// the defaults where the tower has none.
+    pub fn flat(&self) -> (QueryTower, usize, usize, Activation) {
+        match *self {
+            TowerSpec::Gru => (
+                QueryTower::Gru,
+                DEFAULT_HEADS,
+                DEFAULT_BLOCKS,
+                Activation::default(),
+            ),
+            TowerSpec::SasRec {
+                blocks,
+                heads,
+                activation,
+            } => (QueryTower::Sasrec, heads, blocks, activation),
+        }
+    }
 }
 
 /// Upper bounds checked before anything is allocated from a spec (a model

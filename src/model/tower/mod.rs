@@ -1,6 +1,7 @@
 //! The query towers: the networks that turn a batch of item windows into
-//! query vectors. `Model` (`super::step`) gathers the rows the windows read
-//! and runs the loss; a tower runs in between, over a workspace of its own,
+//! query vectors. `Model::forward` (`super::workspace`) gathers the rows
+//! the windows read (`InputRows`) and `Model::loss` scores the queries; a
+//! tower runs in between, over a workspace of its own,
 //! through the `Tower` trait. `AnyTower` holds one tower and dispatches to
 //! it with one `match` per call (static dispatch, no trait objects).
 //!
@@ -11,72 +12,31 @@
 //!   newest step), the parameter layout (`tensor_shapes`, `init_tensors`:
 //!   which of `Params`' tower tensors it uses, the GRU's four or the flat
 //!   `tower_weights`), and the constants that describe its cost;
-//! - then in this file only: a `QueryTower` name (the `--tower` flag and
-//!   the model file's `tower` field), a `TowerSpec` variant with its
-//!   hyper-parameters and an `AnyTower` variant, and one arm in each match
-//!   over them (`TowerSpec::{kind, from_flat, flat}`, `AnyTower::{kind,
-//!   for_spec}`, `with_tower!`, `for_each_tower!`; all exhaustive, so the
-//!   compiler lists any arm left out). The step, the loss, the encoder,
-//!   `Params` and training dispatch through these and need no change.
+//! - then one arm in each match over the towers, all exhaustive (the
+//!   compiler lists any left out): in `spec`, a `QueryTower` name (the
+//!   `--tower` flag and the model file's `tower` field) and a `TowerSpec`
+//!   variant with its hyper-parameters (`TowerSpec::{kind, from_flat,
+//!   flat}`); here, an `AnyTower` variant (`AnyTower::{kind, for_spec}`,
+//!   `for_each_tower!`) and its type in `with_tower!`. The step, the loss,
+//!   the encoder, `Params` and training dispatch through these and need no
+//!   change.
 //!
 //! Shapes: `B` rows in a batch, `L` = `spec.context_len`, `D` = `spec.dim`,
 //! `U` distinct rows the batch's windows read, `N` queries.
 
 pub mod gru;
+mod inputs;
 pub mod sasrec;
 
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
 use super::batch::Batch;
-use super::embedding::InputRows;
 use super::params::{Grads, Params};
-use super::spec::ModelSpec;
+use super::spec::{ModelSpec, QueryTower, TowerSpec};
 use super::step::{Model, StepOptions};
 pub use gru::{GruTower, InputProjection};
-pub use sasrec::{Activation, SasRecTower};
-
-/// A tower's name: the `--tower` flag and the model file's `tower` field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum QueryTower {
-    /// Item embedding, then a Keras 3 GRU; the query is its last state.
-    #[default]
-    Gru,
-    /// Item embedding, then SASRec's causal self-attention blocks; the
-    /// query is the output at the newest item.
-    Sasrec,
-}
-
-/// The tower a `ModelSpec` defines, with its own hyper-parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TowerSpec {
-    Gru,
-    /// `heads` divides the embedding size; `activation` is the
-    /// feed-forward's.
-    SasRec {
-        blocks: usize,
-        heads: usize,
-        activation: Activation,
-    },
-}
-
-/// The flat hyper-parameters a tower without them reads as (the values
-/// older model files and `ModelOptions` default to).
-pub const DEFAULT_HEADS: usize = 1;
-pub const DEFAULT_BLOCKS: usize = 2;
-
-/// The rows a tower reads: the batch's windows rewritten to the `U`
-/// distinct rows they hold (`InputRows`).
-#[derive(Clone, Copy)]
-pub struct WindowRows<'a> {
-    /// `B x L`: each window step's row in `rows` (row 0 is padding).
-    pub windows: &'a [u32],
-    /// `U x D`: the rows, input dropout applied.
-    pub rows: &'a [f32],
-    /// `U`.
-    pub distinct: usize,
-}
+pub use inputs::{InputRows, WindowRows};
+pub use sasrec::SasRecTower;
 
 /// What a tower's forward leaves for the loss.
 #[derive(Default)]
@@ -269,50 +229,8 @@ impl AnyTower {
     }
 }
 
+/// What a spec's tower is, asked of the tower's type.
 impl TowerSpec {
-    pub fn kind(&self) -> QueryTower {
-        match self {
-            TowerSpec::Gru => QueryTower::Gru,
-            TowerSpec::SasRec { .. } => QueryTower::Sasrec,
-        }
-    }
-
-    /// The spec of tower `kind` from the flat options (`ModelOptions`, the
-    /// model file); a tower ignores the ones it has no use for.
-    pub fn from_flat(
-        kind: QueryTower,
-        heads: usize,
-        blocks: usize,
-        activation: Activation,
-    ) -> TowerSpec {
-        match kind {
-            QueryTower::Gru => TowerSpec::Gru,
-            QueryTower::Sasrec => TowerSpec::SasRec {
-                blocks,
-                heads,
-                activation,
-            },
-        }
-    }
-
-    /// The flat options of this spec: `(tower, heads, blocks, activation)`,
-    /// the defaults where the tower has none.
-    pub fn flat(&self) -> (QueryTower, usize, usize, Activation) {
-        match *self {
-            TowerSpec::Gru => (
-                QueryTower::Gru,
-                DEFAULT_HEADS,
-                DEFAULT_BLOCKS,
-                Activation::default(),
-            ),
-            TowerSpec::SasRec {
-                blocks,
-                heads,
-                activation,
-            } => (QueryTower::Sasrec, heads, blocks, activation),
-        }
-    }
-
     pub fn inference_rows(&self) -> usize {
         with_tower!(self, T => T::INFERENCE_ROWS)
     }

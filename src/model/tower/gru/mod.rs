@@ -21,10 +21,10 @@ use rayon::prelude::*;
 pub use cell::*;
 use chunk::{ChunkGrad, ChunkInput, GruChunk};
 
-use super::{query_steps, Queries, Tower, WindowRows};
+use super::{query_steps, InputRows, Queries, Tower, WindowRows};
 use crate::kernels;
 use crate::model::batch::Batch;
-use crate::model::embedding::{self, InputRows};
+use crate::model::embedding;
 use crate::model::params::{orthogonal, Grads, Params};
 use crate::model::spec::ModelSpec;
 use crate::model::step::{Model, StepOptions};

@@ -3,28 +3,10 @@
 
 use std::ops::Range;
 
+pub use crate::model::spec::Activation;
+
 /// LayerNorm's epsilon (added to the variance).
 pub const LN_EPS: f32 = 1e-8;
-
-/// The feed-forward's activation.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Activation {
-    #[default]
-    Relu,
-    /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
-    Gelu,
-}
 
 /// The tower's sizes. `dim % heads == 0`. The position table has
 /// `positions` rows; step `t` of a window reads row `first_position + t`,

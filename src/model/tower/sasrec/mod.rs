@@ -55,12 +55,11 @@ pub use passes::*;
 
 use rand_chacha::ChaCha8Rng;
 
-use super::{query_steps, Queries, Tower, TowerSpec, WindowRows};
+use super::{query_steps, InputRows, Queries, Tower, WindowRows};
 use crate::kernels;
 use crate::model::batch::Batch;
-use crate::model::embedding::InputRows;
 use crate::model::params::{Grads, Params};
-use crate::model::spec::{ModelSpec, Padding};
+use crate::model::spec::{ModelSpec, Padding, TowerSpec};
 use crate::model::step::{Model, StepOptions};
 
 /// Seeds the tower's dropout masks, apart from the input and output
