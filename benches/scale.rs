@@ -20,8 +20,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use seqrec::data::Sequences;
 use seqrec::model::{
-    fill_batch, Batch, Grads, InputProjection, Model, ModelOptions, ModelSpec, Params, StepOptions,
-    Workspace,
+    fill_batch, Batch, Grads, GruTower, InputProjection, Model, ModelOptions, ModelSpec, Params,
+    StepOptions, Workspace,
 };
 use seqrec::train::adamw::{AdamW, AdamWConfig, Optimizer};
 
@@ -81,8 +81,7 @@ impl Setup {
             }
         }
         let grads = Grads::zeros(&spec);
-        let mut ws = Workspace::default();
-        ws.projection = projection;
+        let ws = Workspace::with_tower(GruTower::with_projection(projection).into());
         Setup {
             spec,
             how,

@@ -717,8 +717,11 @@ mod tests {
     fn a_sasrec_model_is_read_back_whole_without_gru_tensors() {
         let mut model = small_model();
         let spec = &mut model.artifact.spec;
-        spec.tower = crate::model::QueryTower::Sasrec;
-        spec.heads = 2;
+        spec.tower = crate::model::TowerSpec::SasRec {
+            blocks: 2,
+            heads: 2,
+            activation: crate::model::Activation::Relu,
+        };
         let spec = *spec;
         model.artifact.params = Params::init(&spec, model.config.seed);
         model.optimizer = AdamW::new(model.config.optimizer(), &spec);

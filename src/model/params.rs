@@ -5,7 +5,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use super::embedding::SparseRows;
-use super::spec::{ModelSpec, QueryTower};
+use super::spec::ModelSpec;
 
 /// Every learned tensor, each a flat row-major `f32` buffer.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,19 +68,20 @@ impl Params {
     }
 
     /// The shape of each tensor, in the order of `tensors`: a tower's
-    /// tensors are empty (`[0]`) in a model of the other tower.
+    /// tensors are empty (`[0]`) in a model of another tower
+    /// (`Tower::tensor_shapes`).
     pub fn shapes(spec: &ModelSpec) -> [Vec<usize>; 7] {
         let (v, d) = (spec.vocab_size, spec.dim);
-        let gru = spec.tower == QueryTower::Gru;
-        let gru_shape = |s: Vec<usize>| if gru { s } else { vec![0] };
+        let [kernel, recurrent_kernel, input_bias, recurrent_bias, tower_weights] =
+            spec.tower.tensor_shapes(spec);
         [
             vec![v, d],
-            gru_shape(vec![d, 3 * d]),
-            gru_shape(vec![d, 3 * d]),
-            gru_shape(vec![3 * d]),
-            gru_shape(vec![3 * d]),
+            kernel,
+            recurrent_kernel,
+            input_bias,
+            recurrent_bias,
             vec![v, d],
-            vec![spec.tower_weight_count()],
+            tower_weights,
         ]
     }
 
@@ -108,8 +109,8 @@ impl Params {
         ]
     }
 
-    /// Keras' initialisers: embeddings uniform(−0.05, 0.05), the input
-    /// kernel Glorot-uniform, the recurrent kernel orthogonal, biases zero.
+    /// Keras' initialisers: embeddings uniform(−0.05, 0.05), the tower's
+    /// tensors as it says (`Tower::init_tensors`), biases zero.
     /// Deterministic from `seed`.
     pub fn init(spec: &ModelSpec, seed: u64) -> Params {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -119,17 +120,7 @@ impl Params {
             (0..n).map(|_| rng.random_range(-limit..limit)).collect()
         };
         p.query_embedding = uniform(&mut rng, v * d, 0.05);
-        match spec.tower {
-            QueryTower::Gru => {
-                let glorot = (6.0 / (d + 3 * d) as f64).sqrt() as f32;
-                p.kernel = uniform(&mut rng, d * 3 * d, glorot);
-                p.recurrent_kernel = orthogonal(&mut rng, d, 3 * d);
-            }
-            QueryTower::Sasrec => {
-                p.tower_weights =
-                    super::sasrec::init_weights(spec.context_len, d, spec.blocks, &mut rng);
-            }
-        }
+        spec.tower.init_tensors(spec, &mut rng, &mut p);
         p.candidate_embedding = uniform(&mut rng, v * d, 0.05);
         p
     }

@@ -6,8 +6,6 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use super::sasrec::Activation;
-
 /// Which side of a short history the padding ids (0) go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -19,7 +17,7 @@ pub enum Padding {
     Left,
 }
 
-/// The network that turns a window of item ids into a query vector.
+/// A tower's name: the `--tower` flag and the model file's `tower` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum QueryTower {
@@ -31,6 +29,89 @@ pub enum QueryTower {
     Sasrec,
 }
 
+/// The tower a `ModelSpec` defines, with its own hyper-parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TowerSpec {
+    Gru,
+    /// `heads` divides the embedding size; `activation` is the
+    /// feed-forward's.
+    SasRec {
+        blocks: usize,
+        heads: usize,
+        activation: Activation,
+    },
+}
+
+/// The flat hyper-parameters a tower without them reads as (the values
+/// older model files and `ModelOptions` default to).
+pub const DEFAULT_HEADS: usize = 1;
+pub const DEFAULT_BLOCKS: usize = 2;
+
+/// The feed-forward's activation (SASRec).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    #[default]
+    Relu,
+    /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+    Gelu,
+}
+
+impl TowerSpec {
+    pub fn kind(&self) -> QueryTower {
+        match self {
+            TowerSpec::Gru => QueryTower::Gru,
+            TowerSpec::SasRec { .. } => QueryTower::Sasrec,
+        }
+    }
+
+    /// The spec of tower `kind` from the flat options (`ModelOptions`, the
+    /// model file); a tower ignores the ones it has no use for.
+    pub fn from_flat(
+        kind: QueryTower,
+        heads: usize,
+        blocks: usize,
+        activation: Activation,
+    ) -> TowerSpec {
+        match kind {
+            QueryTower::Gru => TowerSpec::Gru,
+            QueryTower::Sasrec => TowerSpec::SasRec {
+                blocks,
+                heads,
+                activation,
+            },
+        }
+    }
+
+    /// The flat options of this spec: `(tower, heads, blocks, activation)`,
+    /// the defaults where the tower has none.
+    pub fn flat(&self) -> (QueryTower, usize, usize, Activation) {
+        match *self {
+            TowerSpec::Gru => (
+                QueryTower::Gru,
+                DEFAULT_HEADS,
+                DEFAULT_BLOCKS,
+                Activation::default(),
+            ),
+            TowerSpec::SasRec {
+                blocks,
+                heads,
+                activation,
+            } => (QueryTower::Sasrec, heads, blocks, activation),
+        }
+    }
+}
+
 /// Upper bounds checked before anything is allocated from a spec (a model
 /// file's header must not make the reader ask for terabytes).
 pub const MAX_DIM: usize = 4096;
@@ -38,8 +119,9 @@ pub const MAX_CONTEXT_LEN: usize = 1000;
 pub const MAX_BLOCKS: usize = 64;
 
 /// The model's definition. Two specs that are `==` define the same maths.
+/// Stored in the model file as `ModelSpecFile`'s flat fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "ModelSpecFile", into = "ModelSpecFile")]
 pub struct ModelSpec {
     /// Rows of each embedding table: largest item id + 1 (id 0 is padding).
     pub vocab_size: usize,
@@ -54,23 +136,68 @@ pub struct ModelSpec {
     /// Candidates are scored with the query tower's item embedding (one
     /// table for both towers, GRU4Rec's "constrained embedding").
     pub shared_embeddings: bool,
-    pub tower: QueryTower,
-    /// The SASRec tower's attention heads, blocks and feed-forward
-    /// activation (unused by the GRU; absent from older model files).
+    /// The query tower and its own hyper-parameters.
+    pub tower: TowerSpec,
+}
+
+/// `ModelSpec` as the model file holds it (version 2): the tower's
+/// hyper-parameters as flat fields, which files from before SASRec lack.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelSpecFile {
+    vocab_size: usize,
+    dim: usize,
+    context_len: usize,
+    padding: Padding,
+    mask_padding: bool,
+    shared_embeddings: bool,
+    tower: QueryTower,
     #[serde(default = "default_heads")]
-    pub heads: usize,
+    heads: usize,
     #[serde(default = "default_blocks")]
-    pub blocks: usize,
+    blocks: usize,
     #[serde(default)]
-    pub activation: Activation,
+    activation: Activation,
+}
+
+impl From<ModelSpecFile> for ModelSpec {
+    fn from(f: ModelSpecFile) -> ModelSpec {
+        ModelSpec {
+            vocab_size: f.vocab_size,
+            dim: f.dim,
+            context_len: f.context_len,
+            padding: f.padding,
+            mask_padding: f.mask_padding,
+            shared_embeddings: f.shared_embeddings,
+            tower: TowerSpec::from_flat(f.tower, f.heads, f.blocks, f.activation),
+        }
+    }
+}
+
+impl From<ModelSpec> for ModelSpecFile {
+    fn from(s: ModelSpec) -> ModelSpecFile {
+        let (tower, heads, blocks, activation) = s.tower.flat();
+        ModelSpecFile {
+            vocab_size: s.vocab_size,
+            dim: s.dim,
+            context_len: s.context_len,
+            padding: s.padding,
+            mask_padding: s.mask_padding,
+            shared_embeddings: s.shared_embeddings,
+            tower,
+            heads,
+            blocks,
+            activation,
+        }
+    }
 }
 
 fn default_heads() -> usize {
-    1
+    DEFAULT_HEADS
 }
 
 fn default_blocks() -> usize {
-    2
+    DEFAULT_BLOCKS
 }
 
 /// The part of a spec a user chooses; the vocabulary comes from the data.
@@ -139,10 +266,7 @@ impl ModelOptions {
             padding: self.padding,
             mask_padding: self.mask_padding,
             shared_embeddings: self.shared_embeddings,
-            tower: self.tower,
-            heads: self.heads,
-            blocks: self.blocks,
-            activation: self.activation,
+            tower: TowerSpec::from_flat(self.tower, self.heads, self.blocks, self.activation),
         }
     }
 
@@ -163,17 +287,20 @@ impl ModelOptions {
 }
 
 impl ModelSpec {
+    /// The options of this spec; a tower's hyper-parameters it has no use
+    /// for read as their defaults.
     pub fn options(&self) -> ModelOptions {
+        let (tower, heads, blocks, activation) = self.tower.flat();
         ModelOptions {
             embedding_dim: self.dim,
             context_len: self.context_len,
             padding: self.padding,
             mask_padding: self.mask_padding,
             shared_embeddings: self.shared_embeddings,
-            tower: self.tower,
-            heads: self.heads,
-            blocks: self.blocks,
-            activation: self.activation,
+            tower,
+            heads,
+            blocks,
+            activation,
         }
     }
 
@@ -187,6 +314,7 @@ impl ModelSpec {
     /// `(name, self's value, other's value)`.
     pub fn differences(&self, other: &ModelSpec) -> Vec<(&'static str, String, String)> {
         let fields = |s: &ModelSpec| {
+            let (tower, heads, blocks, activation) = s.tower.flat();
             [
                 ("vocab_size", s.vocab_size.to_string()),
                 ("embedding_dim", s.dim.to_string()),
@@ -194,10 +322,10 @@ impl ModelSpec {
                 ("padding", format!("{:?}", s.padding).to_lowercase()),
                 ("mask_padding", s.mask_padding.to_string()),
                 ("shared_embeddings", s.shared_embeddings.to_string()),
-                ("tower", format!("{:?}", s.tower).to_lowercase()),
-                ("heads", s.heads.to_string()),
-                ("blocks", s.blocks.to_string()),
-                ("activation", format!("{:?}", s.activation).to_lowercase()),
+                ("tower", format!("{tower:?}").to_lowercase()),
+                ("heads", heads.to_string()),
+                ("blocks", blocks.to_string()),
+                ("activation", format!("{activation:?}").to_lowercase()),
             ]
         };
         fields(self)
@@ -214,7 +342,7 @@ impl ModelSpec {
     /// gets nearly the same answer. Left padding, or a mask, reads the
     /// newest item last.
     pub fn short_history_washed_out(&self, len: usize) -> bool {
-        self.tower == QueryTower::Gru
+        !self.tower.always_masks_padding()
             && self.padding == Padding::Right
             && !self.mask_padding
             && len < self.context_len
@@ -226,17 +354,6 @@ impl ModelSpec {
         match self.padding {
             Padding::Left => self.context_len - 1,
             Padding::Right => len.clamp(1, self.context_len) - 1,
-        }
-    }
-
-    /// The tower's weights beyond the item embedding, as one flat tensor
-    /// (SASRec's blocks; the GRU keeps its own named tensors).
-    pub fn tower_weight_count(&self) -> usize {
-        match self.tower {
-            QueryTower::Gru => 0,
-            QueryTower::Sasrec => {
-                super::sasrec::weight_count(self.context_len, self.dim, self.blocks)
-            }
         }
     }
 
@@ -260,5 +377,77 @@ impl ModelSpec {
             };
         }
         recent.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_keeps_the_newest_items_on_the_padding_side_asked() {
+        let right = ModelOptions {
+            context_len: 4,
+            ..ModelOptions::default()
+        }
+        .spec(10);
+        let left = ModelSpec {
+            padding: Padding::Left,
+            ..right
+        };
+        let mut out = [9; 4];
+        assert_eq!(right.cut_window(&[1, 2], &mut out), 2);
+        assert_eq!(out, [1, 2, 0, 0]);
+        assert_eq!(left.cut_window(&[1, 2], &mut out), 2);
+        assert_eq!(out, [0, 0, 1, 2]);
+        assert_eq!(left.cut_window(&[1, 2, 3, 4, 5, 6], &mut out), 4);
+        assert_eq!(out, [3, 4, 5, 6]);
+        // An id outside the vocabulary reads as padding.
+        right.cut_window(&[3, 12], &mut out);
+        assert_eq!(out, [3, 0, 0, 0]);
+        assert_eq!(right.cut_window(&[], &mut out), 0);
+        assert_eq!(out, [0; 4]);
+    }
+
+    /// The model file keeps the flat form 406c112 wrote (version 2), and
+    /// reads files from before SASRec, which lack the tower's fields.
+    #[test]
+    fn a_spec_is_stored_in_the_flat_form_of_version_2() {
+        let gru = ModelOptions {
+            context_len: 4,
+            ..ModelOptions::default()
+        }
+        .spec(10);
+        let sasrec = ModelSpec {
+            tower: TowerSpec::SasRec {
+                blocks: 3,
+                heads: 2,
+                activation: Activation::Gelu,
+            },
+            ..gru
+        };
+        let flat = |tower: &str, heads, blocks, activation: &str| {
+            format!(
+                "{{\"vocab_size\":10,\"dim\":32,\"context_len\":4,\"padding\":\"right\",\
+                 \"mask_padding\":false,\"shared_embeddings\":false,\"tower\":\"{tower}\",\
+                 \"heads\":{heads},\"blocks\":{blocks},\"activation\":\"{activation}\"}}"
+            )
+        };
+        for (spec, text) in [
+            (gru, flat("gru", 1, 2, "relu")),
+            (sasrec, flat("sasrec", 2, 3, "gelu")),
+        ] {
+            assert_eq!(serde_json::to_string(&spec).unwrap(), text);
+            assert_eq!(serde_json::from_str::<ModelSpec>(&text).unwrap(), spec);
+        }
+        let before_sasrec =
+            "{\"vocab_size\":10,\"dim\":32,\"context_len\":4,\"padding\":\"right\",\
+                             \"mask_padding\":false,\"shared_embeddings\":false,\"tower\":\"gru\"}";
+        assert_eq!(
+            serde_json::from_str::<ModelSpec>(before_sasrec).unwrap(),
+            gru
+        );
+        let unknown = before_sasrec.replace('}', ",\"extra\":1}");
+        assert!(serde_json::from_str::<ModelSpec>(&unknown).is_err());
     }
 }

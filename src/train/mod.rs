@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{ExampleSet, Sequences};
 use crate::model::{
     fill_batch, fill_sequence_batch, sequence_row_ends, Batch, Grads, Model, ModelSpec, Params,
-    QueryTower, SparseRows, StepOptions, Workspace,
+    SparseRows, StepOptions, Workspace,
 };
 use adamw::AdamW;
 pub use config::{Loss, LrSchedule, SettingError, Settings, TrainConfig, PRESETS};
@@ -306,7 +306,7 @@ impl<'a> EpochRunner<'a> {
             self.order.copy_from_slice(&self.rows);
             self.order.shuffle(&mut rng);
         }
-        if cfg.sequence_training && self.spec.tower == QueryTower::Sasrec {
+        if cfg.sequence_training && self.spec.tower.cost_follows_longest_window() {
             bucket_by_length(
                 &mut self.order,
                 self.spec,
