@@ -145,7 +145,10 @@ fn a_sequence_trained_sasrec_model_trains_evaluates_and_recommends() {
     train(&data, &b, &flags);
     assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
     let model = io::load(&a).unwrap();
-    assert_eq!(model.artifact.spec.tower.kind(), seqrec::model::QueryTower::Sasrec);
+    assert_eq!(
+        model.artifact.spec.tower.kind(),
+        seqrec::model::QueryTower::Sasrec
+    );
     assert!(model.config.sequence_training && model.config.exclude_history_in_loss);
     assert!(model.artifact.params.recurrent_kernel.is_empty());
     let report = ok(&["--quiet", "evaluate", a.to_str().unwrap(), "--json"]);
