@@ -30,7 +30,7 @@ pub use embedding::{SparseRows, TouchedRows};
 use gru::{GruCache, GruGradScratch, GruInput, GruShape};
 pub use loss::LossKind;
 use loss::{LossGrads, LossInputs};
-pub use params::{orthogonal, Grads, Params, TENSOR_NAMES};
+pub use params::{orthogonal, Gradient, Grads, Params, TensorKind, TENSOR_KINDS, TENSOR_NAMES};
 use sasrec::{SasRecCache, SasRecShape};
 pub use spec::{ModelOptions, ModelSpec, Padding, QueryTower, SpecError};
 
