@@ -23,7 +23,9 @@ use seqrec::model::{
     fill_batch, Batch, Grads, GruTower, InputProjection, Model, ModelOptions, ModelSpec, Params,
     StepOptions, Workspace,
 };
-use seqrec::train::adamw::{AdamW, AdamWConfig, Optimizer};
+use seqrec::train::optimizer::{
+    AdamWConfig, AnyOptimizer, OptimizerKind as Optimizer, OptimizerState,
+};
 
 use common::{env, median};
 
@@ -55,7 +57,7 @@ struct Setup {
     seqs: Sequences,
     labels: Vec<u32>,
     params: Params,
-    opt: AdamW,
+    opt: OptimizerState,
     grads: Grads,
     ws: Workspace,
     batch: Batch,
@@ -70,12 +72,12 @@ impl Setup {
         let spec = ModelOptions::default().spec(vocab);
         let (seqs, labels) = sequences(vocab, 4, 7);
         let params = Params::init(&spec, 1);
-        let mut opt = AdamW::new(AdamWConfig::default(), &spec);
+        let mut opt = OptimizerState::new(AnyOptimizer::new(how, AdamWConfig::default()), &spec);
         // The moments start as untouched zero pages: a long run faults each
         // page in once, but lazy AdamW would pay those faults inside the
         // timed steps here (dense pays them all in the first, untimed one).
         // Touch them first, so both are measured in their steady state.
-        for t in opt.m.tensors_mut().into_iter().chain(opt.v.tensors_mut()) {
+        for t in opt.buffers_mut() {
             for x in t.iter_mut() {
                 *x = std::hint::black_box(0.0);
             }
@@ -118,7 +120,7 @@ impl Setup {
         model.backward(ws, grads, &step);
         let t3 = Instant::now();
         self.opt
-            .apply(&mut self.params, grads, 0.001, self.how, self.spec.dim);
+            .apply(&mut self.params, grads, 0.001, self.spec.dim);
         let t4 = Instant::now();
         if record {
             for (p, (a, b)) in

@@ -16,7 +16,7 @@ use seqrec::kernels::{matmul, Mat, Output};
 use seqrec::model::{
     fill_batch, Batch, Grads, Model, ModelOptions, Params, StepOptions, Workspace,
 };
-use seqrec::train::adamw::AdamW;
+use seqrec::train::optimizer::{AnyOptimizer, OptimizerState};
 use seqrec::train::TrainConfig;
 
 use common::{env, median};
@@ -61,7 +61,8 @@ fn main() {
 
     pool.install(|| {
         let mut params = Params::init(&model_cfg, 1);
-        let mut opt = AdamW::new(cfg.optimizer(), &model_cfg);
+        let mut opt =
+            OptimizerState::new(AnyOptimizer::new(cfg.optimizer, cfg.optimizer()), &model_cfg);
         let mut grads = Grads::zeros(&model_cfg);
         let mut ws = Workspace::default();
         let mut batch = Batch::default();
@@ -83,7 +84,7 @@ fn main() {
             let tl = Instant::now();
             model.backward(&mut ws, &mut grads, &step);
             let t1 = Instant::now();
-            opt.apply(&mut params, &grads, cfg.learning_rate, cfg.optimizer, model_cfg.dim);
+            opt.apply(&mut params, &grads, cfg.learning_rate, model_cfg.dim);
             let t2 = Instant::now();
             if i >= 3 {
                 step_s.push((t2 - t0).as_secs_f64());

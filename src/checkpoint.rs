@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Catalog, DataSettings, UserHistories};
 use crate::model::{Artifact, ModelSpec, Params, TENSOR_NAMES};
 use crate::text::{escaped, quoted};
-use crate::train::adamw::AdamW;
+use crate::train::optimizer::{AnyOptimizer, OptimizerState};
 use crate::train::{EpochReport, TrainConfig, TrainedModel};
 
 /// Marks a safetensors file as a seqrec model.
@@ -126,19 +126,27 @@ pub fn to_bytes(model: &TrainedModel) -> Result<Vec<u8>, FormatError> {
     let artifact = &model.artifact;
     let shapes = Params::shapes(&artifact.spec);
     let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    let groups = [
-        ("", &artifact.params),
-        ("adam_m.", &model.optimizer.m),
-        ("adam_v.", &model.optimizer.v),
-    ];
-    for (prefix, params) in groups {
-        for ((name, shape), data) in TENSOR_NAMES.iter().zip(&shapes).zip(params.tensors()) {
-            // The other tower's tensors are empty and not written, so a
-            // GRU model's file is what it was before SASRec existed.
-            if !data.is_empty() {
-                owned.push((format!("{prefix}{name}"), shape.clone(), f32_bytes(data)));
-            }
+    for ((name, shape), data) in TENSOR_NAMES
+        .iter()
+        .zip(&shapes)
+        .zip(artifact.params.tensors())
+    {
+        // The other tower's tensors are empty and not written, so a
+        // GRU model's file is what it was before SASRec existed.
+        if !data.is_empty() {
+            owned.push((name.to_string(), shape.clone(), f32_bytes(data)));
         }
+    }
+    // The optimiser's state by the names it gives (`adam_m.kernel`): a
+    // buffer has its tensor's shape.
+    for (name, data) in model.optimizer.named_buffers() {
+        let tensor = name.split_once('.').map_or("", |(_, t)| t);
+        let shape = TENSOR_NAMES
+            .iter()
+            .position(|n| *n == tensor)
+            .map(|t| shapes[t].clone())
+            .ok_or_else(|| format!("optimiser state {name:?} names no tensor"))?;
+        owned.push((name, shape, f32_bytes(data)));
     }
     let users = &artifact.users;
     let user_tensors = [
@@ -277,11 +285,16 @@ enum Moments {
     Skip,
 }
 
-/// A file's contents, checked: the moments only when asked for.
+/// A file's contents, checked: the optimiser's state (every tensor named
+/// `{state}.{tensor}`) only when asked for, its shapes checked once the
+/// optimiser that wrote it is known (`into_trained`).
 struct Parsed {
     saved: SavedModel,
-    moments: Option<(Params, Params)>,
+    optimizer_state: Option<StoredTensors>,
 }
+
+/// Tensors read from the file by name: their shape and values.
+type StoredTensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
 impl Parsed {
     /// The whole model for training: the recorded settings and history
@@ -302,17 +315,27 @@ impl Parsed {
             .map(serde_json::from_value)
             .collect::<Result<Vec<EpochReport>, _>>()
             .map_err(|e| invalid("epoch reports", e))?;
-        let (m, v) = self
-            .moments
-            .ok_or_else(|| "the optimiser's moments were not read".to_string())?;
+        let mut stored = self
+            .optimizer_state
+            .ok_or_else(|| "the optimiser's state was not read".to_string())?;
+        let kind = AnyOptimizer::new(config.optimizer, config.optimizer());
+        let mut optimizer = OptimizerState::new(kind, &artifact.spec);
+        optimizer.step = record.optimizer_step;
+        for (name, shape) in optimizer.buffer_shapes(&artifact.spec) {
+            let (found, values) = stored
+                .remove(&name)
+                .ok_or_else(|| format!("tensor {name:?} is missing"))?;
+            if found != shape {
+                return Err(format!(
+                    "tensor {name:?}: expected shape {shape:?}, found {}",
+                    escaped(&format!("{found:?}"))
+                ));
+            }
+            optimizer.set_buffer(&name, values);
+        }
         Ok(TrainedModel {
             artifact,
-            optimizer: AdamW {
-                cfg: config.optimizer(),
-                step: record.optimizer_step,
-                m,
-                v,
-            },
+            optimizer,
             config,
             history,
             best_epoch: record.best_epoch,
@@ -397,8 +420,8 @@ fn parse(bytes: &[u8], moments: Moments) -> Result<Parsed, String> {
         Ok(p)
     };
     let params = read("")?;
-    let moments = match moments {
-        Moments::Read => Some((read("adam_m.")?, read("adam_v.")?)),
+    let optimizer_state = match moments {
+        Moments::Read => Some(read_optimizer_state(&st)?),
         Moments::Skip => None,
     };
     let users = read_users(&st, &meta)?;
@@ -423,8 +446,31 @@ fn parse(bytes: &[u8], moments: Moments) -> Result<Parsed, String> {
                 best_epoch: meta.best_epoch,
             },
         },
-        moments,
+        optimizer_state,
     })
+}
+
+/// Whether a tensor of the file is optimiser state (`adam_m.kernel`): the
+/// model's own tensors and the users' have no dot in their names.
+fn is_optimizer_state(name: &str) -> bool {
+    name.contains('.')
+}
+
+/// Every optimiser-state tensor of the file, F32 and finite, by name.
+fn read_optimizer_state(st: &SafeTensors) -> Result<StoredTensors, String> {
+    let mut out = HashMap::new();
+    for name in st.names() {
+        if is_optimizer_state(name) {
+            let shape = st
+                .tensor(name)
+                .map_err(|_| format!("tensor {name:?} is unreadable"))?
+                .shape()
+                .to_vec();
+            let values = read_tensor(st, name, &shape)?;
+            out.insert(name.to_string(), (shape, values));
+        }
+    }
+    Ok(out)
 }
 
 /// A model file opened for reading, and its length: a regular file only.
@@ -486,7 +532,7 @@ fn read_model_file_without_moments(path: &Path) -> std::io::Result<Vec<u8>> {
         return Ok(bytes);
     };
     for (name, info) in header.tensors() {
-        if name.starts_with("adam_m.") || name.starts_with("adam_v.") {
+        if is_optimizer_state(&name) {
             continue;
         }
         let (start, end) = (stop + info.data_offsets.0, stop + info.data_offsets.1);
@@ -565,7 +611,10 @@ mod tests {
                 },
                 data: DataSettings::default(),
             },
-            optimizer: AdamW::new(config.optimizer(), &spec),
+            optimizer: OptimizerState::new(
+                AnyOptimizer::new(config.optimizer, config.optimizer()),
+                &spec,
+            ),
             config,
             history: Vec::new(),
             best_epoch: None,
@@ -656,11 +705,14 @@ mod tests {
     fn a_load_for_inference_reads_everything_but_the_moments() {
         let mut model = small_model();
         // Moments unlike the parameters, so a mix-up would show.
-        let m = &mut model.optimizer.m.query_embedding;
-        for (i, x) in m.iter_mut().enumerate() {
-            *x = i as f32;
-        }
-        model.optimizer.v.candidate_embedding[3] = 7.0;
+        let spec = model.artifact.spec;
+        let size = |t: usize| Params::shapes(&spec)[t].iter().product::<usize>();
+        let m: Vec<f32> = (0..size(0)).map(|i| i as f32).collect();
+        let mut v = vec![0.0; size(5)];
+        v[3] = 7.0;
+        assert!(model.optimizer.set_buffer("adam_m.query_embedding", m));
+        assert!(model.optimizer.set_buffer("adam_v.candidate_embedding", v));
+        assert!(!model.optimizer.set_buffer("adam_q.kernel", vec![]));
         model.optimizer.step = 12;
         model.history.push(EpochReport {
             epoch: 1,
@@ -724,7 +776,10 @@ mod tests {
         };
         let spec = *spec;
         model.artifact.params = Params::init(&spec, model.config.seed);
-        model.optimizer = AdamW::new(model.config.optimizer(), &spec);
+        model.optimizer = OptimizerState::new(
+            AnyOptimizer::new(model.config.optimizer, model.config.optimizer()),
+            &spec,
+        );
         let bytes = to_bytes(&model).unwrap();
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.contains("sasrec_weights") && !text.contains("gru_kernel"));
@@ -732,7 +787,7 @@ mod tests {
         assert_eq!(back.artifact.spec, model.artifact.spec);
         assert!(!back.artifact.params.tower_weights.is_empty());
         assert_eq!(back.artifact.params, model.artifact.params);
-        assert_eq!(back.optimizer.m, model.optimizer.m);
+        assert_eq!(back.optimizer, model.optimizer);
     }
 
     #[test]

@@ -443,7 +443,7 @@ fn lazy_adamw_leaves_untouched_rows_as_initialised() {
     let (dense, lazy) = (io::load(&dense).unwrap(), io::load(&lazy).unwrap());
     assert_eq!(
         lazy.config.optimizer,
-        seqrec::train::adamw::Optimizer::LazyAdamW
+        seqrec::train::optimizer::OptimizerKind::LazyAdamW
     );
     let init = Params::init(&lazy.artifact.spec, 5);
     let d = lazy.artifact.spec.dim;
@@ -458,9 +458,11 @@ fn lazy_adamw_leaves_untouched_rows_as_initialised() {
             row(&lazy.artifact.params.candidate_embedding, id),
             row(&init.candidate_embedding, id)
         );
-        assert!(row(&lazy.optimizer.m.query_embedding, id)
-            .iter()
-            .all(|&x| x == 0.0));
+        assert!(
+            row(lazy.optimizer.buffer("query_embedding", 0).unwrap(), id)
+                .iter()
+                .all(|&x| x == 0.0)
+        );
         assert_ne!(
             row(&dense.artifact.params.query_embedding, id),
             row(&init.query_embedding, id)

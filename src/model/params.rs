@@ -215,3 +215,49 @@ impl Grads {
         p
     }
 }
+
+/// How a tensor learns: an embedding table's gradient is the rows a step
+/// touched (`SparseRows`), a tower tensor's is dense. Optimisers step each
+/// kind their own way (`train::optimizer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorKind {
+    /// `vocab x dim`, learned row by row.
+    Table,
+    /// A tower's weights, learned whole.
+    Dense,
+}
+
+/// Each tensor's kind, in the order of `TENSOR_NAMES`: with the names and
+/// `Params::tensors`, the registry optimisers and the model file walk
+/// without naming a tensor.
+pub const TENSOR_KINDS: [TensorKind; 7] = [
+    TensorKind::Table,
+    TensorKind::Dense,
+    TensorKind::Dense,
+    TensorKind::Dense,
+    TensorKind::Dense,
+    TensorKind::Table,
+    TensorKind::Dense,
+];
+
+/// One tensor's gradient, as its kind has it.
+#[derive(Debug, Clone, Copy)]
+pub enum Gradient<'a> {
+    Rows(&'a SparseRows),
+    Dense(&'a [f32]),
+}
+
+impl Grads {
+    /// Every tensor's gradient, in the order of `TENSOR_NAMES`.
+    pub fn tensors(&self) -> [Gradient<'_>; 7] {
+        [
+            Gradient::Rows(&self.query_embedding),
+            Gradient::Dense(&self.kernel),
+            Gradient::Dense(&self.recurrent_kernel),
+            Gradient::Dense(&self.input_bias),
+            Gradient::Dense(&self.recurrent_bias),
+            Gradient::Rows(&self.candidate_embedding),
+            Gradient::Dense(&self.tower_weights),
+        ]
+    }
+}

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::adamw::{AdamWConfig, Optimizer};
+use super::optimizer::{AdamWConfig, OptimizerKind};
 use crate::model::{ModelOptions, Padding, SpecError};
 use crate::settings::{finite_non_negative, positive, probability, settings_group, unit_interval};
 
@@ -33,7 +33,7 @@ settings_group! {
         /// AdamW's epsilon.
         epsilon: f32 = ADAMW.epsilon, check(finite_non_negative);
         /// How the embedding tables are updated: every row each step (adamw, the reference) or only the rows a step touched (lazy-adamw, for big catalogues).
-        optimizer: Optimizer = Optimizer::AdamW, flag(value_enum);
+        optimizer: OptimizerKind = OptimizerKind::AdamW, flag(value_enum);
         /// Seed of every random choice.
         seed: u64 = 42;
         /// Worker threads (0: one per core).
@@ -256,7 +256,7 @@ impl Settings {
                     // ML-100K and clearly better on synthetic data (README,
                     // "Big catalogues"); lazy is for catalogues where the
                     // dense pass over every row dominates the step.
-                    optimizer: Optimizer::AdamW,
+                    optimizer: OptimizerKind::AdamW,
                     epochs: 20,
                     batch_size: 256,
                     learning_rate: 0.003,
@@ -294,7 +294,7 @@ impl Settings {
                     activation: crate::model::spec::Activation::Relu,
                 },
                 train: TrainConfig {
-                    optimizer: Optimizer::AdamW,
+                    optimizer: OptimizerKind::AdamW,
                     sequence_training: true,
                     full_softmax: true,
                     exclude_history_in_loss: true,

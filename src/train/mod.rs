@@ -2,8 +2,8 @@
 //! sampling (`sampler`), the loop over epochs and batches (`fit`, here),
 //! and a whole run from a dataset to a trained model (`session::run`).
 
-pub mod adamw;
 pub mod config;
+pub mod optimizer;
 pub mod sampler;
 pub mod session;
 
@@ -19,8 +19,8 @@ use crate::model::{
     fill_batch, fill_sequence_batch, sequence_row_ends, Batch, Grads, Model, ModelSpec, Params,
     SparseRows, StepOptions, Workspace,
 };
-use adamw::AdamW;
 pub use config::{Loss, LrSchedule, SettingError, Settings, TrainConfig, PRESETS};
+use optimizer::{AnyOptimizer, OptimizerKind, OptimizerState};
 use sampler::Sampler;
 pub use session::{run, Session, TrainError, TrainedModel};
 
@@ -55,7 +55,7 @@ pub struct EpochReport {
 #[derive(Debug, Clone)]
 pub struct TrainState {
     pub params: Params,
-    pub optimizer: AdamW,
+    pub optimizer: OptimizerState,
     pub history: Vec<EpochReport>,
 }
 
@@ -63,7 +63,7 @@ impl TrainState {
     pub fn new(spec: &ModelSpec, cfg: &TrainConfig) -> TrainState {
         TrainState {
             params: Params::init(spec, cfg.seed),
-            optimizer: AdamW::new(cfg.optimizer(), spec),
+            optimizer: OptimizerState::new(AnyOptimizer::new(cfg.optimizer, cfg.optimizer()), spec),
             history: Vec::new(),
         }
     }
@@ -267,15 +267,14 @@ impl<'a> EpochRunner<'a> {
     /// The optimiser's step at learning rate `lr`, then the shared table's
     /// copy for the candidates.
     fn update(&self, state: &mut TrainState, lr: f32) {
-        let how = self.cfg.optimizer;
         state
             .optimizer
-            .apply(&mut state.params, &self.grads, lr, how, self.spec.dim);
+            .apply(&mut state.params, &self.grads, lr, self.spec.dim);
         if self.spec.shared_embeddings {
-            match how {
-                adamw::Optimizer::AdamW => tie_candidate_table(&mut state.params),
+            match self.cfg.optimizer {
+                OptimizerKind::AdamW => tie_candidate_table(&mut state.params),
                 // Only the touched rows changed.
-                adamw::Optimizer::LazyAdamW => tie_candidate_rows(
+                OptimizerKind::LazyAdamW => tie_candidate_rows(
                     &mut state.params,
                     &self.grads.query_embedding,
                     self.spec.dim,

@@ -6,8 +6,10 @@ use crate::data::{DataError, DataSettings, Dataset, ExampleSet, Sequences, UserH
 use crate::model::{Artifact, ModelSpec, Params};
 
 use super::{
-    adamw::AdamW, fit, Diverged, EpochReport, Event, MetricsHook, SettingError, Settings,
-    TrainConfig, TrainData, TrainState,
+    fit,
+    optimizer::{AnyOptimizer, OptimizerState},
+    Diverged, EpochReport, Event, MetricsHook, SettingError, Settings, TrainConfig, TrainData,
+    TrainState,
 };
 
 /// A trained model and its training: the `Artifact` inference reads, and
@@ -18,7 +20,7 @@ pub struct TrainedModel {
     pub artifact: Artifact,
     /// The training settings; `epochs` is the total trained so far.
     pub config: TrainConfig,
-    pub optimizer: AdamW,
+    pub optimizer: OptimizerState,
     pub history: Vec<EpochReport>,
     /// With a validation split: the epoch whose parameters these are (the
     /// history goes on to the last epoch run).
@@ -257,7 +259,8 @@ pub fn run(
                 return Err(TrainError::OtherSpec { field, was, now });
             }
             let mut state = prev.into_state();
-            state.optimizer.cfg = cfg.optimizer();
+            let optimizer = AnyOptimizer::new(cfg.optimizer, cfg.optimizer());
+            state.optimizer.switch_to(optimizer, &spec);
             state
         }
         None => {

@@ -1,12 +1,13 @@
 //! Keras 3 `AdamW`, fused into one pass over each tensor: decoupled weight
 //! decay (`p -= lr·wd·p`), then the Adam moments and the bias-corrected step.
+//! Its state per tensor is the two moments, `adam_m` and `adam_v`.
 //!
 //! Two ways to treat the embedding tables, whose gradient is the rows a
-//! step touched (`SparseRows`):
-//! - dense (`Optimizer::AdamW`, the reference): every row is updated every
+//! step touched (`SparseRows`), each an `Optimizer`:
+//! - dense (`AdamW`, the reference): every row is updated every
 //!   step, an untouched row with a zero gradient (its moments decay, its
 //!   weights decay and keep moving by their momentum) — exactly Keras;
-//! - lazy (`Optimizer::LazyAdamW`, the "LazyAdam" of large embedding
+//! - lazy (`LazyAdamW`, the "LazyAdam" of large embedding
 //!   tables): only touched rows change. For a touched row `r` at step `t`,
 //!   with `α_t = lr_t·√(1−β₂ᵗ)/(1−β₁ᵗ)`:
 //!   `p_r ← p_r − lr_t·wd·p_r`, `m_r ← m_r + (g_r − m_r)(1−β₁)`,
@@ -18,12 +19,14 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::Optimizer;
 use crate::kernels::{self, dispatch};
-use crate::model::{Grads, Params, SparseRows};
+use crate::model::SparseRows;
 
-/// How the embedding tables are updated (see the module header).
+/// The `optimizer` setting: how the embedding tables are updated (see the
+/// module header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-pub enum Optimizer {
+pub enum OptimizerKind {
     /// Keras AdamW: every row, every step (the reference).
     #[default]
     #[value(name = "adamw")]
@@ -61,14 +64,22 @@ impl Default for AdamWConfig {
     }
 }
 
-/// The optimiser's state: both moments of every tensor and the step count.
+/// Keras AdamW: every row of every table, every step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdamW {
     pub cfg: AdamWConfig,
-    pub step: u64,
-    pub m: Params,
-    pub v: Params,
+    update: Update,
 }
+
+/// AdamW on the rows a step touched only (dense tensors as `AdamW`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LazyAdamW {
+    pub cfg: AdamWConfig,
+    update: Update,
+}
+
+/// The state AdamW keeps per tensor: its two moments.
+const MOMENTS: &[&str] = &["adam_m", "adam_v"];
 
 dispatch! {
     fn update_tensor(
@@ -95,101 +106,69 @@ dispatch! {
 }
 
 impl AdamW {
-    pub fn new(cfg: AdamWConfig, shape: &crate::model::ModelSpec) -> AdamW {
+    pub fn new(cfg: AdamWConfig) -> AdamW {
         AdamW {
             cfg,
-            step: 0,
-            m: Params::zeros(shape),
-            v: Params::zeros(shape),
+            update: Update::at(cfg, 0.0, 1),
+        }
+    }
+}
+
+impl LazyAdamW {
+    pub fn new(cfg: AdamWConfig) -> LazyAdamW {
+        LazyAdamW {
+            cfg,
+            update: Update::at(cfg, 0.0, 1),
+        }
+    }
+}
+
+impl Optimizer for AdamW {
+    fn state_names(&self) -> &'static [&'static str] {
+        MOMENTS
+    }
+
+    fn begin_step(&mut self, lr: f32, step: u64) {
+        self.update = Update::at(self.cfg, lr, step);
+    }
+
+    fn dense_step(&self, p: &mut [f32], g: &[f32], state: &mut [Vec<f32>]) {
+        if let [m, v] = state {
+            self.update.dense(p, g, m, v);
         }
     }
 
-    /// One step at learning rate `lr` (the configured one, or a schedule's).
-    /// `dim` is the embedding tables' row length.
-    pub fn apply(
-        &mut self,
-        params: &mut Params,
-        grads: &Grads,
-        lr: f32,
-        how: Optimizer,
-        dim: usize,
-    ) {
-        self.step += 1;
-        let c = self.cfg;
-        let t = self.step as f64;
-        let alpha = (lr as f64 * (1.0 - (c.beta_2 as f64).powf(t)).sqrt()
-            / (1.0 - (c.beta_1 as f64).powf(t))) as f32;
-        let update = Update {
-            decay: lr * c.weight_decay,
-            alpha,
-            beta_1: c.beta_1,
-            beta_2: c.beta_2,
-            epsilon: c.epsilon,
-        };
-        let lazy = how == Optimizer::LazyAdamW;
-        let dense = [
-            (
-                &mut params.kernel,
-                &grads.kernel,
-                &mut self.m.kernel,
-                &mut self.v.kernel,
-            ),
-            (
-                &mut params.recurrent_kernel,
-                &grads.recurrent_kernel,
-                &mut self.m.recurrent_kernel,
-                &mut self.v.recurrent_kernel,
-            ),
-            (
-                &mut params.input_bias,
-                &grads.input_bias,
-                &mut self.m.input_bias,
-                &mut self.v.input_bias,
-            ),
-            (
-                &mut params.recurrent_bias,
-                &grads.recurrent_bias,
-                &mut self.m.recurrent_bias,
-                &mut self.v.recurrent_bias,
-            ),
-            (
-                &mut params.tower_weights,
-                &grads.tower_weights,
-                &mut self.m.tower_weights,
-                &mut self.v.tower_weights,
-            ),
-        ];
-        let tables = [
-            (
-                &mut params.query_embedding,
-                &grads.query_embedding,
-                &mut self.m.query_embedding,
-                &mut self.v.query_embedding,
-            ),
-            (
-                &mut params.candidate_embedding,
-                &grads.candidate_embedding,
-                &mut self.m.candidate_embedding,
-                &mut self.v.candidate_embedding,
-            ),
-        ];
-        rayon::join(
-            || {
-                dense.into_par_iter().for_each(|(p, g, m, v)| {
-                    update.dense(p, g, m, v);
-                })
-            },
-            || {
-                tables.into_par_iter().for_each(|(p, g, m, v)| {
-                    update.table(p, g, m, v, dim, lazy);
-                })
-            },
-        );
+    fn table_step(&self, p: &mut [f32], rows: &SparseRows, state: &mut [Vec<f32>], dim: usize) {
+        if let [m, v] = state {
+            self.update.table(p, rows, m, v, dim, false);
+        }
+    }
+}
+
+impl Optimizer for LazyAdamW {
+    fn state_names(&self) -> &'static [&'static str] {
+        MOMENTS
+    }
+
+    fn begin_step(&mut self, lr: f32, step: u64) {
+        self.update = Update::at(self.cfg, lr, step);
+    }
+
+    fn dense_step(&self, p: &mut [f32], g: &[f32], state: &mut [Vec<f32>]) {
+        if let [m, v] = state {
+            self.update.dense(p, g, m, v);
+        }
+    }
+
+    fn table_step(&self, p: &mut [f32], rows: &SparseRows, state: &mut [Vec<f32>], dim: usize) {
+        if let [m, v] = state {
+            self.update.table(p, rows, m, v, dim, true);
+        }
     }
 }
 
 /// One step's constants.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Update {
     decay: f32,
     alpha: f32,
@@ -203,6 +182,21 @@ struct Update {
 const CHUNK: usize = 1 << 15;
 
 impl Update {
+    /// Step `step` (1-based) at learning rate `lr`: the bias correction
+    /// folded into one factor, `α_t = lr·√(1−β₂ᵗ)/(1−β₁ᵗ)`.
+    fn at(c: AdamWConfig, lr: f32, step: u64) -> Update {
+        let t = step as f64;
+        let alpha = (lr as f64 * (1.0 - (c.beta_2 as f64).powf(t)).sqrt()
+            / (1.0 - (c.beta_1 as f64).powf(t))) as f32;
+        Update {
+            decay: lr * c.weight_decay,
+            alpha,
+            beta_1: c.beta_1,
+            beta_2: c.beta_2,
+            epsilon: c.epsilon,
+        }
+    }
+
     fn run(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
         update_tensor(
             p,
@@ -381,7 +375,9 @@ impl Update {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{AnyOptimizer, OptimizerState};
     use super::*;
+    use crate::model::{Grads, Params};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
@@ -406,10 +402,10 @@ mod tests {
         let d = spec.dim;
         let last = vocab as u32 - 1;
         let c = AdamWConfig::default();
-        for how in [Optimizer::AdamW, Optimizer::LazyAdamW] {
+        for how in [OptimizerKind::AdamW, OptimizerKind::LazyAdamW] {
             let mut rng = ChaCha8Rng::seed_from_u64(9);
             let mut params = Params::init(&spec, 1);
-            let mut opt = AdamW::new(c, &spec);
+            let mut opt = OptimizerState::new(AnyOptimizer::new(how, c), &spec);
             let tensors = params
                 .tensors()
                 .map(|t| t.iter().map(|&x| x as f64).collect::<Vec<f64>>());
@@ -442,7 +438,7 @@ mod tests {
                     }
                 }
                 let lr = 0.01 * step as f32;
-                opt.apply(&mut params, &grads, lr, how, d);
+                opt.apply(&mut params, &grads, lr, d);
 
                 let dense = grads.to_dense(&spec);
                 let (lr, b1, b2, eps, wd) = (
@@ -466,7 +462,7 @@ mod tests {
                     }
                     let touched = |j: usize| is_touched[j / d];
                     for j in 0..g.len() {
-                        if how == Optimizer::LazyAdamW && table && !touched(j) {
+                        if how == OptimizerKind::LazyAdamW && table && !touched(j) {
                             continue;
                         }
                         let g = g[j] as f64;
@@ -485,7 +481,7 @@ mod tests {
                     );
                 }
             }
-            if how == Optimizer::LazyAdamW {
+            if how == OptimizerKind::LazyAdamW {
                 // The last row was never touched: exactly as initialised.
                 let init = Params::init(&spec, 1);
                 let never = last as usize * d..;
@@ -493,7 +489,8 @@ mod tests {
                     params.query_embedding[never.clone()],
                     init.query_embedding[never.clone()]
                 );
-                assert!(opt.m.query_embedding[never].iter().all(|&x| x == 0.0));
+                let m = opt.buffer("query_embedding", 0).unwrap();
+                assert!(m[never].iter().all(|&x| x == 0.0));
             }
         }
     }
