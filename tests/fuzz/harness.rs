@@ -56,7 +56,13 @@ unsafe impl GlobalAlloc for CountingAllocator {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if ARMED.load(Relaxed) {
-            LIVE.fetch_sub(layout.size().min(LIVE.load(Relaxed)), Relaxed);
+            // Saturating in one atomic step: a load then a subtraction let
+            // two threads freeing at once (memory allocated before the
+            // harness armed) wrap the count below zero, which read as
+            // 2^64 bytes live and stopped a run that allocated 8 bytes.
+            let _ = LIVE.fetch_update(Relaxed, Relaxed, |live| {
+                Some(live.saturating_sub(layout.size()))
+            });
         }
         System.dealloc(ptr, layout)
     }
