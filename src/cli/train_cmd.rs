@@ -14,50 +14,16 @@ use super::recommend_cmd::{demo, print_demo};
 use crate::checkpoint;
 use crate::data::DataOptions;
 use crate::eval;
-use crate::model::{Padding, QueryTower};
 use crate::retrieval::approx::IndexChoice;
 use crate::retrieval::recommender::Recommender;
 use crate::train::{self, Event, Settings, TrainConfig};
 
 // Switches take `--NAME` or `--NAME=true` to turn on and `--NAME=false` to
 // turn off, so a preset's or config file's switch can be turned off from
-// the command line.
-
-/// The model's options, as flags. Each is named as its config key; unset
-/// flags leave the value of the defaults, preset or config file (see
-/// `--print-config` for the values in effect). They reach the settings as a
-/// TOML table (TOML has no null, so unset flags are simply absent), through
-/// the same overlay as a config file.
-#[derive(Args, Debug, Default, Serialize)]
-pub struct ModelFlags {
-    /// Embedding and GRU size.
-    #[arg(long)]
-    pub embedding_dim: Option<usize>,
-    /// Items of history the model reads (MAX_CONTEXT_LENGTH).
-    #[arg(long)]
-    pub context_len: Option<usize>,
-    /// Padding side of short contexts.
-    #[arg(long, value_enum)]
-    pub padding: Option<Padding>,
-    /// Padding steps leave the GRU state unchanged.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub mask_padding: Option<bool>,
-    /// One item table for the query input and the candidates.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub shared_embeddings: Option<bool>,
-    /// The query tower: gru (the reference's) or sasrec (causal self-attention blocks).
-    #[arg(long, value_enum)]
-    pub tower: Option<QueryTower>,
-    /// SASRec: attention heads (a divisor of --embedding-dim).
-    #[arg(long)]
-    pub heads: Option<usize>,
-    /// SASRec: self-attention blocks.
-    #[arg(long)]
-    pub blocks: Option<usize>,
-    /// SASRec: the feed-forward's activation.
-    #[arg(long, value_enum)]
-    pub activation: Option<crate::model::spec::Activation>,
-}
+// the command line. The model's and training's flags come from their
+// settings tables (`ModelOptions`, `TrainConfig`): each named as its
+// config key, unset unless given, overlaying the defaults, preset and
+// config file as a TOML table (see `--print-config`).
 
 #[derive(Args, Debug)]
 #[command(
@@ -81,7 +47,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "NAME")]
     pub preset: Option<String>,
     #[command(flatten, next_help_heading = "Model")]
-    pub model: ModelFlags,
+    pub model: crate::model::spec::ModelFlags,
     #[command(flatten, next_help_heading = "Training")]
     pub train: train::config::TrainFlags,
     /// Print the settings in effect (defaults, preset, config file, flags) as a config file, and stop.

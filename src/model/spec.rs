@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::settings::settings_group;
+
 /// Which side of a short history the padding ids (0) go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -200,37 +202,31 @@ fn default_blocks() -> usize {
     DEFAULT_BLOCKS
 }
 
-/// The part of a spec a user chooses; the vocabulary comes from the data.
-/// The defaults are the reference's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ModelOptions {
-    pub embedding_dim: usize,
-    pub context_len: usize,
-    pub padding: Padding,
-    pub mask_padding: bool,
-    pub shared_embeddings: bool,
-    pub tower: QueryTower,
-    /// SASRec: attention heads (dividing the embedding size), blocks and
-    /// the feed-forward's activation.
-    pub heads: usize,
-    pub blocks: usize,
-    pub activation: Activation,
-}
-
-impl Default for ModelOptions {
-    fn default() -> Self {
-        ModelOptions {
-            embedding_dim: 32,
-            context_len: 10,
-            padding: Padding::Right,
-            mask_padding: false,
-            shared_embeddings: false,
-            tower: QueryTower::Gru,
-            heads: default_heads(),
-            blocks: default_blocks(),
-            activation: Activation::Relu,
-        }
+settings_group! {
+    /// The part of a spec a user chooses; the vocabulary comes from the
+    /// data. The defaults are the reference's. Ranges are checked by
+    /// `validate` (some depend on each other).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    pub struct ModelOptions / ModelFlags {
+        /// Embedding and GRU size.
+        embedding_dim: usize = 32;
+        /// Items of history the model reads (MAX_CONTEXT_LENGTH).
+        context_len: usize = 10;
+        /// Padding side of short contexts.
+        padding: Padding = Padding::Right, flag(value_enum);
+        /// Padding steps leave the GRU state unchanged (SASRec always masks padding).
+        mask_padding: bool = false, flag(value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true");
+        /// One item table for the query input and the candidates (GRU4Rec's constrained embedding).
+        shared_embeddings: bool = false, flag(value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true");
+        /// The query tower: gru (the reference's) or sasrec (causal self-attention blocks).
+        tower: QueryTower = QueryTower::Gru, flag(value_enum);
+        /// SASRec: attention heads (a divisor of embedding_dim).
+        heads: usize = default_heads();
+        /// SASRec: self-attention blocks.
+        blocks: usize = default_blocks();
+        /// SASRec: the feed-forward's activation.
+        activation: Activation = Activation::Relu, flag(value_enum);
     }
 }
 
