@@ -20,7 +20,7 @@ use crate::model::{
     SparseRows, StepOptions, Workspace,
 };
 pub use config::{Loss, LrSchedule, SettingError, Settings, TrainConfig, PRESETS};
-use optimizer::{AnyOptimizer, OptimizerKind, OptimizerState};
+use optimizer::{AnyOptimizer, OptimizerState};
 use sampler::Sampler;
 pub use session::{run, Session, TrainError, TrainedModel};
 
@@ -271,14 +271,14 @@ impl<'a> EpochRunner<'a> {
             .optimizer
             .apply(&mut state.params, &self.grads, lr, self.spec.dim);
         if self.spec.shared_embeddings {
-            match self.cfg.optimizer {
-                OptimizerKind::AdamW => tie_candidate_table(&mut state.params),
-                // Only the touched rows changed.
-                OptimizerKind::LazyAdamW => tie_candidate_rows(
+            if state.optimizer.changes_only_touched_rows() {
+                tie_candidate_rows(
                     &mut state.params,
                     &self.grads.query_embedding,
                     self.spec.dim,
-                ),
+                );
+            } else {
+                tie_candidate_table(&mut state.params);
             }
         }
     }

@@ -20,23 +20,10 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::Optimizer;
+#[cfg(test)]
+use super::OptimizerKind;
 use crate::kernels::{self, dispatch};
 use crate::model::SparseRows;
-
-/// The `optimizer` setting: how the embedding tables are updated (see the
-/// module header).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-pub enum OptimizerKind {
-    /// Keras AdamW: every row, every step (the reference).
-    #[default]
-    #[value(name = "adamw")]
-    #[serde(rename = "adamw")]
-    AdamW,
-    /// Only the rows a step touched: moments and weight decay included.
-    #[value(name = "lazy-adamw")]
-    #[serde(rename = "lazy-adamw")]
-    LazyAdamW,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AdamWConfig {
@@ -143,6 +130,10 @@ impl Optimizer for AdamW {
             self.update.table(p, rows, m, v, dim, false);
         }
     }
+
+    fn changes_only_touched_rows(&self) -> bool {
+        false
+    }
 }
 
 impl Optimizer for LazyAdamW {
@@ -164,6 +155,10 @@ impl Optimizer for LazyAdamW {
         if let [m, v] = state {
             self.update.table(p, rows, m, v, dim, true);
         }
+    }
+
+    fn changes_only_touched_rows(&self) -> bool {
+        true
     }
 }
 

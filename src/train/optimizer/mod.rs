@@ -13,9 +13,25 @@
 
 pub mod adamw;
 
+use serde::{Deserialize, Serialize};
+
 use crate::model::{Gradient, Grads, ModelSpec, Params, SparseRows, TENSOR_NAMES};
 
-pub use adamw::{AdamW, AdamWConfig, LazyAdamW, OptimizerKind};
+pub use adamw::{AdamW, AdamWConfig, LazyAdamW};
+
+/// The `optimizer` setting: which `Optimizer` trains (see `adamw`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+pub enum OptimizerKind {
+    /// Keras AdamW: every row, every step (the reference).
+    #[default]
+    #[value(name = "adamw")]
+    #[serde(rename = "adamw")]
+    AdamW,
+    /// Only the rows a step touched: moments and weight decay included.
+    #[value(name = "lazy-adamw")]
+    #[serde(rename = "lazy-adamw")]
+    LazyAdamW,
+}
 
 /// How one tensor takes a step. `begin_step` fixes the step's constants;
 /// the steps then run for every tensor, in parallel, so they take `&self`.
@@ -29,6 +45,9 @@ pub trait Optimizer: Sync {
     fn dense_step(&self, p: &mut [f32], g: &[f32], state: &mut [Vec<f32>]);
     /// A `vocab x dim` table `p` whose gradient is `rows`, and its state.
     fn table_step(&self, p: &mut [f32], rows: &SparseRows, state: &mut [Vec<f32>], dim: usize);
+    /// Whether `table_step` changes only the rows in its gradient (so a
+    /// copy of the table needs only those rows copied again).
+    fn changes_only_touched_rows(&self) -> bool;
 }
 
 /// The optimisers there are, dispatched once per tensor.
@@ -117,6 +136,11 @@ impl OptimizerState {
                     .for_each(|(p, rows, state)| optimizer.table_step(p, rows, state, dim))
             },
         );
+    }
+
+    /// Whether a step changed only the table rows in its gradient.
+    pub fn changes_only_touched_rows(&self) -> bool {
+        self.optimizer.get().changes_only_touched_rows()
     }
 
     /// Every state buffer the model has, by its name in the model file
