@@ -48,7 +48,7 @@ pub enum Command {
     /// Write synthetic MovieLens-1M-format data with planted sequential structure.
     Synth(synth_cmd::SynthArgs),
     /// Serve recommendations over HTTP (JSON API; hot-swaps the model on SIGHUP).
-    Serve(Box<serve_cmd::ServeArgs>),
+    Serve(Box<crate::serve::ServeConfig>),
     /// Write a model's item vectors and users' query vectors as Parquet, for a vector database.
     Export(export_cmd::ExportArgs),
 }

@@ -164,58 +164,117 @@ fn make_room_for_connections(max_connections: usize) -> Option<String> {
 /// descriptor; the wait for all to close counts them in a `u32`).
 pub const MAX_CONNECTIONS: usize = 1_000_000;
 
-/// Everything `seqrec serve` is told.
-#[derive(Debug, Clone)]
+/// Everything `seqrec serve` is told, defined once: each field is its flag
+/// (`--max-history`; a duration's flag names its unit, `--body-timeout-s`),
+/// its default is declared here and `Default` is the command line with
+/// nothing but a model given, and `validate` checks the ranges. The
+/// command line flattens it as it is.
+#[derive(Debug, Clone, clap::Args)]
 pub struct ServeConfig {
+    /// A model file written by `seqrec train`.
+    #[arg(value_name = "MODEL")]
     pub model: PathBuf,
-    /// `HOST:PORT`; port 0 picks a free port (the ready line names it).
+    /// Address to listen on; port 0 picks a free port (the ready line on stderr names it).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "HOST:PORT")]
     pub addr: String,
+    /// Largest request body; larger ones get 413.
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     pub max_body_bytes: usize,
-    /// How long a client may take to send a request's body (408 past it).
+    /// Seconds a client may take to send a request body; slower ones get 408.
+    #[arg(long = "body-timeout-s", default_value = "30", value_name = "S", value_parser = seconds)]
     pub body_timeout: Duration,
+    /// Most item ids (or titles) in one history.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_history: usize,
+    /// Most requests in one `/v1/recommend/batch` call.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_batch: usize,
-    /// The most items one batch may ask for in all (the sum of its `k`):
-    /// what bounds a batch's work and the size of its answer.
+    /// Most items one `/v1/recommend/batch` call may ask for in all (the sum of its requests' k); more gets 400 batch_too_much_work.
+    // 1000 requests at k 100: an answer of about 6.6 MB.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub max_batch_items: usize,
-    /// Batch requests scored at once; one more gets 503 with `Retry-After`.
+    /// Batch requests scored at once; one more gets 503 with Retry-After instead of waiting.
+    #[arg(long, default_value_t = 2, value_name = "N")]
     pub max_concurrent_batches: usize,
-    /// Single requests waiting for a scorer; one more gets 503.
+    /// Single requests waiting for a scorer thread; one more gets 503 with Retry-After.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
     pub max_queued: usize,
-    /// Connections open at once; one more gets 503 and is closed.
+    /// Connections open at once; one more is answered 503 with Retry-After and closed.
+    #[arg(long, default_value_t = 512, value_name = "N")]
     pub max_connections: usize,
-    /// How long a request's header may take to arrive whole, from its first
-    /// byte (or from the connection's accept).
+    /// Seconds a request's header may take to arrive whole, from its first byte (for a new connection, from its accept); slower ones get 408 and are closed.
+    #[arg(long = "header-timeout-s", default_value = "10", value_name = "S", value_parser = seconds)]
     pub header_timeout: Duration,
-    /// How long a keep-alive connection may stay silent between requests.
+    /// Seconds a keep-alive connection may stay silent between requests (or leave an answer unread) before it is closed.
+    #[arg(long = "idle-timeout-s", default_value = "60", value_name = "S", value_parser = seconds)]
     pub idle_timeout: Duration,
-    /// How long a single request may wait for others to be scored with it
-    /// (the micro-batcher); zero disables batching.
+    /// Micro-batcher: how long a single request may wait for others to be scored with it, in microseconds, counted from its arrival (0: off, each request scored alone).
+    #[arg(long = "batch-window-us", default_value = "20", value_name = "US", value_parser = microseconds)]
     pub batch_window: Duration,
-    /// The most single requests scored in one call.
+    /// Micro-batcher: the most single requests scored in one call.
+    #[arg(long, default_value_t = 64, value_name = "N")]
     pub batch_max: usize,
-    /// Reload when the model file's modification time changes (polled every second).
+    /// Reload the model when its file's modification time changes (checked every second); SIGHUP always reloads.
+    #[arg(long)]
     pub watch: bool,
-    /// Serve `POST /v1/admin/reload` (needs `token_file`).
+    /// Serve POST /v1/admin/reload; needs --token-file.
+    #[arg(long)]
     pub admin: bool,
-    /// Answer `{"user": ...}` from the training data's histories.
+    /// Answer requests naming a user of the training data (`"user"`) from the histories stored in the model file; off, only histories sent by the client are scored.
+    #[arg(long)]
     pub allow_user_lookup: bool,
-    /// A file holding the bearer token every route but `/healthz` asks for.
+    /// A file holding a bearer token (read once at start, trimmed): every route but /healthz then asks for `Authorization: Bearer TOKEN`.
+    #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
-    /// Async runtime threads (0: one per core).
+    // clap would show `[default: 0]` beside the text saying what 0 does:
+    // two defaults for one flag. The text names the one that applies.
+    /// Threads of the async runtime that handle connections [default: one per core].
+    #[arg(long, default_value_t = 0, hide_default_value = true, value_name = "N")]
     pub io_threads: usize,
-    /// Threads scoring single requests (0: one per two cores, at least one).
-    /// Batch requests use rayon's global pool, every core.
+    /// Threads that score single requests [default: one per two cores, at least one]; batch requests use every core.
+    #[arg(long, default_value_t = 0, hide_default_value = true, value_name = "N")]
     pub score_threads: usize,
-    /// How long requests in flight may take to finish after SIGINT/SIGTERM.
+    /// Seconds that requests in flight may take to finish after SIGINT/SIGTERM.
+    #[arg(long = "shutdown-grace-s", default_value = "30", value_name = "S", value_parser = whole_seconds)]
     pub shutdown_grace: Duration,
-    pub log_level: LevelFilter,
-    /// Exact or approximate top-K (`auto`: approximate above
-    /// `approx::AUTO_MIN_ITEMS` items); the graph is cached beside the model
-    /// file and reloaded with it.
+    /// Top-K: exact (score every item), approx (the HNSW graph, cached beside the model file as MODEL.index) or auto (approx above 100,000 items).
+    #[arg(long, value_enum, default_value_t = IndexChoice::Auto)]
     pub index: IndexChoice,
-    /// The approximate index's search list (ef); `None`: its default.
+    /// Approximate index: candidates its walk keeps (ef) [default: 40]. Longer finds more of the exact top-K and answers slower; the graph and its cache stay the same.
+    #[arg(long, value_name = "N")]
     pub search_list: Option<crate::retrieval::approx::SearchList>,
+    /// Log level on stderr: error, warn, info, debug, trace or off.
+    #[arg(long, default_value = "info", value_name = "LEVEL", value_parser = log_level)]
+    pub log_level: LevelFilter,
+}
+
+/// A number of seconds (a fraction allowed) as a duration; what is no
+/// duration (negative, not finite) is refused here, ranges by `validate`.
+fn seconds(text: &str) -> std::result::Result<Duration, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| "expected a number of seconds above 0 (at most a day)".to_string())
+}
+
+fn whole_seconds(text: &str) -> std::result::Result<Duration, String> {
+    text.trim()
+        .parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|_| "expected a whole number of seconds".to_string())
+}
+
+fn microseconds(text: &str) -> std::result::Result<Duration, String> {
+    text.trim()
+        .parse::<u64>()
+        .map(Duration::from_micros)
+        .map_err(|_| "expected a whole number of microseconds".to_string())
+}
+
+fn log_level(text: &str) -> std::result::Result<LevelFilter, String> {
+    text.parse()
+        .map_err(|_| "expected error, warn, info, debug, trace or off".to_string())
 }
 
 impl ServeConfig {
@@ -293,34 +352,14 @@ impl ServeConfig {
 }
 
 impl Default for ServeConfig {
+    /// The command line's values with nothing but the model file given.
     fn default() -> Self {
-        ServeConfig {
-            model: PathBuf::from("seqrec-model.safetensors"),
-            addr: "127.0.0.1:8080".into(),
-            max_body_bytes: 1 << 20,
-            body_timeout: Duration::from_secs(30),
-            max_history: 1000,
-            max_batch: 1000,
-            // 1000 requests at k 100: an answer of about 6.6 MB.
-            max_batch_items: 100_000,
-            max_concurrent_batches: 2,
-            max_queued: 1024,
-            max_connections: 512,
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            batch_window: Duration::from_micros(20),
-            batch_max: 64,
-            watch: false,
-            admin: false,
-            allow_user_lookup: false,
-            token_file: None,
-            index: IndexChoice::Auto,
-            search_list: None,
-            io_threads: 0,
-            score_threads: 0,
-            shutdown_grace: Duration::from_secs(30),
-            log_level: LevelFilter::INFO,
-        }
+        use clap::{Args, FromArgMatches};
+        let command = ServeConfig::augment_args(clap::Command::new("serve"));
+        let matches = command
+            .try_get_matches_from(["serve", "seqrec-model.safetensors"])
+            .expect("every flag has a default");
+        ServeConfig::from_arg_matches(&matches).expect("the defaults parse")
     }
 }
 
