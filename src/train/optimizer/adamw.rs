@@ -51,19 +51,20 @@ impl Default for AdamWConfig {
     }
 }
 
-/// Keras AdamW: every row of every table, every step.
+/// AdamW over the tensors; `LAZY` says how a table steps: every row,
+/// every step (`AdamW`, Keras') or only the rows a step touched
+/// (`LazyAdamW`). One implementation, two optimisers.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AdamW {
+pub struct AdamWOver<const LAZY: bool> {
     pub cfg: AdamWConfig,
     update: Update,
 }
 
+/// Keras AdamW: every row of every table, every step.
+pub type AdamW = AdamWOver<false>;
+
 /// AdamW on the rows a step touched only (dense tensors as `AdamW`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct LazyAdamW {
-    pub cfg: AdamWConfig,
-    update: Update,
-}
+pub type LazyAdamW = AdamWOver<true>;
 
 /// The state AdamW keeps per tensor: its two moments.
 const MOMENTS: &[&str] = &["adam_m", "adam_v"];
@@ -92,25 +93,16 @@ dispatch! {
     }
 }
 
-impl AdamW {
-    pub fn new(cfg: AdamWConfig) -> AdamW {
-        AdamW {
+impl<const LAZY: bool> AdamWOver<LAZY> {
+    pub fn new(cfg: AdamWConfig) -> AdamWOver<LAZY> {
+        AdamWOver {
             cfg,
             update: Update::at(cfg, 0.0, 1),
         }
     }
 }
 
-impl LazyAdamW {
-    pub fn new(cfg: AdamWConfig) -> LazyAdamW {
-        LazyAdamW {
-            cfg,
-            update: Update::at(cfg, 0.0, 1),
-        }
-    }
-}
-
-impl Optimizer for AdamW {
+impl<const LAZY: bool> Optimizer for AdamWOver<LAZY> {
     fn state_names(&self) -> &'static [&'static str] {
         MOMENTS
     }
@@ -127,38 +119,12 @@ impl Optimizer for AdamW {
 
     fn table_step(&self, p: &mut [f32], rows: &SparseRows, state: &mut [Vec<f32>], dim: usize) {
         if let [m, v] = state {
-            self.update.table(p, rows, m, v, dim, false);
+            self.update.table(p, rows, m, v, dim, LAZY);
         }
     }
 
     fn changes_only_touched_rows(&self) -> bool {
-        false
-    }
-}
-
-impl Optimizer for LazyAdamW {
-    fn state_names(&self) -> &'static [&'static str] {
-        MOMENTS
-    }
-
-    fn begin_step(&mut self, lr: f32, step: u64) {
-        self.update = Update::at(self.cfg, lr, step);
-    }
-
-    fn dense_step(&self, p: &mut [f32], g: &[f32], state: &mut [Vec<f32>]) {
-        if let [m, v] = state {
-            self.update.dense(p, g, m, v);
-        }
-    }
-
-    fn table_step(&self, p: &mut [f32], rows: &SparseRows, state: &mut [Vec<f32>], dim: usize) {
-        if let [m, v] = state {
-            self.update.table(p, rows, m, v, dim, true);
-        }
-    }
-
-    fn changes_only_touched_rows(&self) -> bool {
-        true
+        LAZY
     }
 }
 
