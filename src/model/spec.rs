@@ -307,28 +307,25 @@ impl ModelSpec {
     }
 
     /// The fields where `self` and `other` differ, each as
-    /// `(name, self's value, other's value)`.
+    /// `(name, self's value, other's value)`: the vocabulary, then every
+    /// key of `ModelOptions` in its table's order, shown as the config
+    /// file writes it (a key added to the table is compared too).
     pub fn differences(&self, other: &ModelSpec) -> Vec<(&'static str, String, String)> {
-        let fields = |s: &ModelSpec| {
-            let (tower, heads, blocks, activation) = s.tower.flat();
-            [
-                ("vocab_size", s.vocab_size.to_string()),
-                ("embedding_dim", s.dim.to_string()),
-                ("context_len", s.context_len.to_string()),
-                ("padding", format!("{:?}", s.padding).to_lowercase()),
-                ("mask_padding", s.mask_padding.to_string()),
-                ("shared_embeddings", s.shared_embeddings.to_string()),
-                ("tower", format!("{tower:?}").to_lowercase()),
-                ("heads", heads.to_string()),
-                ("blocks", blocks.to_string()),
-                ("activation", format!("{activation:?}").to_lowercase()),
-            ]
+        let shown = |s: &ModelSpec| -> Vec<String> {
+            let options = serde_json::to_value(s.options()).unwrap_or_default();
+            let text = |v: &serde_json::Value| match v {
+                serde_json::Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            std::iter::once(s.vocab_size.to_string())
+                .chain(ModelOptions::KEYS.iter().map(|k| text(&options[*k])))
+                .collect()
         };
-        fields(self)
-            .into_iter()
-            .zip(fields(other))
-            .filter(|(a, b)| a.1 != b.1)
-            .map(|(a, b)| (a.0, a.1, b.1))
+        std::iter::once("vocab_size")
+            .chain(ModelOptions::KEYS.iter().copied())
+            .zip(shown(self).into_iter().zip(shown(other)))
+            .filter(|(_, (a, b))| a != b)
+            .map(|(name, (a, b))| (name, a, b))
             .collect()
     }
 
@@ -445,5 +442,34 @@ mod tests {
         );
         let unknown = before_sasrec.replace('}', ",\"extra\":1}");
         assert!(serde_json::from_str::<ModelSpec>(&unknown).is_err());
+    }
+
+    #[test]
+    fn differences_name_every_changed_key_with_its_values_as_written() {
+        let a = ModelOptions::default().spec(10);
+        assert!(a.differences(&a).is_empty());
+        let b = ModelOptions {
+            embedding_dim: 8,
+            padding: Padding::Left,
+            tower: QueryTower::Sasrec,
+            activation: Activation::Gelu,
+            ..ModelOptions::default()
+        }
+        .spec(12);
+        let found = a.differences(&b);
+        let expected = [
+            ("vocab_size", "10", "12"),
+            ("embedding_dim", "32", "8"),
+            ("padding", "right", "left"),
+            ("tower", "gru", "sasrec"),
+            ("activation", "relu", "gelu"),
+        ];
+        assert_eq!(
+            found,
+            expected
+                .iter()
+                .map(|&(k, x, y)| (k, x.to_string(), y.to_string()))
+                .collect::<Vec<_>>()
+        );
     }
 }
