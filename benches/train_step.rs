@@ -16,7 +16,7 @@ use seqrec::kernels::{matmul, Mat, Output};
 use seqrec::model::{
     fill_batch, Batch, Grads, Model, ModelOptions, Params, StepOptions, Workspace,
 };
-use seqrec::train::optimizer::{AnyOptimizer, OptimizerState};
+use seqrec::train::optimizer::OptimizerState;
 use seqrec::train::TrainConfig;
 
 use common::{env, median};
@@ -62,7 +62,7 @@ fn main() {
     pool.install(|| {
         let mut params = Params::init(&model_cfg, 1);
         let mut opt =
-            OptimizerState::new(AnyOptimizer::new(cfg.optimizer, cfg.optimizer()), &model_cfg);
+            OptimizerState::new(cfg.optimizer(), &model_cfg);
         let mut grads = Grads::zeros(&model_cfg);
         let mut ws = Workspace::default();
         let mut batch = Batch::default();

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Catalog, DataSettings, UserHistories};
 use crate::model::{Artifact, ModelSpec, Params, TENSOR_NAMES};
 use crate::text::{escaped, quoted};
-use crate::train::optimizer::{AnyOptimizer, OptimizerState};
+use crate::train::optimizer::OptimizerState;
 use crate::train::{EpochReport, TrainConfig, TrainedModel};
 
 /// Marks a safetensors file as a seqrec model.
@@ -139,14 +139,8 @@ pub fn to_bytes(model: &TrainedModel) -> Result<Vec<u8>, FormatError> {
     }
     // The optimiser's state by the names it gives (`adam_m.kernel`): a
     // buffer has its tensor's shape.
-    for (name, data) in model.optimizer.named_buffers() {
-        let tensor = name.split_once('.').map_or("", |(_, t)| t);
-        let shape = TENSOR_NAMES
-            .iter()
-            .position(|n| *n == tensor)
-            .map(|t| shapes[t].clone())
-            .ok_or_else(|| format!("optimiser state {name:?} names no tensor"))?;
-        owned.push((name, shape, f32_bytes(data)));
+    for (name, tensor, data) in model.optimizer.named_buffers() {
+        owned.push((name, shapes[tensor].clone(), f32_bytes(data)));
     }
     let users = &artifact.users;
     let user_tensors = [
@@ -318,8 +312,7 @@ impl Parsed {
         let mut stored = self
             .optimizer_state
             .ok_or_else(|| "the optimiser's state was not read".to_string())?;
-        let kind = AnyOptimizer::new(config.optimizer, config.optimizer());
-        let mut optimizer = OptimizerState::new(kind, &artifact.spec);
+        let mut optimizer = OptimizerState::new(config.optimizer(), &artifact.spec);
         optimizer.step = record.optimizer_step;
         for (name, shape) in optimizer.buffer_shapes(&artifact.spec) {
             let (found, values) = stored
@@ -611,10 +604,7 @@ mod tests {
                 },
                 data: DataSettings::default(),
             },
-            optimizer: OptimizerState::new(
-                AnyOptimizer::new(config.optimizer, config.optimizer()),
-                &spec,
-            ),
+            optimizer: OptimizerState::new(config.optimizer(), &spec),
             config,
             history: Vec::new(),
             best_epoch: None,
@@ -776,10 +766,7 @@ mod tests {
         };
         let spec = *spec;
         model.artifact.params = Params::init(&spec, model.config.seed);
-        model.optimizer = OptimizerState::new(
-            AnyOptimizer::new(model.config.optimizer, model.config.optimizer()),
-            &spec,
-        );
+        model.optimizer = OptimizerState::new(model.config.optimizer(), &spec);
         let bytes = to_bytes(&model).unwrap();
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.contains("sasrec_weights") && !text.contains("gru_kernel"));

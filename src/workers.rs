@@ -9,7 +9,7 @@ pub const MAX_THREADS: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ThreadsError {
-    #[error("{setting}: {threads} threads asked for; expected 0 (one per core) to {MAX_THREADS}")]
+    #[error("{setting}: expected 0 (one per core) to {MAX_THREADS}, found {threads}")]
     TooMany { setting: String, threads: usize },
     #[error("cannot start the worker threads: {0}")]
     Start(String),
@@ -18,6 +18,18 @@ pub enum ThreadsError {
 /// The cores this machine lets the process use (1 when it cannot say).
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A thread count's own check, for a settings table: 0 (one per core) to
+/// `MAX_THREADS`. The message leaves the setting's name to its caller.
+pub fn check(threads: &usize) -> Result<(), String> {
+    if *threads > MAX_THREADS {
+        Err(format!(
+            "expected 0 (one per core) to {MAX_THREADS}, found {threads}"
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 /// The thread count `threads` means (0: one per core), checked against

@@ -79,9 +79,7 @@ pub fn explain_data_error(e: DataOptionsError) -> anyhow::Error {
             columns,
             suggest_delimiter,
         }) => {
-            let set_with = setting
-                .map(|s| format!(" (set it with {})", flag(s)))
-                .unwrap_or_default();
+            let set_with = set_with(setting);
             let hint = match suggest_delimiter {
                 None => String::new(),
                 Some(b'\t') => {
@@ -108,24 +106,28 @@ pub fn explain_data_error(e: DataOptionsError) -> anyhow::Error {
             "{}: no column {}{}; its columns are {}",
             file.display(),
             crate::text::quoted(&column),
-            setting
-                .map(|s| format!(" (set it with {})", flag(s)))
-                .unwrap_or_default(),
+            set_with(setting),
             crate::data::table::column_list(&columns)
         ),
         e => e.into(),
     }
 }
 
+/// " (set it with --user-col)" for the setting that chose a column.
+fn set_with(setting: Option<&str>) -> String {
+    setting
+        .map(|s| format!(" (set it with {})", flag(s)))
+        .unwrap_or_default()
+}
+
 /// `report` with each setting it names in backticks (`min_sequence_len`,
 /// the library's way) shown as the flag that sets it (--min-sequence-len).
 /// Backticked words that are no setting (`tab`) stay as they are.
 pub fn in_flags(report: &str) -> String {
-    let model = toml::Table::try_from(crate::model::ModelOptions::default()).unwrap_or_default();
     let is_setting = |word: &str| {
         DataOptions::KEYS.contains(&word)
             || crate::train::TrainConfig::KEYS.contains(&word)
-            || model.contains_key(word)
+            || crate::model::ModelOptions::KEYS.contains(&word)
     };
     let mut out = String::with_capacity(report.len());
     let mut rest = report;

@@ -216,39 +216,21 @@ impl Grads {
     }
 }
 
-/// How a tensor learns: an embedding table's gradient is the rows a step
-/// touched (`SparseRows`), a tower tensor's is dense. Optimisers step each
-/// kind their own way (`train::optimizer`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TensorKind {
-    /// `vocab x dim`, learned row by row.
-    Table,
-    /// A tower's weights, learned whole.
-    Dense,
-}
-
-/// Each tensor's kind, in the order of `TENSOR_NAMES`: with the names and
-/// `Params::tensors`, the registry optimisers and the model file walk
-/// without naming a tensor.
-pub const TENSOR_KINDS: [TensorKind; 7] = [
-    TensorKind::Table,
-    TensorKind::Dense,
-    TensorKind::Dense,
-    TensorKind::Dense,
-    TensorKind::Dense,
-    TensorKind::Table,
-    TensorKind::Dense,
-];
-
-/// One tensor's gradient, as its kind has it.
+/// One tensor's gradient, which says how the tensor learns: an embedding
+/// table's is the rows a step touched, a tower tensor's is dense.
+/// Optimisers step each kind their own way (`train::optimizer`).
 #[derive(Debug, Clone, Copy)]
 pub enum Gradient<'a> {
+    /// A `vocab x dim` table, learned row by row.
     Rows(&'a SparseRows),
+    /// A tower's weights, learned whole.
     Dense(&'a [f32]),
 }
 
 impl Grads {
-    /// Every tensor's gradient, in the order of `TENSOR_NAMES`.
+    /// Every tensor's gradient, in the order of `TENSOR_NAMES`: with the
+    /// names and `Params::tensors`, the registry optimisers walk without
+    /// naming a tensor.
     pub fn tensors(&self) -> [Gradient<'_>; 7] {
         [
             Gradient::Rows(&self.query_embedding),

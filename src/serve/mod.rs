@@ -333,16 +333,16 @@ impl ServeConfig {
             ("io_threads", self.io_threads),
             ("score_threads", self.score_threads),
         ] {
-            crate::workers::count(key, threads).map_err(|e| match e {
-                crate::workers::ThreadsError::TooMany { .. } => setting(
+            // 0 is each one's default here, not one per core.
+            if threads > crate::workers::MAX_THREADS {
+                return Err(setting(
                     key,
                     format!(
                         "expected 0 (the default) to {}, found {threads}",
                         crate::workers::MAX_THREADS
                     ),
-                ),
-                e => setting(key, e.to_string()),
-            })?;
+                ));
+            }
         }
         if self.admin && self.token_file.is_none() {
             return Err(ServeError::AdminWithoutToken);

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::optimizer::{AdamWConfig, OptimizerKind};
+use super::optimizer::{AdamWConfig, AnyOptimizer, OptimizerKind};
 use crate::model::{ModelOptions, Padding, SpecError};
 use crate::settings::{finite_non_negative, positive, probability, settings_group, unit_interval};
 
@@ -37,7 +37,7 @@ settings_group! {
         /// Seed of every random choice.
         seed: u64 = 42;
         /// Worker threads (0: one per core).
-        threads: usize = 0, check(|&n| crate::workers::count("threads", n).map(drop).map_err(|e| e.to_string()));
+        threads: usize = 0, check(crate::workers::check);
         /// Report HR@10 and NDCG@10 (seen items excluded) on the test examples every N epochs (0: never).
         eval_every: usize = 0, flag(value_name = "N");
         /// Shuffle the train examples every epoch (seeded).
@@ -139,14 +139,16 @@ fn setting_error(key: &str, message: impl Into<String>) -> SettingError {
 }
 
 impl TrainConfig {
-    pub fn optimizer(&self) -> AdamWConfig {
-        AdamWConfig {
+    /// The optimiser these settings choose (`optimizer`), with AdamW's.
+    pub fn optimizer(&self) -> AnyOptimizer {
+        let adamw = AdamWConfig {
             learning_rate: self.learning_rate,
             beta_1: self.beta_1,
             beta_2: self.beta_2,
             epsilon: self.epsilon,
             weight_decay: self.weight_decay,
-        }
+        };
+        AnyOptimizer::new(self.optimizer, adamw)
     }
 
     /// The learning rate at `step` (0-based) of `total` steps.
@@ -446,5 +448,14 @@ mod tests {
             .overlay_toml("context_len = 0\n")
             .unwrap();
         assert_eq!(zero.validate().unwrap_err().key, "context_len");
+        // A key's own check says what was expected without naming the key
+        // again (the error adds it once).
+        let threads = Settings::default()
+            .overlay_toml("threads = 5000\n")
+            .unwrap();
+        assert_eq!(
+            threads.validate().unwrap_err().to_string(),
+            "threads: expected 0 (one per core) to 1024, found 5000"
+        );
     }
 }

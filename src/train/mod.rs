@@ -20,7 +20,7 @@ use crate::model::{
     SparseRows, StepOptions, Workspace,
 };
 pub use config::{Loss, LrSchedule, SettingError, Settings, TrainConfig, PRESETS};
-use optimizer::{AnyOptimizer, OptimizerState};
+use optimizer::OptimizerState;
 use sampler::Sampler;
 pub use session::{run, Session, TrainError, TrainedModel};
 
@@ -63,7 +63,7 @@ impl TrainState {
     pub fn new(spec: &ModelSpec, cfg: &TrainConfig) -> TrainState {
         TrainState {
             params: Params::init(spec, cfg.seed),
-            optimizer: OptimizerState::new(AnyOptimizer::new(cfg.optimizer, cfg.optimizer()), spec),
+            optimizer: OptimizerState::new(cfg.optimizer(), spec),
             history: Vec::new(),
         }
     }

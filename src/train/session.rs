@@ -6,10 +6,8 @@ use crate::data::{DataError, DataSettings, Dataset, ExampleSet, Sequences, UserH
 use crate::model::{Artifact, ModelSpec, Params};
 
 use super::{
-    fit,
-    optimizer::{AnyOptimizer, OptimizerState},
-    Diverged, EpochReport, Event, MetricsHook, SettingError, Settings, TrainConfig, TrainData,
-    TrainState,
+    fit, optimizer::OptimizerState, Diverged, EpochReport, Event, MetricsHook, SettingError,
+    Settings, TrainConfig, TrainData, TrainState,
 };
 
 /// A trained model and its training: the `Artifact` inference reads, and
@@ -259,8 +257,7 @@ pub fn run(
                 return Err(TrainError::OtherSpec { field, was, now });
             }
             let mut state = prev.into_state();
-            let optimizer = AnyOptimizer::new(cfg.optimizer, cfg.optimizer());
-            state.optimizer.switch_to(optimizer, &spec);
+            state.optimizer.switch_to(cfg.optimizer(), &spec);
             state
         }
         None => {

@@ -4,7 +4,7 @@
 //! per-tensor state buffers it keeps (`state_names`: AdamW's two moments).
 //! `OptimizerState` holds the chosen optimiser, the step count and every
 //! tensor's buffers, and walks the parameter registry (`TENSOR_NAMES`,
-//! `TENSOR_KINDS`) once for all of them; the model file stores each buffer
+//! `Params::tensors`, `Grads::tensors`) once for all of them; the model file stores each buffer
 //! by name (`adam_m.query_embedding`) without knowing which optimiser ran.
 //!
 //! A new optimiser is one file here implementing `Optimizer`, an arm of
@@ -144,14 +144,15 @@ impl OptimizerState {
     }
 
     /// Every state buffer the model has, by its name in the model file
-    /// (`adam_m.query_embedding`), in a fixed order.
-    pub fn named_buffers(&self) -> Vec<(String, &[f32])> {
+    /// (`adam_m.query_embedding`), with its tensor's index in
+    /// `TENSOR_NAMES` (whose shape it has), in a fixed order.
+    pub fn named_buffers(&self) -> Vec<(String, usize, &[f32])> {
         let mut out = Vec::new();
         for (b, name) in self.optimizer.get().state_names().iter().enumerate() {
             for (t, tensor) in TENSOR_NAMES.iter().enumerate() {
                 if let Some(buffer) = self.buffers.get(t).and_then(|s| s.get(b)) {
                     if !buffer.is_empty() {
-                        out.push((format!("{name}.{tensor}"), buffer.as_slice()));
+                        out.push((format!("{name}.{tensor}"), t, buffer.as_slice()));
                     }
                 }
             }
@@ -234,7 +235,11 @@ mod tests {
         .spec(9);
         let cfg = AdamWConfig::default();
         let mut state = OptimizerState::new(AnyOptimizer::new(OptimizerKind::AdamW, cfg), &spec);
-        let names: Vec<String> = state.named_buffers().into_iter().map(|(n, _)| n).collect();
+        let names: Vec<String> = state
+            .named_buffers()
+            .into_iter()
+            .map(|(n, _, _)| n)
+            .collect();
         // A GRU model: six tensors (no SASRec weights), two moments each.
         assert_eq!(names.len(), 12, "{names:?}");
         assert_eq!(names[0], "adam_m.query_embedding");
