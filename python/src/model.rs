@@ -49,8 +49,9 @@ fn canonical_int(text: &str) -> Option<i64> {
 }
 
 impl Model {
-    fn new(trained: TrainedModel, test_metrics: Option<String>) -> Model {
-        let rec = Recommender::new(trained.artifact.clone());
+    /// `rec` is the recommender over `trained`'s artifact (the one a
+    /// training run already built for its closing evaluation, or a new one).
+    fn new(trained: TrainedModel, rec: Recommender, test_metrics: Option<String>) -> Model {
         let numeric_keys: Option<Vec<i64>> = match &rec.catalog.keys {
             None => Some((0..rec.spec.vocab_size as i64).collect()),
             Some(keys) => std::iter::once(Some(-1))
@@ -291,7 +292,7 @@ pub fn train(
                 eval::training_report(&rec, &session.seqs, &session.train, &session.test)
             });
             let metrics = serde_json::to_string(&report)?;
-            Ok((session.model, metrics))
+            Ok((session.model, rec, metrics))
         })
     });
     if let Some(f) = forwarder {
@@ -299,15 +300,21 @@ pub fn train(
             return Err(e);
         }
     }
-    let (trained, metrics) = outcome?;
-    Ok(Model::new(trained, Some(metrics)))
+    let (trained, rec, metrics) = outcome?;
+    Ok(Model::new(trained, rec, Some(metrics)))
 }
 
 /// Loads a model file written by `seqrec train` or `Model.save`.
 #[pyfunction]
 pub fn load(py: Python<'_>, path: PathBuf) -> PyResult<Model> {
-    let trained = py.detach(|| guarded(|| Ok(checkpoint::load(&path)?)))?;
-    Ok(Model::new(trained, None))
+    let (trained, rec) = py.detach(|| {
+        guarded(|| {
+            let trained = checkpoint::load(&path)?;
+            let rec = Recommender::new(trained.artifact.clone());
+            Ok((trained, rec))
+        })
+    })?;
+    Ok(Model::new(trained, rec, None))
 }
 
 #[pymethods]
