@@ -451,11 +451,14 @@ fn loss_backward_matches_finite_differences() {
             column_bias: use_bias.then_some(bias_f32.as_slice()),
             positives: use_positives.then_some(positives.as_slice()),
             kind: gbce.map_or(
-                loss::LossKind::Softmax,
-                |(beta, first_negative, logit_offset)| loss::LossKind::Gbce {
-                    beta,
-                    first_negative,
-                    logit_offset,
+                loss::LossKind::Softmax(loss::Softmax),
+                |(beta, first_negative, logit_offset)| {
+                    loss::LossKind::Gbce(loss::Gbce {
+                        t: 0.0,
+                        beta,
+                        first_negative,
+                        logit_offset,
+                    })
                 },
             ),
         };
@@ -542,11 +545,12 @@ fn gbce_prior_offset_starts_a_new_model_where_the_shift_gradient_vanishes() {
             column_bias: None,
             positives: None,
             excluded: None,
-            kind: loss::LossKind::Gbce {
+            kind: loss::LossKind::Gbce(loss::Gbce {
+                t: 0.0,
                 beta,
                 first_negative: rows,
                 logit_offset: offset,
-            },
+            }),
         };
         let grads = LossGrads {
             dq: &mut dq,
@@ -586,7 +590,7 @@ fn accidental_hit_removal_ignores_duplicate_labels() {
             column_bias: None,
             positives: None,
             excluded: None,
-            kind: loss::LossKind::Softmax,
+            kind: loss::LossKind::Softmax(loss::Softmax),
         };
         loss::in_batch_softmax(&inputs, None, 1)
     };
@@ -806,7 +810,9 @@ fn whole_training_step_matches_finite_differences() {
             dropout_input: if extras { 0.3 } else { 0.0 },
             dropout_output: if extras { 0.2 } else { 0.0 },
             dropout_seed: 77,
-            gbce_t,
+            loss: gbce_t.map_or(loss::LossKind::Softmax(loss::Softmax), |t| {
+                loss::LossKind::Gbce(loss::Gbce::calibrated(t))
+            }),
             full_softmax: full,
             tower_dropout: 0.0,
             exclude_history,

@@ -6,14 +6,17 @@
 //! bit for bit.
 //!
 //! The submodules import each other one way (no circle): `spec`, `batch`,
-//! `dropout`, `embedding`, `params` and `step` (`Model`, `StepOptions`)
-//! below the towers; `loss`, `encoder` and `workspace` above them.
+//! `dropout`, `embedding`, `loss` (the losses over a row of logits),
+//! `params` and `step` (`Model`, `StepOptions`) below the towers;
+//! `columns` (a batch's loss columns), `encoder` and `workspace` above
+//! them.
 //!
 //! Shapes: `B` rows in a batch, `L` = `spec.context_len`, `D` = `spec.dim`,
 //! `V` = `spec.vocab_size`, `C` = loss columns (`B` labels + extra negatives).
 
 pub mod artifact;
 pub mod batch;
+pub mod columns;
 pub mod dropout;
 pub mod embedding;
 pub mod encoder;
@@ -28,10 +31,11 @@ pub mod workspace;
 
 pub use artifact::Artifact;
 pub use batch::{fill_batch, fill_sequence_batch, history_before, sequence_row_ends, Batch};
+pub use columns::logq_column_bias;
 pub use dropout::{dropout_backward, dropout_forward, dropout_mask, dropout_mask_rows};
 pub use embedding::{SparseRows, TouchedRows};
 pub use encoder::QueryEncoder;
-pub use loss::{logq_column_bias, LossKind};
+pub use loss::{Gbce, LossKind, RowLoss, Softmax};
 pub use params::{orthogonal, Gradient, Grads, Params, TENSOR_NAMES};
 pub use spec::{Activation, ModelOptions, ModelSpec, Padding, QueryTower, SpecError, TowerSpec};
 pub use step::{Model, StepOptions};

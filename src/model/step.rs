@@ -3,6 +3,7 @@
 //! (`StepOptions`). The passes themselves are `Model`'s methods in
 //! `workspace` (forward, loss, backward) and the towers' in `tower`.
 
+use super::loss::LossKind;
 use super::params::Params;
 use super::spec::ModelSpec;
 
@@ -27,8 +28,8 @@ pub struct StepOptions<'a> {
     pub dropout_output: f32,
     /// Seeds this step's dropout masks.
     pub dropout_seed: u64,
-    /// gBCE with this calibration `t` instead of softmax cross-entropy.
-    pub gbce_t: Option<f32>,
+    /// The loss (`Default`: the reference's softmax cross-entropy).
+    pub loss: LossKind,
     /// Dropout inside the SASRec tower (its input, attention and
     /// feed-forward outputs).
     pub tower_dropout: f32,

@@ -5,9 +5,9 @@
 //! the input rows' and the loss's here, the tower's in the tower.
 
 use super::batch::Batch;
+use super::columns::LossBuffers;
 use super::dropout::{dropout_backward, dropout_forward, dropout_mask};
 use super::encoder::QueryEncoder;
-use super::loss::LossBuffers;
 use super::params::Grads;
 use super::spec::ModelSpec;
 use super::step::{Model, StepOptions};

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::optimizer::{AdamWConfig, AnyOptimizer, OptimizerKind};
-use crate::model::{ModelOptions, Padding, SpecError};
+use crate::model::{Gbce, LossKind, ModelOptions, Padding, Softmax, SpecError};
 use crate::settings::{finite_non_negative, positive, probability, settings_group, unit_interval};
 
 settings_group! {
@@ -149,6 +149,14 @@ impl TrainConfig {
             weight_decay: self.weight_decay,
         };
         AnyOptimizer::new(self.optimizer, adamw)
+    }
+
+    /// The loss the settings name, with its own settings.
+    pub fn loss(&self) -> LossKind {
+        match self.loss {
+            Loss::Softmax => LossKind::Softmax(Softmax),
+            Loss::Gbce => LossKind::Gbce(Gbce::calibrated(self.gbce_t)),
+        }
     }
 
     /// The learning rate at `step` (0-based) of `total` steps.

@@ -248,7 +248,7 @@ impl<'a> EpochRunner<'a> {
             dropout_input: cfg.dropout_input,
             dropout_output: cfg.dropout_output,
             dropout_seed: cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ global_step as u64,
-            gbce_t: (cfg.loss == Loss::Gbce).then_some(cfg.gbce_t),
+            loss: cfg.loss(),
             tower_dropout: cfg.tower_dropout,
             full_softmax: cfg.full_softmax,
             exclude_history: cfg.exclude_history_in_loss,
