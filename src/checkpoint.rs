@@ -181,6 +181,27 @@ pub fn to_bytes(model: &TrainedModel) -> Result<Vec<u8>, FormatError> {
     Ok(safetensors::serialize(views, &Some(meta)).map_err(|e| format!("{e:?}"))?)
 }
 
+/// What a model file records of `model`'s training, as `load_for_inference`
+/// reads it back: the settings and history as the file's JSON text reads
+/// (an f32 written shortest reads back as the f64 of that text).
+pub fn training_record(model: &TrainedModel) -> Result<TrainingRecord, FormatError> {
+    fn as_file_reads<T: Serialize>(value: &T) -> Result<serde_json::Value, FormatError> {
+        serde_json::to_string(value)
+            .and_then(|text| serde_json::from_str(&text))
+            .map_err(|e| FormatError(e.to_string()))
+    }
+    Ok(TrainingRecord {
+        settings: as_file_reads(&model.config)?,
+        history: model
+            .history
+            .iter()
+            .map(as_file_reads)
+            .collect::<Result<_, _>>()?,
+        optimizer_step: model.optimizer.step,
+        best_epoch: model.best_epoch,
+    })
+}
+
 /// Writes the model atomically (see `files::write_atomically`).
 pub fn save(path: &Path, model: &TrainedModel) -> Result<(), CheckpointError> {
     let bytes = to_bytes(model).map_err(|reason| CheckpointError::Invalid {
@@ -470,7 +491,7 @@ fn read_optimizer_state(st: &SafeTensors) -> Result<StoredTensors, String> {
 /// A FIFO or a device at the path (say `/dev/zero`) is refused at once
 /// instead of blocking or reading without end; the open does not wait for
 /// a FIFO's writer.
-fn open_model_file(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
+fn open_model_file(path: &Path) -> std::io::Result<(std::fs::File, FileStamp)> {
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
@@ -485,18 +506,48 @@ fn open_model_file(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
             "not a regular file (a model file is what `seqrec train --out` writes)",
         ));
     }
-    Ok((file, meta.len()))
+    Ok((file, FileStamp::of(&meta)))
+}
+
+/// Which file a model was read from, as it was then: its device and inode,
+/// length and modification time. A model read for inference leaves the
+/// optimiser's moments in that file; `copy_model_file` saves the model
+/// again by copying the file, once it has checked the stamp still holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStamp {
+    device: u64,
+    inode: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata) -> FileStamp {
+        #[cfg(unix)]
+        let (device, inode) = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino())
+        };
+        #[cfg(not(unix))]
+        let (device, inode) = (0, 0);
+        FileStamp {
+            device,
+            inode,
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
 }
 
 /// The bytes of a model file, read to the length it had when opened and no
 /// further. A file longer than its safetensors header says is refused by
 /// `parse`.
-fn read_model_file(path: &Path) -> std::io::Result<Vec<u8>> {
+fn read_model_file(path: &Path) -> std::io::Result<(Vec<u8>, FileStamp)> {
     use std::io::Read;
-    let (file, len) = open_model_file(path)?;
-    let mut bytes = Vec::with_capacity(len as usize);
-    file.take(len).read_to_end(&mut bytes)?;
-    Ok(bytes)
+    let (file, stamp) = open_model_file(path)?;
+    let mut bytes = Vec::with_capacity(stamp.len as usize);
+    file.take(stamp.len).read_to_end(&mut bytes)?;
+    Ok((bytes, stamp))
 }
 
 /// `read_model_file` less the optimiser's moments: the header and every
@@ -505,24 +556,25 @@ fn read_model_file(path: &Path) -> std::io::Result<Vec<u8>> {
 /// allocation of this size costs no pages until written). `parse` with
 /// `Moments::Skip` checks the header against the length as before.
 #[cfg(unix)]
-fn read_model_file_without_moments(path: &Path) -> std::io::Result<Vec<u8>> {
+fn read_model_file_without_moments(path: &Path) -> std::io::Result<(Vec<u8>, FileStamp)> {
     use std::os::unix::fs::FileExt;
-    let (file, len) = open_model_file(path)?;
+    let (file, stamp) = open_model_file(path)?;
+    let len = stamp.len;
     let mut bytes = vec![0u8; len as usize];
     let head = bytes.len().min(8);
     file.read_exact_at(&mut bytes[..head], 0)?;
     let header_len = match bytes.get(..8) {
         Some(b) => u64::from_le_bytes(b.try_into().expect("8 bytes")),
-        None => return Ok(bytes),
+        None => return Ok((bytes, stamp)),
     };
     // A header longer than the file: `parse` says so.
     let Some(stop) = header_len.checked_add(8).filter(|&s| s <= len) else {
-        return Ok(bytes);
+        return Ok((bytes, stamp));
     };
     let stop = stop as usize;
     file.read_exact_at(&mut bytes[8..stop], 8)?;
     let Ok((_, header)) = SafeTensors::read_metadata(&bytes) else {
-        return Ok(bytes);
+        return Ok((bytes, stamp));
     };
     for (name, info) in header.tensors() {
         if is_optimizer_state(&name) {
@@ -531,41 +583,87 @@ fn read_model_file_without_moments(path: &Path) -> std::io::Result<Vec<u8>> {
         let (start, end) = (stop + info.data_offsets.0, stop + info.data_offsets.1);
         file.read_exact_at(&mut bytes[start..end], start as u64)?;
     }
-    Ok(bytes)
+    Ok((bytes, stamp))
 }
 
 #[cfg(not(unix))]
-fn read_model_file_without_moments(path: &Path) -> std::io::Result<Vec<u8>> {
+fn read_model_file_without_moments(path: &Path) -> std::io::Result<(Vec<u8>, FileStamp)> {
     read_model_file(path)
 }
 
 /// Reads a model file; errors name the file and what is wrong with it.
 pub fn load(path: &Path) -> Result<TrainedModel, CheckpointError> {
-    load_with(path, Moments::Read, Parsed::into_trained)
+    load_with(path, Moments::Read, Parsed::into_trained).map(|(model, _)| model)
 }
 
 /// `load` for retrieval (`recommend`, `serve`, `evaluate`, `export`): the
 /// optimiser's moments are left unread, and the training's record is kept
 /// as the file's JSON; everything else is read and checked as `load` does.
 pub fn load_for_inference(path: &Path) -> Result<SavedModel, CheckpointError> {
+    load_for_inference_stamped(path).map(|(model, _)| model)
+}
+
+/// `load_for_inference`, with the stamp of the file it read, which
+/// `copy_model_file` needs to save the model again.
+pub fn load_for_inference_stamped(path: &Path) -> Result<(SavedModel, FileStamp), CheckpointError> {
     load_with(path, Moments::Skip, |parsed| Ok(parsed.saved))
+}
+
+/// Saves a model read by `load_for_inference_stamped` from `from`: the
+/// file holds what the model in memory does and the optimiser's moments it
+/// left unread, so the model is saved by copying the file (atomically, as
+/// `save` writes), once the stamp shows the file is still the one read. A
+/// destination that is that file already holds the model: nothing is
+/// written.
+pub fn copy_model_file(from: &Path, stamp: &FileStamp, to: &Path) -> Result<(), CheckpointError> {
+    use std::io::Read;
+    let read_error = |error| CheckpointError::Read {
+        path: from.to_path_buf(),
+        error,
+    };
+    let (file, now) = open_model_file(from).map_err(read_error)?;
+    if now != *stamp {
+        return Err(CheckpointError::Invalid {
+            path: from.to_path_buf(),
+            reason: FormatError(
+                "the model file changed since the model was read from it, and saving a \
+                 model read for inference copies that file (it holds the optimiser's \
+                 state, which was not read): load the model again, then save it"
+                    .into(),
+            ),
+        });
+    }
+    if let Ok(meta) = std::fs::metadata(to) {
+        if FileStamp::of(&meta) == *stamp {
+            return Ok(());
+        }
+    }
+    let mut bytes = Vec::with_capacity(stamp.len as usize);
+    file.take(stamp.len)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    crate::files::write_atomically(to, &bytes).map_err(|error| CheckpointError::Write {
+        path: to.to_path_buf(),
+        error,
+    })
 }
 
 fn load_with<T>(
     path: &Path,
     moments: Moments,
     finish: fn(Parsed) -> Result<T, String>,
-) -> Result<T, CheckpointError> {
+) -> Result<(T, FileStamp), CheckpointError> {
     let read = match moments {
         Moments::Read => read_model_file(path),
         Moments::Skip => read_model_file_without_moments(path),
     };
-    let bytes = read.map_err(|error| CheckpointError::Read {
+    let (bytes, stamp) = read.map_err(|error| CheckpointError::Read {
         path: path.to_path_buf(),
         error,
     })?;
     parse(&bytes, moments)
         .and_then(finish)
+        .map(|model| (model, stamp))
         .map_err(|reason| CheckpointError::Invalid {
             path: path.to_path_buf(),
             reason: FormatError(reason),
@@ -747,12 +845,47 @@ mod tests {
             record.settings,
             as_read(serde_json::to_string(&model.config).unwrap())
         );
+        assert_eq!(record, training_record(&model).unwrap());
         // A damaged parameter is still refused.
         let bytes = to_bytes(&model).unwrap();
         let broken = edit(&bytes, "\"candidate_embedding\"", "\"candidate_embeddinX\"");
         std::fs::write(&file, broken).unwrap();
         let err = load_for_inference(&file).unwrap_err().to_string();
         assert!(err.contains("candidate_embedding"), "{err}");
+    }
+
+    #[test]
+    fn a_model_read_for_inference_is_saved_by_copying_its_file_while_unchanged() {
+        let mut model = small_model();
+        model.optimizer.step = 3;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.safetensors");
+        save(&file, &model).unwrap();
+        let original = std::fs::read(&file).unwrap();
+        let (_, stamp) = load_for_inference_stamped(&file).unwrap();
+        // The copy is the file, moments and all.
+        let copy = dir.path().join("copy.safetensors");
+        copy_model_file(&file, &stamp, &copy).unwrap();
+        assert_eq!(std::fs::read(&copy).unwrap(), original);
+        assert_eq!(load(&copy).unwrap().optimizer, model.optimizer);
+        // Saved onto itself: nothing to write.
+        copy_model_file(&file, &stamp, &file).unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), original);
+        // The file replaced since (another training wrote it): refused,
+        // and the destination untouched.
+        model.optimizer.step = 4;
+        save(&file, &model).unwrap();
+        let err = copy_model_file(&file, &stamp, &copy)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("changed since the model was read"), "{err}");
+        assert_eq!(std::fs::read(&copy).unwrap(), original);
+        // Gone: the read error names the file.
+        std::fs::remove_file(&file).unwrap();
+        let err = copy_model_file(&file, &stamp, &copy)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("m.safetensors"), "{err}");
     }
 
     #[test]

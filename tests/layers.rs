@@ -439,3 +439,28 @@ fn the_python_bindings_use_the_library_not_the_command_line() {
         bad.join("\n")
     );
 }
+
+/// `seqrec.load` reads a model for inference, as `seqrec recommend` does
+/// (`checkpoint::load_for_inference*`): never training's whole state
+/// (`checkpoint::load`, with the optimiser's moments), which only a resumed
+/// training reads.
+#[test]
+fn the_python_bindings_load_models_for_inference() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/src/model.rs");
+    let text = fs::read_to_string(&file).unwrap();
+    let mut whole_loads = Vec::new();
+    let mut inference_loads = 0;
+    for (line, code) in code_lines(&text) {
+        if code.contains("checkpoint::load(") {
+            whole_loads.push(line);
+        }
+        if code.contains("checkpoint::load_for_inference") {
+            inference_loads += 1;
+        }
+    }
+    assert!(inference_loads > 0, "seqrec.load reads no model file");
+    assert!(
+        whole_loads.is_empty(),
+        "python/src/model.rs reads training's whole state at lines {whole_loads:?}"
+    );
+}

@@ -1,6 +1,8 @@
-//! `train`, `load` and the `Model` they return: the library's trained model
-//! (for `save`) and its `Recommender` (for `recommend`, `encode` and
-//! `evaluate`), answering as `seqrec recommend` / `evaluate` do.
+//! `train`, `load` and the `Model` they return: its `Recommender` (for
+//! `recommend`, `encode` and `evaluate`, answering as `seqrec recommend` /
+//! `evaluate` do), what the model file records beside it, and where it came
+//! from (`Origin`, for `save`). `load` reads a model for inference, as
+//! `seqrec recommend` does: the optimiser's state stays in the file.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,10 +14,12 @@ use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyList, PyString};
-use seqrec::checkpoint;
+use seqrec::checkpoint::{self, FileStamp, SavedModel, TrainingRecord};
+use seqrec::data::DataSettings;
 use seqrec::eval;
+use seqrec::model::Artifact;
 use seqrec::retrieval::recommender::{QueryError, Recommender};
-use seqrec::train::{Event, Settings, TrainedModel};
+use seqrec::train::{EpochReport, Event, Settings, TrainConfig, TrainedModel};
 
 use crate::data::{self, DATA_KEYWORDS};
 use crate::progress::{epoch_dict, Forwarder};
@@ -31,8 +35,13 @@ const MAX_K: i64 = 10_000;
 /// an integer, else strings.
 #[pyclass(frozen, module = "seqrec")]
 pub struct Model {
-    trained: TrainedModel,
     rec: Recommender,
+    /// Where the training data came from and how it was read.
+    dataset: String,
+    data: DataSettings,
+    /// The training's settings and history, as the model file holds them.
+    record: TrainingRecord,
+    origin: Origin,
     /// The key of each embedding row as an integer, when every item's key
     /// is one (row 0, padding, is -1); `None` when some key is text.
     numeric_keys: Option<Vec<i64>>,
@@ -43,15 +52,67 @@ pub struct Model {
     test_metrics: Option<String>,
 }
 
+/// Where a `Model` came from, which says how it is saved.
+enum Origin {
+    /// Trained in this process: the whole state, the optimiser's included,
+    /// written by `save`.
+    Trained(Box<TrainedModel>),
+    /// Read by `load` for inference: `save` copies the file it was read
+    /// from, which holds the optimiser's state (`checkpoint::copy_model_file`).
+    Loaded { path: PathBuf, stamp: FileStamp },
+}
+
 /// `text` when it is an integer written the one way Python prints it.
 fn canonical_int(text: &str) -> Option<i64> {
     text.parse::<i64>().ok().filter(|n| n.to_string() == text)
 }
 
 impl Model {
-    /// `rec` is the recommender over `trained`'s artifact (the one a
-    /// training run already built for its closing evaluation, or a new one).
-    fn new(trained: TrainedModel, rec: Recommender, test_metrics: Option<String>) -> Model {
+    /// A model trained in this process; `rec` is the recommender over its
+    /// artifact that the closing evaluation built.
+    fn trained(
+        trained: TrainedModel,
+        rec: Recommender,
+        test_metrics: String,
+    ) -> anyhow::Result<Model> {
+        let record = checkpoint::training_record(&trained)?;
+        let artifact = &trained.artifact;
+        let (dataset, data) = (artifact.dataset.clone(), artifact.data);
+        let origin = Origin::Trained(Box::new(trained));
+        Ok(Model::new(
+            rec,
+            dataset,
+            data,
+            record,
+            origin,
+            Some(test_metrics),
+        ))
+    }
+
+    /// A model read from `path` for inference.
+    fn loaded(saved: SavedModel, path: PathBuf, stamp: FileStamp) -> Model {
+        let SavedModel { artifact, record } = saved;
+        let Artifact { dataset, data, .. } = &artifact;
+        let (dataset, data) = (dataset.clone(), *data);
+        let rec = Recommender::new(artifact);
+        Model::new(
+            rec,
+            dataset,
+            data,
+            record,
+            Origin::Loaded { path, stamp },
+            None,
+        )
+    }
+
+    fn new(
+        rec: Recommender,
+        dataset: String,
+        data: DataSettings,
+        record: TrainingRecord,
+        origin: Origin,
+        test_metrics: Option<String>,
+    ) -> Model {
         let numeric_keys: Option<Vec<i64>> = match &rec.catalog.keys {
             None => Some((0..rec.spec.vocab_size as i64).collect()),
             Some(keys) => std::iter::once(Some(-1))
@@ -66,8 +127,11 @@ impl Model {
             _ => HashMap::new(),
         };
         Model {
-            trained,
             rec,
+            dataset,
+            data,
+            record,
+            origin,
             numeric_keys,
             by_int_key,
             test_metrics,
@@ -301,20 +365,18 @@ pub fn train(
         }
     }
     let (trained, rec, metrics) = outcome?;
-    Ok(Model::new(trained, rec, Some(metrics)))
+    guarded(|| Model::trained(trained, rec, metrics))
 }
 
 /// Loads a model file written by `seqrec train` or `Model.save`.
 #[pyfunction]
 pub fn load(py: Python<'_>, path: PathBuf) -> PyResult<Model> {
-    let (trained, rec) = py.detach(|| {
+    py.detach(|| {
         guarded(|| {
-            let trained = checkpoint::load(&path)?;
-            let rec = Recommender::new(trained.artifact.clone());
-            Ok((trained, rec))
+            let (saved, stamp) = checkpoint::load_for_inference_stamped(&path)?;
+            Ok(Model::loaded(saved, path, stamp))
         })
-    })?;
-    Ok(Model::new(trained, rec, None))
+    })
 }
 
 #[pymethods]
@@ -439,9 +501,7 @@ impl Model {
             }
         }
         let mut request = data::request(py, data, &data_options)?;
-        guarded(|| {
-            request.default_to_model(&self.trained.artifact.data, &self.trained.artifact.dataset)
-        })?;
+        guarded(|| request.default_to_model(&self.data, &self.dataset))?;
         let report = py.detach(|| {
             guarded(|| {
                 let data = request.settings()?;
@@ -456,8 +516,18 @@ impl Model {
 
     /// Writes the model file (safetensors, atomically): the same file
     /// `seqrec train --out` writes, readable by `seqrec.load` and the CLI.
+    /// A model from `seqrec.load` is saved by copying the file it was read
+    /// from (which holds the optimiser's state `load` leaves unread), so
+    /// that file must not have changed since.
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        py.detach(|| guarded(|| Ok(checkpoint::save(&path, &self.trained)?)))
+        py.detach(|| {
+            guarded(|| match &self.origin {
+                Origin::Trained(trained) => Ok(checkpoint::save(&path, trained)?),
+                Origin::Loaded { path: from, stamp } => {
+                    Ok(checkpoint::copy_model_file(from, stamp, &path)?)
+                }
+            })
+        })
     }
 
     /// The candidate item embeddings, `(vocab_size, dim)` float32, row `i`
@@ -516,23 +586,26 @@ impl Model {
     /// Where the training data came from, as recorded in the model file.
     #[getter]
     fn dataset(&self) -> &str {
-        &self.trained.artifact.dataset
+        &self.dataset
     }
 
     /// With a validation split, the epoch whose parameters these are.
     #[getter]
     fn best_epoch(&self) -> Option<usize> {
-        self.trained.best_epoch
+        self.record.best_epoch
     }
 
     /// One dict per epoch trained (loss, val_loss, metrics, learning rate).
     #[getter]
     fn history<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let epochs = self
-            .trained
+            .record
             .history
             .iter()
-            .map(|r| epoch_dict(py, r))
+            .map(|r| {
+                let report: EpochReport = guarded(|| Ok(serde_json::from_value(r.clone())?))?;
+                epoch_dict(py, &report)
+            })
             .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, epochs)
     }
@@ -552,11 +625,12 @@ impl Model {
     /// --print-config` prints; `epochs` is the total trained).
     #[getter]
     fn settings<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let settings = Settings {
-            model: self.trained.artifact.spec.options(),
-            train: self.trained.config.clone(),
-        };
         let json = guarded(|| {
+            let train: TrainConfig = serde_json::from_value(self.record.settings.clone())?;
+            let settings = Settings {
+                model: self.rec.spec.options(),
+                train,
+            };
             let table: toml::Table = toml::from_str(&settings.to_toml()?)?;
             Ok(serde_json::to_string(&table)?)
         })?;
@@ -596,8 +670,8 @@ impl Model {
             self.rec.item_count(),
             spec.dim,
             spec.context_len,
-            self.trained.history.len(),
-            self.trained.artifact.dataset
+            self.record.history.len(),
+            self.dataset
         )
     }
 }
