@@ -11,6 +11,7 @@
 //! as Parquet) -> `serve` -> `cli`.
 
 pub mod checkpoint;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod data;
 pub mod eval;
