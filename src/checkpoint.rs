@@ -593,7 +593,14 @@ fn read_model_file_without_moments(path: &Path) -> std::io::Result<(Vec<u8>, Fil
 
 /// Reads a model file; errors name the file and what is wrong with it.
 pub fn load(path: &Path) -> Result<TrainedModel, CheckpointError> {
-    load_with(path, Moments::Read, Parsed::into_trained).map(|(model, _)| model)
+    load_stamped(path).map(|(model, _)| model)
+}
+
+/// `load`, with the stamp of the file it read: a training that continues
+/// a model read for inference reads the same file again, and checks it is
+/// still the one read then.
+pub fn load_stamped(path: &Path) -> Result<(TrainedModel, FileStamp), CheckpointError> {
+    load_with(path, Moments::Read, Parsed::into_trained)
 }
 
 /// `load` for retrieval (`recommend`, `serve`, `evaluate`, `export`): the

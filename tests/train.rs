@@ -315,6 +315,7 @@ fn the_library_trains_resumes_and_refuses_a_changed_spec() {
         if let train::Event::EpochEnd(_) = ev {
             epochs_seen += 1;
         }
+        std::ops::ControlFlow::Continue(())
     };
     let a = train::run(
         &ds,
@@ -332,7 +333,7 @@ fn the_library_trains_resumes_and_refuses_a_changed_spec() {
         &settings,
         None,
         None,
-        &mut |_| {},
+        &mut |_| std::ops::ControlFlow::Continue(()),
     )
     .unwrap();
     assert_eq!(a.model.artifact.params, b.model.artifact.params);
@@ -360,7 +361,7 @@ fn the_library_trains_resumes_and_refuses_a_changed_spec() {
         &changed,
         Some(saved.clone()),
         None,
-        &mut |_| {},
+        &mut |_| std::ops::ControlFlow::Continue(()),
     )
     .err()
     .expect("a changed spec is refused");
@@ -380,10 +381,39 @@ fn the_library_trains_resumes_and_refuses_a_changed_spec() {
         &settings,
         Some(saved),
         None,
-        &mut |_| {},
+        &mut |_| std::ops::ControlFlow::Continue(()),
     )
     .unwrap();
     assert_eq!(resumed.model.history.len(), 4);
+
+    // A handler that breaks stops the run between steps, keeping nothing.
+    let mut steps = 0;
+    let err = train::run(
+        &ds,
+        DataSettings::default(),
+        &settings,
+        None,
+        None,
+        &mut |ev| {
+            if let train::Event::Step { .. } = ev {
+                steps += 1;
+                if steps == 3 {
+                    return std::ops::ControlFlow::Break(());
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        },
+    )
+    .err()
+    .expect("an interrupted run returns no model");
+    assert!(
+        matches!(
+            err,
+            TrainError::Stopped(train::Stopped::Interrupted { epoch: 1, step: 3 })
+        ),
+        "{err}"
+    );
+    assert_eq!(steps, 3);
 }
 
 /// Every switch can be turned off after a preset turned it on, and the

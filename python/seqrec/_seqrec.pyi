@@ -25,6 +25,7 @@ def train(
     data: Data | None = None,
     *,
     preset: Literal["parity", "best", "sasrec"] | None = None,
+    resume: Model | str | os.PathLike | None = None,
     quiet: bool = False,
     progress: Callable[..., None] | None = None,
     # Data keywords (the CLI's data flags).
@@ -48,7 +49,9 @@ def train(
     # embedding_dim, padding, mask_padding, loss, validation, patience, ...
     **settings: int | float | bool | str,
 ) -> Model:
-    """Trains a model as ``seqrec train`` does, and returns it."""
+    """Trains a model as ``seqrec train`` does, and returns it; ``resume``
+    continues a model (``seqrec train --resume``). Ctrl-C stops training
+    between steps and raises KeyboardInterrupt."""
 
 def load(path: str | os.PathLike) -> Model:
     """Loads a model file written by ``seqrec train`` or ``Model.save``."""
@@ -57,10 +60,19 @@ class Model:
     """A trained seqrec model: recommend, encode, evaluate and save."""
 
     def recommend(
-        self, histories: Sequence[History], k: int = 10, exclude_seen: bool = False
+        self,
+        histories: Sequence[History] | None = None,
+        k: int = 10,
+        exclude_seen: bool = False,
+        *,
+        titles: Sequence[Sequence[str]] | None = None,
+        users: Sequence[int | str] | None = None,
+        allow_user_lookup: bool = False,
     ) -> Tuple[npt.NDArray[Any], npt.NDArray[np.float32]]:
-        """Top ``k`` item ids and scores per history, two ``(n, k)`` arrays
-        (ids int64, or object arrays of str for text ids)."""
+        """Top ``k`` item ids and scores per history (given as item ids,
+        as ``titles``, or as ``users`` of the training data, the last only
+        with ``allow_user_lookup=True``), two ``(n, k)`` arrays (ids int64,
+        or object arrays of str for text ids)."""
     def encode(self, histories: Sequence[History]) -> npt.NDArray[np.float32]:
         """Query vectors, ``(n, dim)``."""
     def evaluate(
@@ -68,7 +80,7 @@ class Model:
         data: Data | None = None,
         *,
         k: int | Sequence[int] | None = None,
-        threads: int = 0,
+        threads: int | None = None,
         quiet: bool = False,
         **data_options: Any,
     ) -> dict[str, Any]:

@@ -8,9 +8,11 @@
 //! defaults and validation are the CLI's. The GIL is released while the
 //! engine works; errors, and any panic, come back as `SeqrecError`.
 
+mod args;
 mod data;
 mod model;
 mod progress;
+mod training;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -57,7 +59,7 @@ pub(crate) fn guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> PyResult<T> {
 fn _seqrec(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SeqrecError", m.py().get_type::<SeqrecError>())?;
     m.add_class::<model::Model>()?;
-    m.add_function(wrap_pyfunction!(model::train, m)?)?;
+    m.add_function(wrap_pyfunction!(training::train, m)?)?;
     m.add_function(wrap_pyfunction!(model::load, m)?)?;
     m.add("PRESETS", seqrec::train::PRESETS.to_vec())?;
     Ok(())

@@ -8,21 +8,21 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::anyhow;
 use numpy::ndarray::ArrayView2;
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyList, PyString};
+use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString};
 use seqrec::checkpoint::{self, FileStamp, SavedModel, TrainingRecord};
 use seqrec::data::DataSettings;
 use seqrec::eval;
 use seqrec::model::Artifact;
 use seqrec::retrieval::recommender::{QueryError, Recommender};
-use seqrec::train::{EpochReport, Event, Settings, TrainConfig, TrainedModel};
+use seqrec::train::{EpochReport, Settings, TrainConfig, TrainedModel};
 
+use crate::args::{int_argument, short_repr, type_name};
 use crate::data::{self, DATA_KEYWORDS};
-use crate::progress::{epoch_dict, Forwarder};
+use crate::progress::epoch_dict;
 use crate::{guarded, SeqrecError};
 
 /// The most items `recommend` returns per history (the command line's limit).
@@ -53,7 +53,7 @@ pub struct Model {
 }
 
 /// Where a `Model` came from, which says how it is saved.
-enum Origin {
+pub(crate) enum Origin {
     /// Trained in this process: the whole state, the optimiser's included,
     /// written by `save`.
     Trained(Box<TrainedModel>),
@@ -70,7 +70,7 @@ fn canonical_int(text: &str) -> Option<i64> {
 impl Model {
     /// A model trained in this process; `rec` is the recommender over its
     /// artifact that the closing evaluation built.
-    fn trained(
+    pub(crate) fn trained(
         trained: TrainedModel,
         rec: Recommender,
         test_metrics: String,
@@ -148,11 +148,16 @@ impl Model {
         if item.is_instance_of::<PyBool>() {
             return Err(PyTypeError::new_err("a bool is not an item id"));
         }
-        let Ok(n) = item.extract::<i64>() else {
-            let kind = item.get_type().name()?;
+        if !item.is_instance_of::<PyInt>() && !item.hasattr("__index__")? {
             return Err(PyTypeError::new_err(format!(
-                "expected an item id (int or str), found a value of type {kind}"
+                "expected an item id (int or str), found a value of type {}",
+                type_name(item)
             )));
+        }
+        let Ok(n) = item.extract::<i64>() else {
+            // An int no catalogue holds (beyond 64 bits): unknown, as any
+            // id not in the catalogue is.
+            return Ok(Err(short_repr(item)));
         };
         let id = if self.rec.catalog.keys.is_none() {
             u32::try_from(n).ok().filter(|&i| self.rec.is_item(i))
@@ -213,6 +218,94 @@ impl Model {
         Ok(out)
     }
 
+    /// Each element of `list` (a list, not a str), with its index.
+    fn items_of<'py>(
+        name: &str,
+        list: &Bound<'py, PyAny>,
+        what: &str,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let wrong = || {
+            PyTypeError::new_err(format!(
+                "{name}: expected a list of {what}, found a value of type {}",
+                type_name(list)
+            ))
+        };
+        if list.is_instance_of::<PyString>() {
+            return Err(wrong());
+        }
+        list.try_iter()
+            .map_err(|_| wrong())?
+            .collect::<PyResult<Vec<_>>>()
+    }
+
+    /// Histories given as lists of titles; errors name the history and
+    /// position.
+    fn resolve_titles(&self, titles: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u32>>> {
+        let mut out = Vec::new();
+        for (i, history) in Model::items_of("titles", titles, "histories (lists of titles)")?
+            .iter()
+            .enumerate()
+        {
+            let at = format!("titles[{i}]");
+            let mut ids = Vec::new();
+            for (j, title) in Model::items_of(&at, history, "titles")?.iter().enumerate() {
+                let title = title.cast::<PyString>().map_err(|_| {
+                    PyTypeError::new_err(format!(
+                        "{at}[{j}]: expected a title (str), found a value of type {}",
+                        type_name(title)
+                    ))
+                })?;
+                let id = self
+                    .rec
+                    .title_id(&title.to_cow()?)
+                    .map_err(|e| SeqrecError::new_err(format!("{at}[{j}]: {e}")))?;
+                ids.push(id);
+            }
+            if ids.is_empty() {
+                return Err(SeqrecError::new_err(format!(
+                    "{at}: expected at least one title"
+                )));
+            }
+            out.push(ids);
+        }
+        Ok(out)
+    }
+
+    /// The whole known histories of users of the training data, only when
+    /// look-ups are allowed (the server's rule).
+    fn resolve_users(&self, users: &Bound<'_, PyAny>, allowed: bool) -> PyResult<Vec<Vec<u32>>> {
+        if !allowed {
+            return Err(SeqrecError::new_err(
+                "users: looking up users of the training data needs allow_user_lookup=True \
+                 (the server's --allow-user-lookup rule: the stored histories are the training \
+                 data's, and answers with and without exclude_seen give them away); or pass \
+                 the users' histories",
+            ));
+        }
+        let mut out = Vec::new();
+        for (i, user) in Model::items_of("users", users, "user ids")?
+            .iter()
+            .enumerate()
+        {
+            let key = if let Ok(text) = user.cast::<PyString>() {
+                text.to_cow()?.into_owned()
+            } else if user.is_instance_of::<PyInt>() && !user.is_instance_of::<PyBool>() {
+                user.str()?.to_string()
+            } else {
+                return Err(PyTypeError::new_err(format!(
+                    "users[{i}]: expected a user id (int or str), found a value of type {}",
+                    type_name(user)
+                )));
+            };
+            let history = self
+                .rec
+                .user_history(&key)
+                .map_err(|e| SeqrecError::new_err(format!("users[{i}]: {e}")))?;
+            out.push(history.to_vec());
+        }
+        Ok(out)
+    }
+
     /// A model with the reference's padding gives nearly one answer to
     /// every history shorter than its context: the user is warned, as
     /// `seqrec recommend` warns (Python shows a warning once per place).
@@ -235,137 +328,15 @@ impl Model {
         Ok(())
     }
 
+    /// Where the model came from (for `train(resume=...)`).
+    pub(crate) fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
     /// `json` (from serde) as Python objects.
     fn from_json<'py>(py: Python<'py>, json: &str) -> PyResult<Bound<'py, PyAny>> {
         py.import("json")?.call_method1("loads", (json,))
     }
-}
-
-/// A setting's value as the TOML value a config file would give it.
-fn toml_value(key: &str, value: &Bound<'_, PyAny>) -> PyResult<toml::Value> {
-    if value.is_instance_of::<PyBool>() {
-        return Ok(toml::Value::Boolean(value.extract()?));
-    }
-    if let Ok(text) = value.cast::<PyString>() {
-        return Ok(toml::Value::String(text.to_cow()?.into_owned()));
-    }
-    // Ints (and numpy's) first: 3 must stay an integer, not become 3.0.
-    if let Ok(n) = value.extract::<i64>() {
-        return Ok(toml::Value::Integer(n));
-    }
-    if let Ok(x) = value.extract::<f64>() {
-        return Ok(toml::Value::Float(x));
-    }
-    Err(PyTypeError::new_err(format!(
-        "{key}: expected an int, float, bool or str, found a value of type {}",
-        value.get_type().name()?
-    )))
-}
-
-/// Defaults, then the preset, then the keyword arguments (as `seqrec
-/// train` applies its flags), checked.
-fn resolve_settings(preset: Option<&str>, table: toml::Table) -> anyhow::Result<Settings> {
-    let mut settings = Settings::default();
-    if let Some(name) = preset {
-        settings = settings.preset(name)?;
-    }
-    settings = settings.overlay(table)?;
-    settings
-        .validate()
-        .map_err(|e| anyhow!("invalid setting: {e}"))?;
-    Ok(settings)
-}
-
-/// Trains a model, as `seqrec train` does, and returns it.
-///
-/// `data` is a path (a MovieLens folder or an interaction file, any format
-/// `seqrec train` reads), a pandas or Polars DataFrame, or a pyarrow Table;
-/// or give `dataset="ml-100k"` (a named dataset, fetched on first use).
-/// Column names and read options are the command line's data flags as
-/// keywords (`user_col`, `item_col`, `time_col`, `rating_col`,
-/// `min_rating`, `min_sequence_len`, ...). Every training setting is a
-/// keyword with its config key (`epochs`, `batch_size`, `learning_rate`,
-/// `seed`, `tower`, `context_len`, ...), over the defaults or `preset`
-/// ("parity", "best" or "sasrec").
-///
-/// Progress shows as a tqdm bar when tqdm is installed (else a line per
-/// epoch on stderr); `quiet=True` silences it, and `progress` takes a
-/// callable instead: `progress(kind, *values)` per event. The GIL is
-/// released while training. Raises `SeqrecError` with seqrec's message.
-#[pyfunction]
-#[pyo3(signature = (data=None, *, preset=None, quiet=false, progress=None, **settings))]
-pub fn train(
-    py: Python<'_>,
-    data: Option<&Bound<'_, PyAny>>,
-    preset: Option<&str>,
-    quiet: bool,
-    progress: Option<Py<PyAny>>,
-    settings: Option<&Bound<'_, PyDict>>,
-) -> PyResult<Model> {
-    let data_options = PyDict::new(py);
-    let mut table = toml::Table::new();
-    if let Some(settings) = settings {
-        for (key, value) in settings.iter() {
-            let key: String = key.extract()?;
-            if DATA_KEYWORDS.contains(&key.as_str()) {
-                data_options.set_item(&key, value)?;
-            } else {
-                let value = toml_value(&key, &value)?;
-                table.insert(key, value);
-            }
-        }
-    }
-    let request = data::request(py, data, &data_options)?;
-    let settings = guarded(|| resolve_settings(preset, table))?;
-    if let Some(w) = seqrec::workers::oversubscription_warning("threads", settings.train.threads) {
-        let warnings = py.import("warnings")?;
-        warnings.call_method1("warn", (w.trim_start_matches("warning: "),))?;
-    }
-    let callback = match (quiet, progress) {
-        (true, _) => None,
-        (false, Some(p)) => Some(p),
-        (false, None) => Some(
-            py.import("seqrec._progress")?
-                .getattr("Progress")?
-                .call0()?
-                .unbind(),
-        ),
-    };
-    let mut forwarder = callback.map(Forwarder::new);
-    let outcome = py.detach(|| {
-        guarded(|| {
-            let data_settings = request.settings()?;
-            let ds = request.load(!quiet)?;
-            let ranking = eval::ranking_hook(&ds.catalog);
-            let mut on_event = |ev: Event<'_>| {
-                if let Some(f) = forwarder.as_mut() {
-                    f.on_event(ev)
-                }
-            };
-            let session = seqrec::train::run(
-                &ds,
-                data_settings,
-                &settings,
-                None,
-                Some(&ranking),
-                &mut on_event,
-            )?;
-            // The command line's closing evaluation.
-            let rec = Recommender::new(session.model.artifact.clone());
-            let report = session.pool.install(|| {
-                eval::training_report(&rec, &session.seqs, &session.train, &session.test)
-            });
-            let metrics = serde_json::to_string(&report)?;
-            Ok((session.model, rec, metrics))
-        })
-    });
-    if let Some(f) = forwarder {
-        if let Some(e) = f.error {
-            return Err(e);
-        }
-    }
-    let (trained, rec, metrics) = outcome?;
-    guarded(|| Model::trained(trained, rec, metrics))
 }
 
 /// Loads a model file written by `seqrec train` or `Model.save`.
@@ -384,26 +355,43 @@ impl Model {
     /// The top `k` items for each history, as `seqrec recommend` gives
     /// them (exact top-K; ties broken by smaller id).
     ///
-    /// `histories` is a list of histories, each a list of item ids as users
-    /// know them (ints or strs), oldest first. Returns `(ids, scores)`, two
+    /// Give exactly one of: `histories`, a list of histories, each a list
+    /// of item ids as users know them (ints or strs), oldest first;
+    /// `titles`, a list of histories as item titles (exact,
+    /// case-insensitive); `users`, a list of users of the training data,
+    /// whose whole known histories are used, only with
+    /// `allow_user_lookup=True` (the server's `--allow-user-lookup` rule:
+    /// the stored histories are the training data's, and answers with and
+    /// without `exclude_seen` give them away). Returns `(ids, scores)`, two
     /// `(len(histories), k)` numpy arrays; where a history has fewer than
     /// `k` items left to recommend, its row ends with id -1 (None for text
     /// ids) and score NaN. `exclude_seen` leaves out the history's items.
-    #[pyo3(signature = (histories, k=10, exclude_seen=false))]
+    #[pyo3(signature = (histories=None, k=None, exclude_seen=false, *, titles=None, users=None, allow_user_lookup=false))]
+    #[allow(clippy::too_many_arguments)]
     fn recommend<'py>(
         &self,
         py: Python<'py>,
-        histories: &Bound<'py, PyAny>,
-        k: i64,
+        histories: Option<&Bound<'py, PyAny>>,
+        k: Option<&Bound<'py, PyAny>>,
         exclude_seen: bool,
+        titles: Option<&Bound<'py, PyAny>>,
+        users: Option<&Bound<'py, PyAny>>,
+        allow_user_lookup: bool,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyArray2<f32>>)> {
-        if !(1..=MAX_K).contains(&k) {
-            return Err(SeqrecError::new_err(format!(
-                "k: expected 1 to {MAX_K}, found {k}"
-            )));
-        }
-        let k = k as usize;
-        let histories = self.resolve(histories)?;
+        let k = match k {
+            Some(k) => int_argument("k", k, 1, MAX_K)? as usize,
+            None => 10,
+        };
+        let histories = match (histories, titles, users) {
+            (Some(h), None, None) => self.resolve(h)?,
+            (None, Some(t), None) => self.resolve_titles(t)?,
+            (None, None, Some(u)) => self.resolve_users(u, allow_user_lookup)?,
+            _ => {
+                return Err(PyTypeError::new_err(
+                    "recommend: give exactly one of histories, titles or users",
+                ))
+            }
+        };
         let refs: Vec<&[u32]> = histories.iter().map(Vec::as_slice).collect();
         self.warn_if_washed_out(py, &refs)?;
         let found =
@@ -464,29 +452,38 @@ impl Model {
     /// `data` as for `train`; without it, the model's training data (when
     /// it was a path or named dataset). Read options not given default to
     /// how the model's training data was read. `k` is a cut-off or a list.
-    #[pyo3(signature = (data=None, *, k=None, threads=0, quiet=false, **options))]
+    #[pyo3(signature = (data=None, *, k=None, threads=None, quiet=false, **options))]
     fn evaluate<'py>(
         &self,
         py: Python<'py>,
         data: Option<&Bound<'py, PyAny>>,
         k: Option<&Bound<'py, PyAny>>,
-        threads: usize,
+        threads: Option<&Bound<'py, PyAny>>,
         quiet: bool,
         options: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let ks: Vec<i64> = match k {
-            None => vec![10, 20],
-            Some(k) if k.extract::<i64>().is_ok() => vec![k.extract()?],
-            Some(k) => k.extract().map_err(|_| {
-                PyTypeError::new_err("k: expected a positive int or a list of them")
-            })?,
+        let threads = match threads {
+            Some(t) => int_argument("threads", t, 0, seqrec::workers::MAX_THREADS as i64)? as usize,
+            None => 0,
         };
-        if ks.is_empty() || ks.iter().any(|&k| k < 1) {
-            return Err(SeqrecError::new_err(format!(
-                "k: expected positive integers (e.g. [10, 20]), found {ks:?}"
-            )));
-        }
-        let ks: Vec<usize> = ks.into_iter().map(|k| k as usize).collect();
+        let ks: Vec<usize> = match k {
+            None => vec![10, 20],
+            Some(k) if k.is_instance_of::<PyInt>() || k.hasattr("__index__")? => {
+                vec![int_argument("k", k, 1, MAX_K)? as usize]
+            }
+            Some(k) => {
+                let list = Model::items_of("k", k, "cut-offs (positive ints)")?;
+                if list.is_empty() {
+                    return Err(SeqrecError::new_err(
+                        "k: expected at least one cut-off (e.g. [10, 20])",
+                    ));
+                }
+                list.iter()
+                    .enumerate()
+                    .map(|(i, v)| int_argument(&format!("k[{i}]"), v, 1, MAX_K).map(|n| n as usize))
+                    .collect::<PyResult<_>>()?
+            }
+        };
         let data_options = PyDict::new(py);
         if let Some(options) = options {
             for (key, value) in options.iter() {

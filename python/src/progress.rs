@@ -3,6 +3,7 @@
 //! arrive on a worker thread while the GIL is released; each forward takes
 //! the GIL for the call only.
 
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
@@ -21,7 +22,7 @@ pub struct Forwarder {
     callback: Py<PyAny>,
     last_step: Option<Instant>,
     /// The first error the callback raised; later events are dropped and
-    /// the error is raised when training returns.
+    /// the run stops; the error is raised when training returns.
     pub error: Option<PyErr>,
 }
 
@@ -34,9 +35,11 @@ impl Forwarder {
         }
     }
 
-    pub fn on_event(&mut self, event: Event) {
+    /// Forwards `event`; breaks once the callback has raised (the run
+    /// stops, and its error is raised when training returns).
+    pub fn on_event(&mut self, event: Event) -> ControlFlow<()> {
         if self.error.is_some() {
-            return;
+            return ControlFlow::Break(());
         }
         if let Event::Step { .. } = event {
             let now = Instant::now();
@@ -44,7 +47,7 @@ impl Forwarder {
                 .last_step
                 .is_some_and(|t| now.duration_since(t) < STEP_INTERVAL)
             {
-                return;
+                return ControlFlow::Continue(());
             }
             self.last_step = Some(now);
         }
@@ -67,8 +70,12 @@ impl Forwarder {
             };
             Ok(())
         });
-        if let Err(e) = result {
-            self.error = Some(e);
+        match result {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                self.error = Some(e);
+                ControlFlow::Break(())
+            }
         }
     }
 }

@@ -85,8 +85,10 @@ def test_evaluate_refuses_other_data_and_bad_cutoffs(py_model, tmp_path):
     other = write_csv(tmp_path / "other.csv", [(u, 500 + t, t) for u in range(5) for t in range(5)])
     with pytest.raises(seqrec.SeqrecError, match="other.csv: "):
         py_model.evaluate(str(other))
-    with pytest.raises(seqrec.SeqrecError, match="^k: expected positive"):
+    with pytest.raises(seqrec.SeqrecError, match=r"^k\[1\]: expected 1 to 10000, found 0"):
         py_model.evaluate(k=[10, 0])
+    with pytest.raises(seqrec.SeqrecError, match="^k: expected at least one cut-off"):
+        py_model.evaluate(k=[])
     with pytest.raises(TypeError, match="epochs"):
         py_model.evaluate(epochs=3)
 

@@ -16,7 +16,7 @@ use crate::data::DataOptions;
 use crate::eval;
 use crate::retrieval::approx::IndexChoice;
 use crate::retrieval::recommender::Recommender;
-use crate::train::{self, Event, Settings, TrainConfig};
+use crate::train::{self, Event, Settings, TrainedModel};
 
 // Switches take `--NAME` or `--NAME=true` to turn on and `--NAME=false` to
 // turn off, so a preset's or config file's switch can be turned off from
@@ -265,18 +265,9 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         Some(p) => Some(checkpoint::load(p)?),
         None => None,
     };
-    // A resumed run keeps the saved settings but trains a fresh count of
-    // epochs (the saved count is the total trained so far).
-    let base = match &resumed {
-        Some(m) => Settings {
-            model: m.artifact.spec.options(),
-            train: TrainConfig {
-                epochs: TrainConfig::default().epochs,
-                ..m.config.clone()
-            },
-        },
-        None => Settings::default(),
-    };
+    let base = resumed
+        .as_ref()
+        .map_or_else(Settings::default, TrainedModel::settings_to_continue);
     let settings = resolve_settings(&args, base)?;
     if args.print_config {
         print!("{}", settings.to_toml()?);
@@ -333,7 +324,8 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
     };
     let t_train = Instant::now();
     let result = train::run(&ds, data, &settings, resumed, Some(&ranking), &mut |ev| {
-        printer.on_event(ev)
+        printer.on_event(ev);
+        std::ops::ControlFlow::Continue(())
     });
     let train_seconds = t_train.elapsed().as_secs_f64();
     if let Some(b) = printer.bar.take() {

@@ -7,6 +7,7 @@ pub mod optimizer;
 pub mod sampler;
 pub mod session;
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use rand::seq::SliceRandom;
@@ -70,6 +71,10 @@ impl TrainState {
 }
 
 /// What the loop tells its caller, for progress bars and logs.
+/// What a run tells its caller as it goes; returning `ControlFlow::Break`
+/// stops it between steps (`Stopped::Interrupted`), keeping nothing.
+pub type OnEvent<'a> = dyn FnMut(Event) -> ControlFlow<()> + 'a;
+
 pub enum Event<'a> {
     /// Before the first epoch.
     Start {
@@ -289,8 +294,8 @@ impl<'a> EpochRunner<'a> {
         &mut self,
         state: &mut TrainState,
         epoch: usize,
-        on_event: &mut dyn FnMut(Event),
-    ) -> Result<EpochReport, Diverged> {
+        on_event: &mut OnEvent,
+    ) -> Result<EpochReport, Stopped> {
         let (cfg, data) = (self.cfg, self.data);
         let t0 = Instant::now();
         let mut loss_sum = 0.0;
@@ -322,11 +327,11 @@ impl<'a> EpochRunner<'a> {
             let loss = self.step(state, chunk, global_step, &mut rng);
             if !loss.is_finite() {
                 self.order = order;
-                return Err(Diverged {
+                return Err(Stopped::Diverged(Diverged {
                     epoch,
                     step: step + 1,
                     loss,
-                });
+                }));
             }
             lr = cfg.learning_rate_at(global_step, self.total_steps);
             self.update(state, lr);
@@ -335,10 +340,17 @@ impl<'a> EpochRunner<'a> {
             loss_sum += loss * taken as f64;
             seen += taken;
             step_ms.push(ts.elapsed().as_secs_f64() * 1e3);
-            on_event(Event::Step {
+            let flow = on_event(Event::Step {
                 step: step + 1,
                 running_loss: loss_sum / seen as f64,
             });
+            if flow.is_break() {
+                self.order = order;
+                return Err(Stopped::Interrupted {
+                    epoch,
+                    step: step + 1,
+                });
+            }
         }
         self.order = order;
         let model = Model {
@@ -419,8 +431,8 @@ pub fn fit(
     cfg: &TrainConfig,
     threads: usize,
     metrics: Option<MetricsHook>,
-    on_event: &mut dyn FnMut(Event),
-) -> Result<Outcome, Diverged> {
+    on_event: &mut OnEvent,
+) -> Result<Outcome, Stopped> {
     let first = state.history.len() + 1;
     let last = state.history.len() + cfg.epochs;
     let mut runner = EpochRunner::new(spec, data, cfg, threads, last);
@@ -430,11 +442,15 @@ pub fn fit(
         tie_candidate_table(&mut state.params);
     }
     for epoch in first..=last {
-        on_event(Event::EpochStart {
+        if on_event(Event::EpochStart {
             epoch,
             epochs: last,
             steps: runner.steps,
-        });
+        })
+        .is_break()
+        {
+            return Err(Stopped::Interrupted { epoch, step: 0 });
+        }
         let t0 = Instant::now();
         let mut report = runner.run(state, epoch, on_event)?;
         let ranking = |examples| metrics.map(|f| f(spec, &state.params, data.seqs, examples));
@@ -452,8 +468,12 @@ pub fn fit(
             (report.valid_hr10, report.valid_ndcg10) = (Some(hr), Some(ndcg));
         }
         report.seconds = t0.elapsed().as_secs_f64();
-        on_event(Event::EpochEnd(&report));
+        let flow = on_event(Event::EpochEnd(&report));
         state.history.push(report);
+        if flow.is_break() {
+            let step = runner.steps;
+            return Err(Stopped::Interrupted { epoch, step });
+        }
         if let Some((_, ndcg)) = valid {
             if stopping.record(ndcg, &state.params, epoch) {
                 break;
@@ -473,6 +493,16 @@ pub fn fit(
 pub struct Outcome {
     /// With a validation split: the epoch whose parameters were kept.
     pub best_epoch: Option<usize>,
+}
+
+/// Why training stopped before its last epoch: the run keeps nothing.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+pub enum Stopped {
+    #[error(transparent)]
+    Diverged(#[from] Diverged),
+    /// The event handler asked to stop (Ctrl-C in Python).
+    #[error("training was interrupted at epoch {epoch}, step {step}")]
+    Interrupted { epoch: usize, step: usize },
 }
 
 /// Training stopped because the loss stopped being a number.

@@ -2,12 +2,14 @@
 //! optionally a model to resume) to a `TrainedModel`, with events for a
 //! caller to show progress. The command line only parses, calls and prints.
 
+use std::ops::ControlFlow;
+
 use crate::data::{DataError, DataSettings, Dataset, ExampleSet, Sequences, UserHistories};
 use crate::model::{Artifact, ModelSpec, Params};
 
 use super::{
-    fit, optimizer::OptimizerState, Diverged, EpochReport, Event, MetricsHook, SettingError,
-    Settings, TrainConfig, TrainData, TrainState,
+    fit, optimizer::OptimizerState, EpochReport, Event, MetricsHook, SettingError, Settings,
+    Stopped, TrainConfig, TrainData, TrainState,
 };
 
 /// A trained model and its training: the `Artifact` inference reads, and
@@ -26,6 +28,19 @@ pub struct TrainedModel {
 }
 
 impl TrainedModel {
+    /// The settings a run continuing this model starts from, before any
+    /// preset, config file or flag: the saved ones, with a fresh count of
+    /// epochs (the saved count is the total trained so far).
+    pub fn settings_to_continue(&self) -> Settings {
+        Settings {
+            model: self.artifact.spec.options(),
+            train: TrainConfig {
+                epochs: TrainConfig::default().epochs,
+                ..self.config.clone()
+            },
+        }
+    }
+
     /// The state the training loop goes on from (`--resume`).
     fn into_state(self) -> TrainState {
         TrainState {
@@ -78,7 +93,7 @@ pub enum TrainError {
     #[error(transparent)]
     Threads(#[from] crate::workers::ThreadsError),
     #[error(transparent)]
-    Diverged(#[from] Diverged),
+    Stopped(#[from] Stopped),
 }
 
 /// A finished run: the model, the examples it was trained and tested on,
@@ -224,7 +239,7 @@ pub fn run(
     settings: &Settings,
     resume: Option<TrainedModel>,
     metrics: Option<MetricsHook>,
-    on_event: &mut (dyn FnMut(Event) + Send),
+    on_event: &mut (dyn FnMut(Event) -> ControlFlow<()> + Send),
 ) -> Result<Session, TrainError> {
     settings.validate()?;
     let cfg = &settings.train;
@@ -266,7 +281,7 @@ pub fn run(
         }
     };
     let (pool, threads) = crate::workers::pool("threads", cfg.threads)?;
-    on_event(Event::Start {
+    let start = on_event(Event::Start {
         train_examples: train.len(),
         test_examples: test.len(),
         steps: super::training_rows(&spec, cfg, &seqs, &train)
@@ -274,6 +289,9 @@ pub fn run(
             .div_ceil(cfg.batch_size),
         threads,
     });
+    if start.is_break() {
+        return Err(Stopped::Interrupted { epoch: 0, step: 0 }.into());
+    }
     let examples = TrainData {
         seqs: &seqs,
         train: &train,
