@@ -18,7 +18,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Catalog, DataSettings, UserHistories};
-use crate::model::{Artifact, ModelSpec, Params, TENSOR_NAMES};
+use crate::model::{Artifact, ModelSpec, Params};
 use crate::text::{escaped, quoted};
 use crate::train::optimizer::OptimizerState;
 use crate::train::{EpochReport, TrainConfig, TrainedModel};
@@ -124,23 +124,20 @@ fn u32_bytes(v: &[u32]) -> Vec<u8> {
 /// bytes (one metadata key, so no hash-map ordering enters the header).
 pub fn to_bytes(model: &TrainedModel) -> Result<Vec<u8>, FormatError> {
     let artifact = &model.artifact;
-    let shapes = Params::shapes(&artifact.spec);
+    // The spec's tensors only (`Params::tensor_defs`): a GRU model's file
+    // holds no SASRec tensor and the other way round. A tensor without
+    // values is not written (nor read).
+    let defs = Params::tensor_defs(&artifact.spec);
     let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for ((name, shape), data) in TENSOR_NAMES
-        .iter()
-        .zip(&shapes)
-        .zip(artifact.params.tensors())
-    {
-        // The other tower's tensors are empty and not written, so a
-        // GRU model's file is what it was before SASRec existed.
+    for (def, data) in defs.iter().zip(artifact.params.tensors()) {
         if !data.is_empty() {
-            owned.push((name.to_string(), shape.clone(), f32_bytes(data)));
+            owned.push((def.name.to_string(), def.shape.clone(), f32_bytes(data)));
         }
     }
-    // The optimiser's state by the names it gives (`adam_m.kernel`): a
+    // The optimiser's state by the names it gives (`adam_m.gru_kernel`): a
     // buffer has its tensor's shape.
     for (name, tensor, data) in model.optimizer.named_buffers() {
-        owned.push((name, shapes[tensor].clone(), f32_bytes(data)));
+        owned.push((name, defs[tensor].shape.clone(), f32_bytes(data)));
     }
     let users = &artifact.users;
     let user_tensors = [
@@ -383,12 +380,8 @@ fn parse(bytes: &[u8], moments: Moments) -> Result<Parsed, String> {
     // not make the reader ask for terabytes.
     spec.validate(crate::data::table::MAX_ITEM_ID as usize + 1)
         .map_err(|e| format!("spec: {e}"))?;
-    let expected_bytes = Params::shapes(&spec)
-        .iter()
-        .map(|s| s.iter().product::<usize>())
-        .sum::<usize>()
-        * 4
-        * 3;
+    let defs = Params::tensor_defs(&spec);
+    let expected_bytes = defs.iter().map(|t| t.size()).sum::<usize>() * 4 * 3;
     if expected_bytes > bytes.len() {
         return Err(format!(
             "spec {spec:?} needs {expected_bytes} bytes of tensors; the file has {}",
@@ -402,17 +395,12 @@ fn parse(bytes: &[u8], moments: Moments) -> Result<Parsed, String> {
             spec.vocab_size
         ));
     }
-    let shapes = Params::shapes(&spec);
-    let read = |prefix: &str| -> Result<Params, String> {
-        let mut p = Params::zeros(&spec);
-        for ((name, shape), dst) in TENSOR_NAMES.iter().zip(&shapes).zip(p.tensors_mut()) {
-            if shape.iter().product::<usize>() > 0 {
-                *dst = read_tensor(&st, &format!("{prefix}{name}"), shape)?;
-            }
+    let mut params = Params::zeros(&spec);
+    for (def, dst) in defs.iter().zip(params.tensors_mut()) {
+        if def.size() > 0 {
+            *dst = read_tensor(&st, def.name, &def.shape)?;
         }
-        Ok(p)
-    };
-    let params = read("")?;
+    }
     let optimizer_state = match moments {
         Moments::Read => Some(read_optimizer_state(&st)?),
         Moments::Skip => None,
@@ -443,8 +431,8 @@ fn parse(bytes: &[u8], moments: Moments) -> Result<Parsed, String> {
     })
 }
 
-/// Whether a tensor of the file is optimiser state (`adam_m.kernel`): the
-/// model's own tensors and the users' have no dot in their names.
+/// Whether a tensor of the file is optimiser state (`adam_m.gru_kernel`):
+/// the model's own tensors and the users' have no dot in their names.
 fn is_optimizer_state(name: &str) -> bool {
     name.contains('.')
 }
@@ -696,13 +684,13 @@ mod tests {
         let mut model = small_model();
         // Moments unlike the parameters, so a mix-up would show.
         let spec = model.artifact.spec;
-        let size = |t: usize| Params::shapes(&spec)[t].iter().product::<usize>();
-        let m: Vec<f32> = (0..size(0)).map(|i| i as f32).collect();
-        let mut v = vec![0.0; size(5)];
+        let table = spec.vocab_size * spec.dim;
+        let m: Vec<f32> = (0..table).map(|i| i as f32).collect();
+        let mut v = vec![0.0; table];
         v[3] = 7.0;
         assert!(model.optimizer.set_buffer("adam_m.query_embedding", m));
         assert!(model.optimizer.set_buffer("adam_v.candidate_embedding", v));
-        assert!(!model.optimizer.set_buffer("adam_q.kernel", vec![]));
+        assert!(!model.optimizer.set_buffer("adam_q.gru_kernel", vec![]));
         model.optimizer.step = 12;
         model.history.push(EpochReport {
             epoch: 1,
@@ -772,7 +760,7 @@ mod tests {
         assert!(text.contains("sasrec_weights") && !text.contains("gru_kernel"));
         let back = from_bytes(&bytes).unwrap();
         assert_eq!(back.artifact.spec, model.artifact.spec);
-        assert!(!back.artifact.params.tower_weights.is_empty());
+        assert!(!crate::model::sasrec::weights(&back.artifact.params.tower).is_empty());
         assert_eq!(back.artifact.params, model.artifact.params);
         assert_eq!(back.optimizer, model.optimizer);
     }
