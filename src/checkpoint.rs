@@ -3,7 +3,10 @@
 //! histories, and as JSON metadata the model's spec (once), the training
 //! settings and history and the catalogue. Written atomically (`files`), so
 //! a crash never leaves half a model; read with every field checked, so a
-//! bad file is an error, not a panic.
+//! bad file is an error, not a panic. The tensors are the spec's
+//! (`Params::tensor_defs`: the embeddings and the tower's own, by the names
+//! the tower gives them) and their optimiser state; an empty tensor the
+//! model does not have is ignored, any other refused.
 //!
 //! This module sits above `train` (it saves what training returns) and
 //! below `retrieval` (which loads what it saved). Inference reads a
@@ -18,7 +21,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Catalog, DataSettings, UserHistories};
-use crate::model::{Artifact, ModelSpec, Params};
+use crate::model::{Artifact, ModelSpec, Params, TensorDef};
 use crate::text::{escaped, quoted};
 use crate::train::optimizer::OptimizerState;
 use crate::train::{EpochReport, TrainConfig, TrainedModel};
@@ -401,6 +404,7 @@ fn parse(bytes: &[u8], moments: Moments) -> Result<Parsed, String> {
             *dst = read_tensor(&st, def.name, &def.shape)?;
         }
     }
+    check_tensor_names(&st, &spec, &defs)?;
     let optimizer_state = match moments {
         Moments::Read => Some(read_optimizer_state(&st)?),
         Moments::Skip => None,
@@ -435,6 +439,37 @@ fn parse(bytes: &[u8], moments: Moments) -> Result<Parsed, String> {
 /// the model's own tensors and the users' have no dot in their names.
 fn is_optimizer_state(name: &str) -> bool {
     name.contains('.')
+}
+
+/// The histories' tensors (`read_users`).
+const USER_TENSORS: [&str; 2] = ["user_items", "user_offsets"];
+
+/// Every tensor of the file must be one of the model's (`defs`), a user
+/// tensor, or optimiser state of one of the model's (`{state}.{tensor}`;
+/// `into_trained` reads the states its optimiser keeps). A
+/// tensor of no values that is none of these is ignored: a tensor the
+/// model does not have, as a file may list another tower's empty tensors.
+/// Any other is refused: the file is not the model its spec says. Read
+/// from the header alone, so a load without the moments checks them too.
+fn check_tensor_names(
+    st: &SafeTensors,
+    spec: &ModelSpec,
+    defs: &[TensorDef],
+) -> Result<(), String> {
+    for (name, info) in st.tensors() {
+        let tensor = name.split_once('.').map_or(name.as_str(), |(_, t)| t);
+        let known = defs.iter().any(|t| t.name == tensor)
+            || (!is_optimizer_state(&name) && USER_TENSORS.contains(&name.as_str()));
+        if !known && info.shape().iter().product::<usize>() > 0 {
+            return Err(format!(
+                "tensor {} of shape {}: a {} model has no such tensor",
+                quoted(&name),
+                escaped(&format!("{:?}", info.shape())),
+                format!("{:?}", spec.tower.kind()).to_lowercase()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Every optimiser-state tensor of the file, F32 and finite, by name.
@@ -763,6 +798,99 @@ mod tests {
         assert!(!crate::model::sasrec::weights(&back.artifact.params.tower).is_empty());
         assert_eq!(back.artifact.params, model.artifact.params);
         assert_eq!(back.optimizer, model.optimizer);
+    }
+
+    /// `bytes` (a model file) with the tensors `extra` added, zero.
+    fn with_tensors(bytes: &[u8], extra: &[(&str, Vec<usize>)]) -> Vec<u8> {
+        let st = SafeTensors::deserialize(bytes).unwrap();
+        let (_, header) = SafeTensors::read_metadata(bytes).unwrap();
+        let zeros: Vec<Vec<u8>> = extra
+            .iter()
+            .map(|(_, shape)| vec![0u8; 4 * shape.iter().product::<usize>()])
+            .collect();
+        let mut views = st.tensors();
+        for ((name, shape), data) in extra.iter().zip(&zeros) {
+            let view = TensorView::new(Dtype::F32, shape.clone(), data).unwrap();
+            views.push((name.to_string(), view));
+        }
+        safetensors::serialize(views, header.metadata()).unwrap()
+    }
+
+    /// A file may list tensors of no values the model does not have (the
+    /// other tower's, as a file that named every tower's tensors would):
+    /// they are ignored, by both loaders. One with values, or a tensor of
+    /// the model with another shape, is refused by name.
+    #[test]
+    fn another_tower_s_empty_tensors_are_ignored_and_any_other_stranger_refused() {
+        let gru = small_model();
+        let mut sasrec = small_model();
+        sasrec.artifact.spec.tower = crate::model::TowerSpec::SasRec {
+            blocks: 1,
+            heads: 2,
+            activation: crate::model::Activation::Relu,
+        };
+        let spec = sasrec.artifact.spec;
+        sasrec.artifact.params = Params::init(&spec, 3);
+        sasrec.optimizer = OptimizerState::new(sasrec.config.optimizer(), &spec);
+        let gru_names = [
+            "gru_kernel",
+            "gru_recurrent_kernel",
+            "gru_input_bias",
+            "gru_recurrent_bias",
+        ];
+        let with_moments = |names: &[&'static str]| -> Vec<(String, Vec<usize>)> {
+            ["", "adam_m.", "adam_v."]
+                .iter()
+                .flat_map(|prefix| names.iter().map(move |n| (format!("{prefix}{n}"), vec![0])))
+                .collect()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.safetensors");
+        for (model, other) in [
+            (&gru, with_moments(&["sasrec_weights"])),
+            (&sasrec, with_moments(&gru_names)),
+        ] {
+            let extra: Vec<(&str, Vec<usize>)> =
+                other.iter().map(|(n, s)| (n.as_str(), s.clone())).collect();
+            let bytes = with_tensors(&to_bytes(model).unwrap(), &extra);
+            let back = from_bytes(&bytes).unwrap();
+            assert_eq!(back.artifact.params, model.artifact.params);
+            assert_eq!(back.optimizer, model.optimizer);
+            std::fs::write(&file, &bytes).unwrap();
+            let served = load_for_inference(&file).unwrap();
+            assert_eq!(served.artifact.params, model.artifact.params);
+            // Written again, the empty tensors are gone.
+            assert_eq!(to_bytes(&back).unwrap(), to_bytes(model).unwrap());
+        }
+        let gru_bytes = to_bytes(&gru).unwrap();
+        for stranger in ["sasrec_weights", "adam_m.sasrec_weights", "embedding"] {
+            let bytes = with_tensors(&gru_bytes, &[(stranger, vec![3])]);
+            let err = from_bytes(&bytes).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("{stranger:?} of shape [3]"))
+                    && err.contains("a gru model has no such tensor"),
+                "{err}"
+            );
+            std::fs::write(&file, &bytes).unwrap();
+            let err = load_for_inference(&file).unwrap_err().to_string();
+            assert!(err.contains(stranger), "{err}");
+        }
+        // The model's own tensor, empty: refused for its shape.
+        let sasrec_bytes = to_bytes(&sasrec).unwrap();
+        let st = SafeTensors::deserialize(&sasrec_bytes).unwrap();
+        let views: Vec<(String, TensorView)> = st
+            .tensors()
+            .into_iter()
+            .filter(|(n, _)| n != "sasrec_weights")
+            .collect();
+        let (_, header) = SafeTensors::read_metadata(&sasrec_bytes).unwrap();
+        let without = safetensors::serialize(views, header.metadata()).unwrap();
+        let bytes = with_tensors(&without, &[("sasrec_weights", vec![0])]);
+        let err = from_bytes(&bytes).unwrap_err().to_string();
+        assert!(
+            err.contains("\"sasrec_weights\": expected shape [") && err.contains("found [0]"),
+            "{err}"
+        );
     }
 
     #[test]
