@@ -3,7 +3,10 @@
 //! histories, and as JSON metadata the model's spec (once), the training
 //! settings and history and the catalogue. Written atomically (`files`), so
 //! a crash never leaves half a model; read with every field checked, so a
-//! bad file is an error, not a panic.
+//! bad file is an error, not a panic. The tensors are the spec's
+//! (`Params::tensor_defs`: the embeddings and the tower's own, by the names
+//! the tower gives them) and their optimiser state; an empty tensor the
+//! model does not have is ignored, any other refused.
 //!
 //! This module sits above `train` (it saves what training returns) and
 //! below `retrieval` (which loads what it saved). Inference reads a
@@ -18,7 +21,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Catalog, DataSettings, UserHistories};
-use crate::model::{Artifact, ModelSpec, Params, TENSOR_NAMES};
+use crate::model::{Artifact, ModelSpec, Params, TensorDef};
 use crate::text::{escaped, quoted};
 use crate::train::optimizer::OptimizerState;
 use crate::train::{EpochReport, TrainConfig, TrainedModel};
@@ -124,23 +127,20 @@ fn u32_bytes(v: &[u32]) -> Vec<u8> {
 /// bytes (one metadata key, so no hash-map ordering enters the header).
 pub fn to_bytes(model: &TrainedModel) -> Result<Vec<u8>, FormatError> {
     let artifact = &model.artifact;
-    let shapes = Params::shapes(&artifact.spec);
+    // The spec's tensors only (`Params::tensor_defs`): a GRU model's file
+    // holds no SASRec tensor and the other way round. A tensor without
+    // values is not written (nor read).
+    let defs = Params::tensor_defs(&artifact.spec);
     let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for ((name, shape), data) in TENSOR_NAMES
-        .iter()
-        .zip(&shapes)
-        .zip(artifact.params.tensors())
-    {
-        // The other tower's tensors are empty and not written, so a
-        // GRU model's file is what it was before SASRec existed.
+    for (def, data) in defs.iter().zip(artifact.params.tensors()) {
         if !data.is_empty() {
-            owned.push((name.to_string(), shape.clone(), f32_bytes(data)));
+            owned.push((def.name.to_string(), def.shape.clone(), f32_bytes(data)));
         }
     }
-    // The optimiser's state by the names it gives (`adam_m.kernel`): a
+    // The optimiser's state by the names it gives (`adam_m.gru_kernel`): a
     // buffer has its tensor's shape.
     for (name, tensor, data) in model.optimizer.named_buffers() {
-        owned.push((name, shapes[tensor].clone(), f32_bytes(data)));
+        owned.push((name, defs[tensor].shape.clone(), f32_bytes(data)));
     }
     let users = &artifact.users;
     let user_tensors = [
@@ -404,12 +404,8 @@ fn parse(bytes: &[u8], moments: Moments) -> Result<Parsed, String> {
     // not make the reader ask for terabytes.
     spec.validate(crate::data::table::MAX_ITEM_ID as usize + 1)
         .map_err(|e| format!("spec: {e}"))?;
-    let expected_bytes = Params::shapes(&spec)
-        .iter()
-        .map(|s| s.iter().product::<usize>())
-        .sum::<usize>()
-        * 4
-        * 3;
+    let defs = Params::tensor_defs(&spec);
+    let expected_bytes = defs.iter().map(|t| t.size()).sum::<usize>() * 4 * 3;
     if expected_bytes > bytes.len() {
         return Err(format!(
             "spec {spec:?} needs {expected_bytes} bytes of tensors; the file has {}",
@@ -423,17 +419,13 @@ fn parse(bytes: &[u8], moments: Moments) -> Result<Parsed, String> {
             spec.vocab_size
         ));
     }
-    let shapes = Params::shapes(&spec);
-    let read = |prefix: &str| -> Result<Params, String> {
-        let mut p = Params::zeros(&spec);
-        for ((name, shape), dst) in TENSOR_NAMES.iter().zip(&shapes).zip(p.tensors_mut()) {
-            if shape.iter().product::<usize>() > 0 {
-                *dst = read_tensor(&st, &format!("{prefix}{name}"), shape)?;
-            }
+    let mut params = Params::zeros(&spec);
+    for (def, dst) in defs.iter().zip(params.tensors_mut()) {
+        if def.size() > 0 {
+            *dst = read_tensor(&st, def.name, &def.shape)?;
         }
-        Ok(p)
-    };
-    let params = read("")?;
+    }
+    check_tensor_names(&st, &spec, &defs)?;
     let optimizer_state = match moments {
         Moments::Read => Some(read_optimizer_state(&st)?),
         Moments::Skip => None,
@@ -464,10 +456,41 @@ fn parse(bytes: &[u8], moments: Moments) -> Result<Parsed, String> {
     })
 }
 
-/// Whether a tensor of the file is optimiser state (`adam_m.kernel`): the
-/// model's own tensors and the users' have no dot in their names.
+/// Whether a tensor of the file is optimiser state (`adam_m.gru_kernel`):
+/// the model's own tensors and the users' have no dot in their names.
 fn is_optimizer_state(name: &str) -> bool {
     name.contains('.')
+}
+
+/// The histories' tensors (`read_users`).
+const USER_TENSORS: [&str; 2] = ["user_items", "user_offsets"];
+
+/// Every tensor of the file must be one of the model's (`defs`), a user
+/// tensor, or optimiser state of one of the model's (`{state}.{tensor}`;
+/// `into_trained` reads the states its optimiser keeps). A
+/// tensor of no values that is none of these is ignored: a tensor the
+/// model does not have, as a file may list another tower's empty tensors.
+/// Any other is refused: the file is not the model its spec says. Read
+/// from the header alone, so a load without the moments checks them too.
+fn check_tensor_names(
+    st: &SafeTensors,
+    spec: &ModelSpec,
+    defs: &[TensorDef],
+) -> Result<(), String> {
+    for (name, info) in st.tensors() {
+        let tensor = name.split_once('.').map_or(name.as_str(), |(_, t)| t);
+        let known = defs.iter().any(|t| t.name == tensor)
+            || (!is_optimizer_state(&name) && USER_TENSORS.contains(&name.as_str()));
+        if !known && info.shape().iter().product::<usize>() > 0 {
+            return Err(format!(
+                "tensor {} of shape {}: a {} model has no such tensor",
+                quoted(&name),
+                escaped(&format!("{:?}", info.shape())),
+                format!("{:?}", spec.tower.kind()).to_lowercase()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Every optimiser-state tensor of the file, F32 and finite, by name.
@@ -801,13 +824,13 @@ mod tests {
         let mut model = small_model();
         // Moments unlike the parameters, so a mix-up would show.
         let spec = model.artifact.spec;
-        let size = |t: usize| Params::shapes(&spec)[t].iter().product::<usize>();
-        let m: Vec<f32> = (0..size(0)).map(|i| i as f32).collect();
-        let mut v = vec![0.0; size(5)];
+        let table = spec.vocab_size * spec.dim;
+        let m: Vec<f32> = (0..table).map(|i| i as f32).collect();
+        let mut v = vec![0.0; table];
         v[3] = 7.0;
         assert!(model.optimizer.set_buffer("adam_m.query_embedding", m));
         assert!(model.optimizer.set_buffer("adam_v.candidate_embedding", v));
-        assert!(!model.optimizer.set_buffer("adam_q.kernel", vec![]));
+        assert!(!model.optimizer.set_buffer("adam_q.gru_kernel", vec![]));
         model.optimizer.step = 12;
         model.history.push(EpochReport {
             epoch: 1,
@@ -912,9 +935,102 @@ mod tests {
         assert!(text.contains("sasrec_weights") && !text.contains("gru_kernel"));
         let back = from_bytes(&bytes).unwrap();
         assert_eq!(back.artifact.spec, model.artifact.spec);
-        assert!(!back.artifact.params.tower_weights.is_empty());
+        assert!(!crate::model::sasrec::weights(&back.artifact.params.tower).is_empty());
         assert_eq!(back.artifact.params, model.artifact.params);
         assert_eq!(back.optimizer, model.optimizer);
+    }
+
+    /// `bytes` (a model file) with the tensors `extra` added, zero.
+    fn with_tensors(bytes: &[u8], extra: &[(&str, Vec<usize>)]) -> Vec<u8> {
+        let st = SafeTensors::deserialize(bytes).unwrap();
+        let (_, header) = SafeTensors::read_metadata(bytes).unwrap();
+        let zeros: Vec<Vec<u8>> = extra
+            .iter()
+            .map(|(_, shape)| vec![0u8; 4 * shape.iter().product::<usize>()])
+            .collect();
+        let mut views = st.tensors();
+        for ((name, shape), data) in extra.iter().zip(&zeros) {
+            let view = TensorView::new(Dtype::F32, shape.clone(), data).unwrap();
+            views.push((name.to_string(), view));
+        }
+        safetensors::serialize(views, header.metadata()).unwrap()
+    }
+
+    /// A file may list tensors of no values the model does not have (the
+    /// other tower's, as a file that named every tower's tensors would):
+    /// they are ignored, by both loaders. One with values, or a tensor of
+    /// the model with another shape, is refused by name.
+    #[test]
+    fn another_tower_s_empty_tensors_are_ignored_and_any_other_stranger_refused() {
+        let gru = small_model();
+        let mut sasrec = small_model();
+        sasrec.artifact.spec.tower = crate::model::TowerSpec::SasRec {
+            blocks: 1,
+            heads: 2,
+            activation: crate::model::Activation::Relu,
+        };
+        let spec = sasrec.artifact.spec;
+        sasrec.artifact.params = Params::init(&spec, 3);
+        sasrec.optimizer = OptimizerState::new(sasrec.config.optimizer(), &spec);
+        let gru_names = [
+            "gru_kernel",
+            "gru_recurrent_kernel",
+            "gru_input_bias",
+            "gru_recurrent_bias",
+        ];
+        let with_moments = |names: &[&'static str]| -> Vec<(String, Vec<usize>)> {
+            ["", "adam_m.", "adam_v."]
+                .iter()
+                .flat_map(|prefix| names.iter().map(move |n| (format!("{prefix}{n}"), vec![0])))
+                .collect()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.safetensors");
+        for (model, other) in [
+            (&gru, with_moments(&["sasrec_weights"])),
+            (&sasrec, with_moments(&gru_names)),
+        ] {
+            let extra: Vec<(&str, Vec<usize>)> =
+                other.iter().map(|(n, s)| (n.as_str(), s.clone())).collect();
+            let bytes = with_tensors(&to_bytes(model).unwrap(), &extra);
+            let back = from_bytes(&bytes).unwrap();
+            assert_eq!(back.artifact.params, model.artifact.params);
+            assert_eq!(back.optimizer, model.optimizer);
+            std::fs::write(&file, &bytes).unwrap();
+            let served = load_for_inference(&file).unwrap();
+            assert_eq!(served.artifact.params, model.artifact.params);
+            // Written again, the empty tensors are gone.
+            assert_eq!(to_bytes(&back).unwrap(), to_bytes(model).unwrap());
+        }
+        let gru_bytes = to_bytes(&gru).unwrap();
+        for stranger in ["sasrec_weights", "adam_m.sasrec_weights", "embedding"] {
+            let bytes = with_tensors(&gru_bytes, &[(stranger, vec![3])]);
+            let err = from_bytes(&bytes).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("{stranger:?} of shape [3]"))
+                    && err.contains("a gru model has no such tensor"),
+                "{err}"
+            );
+            std::fs::write(&file, &bytes).unwrap();
+            let err = load_for_inference(&file).unwrap_err().to_string();
+            assert!(err.contains(stranger), "{err}");
+        }
+        // The model's own tensor, empty: refused for its shape.
+        let sasrec_bytes = to_bytes(&sasrec).unwrap();
+        let st = SafeTensors::deserialize(&sasrec_bytes).unwrap();
+        let views: Vec<(String, TensorView)> = st
+            .tensors()
+            .into_iter()
+            .filter(|(n, _)| n != "sasrec_weights")
+            .collect();
+        let (_, header) = SafeTensors::read_metadata(&sasrec_bytes).unwrap();
+        let without = safetensors::serialize(views, header.metadata()).unwrap();
+        let bytes = with_tensors(&without, &[("sasrec_weights", vec![0])]);
+        let err = from_bytes(&bytes).unwrap_err().to_string();
+        assert!(
+            err.contains("\"sasrec_weights\": expected shape [") && err.contains("found [0]"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -150,7 +150,16 @@ fn a_sequence_trained_sasrec_model_trains_evaluates_and_recommends() {
         seqrec::model::QueryTower::Sasrec
     );
     assert!(model.config.sequence_training && model.config.exclude_history_in_loss);
-    assert!(model.artifact.params.recurrent_kernel.is_empty());
+    // The SASRec tower's one tensor and no GRU tensor.
+    let names: Vec<&str> = seqrec::model::Params::tensor_defs(&model.artifact.spec)
+        .iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["query_embedding", "sasrec_weights", "candidate_embedding"]
+    );
+    assert_eq!(model.artifact.params.tower.len(), 1);
     let report = ok(&["--quiet", "evaluate", a.to_str().unwrap(), "--json"]);
     let v: serde_json::Value = serde_json::from_str(&report).unwrap();
     let hr = v["model"]["seen_excluded"][0]["hr"]

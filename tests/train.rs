@@ -712,3 +712,92 @@ fn a_resumed_model_is_replaced_only_by_the_model_that_continues_it() {
     );
     assert_ne!(fs::read(&m).unwrap(), before);
 }
+
+/// Model files written by seqrec 12084ff, before the towers declared their
+/// own tensors (`Tower::tensors`): one epoch of `--preset parity` (GRU)
+/// and of `--preset sasrec`, at 4 dimensions, `--seed 1 --threads 1`, on
+/// `seqrec synth DATA --users 20 --items 12 --ratings 420 --seed 3`.
+const OLD_MODEL_FILES: [&str; 2] = ["gru-12084ff", "sasrec-12084ff"];
+
+fn old_model_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{name}.safetensors"))
+}
+
+#[test]
+fn model_files_of_an_older_seqrec_load_and_resume_with_their_moments() {
+    use safetensors::SafeTensors;
+    use seqrec::model::Params;
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth_data(dir.path(), 20, 12, 420, 3);
+    for name in OLD_MODEL_FILES {
+        let path = old_model_file(name);
+        let bytes = fs::read(&path).unwrap();
+        let file = SafeTensors::deserialize(&bytes).unwrap();
+        let stored = |tensor: &str| -> Vec<f32> {
+            let t = file.tensor(tensor).unwrap();
+            t.data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect()
+        };
+        let model = io::load(&path).unwrap();
+        let defs = Params::tensor_defs(&model.artifact.spec);
+        assert_eq!(
+            defs.len(),
+            model.artifact.params.tower.len() + 2,
+            "{name}: the spec's tensors"
+        );
+        // Every tensor of the file is read, and its moments by the names
+        // the file gives them (`adam_m.gru_kernel`).
+        for (def, values) in defs.iter().zip(model.artifact.params.tensors()) {
+            assert_eq!(values, stored(def.name), "{name}: {}", def.name);
+            for (b, state) in ["adam_m", "adam_v"].iter().enumerate() {
+                let moment = model.optimizer.buffer(def.name, b).unwrap();
+                let want = stored(&format!("{state}.{}", def.name));
+                // (A shared table's candidate half never learns.)
+                let learns =
+                    !(model.artifact.spec.shared_embeddings && def.name == "candidate_embedding");
+                assert_eq!(
+                    want.iter().any(|&x| x != 0.0),
+                    learns,
+                    "{name}: {state}.{}",
+                    def.name
+                );
+                assert_eq!(moment, want, "{name}: {state}.{}", def.name);
+            }
+        }
+        let served = io::load_for_inference(&path).unwrap();
+        assert_eq!(served.artifact.params, model.artifact.params);
+        // Resumed, it trains on as the same model written by this seqrec.
+        let again = dir.path().join(format!("{name}-again"));
+        io::save(&again, &model).unwrap();
+        let resumed = |from: &Path, out: &Path| {
+            let (from, out) = (from.to_str().unwrap(), out.to_str().unwrap());
+            ok(&[
+                "--quiet",
+                "train",
+                data.to_str().unwrap(),
+                "--resume",
+                from,
+                "--epochs",
+                "1",
+                "--threads",
+                "1",
+                "--out",
+                out,
+            ])
+        };
+        let (a, b) = (
+            dir.path().join(format!("{name}-a")),
+            dir.path().join(format!("{name}-b")),
+        );
+        resumed(&path, &a);
+        resumed(&again, &b);
+        let continued = io::load(&a).unwrap();
+        assert_eq!(continued.history.len(), 2, "{name}");
+        assert!(continued.optimizer.step > model.optimizer.step, "{name}");
+        assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap(), "{name}");
+    }
+}

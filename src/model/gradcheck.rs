@@ -142,14 +142,18 @@ struct RefOptions {
 
 /// The whole model's mean loss in f64.
 fn ref_model_loss(
-    p: &[Vec<f64>; 7],
+    p: &[Vec<f64>],
     batch: &Batch,
     v: usize,
     d: usize,
     l: usize,
     o: &RefOptions,
 ) -> f64 {
-    let [qe, w, u, b_in, b_rec, ce, tower] = p;
+    // The registry's order: the query embedding, the tower's, the
+    // candidate embedding.
+    let [qe, tower @ .., ce] = p else {
+        panic!("{} tensors", p.len())
+    };
     let qe_in: Vec<f64> = match &o.input_mask {
         Some(m) => qe.iter().zip(m).map(|(a, b)| a * b).collect(),
         None => qe.clone(),
@@ -168,13 +172,18 @@ fn ref_model_loss(
             .map(|&id| if id == 0 { 0.0 } else { 1.0 })
             .collect();
         let shape = SasRecShape { batch: b, ..shape };
-        let states = super::sasrec::tests::ref_tower(shape, tower, &input, &mask, None);
+        let [weights] = tower else {
+            panic!("SASRec has 1 tensor, not {}", tower.len())
+        };
+        let states = super::sasrec::tests::ref_tower(shape, weights, &input, &mask, None);
         let newest: Vec<usize> = (0..b)
             .map(|row| spec.newest_step(batch.lengths[row] as usize))
             .collect();
         return ref_loss_from_states(&states, &newest, batch, qe, ce, v, d, l, o);
     }
-    assert!(tower.is_empty());
+    let [w, u, b_in, b_rec] = tower else {
+        panic!("a GRU has 4 tensors, not {}", tower.len())
+    };
     let mut gx = vec![0.0; l * b * 3 * d];
     let mut mask = vec![0.0; l * b];
     for t in 0..l {
@@ -771,19 +780,21 @@ fn whole_training_step_matches_finite_differences() {
             },
             ..cfg
         };
-        let shapes = Params::shapes(&case_spec);
-        let mut p64: [Vec<f64>; 7] =
-            std::array::from_fn(|i| random(&mut rng, shapes[i].iter().product(), 0.6));
+        let defs = Params::tensor_defs(&case_spec);
+        let mut p64: Vec<Vec<f64>> = defs
+            .iter()
+            .map(|t| random(&mut rng, t.size(), 0.6))
+            .collect();
         if tower != Gru {
             // LayerNorm gains near 1, as trained ones are.
             let init = super::sasrec::init_weights(l, d, 2, &mut rng);
-            for (x, w) in p64[6].iter_mut().zip(init) {
+            for (x, w) in p64[1].iter_mut().zip(init) {
                 *x = *x * 0.3 + w as f64;
             }
         }
         let params = {
             let mut p = Params::zeros(&case_spec);
-            for (dst, src) in p.tensors_mut().into_iter().zip(&p64) {
+            for (dst, src) in p.tensors_mut().zip(&p64) {
                 *dst = to_f32(src);
             }
             p
@@ -896,12 +907,8 @@ fn whole_training_step_matches_finite_differences() {
                 let sum = model.loss_sum(&mut ws, &batch);
                 assert!((sum / size as f64 - got).abs() < 1e-6);
             }
-            for (i, g) in grads.tensors().iter().enumerate() {
-                let name = super::TENSOR_NAMES[i];
-                if g.is_empty() {
-                    // The other tower's tensor.
-                    continue;
-                }
+            for (i, (g, def)) in grads.tensors().zip(&defs).enumerate() {
+                let name = def.name;
                 if shared && name == "candidate_embedding" {
                     // Unused with a shared table: its gradient went to the query table.
                     assert!(g.iter().all(|&x| x == 0.0));
@@ -931,11 +938,12 @@ fn keras_initialisers() {
     assert_eq!(p, Params::init(&cfg, 42));
     assert_ne!(p, Params::init(&cfg, 43));
     assert!(p.query_embedding.iter().all(|x| x.abs() <= 0.05));
+    let gru = super::gru::GruTensors::of(&p.tower);
     let limit = (6.0f32 / 32.0).sqrt();
-    assert!(p.kernel.iter().all(|x| x.abs() <= limit));
-    assert!(p.kernel.iter().any(|x| x.abs() > 0.5 * limit));
+    assert!(gru.kernel.iter().all(|x| x.abs() <= limit));
+    assert!(gru.kernel.iter().any(|x| x.abs() > 0.5 * limit));
     // Orthogonal 8 x 24: rows orthonormal.
-    let u = &p.recurrent_kernel;
+    let u = gru.recurrent_kernel;
     for i in 0..8 {
         for j in 0..8 {
             let dot: f32 = (0..24).map(|k| u[i * 24 + k] * u[j * 24 + k]).sum();
@@ -945,10 +953,10 @@ fn keras_initialisers() {
             );
         }
     }
-    assert!(p
+    assert!(gru
         .input_bias
         .iter()
-        .chain(&p.recurrent_bias)
+        .chain(gru.recurrent_bias)
         .all(|&x| x == 0.0));
 }
 

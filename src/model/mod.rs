@@ -36,7 +36,7 @@ pub use dropout::{dropout_backward, dropout_forward, dropout_mask, dropout_mask_
 pub use embedding::{SparseRows, TouchedRows};
 pub use encoder::QueryEncoder;
 pub use loss::{Gbce, LossKind, RowLoss, Softmax};
-pub use params::{orthogonal, Gradient, Grads, Params, TENSOR_NAMES};
+pub use params::{orthogonal, Gradient, Grads, Params, TensorDef};
 pub use spec::{Activation, ModelOptions, ModelSpec, Padding, QueryTower, SpecError, TowerSpec};
 pub use step::{Model, StepOptions};
 pub use tower::{gru, sasrec};

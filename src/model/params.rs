@@ -1,4 +1,11 @@
-//! The learned tensors of the two-tower model and their Keras initialisers.
+//! The learned tensors of the two-tower model and their Keras initialisers:
+//! a named-tensor store. The two embedding tables are every model's; the
+//! query tower declares the rest (`Tower::tensors`: each tensor's name and
+//! shape) and `Params::tower` holds them in that order, so a new tower
+//! adds its tensors without a change here. `Params::tensor_defs` is the
+//! registry: every tensor of a spec's model, in the one order
+//! `Params::tensors`, `Grads::tensors`, the optimiser's state and the
+//! model file follow.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -7,111 +14,84 @@ use rand_distr::{Distribution, StandardNormal};
 use super::embedding::SparseRows;
 use super::spec::ModelSpec;
 
+/// The query tower's item embedding's name (in the model file and the
+/// optimiser's buffers, `adam_m.query_embedding`).
+pub const QUERY_EMBEDDING: &str = "query_embedding";
+/// The candidate tower's item embedding's name.
+pub const CANDIDATE_EMBEDDING: &str = "candidate_embedding";
+
+/// One learned tensor: its name (the model file's, and the optimiser
+/// names its state after it: `adam_m.{name}`) and its shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorDef {
+    pub name: &'static str,
+    pub shape: Vec<usize>,
+}
+
+impl TensorDef {
+    pub fn new(name: &'static str, shape: Vec<usize>) -> TensorDef {
+        TensorDef { name, shape }
+    }
+
+    /// Its number of values.
+    pub fn size(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
 /// Every learned tensor, each a flat row-major `f32` buffer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Params {
     /// Query tower's item embedding, `vocab x dim`.
     pub query_embedding: Vec<f32>,
-    /// GRU input kernel, `dim x 3·dim`, gates z, r, h.
-    pub kernel: Vec<f32>,
-    /// GRU recurrent kernel, `dim x 3·dim`.
-    pub recurrent_kernel: Vec<f32>,
-    /// GRU input bias, `3·dim`.
-    pub input_bias: Vec<f32>,
-    /// GRU recurrent bias, `3·dim`.
-    pub recurrent_bias: Vec<f32>,
     /// Candidate tower's item embedding, `vocab x dim`.
     pub candidate_embedding: Vec<f32>,
-    /// The SASRec tower's weights, one flat vector (`sasrec::layout`);
-    /// empty for the GRU, whose tensors are empty for SASRec.
-    pub tower_weights: Vec<f32>,
+    /// The query tower's tensors, in the order and shapes it declares
+    /// (`Tower::tensors`); the tower reads them by name through a view
+    /// of its own (`gru::GruTensors`, `sasrec::weights`).
+    pub tower: Vec<Vec<f32>>,
 }
 
-/// The tensor names, in the order of `Params::tensors`.
-pub const TENSOR_NAMES: [&str; 7] = [
-    "query_embedding",
-    "gru_kernel",
-    "gru_recurrent_kernel",
-    "gru_input_bias",
-    "gru_recurrent_bias",
-    "candidate_embedding",
-    "sasrec_weights",
-];
-
 impl Params {
+    /// Every tensor of a model of `spec`, in the registry's order: the
+    /// query embedding, the tower's (`Tower::tensors`), the candidate
+    /// embedding. `tensors`, `Grads::tensors`, the optimiser's state and
+    /// the model file all follow it.
+    pub fn tensor_defs(spec: &ModelSpec) -> Vec<TensorDef> {
+        let table = vec![spec.vocab_size, spec.dim];
+        let mut defs = vec![TensorDef::new(QUERY_EMBEDDING, table.clone())];
+        defs.extend(spec.tower.tensors(spec));
+        defs.push(TensorDef::new(CANDIDATE_EMBEDDING, table));
+        defs
+    }
+
     pub fn zeros(spec: &ModelSpec) -> Params {
-        let [qe, k, rk, ib, rb, ce, tw] =
-            Params::shapes(spec).map(|s| vec![0.0; s.iter().product()]);
+        let table = spec.vocab_size * spec.dim;
         Params {
-            query_embedding: qe,
-            kernel: k,
-            recurrent_kernel: rk,
-            input_bias: ib,
-            recurrent_bias: rb,
-            candidate_embedding: ce,
-            tower_weights: tw,
+            query_embedding: vec![0.0; table],
+            candidate_embedding: vec![0.0; table],
+            tower: zero_tower(spec),
         }
     }
 
-    /// No tensors at all: the optimiser's moments of a model loaded for
-    /// inference only (`checkpoint::load_for_inference`).
-    pub fn empty() -> Params {
-        Params {
-            query_embedding: Vec::new(),
-            kernel: Vec::new(),
-            recurrent_kernel: Vec::new(),
-            input_bias: Vec::new(),
-            recurrent_bias: Vec::new(),
-            candidate_embedding: Vec::new(),
-            tower_weights: Vec::new(),
-        }
+    /// Every tensor, in the order of `tensor_defs`.
+    pub fn tensors(&self) -> impl Iterator<Item = &[f32]> {
+        std::iter::once(self.query_embedding.as_slice())
+            .chain(self.tower.iter().map(Vec::as_slice))
+            .chain(std::iter::once(self.candidate_embedding.as_slice()))
     }
 
-    /// The shape of each tensor, in the order of `tensors`: a tower's
-    /// tensors are empty (`[0]`) in a model of another tower
-    /// (`Tower::tensor_shapes`).
-    pub fn shapes(spec: &ModelSpec) -> [Vec<usize>; 7] {
-        let (v, d) = (spec.vocab_size, spec.dim);
-        let [kernel, recurrent_kernel, input_bias, recurrent_bias, tower_weights] =
-            spec.tower.tensor_shapes(spec);
-        [
-            vec![v, d],
-            kernel,
-            recurrent_kernel,
-            input_bias,
-            recurrent_bias,
-            vec![v, d],
-            tower_weights,
-        ]
-    }
-
-    pub fn tensors(&self) -> [&[f32]; 7] {
-        [
-            &self.query_embedding,
-            &self.kernel,
-            &self.recurrent_kernel,
-            &self.input_bias,
-            &self.recurrent_bias,
-            &self.candidate_embedding,
-            &self.tower_weights,
-        ]
-    }
-
-    pub fn tensors_mut(&mut self) -> [&mut Vec<f32>; 7] {
-        [
-            &mut self.query_embedding,
-            &mut self.kernel,
-            &mut self.recurrent_kernel,
-            &mut self.input_bias,
-            &mut self.recurrent_bias,
-            &mut self.candidate_embedding,
-            &mut self.tower_weights,
-        ]
+    /// Every tensor, writable, in the order of `tensor_defs`.
+    pub fn tensors_mut(&mut self) -> impl Iterator<Item = &mut Vec<f32>> {
+        std::iter::once(&mut self.query_embedding)
+            .chain(self.tower.iter_mut())
+            .chain(std::iter::once(&mut self.candidate_embedding))
     }
 
     /// Keras' initialisers: embeddings uniform(−0.05, 0.05), the tower's
     /// tensors as it says (`Tower::init_tensors`), biases zero.
-    /// Deterministic from `seed`.
+    /// Deterministic from `seed`: one generator draws the query
+    /// embedding, then the tower's tensors, then the candidate embedding.
     pub fn init(spec: &ModelSpec, seed: u64) -> Params {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let (v, d) = (spec.vocab_size, spec.dim);
@@ -120,10 +100,19 @@ impl Params {
             (0..n).map(|_| rng.random_range(-limit..limit)).collect()
         };
         p.query_embedding = uniform(&mut rng, v * d, 0.05);
-        spec.tower.init_tensors(spec, &mut rng, &mut p);
+        spec.tower.init_tensors(spec, &mut rng, &mut p.tower);
         p.candidate_embedding = uniform(&mut rng, v * d, 0.05);
         p
     }
+}
+
+/// The tower's tensors of a model of `spec`, zero.
+fn zero_tower(spec: &ModelSpec) -> Vec<Vec<f32>> {
+    spec.tower
+        .tensors(spec)
+        .iter()
+        .map(|t| vec![0.0; t.size()])
+        .collect()
 }
 
 /// Keras' `Orthogonal` initialiser for a `rows x cols` matrix: the Q of a
@@ -162,40 +151,24 @@ pub fn orthogonal(rng: &mut impl Rng, rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-/// The gradient of every parameter: the GRU's tensors dense, each embedding
-/// table as the rows the batch touched (so a step's cost follows the batch,
-/// not the catalogue).
+/// The gradient of every parameter: the tower's tensors dense, each
+/// embedding table as the rows the batch touched (so a step's cost follows
+/// the batch, not the catalogue).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Grads {
     /// Query tower's item embedding: touched rows of `vocab x dim`.
     pub query_embedding: SparseRows,
-    /// `dim x 3·dim`.
-    pub kernel: Vec<f32>,
-    /// `dim x 3·dim`.
-    pub recurrent_kernel: Vec<f32>,
-    /// `3·dim`.
-    pub input_bias: Vec<f32>,
-    /// `3·dim`.
-    pub recurrent_bias: Vec<f32>,
     /// Candidate tower's item embedding: touched rows (none with shared
     /// embeddings, whose candidate gradient goes to the query table).
     pub candidate_embedding: SparseRows,
-    /// The SASRec tower's weights, dense.
-    pub tower_weights: Vec<f32>,
+    /// The tower's tensors' gradients, dense, as `Params::tower`.
+    pub tower: Vec<Vec<f32>>,
 }
 
 impl Grads {
     pub fn zeros(spec: &ModelSpec) -> Grads {
-        let p = Params::zeros(&ModelSpec {
-            vocab_size: 0,
-            ..*spec
-        });
         Grads {
-            kernel: p.kernel,
-            recurrent_kernel: p.recurrent_kernel,
-            input_bias: p.input_bias,
-            recurrent_bias: p.recurrent_bias,
-            tower_weights: p.tower_weights,
+            tower: zero_tower(spec),
             ..Grads::default()
         }
     }
@@ -207,11 +180,7 @@ impl Grads {
             .add_to_dense(&mut p.query_embedding, spec.dim);
         self.candidate_embedding
             .add_to_dense(&mut p.candidate_embedding, spec.dim);
-        p.kernel.clone_from(&self.kernel);
-        p.recurrent_kernel.clone_from(&self.recurrent_kernel);
-        p.input_bias.clone_from(&self.input_bias);
-        p.recurrent_bias.clone_from(&self.recurrent_bias);
-        p.tower_weights.clone_from(&self.tower_weights);
+        p.tower.clone_from(&self.tower);
         p
     }
 }
@@ -228,18 +197,12 @@ pub enum Gradient<'a> {
 }
 
 impl Grads {
-    /// Every tensor's gradient, in the order of `TENSOR_NAMES`: with the
-    /// names and `Params::tensors`, the registry optimisers walk without
-    /// naming a tensor.
-    pub fn tensors(&self) -> [Gradient<'_>; 7] {
-        [
-            Gradient::Rows(&self.query_embedding),
-            Gradient::Dense(&self.kernel),
-            Gradient::Dense(&self.recurrent_kernel),
-            Gradient::Dense(&self.input_bias),
-            Gradient::Dense(&self.recurrent_bias),
-            Gradient::Rows(&self.candidate_embedding),
-            Gradient::Dense(&self.tower_weights),
-        ]
+    /// Every tensor's gradient, in the order of `Params::tensor_defs`:
+    /// with the names and `Params::tensors`, the registry optimisers walk
+    /// without naming a tensor.
+    pub fn tensors(&self) -> impl Iterator<Item = Gradient<'_>> {
+        std::iter::once(Gradient::Rows(&self.query_embedding))
+            .chain(self.tower.iter().map(|g| Gradient::Dense(g)))
+            .chain(std::iter::once(Gradient::Rows(&self.candidate_embedding)))
     }
 }

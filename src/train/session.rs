@@ -114,9 +114,13 @@ const GIB: f64 = (1u64 << 30) as f64;
 /// the optimiser's two moments, three copies of every table (saturating:
 /// the product can overflow only when it is far too large anyway).
 pub fn training_bytes(spec: &ModelSpec) -> u64 {
-    Params::shapes(spec)
+    Params::tensor_defs(spec)
         .iter()
-        .map(|s| s.iter().fold(1u64, |n, &d| n.saturating_mul(d as u64)))
+        .map(|t| {
+            t.shape
+                .iter()
+                .fold(1u64, |n, &d| n.saturating_mul(d as u64))
+        })
         .fold(0u64, u64::saturating_add)
         .saturating_mul(4 * 3)
 }

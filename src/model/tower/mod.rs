@@ -9,17 +9,20 @@
 //! - a type `T: Tower + Default` holding its buffers: `forward` (a batch of
 //!   windows to `N x D` queries), `backward` (the queries' gradients back to
 //!   its tensors and the input rows), `infer` (the query at each row's
-//!   newest step), the parameter layout (`tensor_shapes`, `init_tensors`:
-//!   which of `Params`' tower tensors it uses, the GRU's four or the flat
-//!   `tower_weights`), and the constants that describe its cost;
+//!   newest step), its tensors (`tensors`: each one's name, the model
+//!   file's and the optimiser state's, and shape; `init_tensors`: their
+//!   initial values), and the constants that describe its cost. It finds
+//!   its tensors in `Params::tower` and writes their gradients to
+//!   `Grads::tower`, in the order `tensors` declares (a view with named
+//!   fields keeps the indices in one place: `gru::GruTensors`);
 //! - then one arm in each match over the towers, all exhaustive (the
 //!   compiler lists any left out): in `spec`, a `QueryTower` name (the
 //!   `--tower` flag and the model file's `tower` field) and a `TowerSpec`
 //!   variant with its hyper-parameters (`TowerSpec::{kind, from_flat,
 //!   flat}`); here, an `AnyTower` variant (`AnyTower::{kind, for_spec}`,
 //!   `for_each_tower!`) and its type in `with_tower!`. The step, the loss,
-//!   the encoder, `Params` and training dispatch through these and need no
-//!   change.
+//!   the encoder, the parameters, the optimiser, the model file and
+//!   training dispatch through these and need no change.
 //!
 //! Shapes: `B` rows in a batch, `L` = `spec.context_len`, `D` = `spec.dim`,
 //! `U` distinct rows the batch's windows read, `N` queries.
@@ -31,7 +34,7 @@ pub mod sasrec;
 use rand_chacha::ChaCha8Rng;
 
 use super::batch::Batch;
-use super::params::{Grads, Params};
+use super::params::{Grads, Params, TensorDef};
 use super::spec::{ModelSpec, QueryTower, TowerSpec};
 use super::step::{Model, StepOptions};
 pub use gru::{GruTower, InputProjection};
@@ -64,14 +67,16 @@ pub trait Tower: Default {
     /// Whether padding steps are masked whatever `spec.mask_padding` says.
     const ALWAYS_MASKS_PADDING: bool;
 
-    /// The shapes of `Params`' tower tensors, in its order: GRU kernel,
-    /// recurrent kernel, input bias, recurrent bias, flat `tower_weights`;
-    /// `[0]` for the ones this tower does not use.
-    fn tensor_shapes(spec: &ModelSpec) -> [Vec<usize>; 5];
+    /// The tower's tensors, in the order `Params::tower` and
+    /// `Grads::tower` hold them: each one's name (the model file's, and
+    /// its optimiser state's: `adam_m.{name}`) and shape. Names are unique
+    /// across towers and never change, or older model files stop loading.
+    fn tensors(spec: &ModelSpec) -> Vec<TensorDef>;
 
-    /// Draws the tower's tensors from `rng`, which has just drawn the query
-    /// embedding (the candidate embedding is drawn after).
-    fn init_tensors(spec: &ModelSpec, rng: &mut ChaCha8Rng, params: &mut Params);
+    /// Draws the tower's tensors (`tensors`, zero) from `rng`, which has
+    /// just drawn the query embedding (the candidate embedding is drawn
+    /// after).
+    fn init_tensors(spec: &ModelSpec, rng: &mut ChaCha8Rng, tensors: &mut [Vec<f32>]);
 
     /// What inference computes once from the fixed parameters and hands
     /// to every `infer`; empty where nothing is worth computing ahead.
@@ -92,7 +97,7 @@ pub trait Tower: Default {
     );
 
     /// Back-propagates `d_queries` (`N x D`, after the last `forward` over
-    /// `input`): writes the tower's tensors' gradients into `grads`
+    /// `input`): writes the tower's tensors' gradients into `grads.tower`
     /// (overwritten) and the input rows' gradient into
     /// `grads.query_embedding.values` (`U x D`).
     fn backward(
@@ -243,12 +248,12 @@ impl TowerSpec {
         with_tower!(self, T => T::ALWAYS_MASKS_PADDING)
     }
 
-    pub fn tensor_shapes(&self, spec: &ModelSpec) -> [Vec<usize>; 5] {
-        with_tower!(self, T => T::tensor_shapes(spec))
+    pub fn tensors(&self, spec: &ModelSpec) -> Vec<TensorDef> {
+        with_tower!(self, T => T::tensors(spec))
     }
 
-    pub fn init_tensors(&self, spec: &ModelSpec, rng: &mut ChaCha8Rng, params: &mut Params) {
-        with_tower!(self, T => T::init_tensors(spec, rng, params))
+    pub fn init_tensors(&self, spec: &ModelSpec, rng: &mut ChaCha8Rng, tensors: &mut [Vec<f32>]) {
+        with_tower!(self, T => T::init_tensors(spec, rng, tensors))
     }
 
     pub fn inference_tables(&self, spec: &ModelSpec, params: &Params) -> Vec<f32> {

@@ -3,9 +3,10 @@
 //! gradient is the rows a step touched (`table_step`), each with the
 //! per-tensor state buffers it keeps (`state_names`: AdamW's two moments).
 //! `OptimizerState` holds the chosen optimiser, the step count and every
-//! tensor's buffers, and walks the parameter registry (`TENSOR_NAMES`,
-//! `Params::tensors`, `Grads::tensors`) once for all of them; the model file stores each buffer
-//! by name (`adam_m.query_embedding`) without knowing which optimiser ran.
+//! tensor's buffers, and walks the parameter registry (the spec's
+//! `Params::tensor_defs`, `Params::tensors`, `Grads::tensors`, one order)
+//! once for all of them; the model file stores each buffer by name
+//! (`adam_m.query_embedding`) without knowing which optimiser ran.
 //!
 //! A new optimiser is one file here implementing `Optimizer`, an arm of
 //! `AnyOptimizer` (static dispatch, no allocation per step) and a value of
@@ -15,7 +16,7 @@ pub mod adamw;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Gradient, Grads, ModelSpec, Params, SparseRows, TENSOR_NAMES};
+use crate::model::{Gradient, Grads, ModelSpec, Params, SparseRows};
 
 pub use adamw::{AdamW, AdamWConfig, LazyAdamW};
 
@@ -87,9 +88,11 @@ pub struct OptimizerState {
     pub optimizer: AnyOptimizer,
     /// Steps taken (the bias correction's `t`).
     pub step: u64,
-    /// `buffers[t][b]`: tensor `t` (`TENSOR_NAMES` order), buffer `b`
-    /// (`state_names` order). Empty for a tensor the model does not have,
-    /// and for a model loaded for inference.
+    /// The model's tensors' names, in the registry's order
+    /// (`Params::tensor_defs`).
+    tensors: Vec<&'static str>,
+    /// `buffers[t][b]`: tensor `t` (`tensors`' order), buffer `b`
+    /// (`state_names` order).
     buffers: Vec<Vec<Vec<f32>>>,
 }
 
@@ -97,14 +100,15 @@ impl OptimizerState {
     /// A fresh state: every buffer zero, of its tensor's size.
     pub fn new(optimizer: AnyOptimizer, spec: &ModelSpec) -> OptimizerState {
         let names = optimizer.get().state_names().len();
-        let buffers = Params::shapes(spec)
-            .iter()
-            .map(|s| vec![vec![0.0; s.iter().product()]; names])
-            .collect();
+        let defs = Params::tensor_defs(spec);
         OptimizerState {
             optimizer,
             step: 0,
-            buffers,
+            tensors: defs.iter().map(|t| t.name).collect(),
+            buffers: defs
+                .iter()
+                .map(|t| vec![vec![0.0; t.size()]; names])
+                .collect(),
         }
     }
 
@@ -114,9 +118,13 @@ impl OptimizerState {
         self.step += 1;
         self.optimizer.get_mut().begin_step(lr, self.step);
         let optimizer = self.optimizer.get();
-        let mut dense = Vec::with_capacity(TENSOR_NAMES.len());
+        assert!(
+            params.tower.len() + 2 == self.buffers.len() && grads.tower.len() == params.tower.len(),
+            "the parameters and gradients of the optimiser's model"
+        );
+        let mut dense = Vec::with_capacity(self.buffers.len());
         let mut tables = Vec::with_capacity(2);
-        let tensors = params.tensors_mut().into_iter().zip(grads.tensors());
+        let tensors = params.tensors_mut().zip(grads.tensors());
         for ((p, g), state) in tensors.zip(self.buffers.iter_mut()) {
             match g {
                 Gradient::Dense(g) => dense.push((p, g, state)),
@@ -144,12 +152,13 @@ impl OptimizerState {
     }
 
     /// Every state buffer the model has, by its name in the model file
-    /// (`adam_m.query_embedding`), with its tensor's index in
-    /// `TENSOR_NAMES` (whose shape it has), in a fixed order.
+    /// (`adam_m.query_embedding`), with its tensor's index in the
+    /// registry (`Params::tensor_defs`, whose shape it has), in a fixed
+    /// order.
     pub fn named_buffers(&self) -> Vec<(String, usize, &[f32])> {
         let mut out = Vec::new();
         for (b, name) in self.optimizer.get().state_names().iter().enumerate() {
-            for (t, tensor) in TENSOR_NAMES.iter().enumerate() {
+            for (t, tensor) in self.tensors.iter().enumerate() {
                 if let Some(buffer) = self.buffers.get(t).and_then(|s| s.get(b)) {
                     if !buffer.is_empty() {
                         out.push((format!("{name}.{tensor}"), t, buffer.as_slice()));
@@ -163,12 +172,12 @@ impl OptimizerState {
     /// The names `named_buffers` would give a model of `spec`, with each
     /// buffer's shape: what a model file must hold to resume.
     pub fn buffer_shapes(&self, spec: &ModelSpec) -> Vec<(String, Vec<usize>)> {
-        let shapes = Params::shapes(spec);
+        let defs = Params::tensor_defs(spec);
         let mut out = Vec::new();
         for name in self.optimizer.get().state_names() {
-            for (tensor, shape) in TENSOR_NAMES.iter().zip(&shapes) {
-                if shape.iter().product::<usize>() > 0 {
-                    out.push((format!("{name}.{tensor}"), shape.clone()));
+            for tensor in &defs {
+                if tensor.size() > 0 {
+                    out.push((format!("{name}.{}", tensor.name), tensor.shape.clone()));
                 }
             }
         }
@@ -184,7 +193,7 @@ impl OptimizerState {
         };
         let (Some(b), Some(t)) = (
             names.iter().position(|n| *n == buffer),
-            TENSOR_NAMES.iter().position(|n| *n == tensor),
+            self.tensors.iter().position(|n| *n == tensor),
         ) else {
             return false;
         };
@@ -216,7 +225,7 @@ impl OptimizerState {
 
     /// Buffer `b` of tensor `name` (for tests and tools).
     pub fn buffer(&self, tensor: &str, b: usize) -> Option<&[f32]> {
-        let t = TENSOR_NAMES.iter().position(|n| *n == tensor)?;
+        let t = self.tensors.iter().position(|n| *n == tensor)?;
         Some(self.buffers.get(t)?.get(b)?.as_slice())
     }
 }

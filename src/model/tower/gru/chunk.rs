@@ -4,8 +4,8 @@
 //! runs one per job.
 
 use super::cell::{self, GruCache, GruGradScratch, GruInput, GruShape};
+use super::GruTensors;
 use crate::model::embedding;
-use crate::model::params::Params;
 use crate::model::spec::ModelSpec;
 
 /// Where a tower chunk's tokens find their inputs; the chunk's windows
@@ -74,7 +74,7 @@ impl GruChunk {
     pub fn forward(
         &mut self,
         spec: &ModelSpec,
-        params: &Params,
+        gru: GruTensors<&[f32]>,
         input: ChunkInput,
         contexts: &[u32],
     ) {
@@ -105,15 +105,15 @@ impl GruChunk {
                 embedding::gather_rows_serial(table, d, &self.ids, &mut self.token_rows);
                 GruInput::Tokens {
                     x: &self.token_rows,
-                    w: &params.kernel,
-                    b_in: &params.input_bias,
+                    w: gru.kernel,
+                    b_in: gru.input_bias,
                 }
             }
         };
         cell::forward(
             input,
-            &params.recurrent_kernel,
-            &params.recurrent_bias,
+            gru.recurrent_kernel,
+            gru.recurrent_bias,
             mask,
             shape,
             &mut self.cache,
@@ -143,7 +143,7 @@ impl GruChunk {
     pub(super) fn backward(
         &mut self,
         spec: &ModelSpec,
-        params: &Params,
+        gru: GruTensors<&[f32]>,
         d_out: ChunkGrad,
         d_inputs: &mut [f32],
         d_rows: Option<&mut [f32]>,
@@ -178,7 +178,7 @@ impl GruChunk {
             self.d_input_bias.resize(3 * d, 0.0);
             cell::TokenGrads {
                 x: &self.token_rows,
-                w: &params.kernel,
+                w: gru.kernel,
                 dw: &mut self.d_kernel,
                 db_in: &mut self.d_input_bias,
                 dx,
@@ -187,7 +187,7 @@ impl GruChunk {
         cell::backward(
             d_out,
             d_states,
-            &params.recurrent_kernel,
+            gru.recurrent_kernel,
             mask,
             shape,
             &self.cache,

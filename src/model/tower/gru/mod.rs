@@ -6,8 +6,9 @@
 //! projection `E·W + b_in` is done once per distinct row or token by token
 //! (`InputProjection`).
 //!
-//! Parameters: `Params::kernel` (`D x 3D`), `recurrent_kernel` (`D x
-//! 3D`), `input_bias` and `recurrent_bias` (`3D`); gates z, r, h.
+//! Parameters: four tensors in `Params::tower`, read by name through
+//! `GruTensors`: `kernel` (`D x 3D`), `recurrent_kernel` (`D x 3D`),
+//! `input_bias` and `recurrent_bias` (`3D`); gates z, r, h.
 
 pub mod cell;
 mod chunk;
@@ -25,7 +26,7 @@ use super::{query_steps, InputRows, Queries, Tower, WindowRows};
 use crate::kernels;
 use crate::model::batch::Batch;
 use crate::model::embedding;
-use crate::model::params::{orthogonal, Grads, Params};
+use crate::model::params::{orthogonal, Grads, Params, TensorDef};
 use crate::model::spec::ModelSpec;
 use crate::model::step::{Model, StepOptions};
 
@@ -64,40 +65,96 @@ impl GruTower {
     }
 }
 
+/// The GRU's tensors by name: a view of `Params::tower` (`&[f32]`) or
+/// `Grads::tower` (`&mut [f32]`), which hold them in this order.
+#[derive(Clone, Copy)]
+pub struct GruTensors<T> {
+    /// Input kernel, `D x 3D`.
+    pub kernel: T,
+    /// Recurrent kernel, `D x 3D`.
+    pub recurrent_kernel: T,
+    /// Input bias, `3D`.
+    pub input_bias: T,
+    /// Recurrent bias, `3D`.
+    pub recurrent_bias: T,
+}
+
+/// The GRU's tensors' names in the model file, in `GruTensors`' order.
+const TENSOR_NAMES: [&str; 4] = [
+    "gru_kernel",
+    "gru_recurrent_kernel",
+    "gru_input_bias",
+    "gru_recurrent_bias",
+];
+
+impl<'a> GruTensors<&'a [f32]> {
+    /// The GRU's tensors in `tower` (`Params::tower` of a GRU model).
+    pub fn of(tower: &'a [Vec<f32>]) -> Self {
+        match tower {
+            [kernel, recurrent_kernel, input_bias, recurrent_bias] => GruTensors {
+                kernel,
+                recurrent_kernel,
+                input_bias,
+                recurrent_bias,
+            },
+            _ => panic!("a GRU has 4 tensors, not {}", tower.len()),
+        }
+    }
+}
+
+impl<'a> GruTensors<&'a mut [f32]> {
+    /// The GRU's tensors in `tower`, writable (`Grads::tower`, or
+    /// `Params::tower` being initialised).
+    pub fn of_mut(tower: &'a mut [Vec<f32>]) -> Self {
+        let len = tower.len();
+        match tower {
+            [kernel, recurrent_kernel, input_bias, recurrent_bias] => GruTensors {
+                kernel,
+                recurrent_kernel,
+                input_bias,
+                recurrent_bias,
+            },
+            _ => panic!("a GRU has 4 tensors, not {len}"),
+        }
+    }
+}
+
 impl Tower for GruTower {
     const INFERENCE_ROWS: usize = 256;
     const COST_FOLLOWS_LONGEST_WINDOW: bool = false;
     const ALWAYS_MASKS_PADDING: bool = false;
 
-    fn tensor_shapes(spec: &ModelSpec) -> [Vec<usize>; 5] {
+    fn tensors(spec: &ModelSpec) -> Vec<TensorDef> {
         let d = spec.dim;
-        [
-            vec![d, 3 * d],
-            vec![d, 3 * d],
-            vec![3 * d],
-            vec![3 * d],
-            vec![0],
-        ]
+        let shapes = [vec![d, 3 * d], vec![d, 3 * d], vec![3 * d], vec![3 * d]];
+        TENSOR_NAMES
+            .into_iter()
+            .zip(shapes)
+            .map(|(name, shape)| TensorDef::new(name, shape))
+            .collect()
     }
 
     /// Keras' initialisers: the input kernel Glorot-uniform, the recurrent
     /// kernel orthogonal, biases zero.
-    fn init_tensors(spec: &ModelSpec, rng: &mut ChaCha8Rng, params: &mut Params) {
+    fn init_tensors(spec: &ModelSpec, rng: &mut ChaCha8Rng, tensors: &mut [Vec<f32>]) {
         let d = spec.dim;
+        let t = GruTensors::of_mut(tensors);
         let glorot = (6.0 / (d + 3 * d) as f64).sqrt() as f32;
-        params.kernel = (0..d * 3 * d)
-            .map(|_| rng.random_range(-glorot..glorot))
-            .collect();
-        params.recurrent_kernel = orthogonal(rng, d, 3 * d);
+        for x in t.kernel.iter_mut() {
+            *x = rng.random_range(-glorot..glorot);
+        }
+        t.recurrent_kernel
+            .copy_from_slice(&orthogonal(rng, d, 3 * d));
     }
 
     /// `V x 3D`: `E·W + b_in` for every id.
     fn inference_tables(spec: &ModelSpec, params: &Params) -> Vec<f32> {
         let mut projected = vec![0.0; spec.vocab_size * 3 * spec.dim];
+        let gru = GruTensors::of(&params.tower);
         embedding::project_table(
             &params.query_embedding,
-            &params.kernel,
-            &params.input_bias,
+            gru.kernel,
+            gru.input_bias,
             spec.dim,
             &mut projected,
             1,
@@ -115,15 +172,16 @@ impl Tower for GruTower {
         _step: &StepOptions,
         queries: &mut Queries,
     ) {
-        let (spec, params) = (model.spec, model.params);
+        let spec = model.spec;
+        let gru = GruTensors::of(&model.params.tower);
         let (d, l, u) = (spec.dim, spec.context_len, input.distinct);
         self.projects_tokens = self.projection.per_token(u, input.windows.len());
         if !self.projects_tokens {
             self.projected.resize(u * 3 * d, 0.0);
             embedding::project_table(
                 input.rows,
-                &params.kernel,
-                &params.input_bias,
+                gru.kernel,
+                gru.input_bias,
                 d,
                 &mut self.projected,
                 model.threads,
@@ -143,7 +201,7 @@ impl Tower for GruTower {
         let windows = input.windows;
         self.chunks.par_iter_mut().for_each(|c| {
             let contexts = &windows[c.rows.start * l..c.rows.end * l];
-            c.forward(spec, params, chunk_input, contexts)
+            c.forward(spec, gru, chunk_input, contexts)
         });
         gather_queries(
             spec,
@@ -165,7 +223,8 @@ impl Tower for GruTower {
         _step: &StepOptions,
         grads: &mut Grads,
     ) {
-        let (spec, params) = (model.spec, model.params);
+        let spec = model.spec;
+        let gru = GruTensors::of(&model.params.tower);
         let d = spec.dim;
         let (u, l) = (input.distinct, spec.context_len);
         let tokens = input.windows.len();
@@ -197,7 +256,7 @@ impl Tower for GruTower {
                         d_queries: &d_queries[q.start * d..q.end * d],
                     }
                 };
-                c.backward(spec, params, d_out, d_inputs, d_rows)
+                c.backward(spec, gru, d_out, d_inputs, d_rows)
             });
         // Each projected row's gradient is the sum of its tokens' rows, in
         // batch order whatever the thread count; in parallel over slots.
@@ -210,17 +269,18 @@ impl Tower for GruTower {
             &mut self.token_start,
             &mut self.slot_tokens,
         );
-        grads.recurrent_kernel.fill(0.0);
-        grads.recurrent_bias.fill(0.0);
+        let g = GruTensors::of_mut(&mut grads.tower);
+        g.recurrent_kernel.fill(0.0);
+        g.recurrent_bias.fill(0.0);
         for c in &self.chunks {
-            kernels::add_assign(&mut grads.recurrent_kernel, &c.d_recurrent);
-            kernels::add_assign(&mut grads.recurrent_bias, &c.d_recurrent_bias);
+            kernels::add_assign(g.recurrent_kernel, &c.d_recurrent);
+            kernels::add_assign(g.recurrent_bias, &c.d_recurrent_bias);
         }
         let query = &mut grads.query_embedding;
         query.values.clear();
         query.values.resize(u * d, 0.0);
-        grads.kernel.fill(0.0);
-        grads.input_bias.fill(0.0);
+        g.kernel.fill(0.0);
+        g.input_bias.fill(0.0);
         if self.projects_tokens {
             // Each row's gradient is the sum of its tokens' input-row
             // gradients; the kernel's, the chunks' in chunk order.
@@ -232,8 +292,8 @@ impl Tower for GruTower {
                 &mut query.values,
             );
             for c in &self.chunks {
-                kernels::add_assign(&mut grads.kernel, &c.d_kernel);
-                kernels::add_assign(&mut grads.input_bias, &c.d_input_bias);
+                kernels::add_assign(g.kernel, &c.d_kernel);
+                kernels::add_assign(g.input_bias, &c.d_input_bias);
             }
             return;
         }
@@ -247,12 +307,12 @@ impl Tower for GruTower {
         );
         embedding::project_table_backward(
             input.rows,
-            &params.kernel,
+            gru.kernel,
             &self.d_projected,
             d,
             &mut query.values,
-            &mut grads.kernel,
-            &mut grads.input_bias,
+            g.kernel,
+            g.input_bias,
             model.threads,
         );
     }
@@ -278,7 +338,7 @@ impl Tower for GruTower {
         chunk.rows = 0..0;
         chunk.forward(
             model.spec,
-            model.params,
+            GruTensors::of(&model.params.tower),
             ChunkInput::Projected(tables),
             &batch.contexts,
         );

@@ -58,7 +58,7 @@ use rand_chacha::ChaCha8Rng;
 use super::{query_steps, InputRows, Queries, Tower, WindowRows};
 use crate::kernels;
 use crate::model::batch::Batch;
-use crate::model::params::{Grads, Params};
+use crate::model::params::{Grads, TensorDef};
 use crate::model::spec::{ModelSpec, Padding, TowerSpec};
 use crate::model::step::{Model, StepOptions};
 
@@ -155,6 +155,28 @@ fn tower_token(slot: u32, l: usize, columns: &std::ops::Range<usize>) -> usize {
     row * columns.len() + t - columns.start
 }
 
+/// The tower's one tensor's name in the model file: every weight, laid
+/// out as `layout` says.
+const TENSOR_NAME: &str = "sasrec_weights";
+
+/// The tower's weights in `tower` (`Params::tower` of a SASRec model).
+pub fn weights(tower: &[Vec<f32>]) -> &[f32] {
+    match tower {
+        [weights] => weights,
+        _ => panic!("SASRec has 1 tensor, not {}", tower.len()),
+    }
+}
+
+/// The tower's weights in `tower`, writable (`Grads::tower`, or
+/// `Params::tower` being initialised).
+pub fn weights_mut(tower: &mut [Vec<f32>]) -> &mut Vec<f32> {
+    let len = tower.len();
+    match tower {
+        [weights] => weights,
+        _ => panic!("SASRec has 1 tensor, not {len}"),
+    }
+}
+
 impl Tower for SasRecTower {
     /// Smaller than the GRU's: a chunk's cost grows with its longest
     /// window, and the longest chunk must not hold up the rest.
@@ -162,24 +184,19 @@ impl Tower for SasRecTower {
     const COST_FOLLOWS_LONGEST_WINDOW: bool = true;
     const ALWAYS_MASKS_PADDING: bool = true;
 
-    fn tensor_shapes(spec: &ModelSpec) -> [Vec<usize>; 5] {
+    fn tensors(spec: &ModelSpec) -> Vec<TensorDef> {
         let TowerSpec::SasRec { blocks, .. } = spec.tower else {
             panic!("SASRec tensors for a {:?} spec", spec.tower.kind());
         };
-        [
-            vec![0],
-            vec![0],
-            vec![0],
-            vec![0],
-            vec![weight_count(spec.context_len, spec.dim, blocks)],
-        ]
+        let size = weight_count(spec.context_len, spec.dim, blocks);
+        vec![TensorDef::new(TENSOR_NAME, vec![size])]
     }
 
-    fn init_tensors(spec: &ModelSpec, rng: &mut ChaCha8Rng, params: &mut Params) {
+    fn init_tensors(spec: &ModelSpec, rng: &mut ChaCha8Rng, tensors: &mut [Vec<f32>]) {
         let TowerSpec::SasRec { blocks, .. } = spec.tower else {
             panic!("SASRec tensors for a {:?} spec", spec.tower.kind());
         };
-        params.tower_weights = init_weights(spec.context_len, spec.dim, blocks, rng);
+        *weights_mut(tensors) = init_weights(spec.context_len, spec.dim, blocks, rng);
     }
 
     /// Every token's input row, the tower, then the output at each
@@ -196,7 +213,7 @@ impl Tower for SasRecTower {
         let shape = self.gather_tokens(model.spec, batch, input);
         forward(
             shape,
-            &model.params.tower_weights,
+            weights(&model.params.tower),
             &self.input,
             &self.mask,
             step.tower_dropout,
@@ -237,14 +254,14 @@ impl Tower for SasRecTower {
         self.d_input.resize(tokens * d, 0.0);
         backward(
             shape(model.spec, rows, columns.start, steps),
-            &model.params.tower_weights,
+            weights(&model.params.tower),
             &self.d_output,
             &self.mask,
             step.tower_dropout,
             step.dropout_seed ^ DROPOUT_SEED,
             model.threads,
             &mut self.cache,
-            &mut grads.tower_weights,
+            weights_mut(&mut grads.tower),
             &mut self.d_input,
         );
         let query = &mut grads.query_embedding;
@@ -288,7 +305,7 @@ impl Tower for SasRecTower {
             .collect();
         forward_at(
             shape,
-            &model.params.tower_weights,
+            weights(&model.params.tower),
             &self.input,
             &self.mask,
             &at,
