@@ -682,3 +682,49 @@ fn a_resumed_model_is_replaced_only_by_the_model_that_continues_it() {
     );
     assert_ne!(fs::read(&m).unwrap(), before);
 }
+
+#[test]
+fn a_config_file_is_a_regular_file_of_bounded_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_dataset(dir.path(), 10);
+    let fifo = dir.path().join("config.toml");
+    mkfifo(&fifo);
+    let big = dir.path().join("big.toml");
+    fs::write(&big, "#".repeat(2 << 20)).unwrap();
+    let model = dir.path().join("m");
+    for (config, want) in [
+        (
+            "/dev/zero".to_string(),
+            "--config /dev/zero: is a character device, not a regular file".to_string(),
+        ),
+        (
+            fifo.display().to_string(),
+            format!(
+                "--config {}: is a FIFO (named pipe), not a regular file",
+                fifo.display()
+            ),
+        ),
+        (
+            big.display().to_string(),
+            format!(
+                "--config {}: 2097152 bytes, larger than the 1 MiB a config file may be",
+                big.display()
+            ),
+        ),
+    ] {
+        let args = [
+            "train",
+            data.to_str().unwrap(),
+            "--out",
+            model.to_str().unwrap(),
+            "--config",
+            &config,
+        ];
+        // /dev/zero was read without end (3 GB in 2 s), a FIFO waited on.
+        let (out, finished) = seqrec_within(&args, 30);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(finished && !out.status.success(), "{config}: {err}");
+        assert!(err.contains(&want), "{config}: {err}");
+    }
+    assert!(!model.exists());
+}

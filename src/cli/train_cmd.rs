@@ -154,8 +154,8 @@ fn resolve_settings(args: &TrainArgs, base: Settings) -> Result<Settings> {
         None => base,
     };
     if let Some(path) = &args.config {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read the config file", path.display()))?;
+        let text = crate::files::read_text(path, train::config::MAX_CONFIG_BYTES, "a config file")
+            .map_err(|e| anyhow::anyhow!("--config {e}"))?;
         settings = settings
             .overlay_toml(&text)
             .with_context(|| format!("{}: not a valid seqrec config", path.display()))?;
