@@ -503,10 +503,32 @@ fn train_builds_the_index_serving_will_use_when_asked_or_past_the_threshold() {
         let (model, summary) = train(&format!("{index}.safetensors"), index);
         assert!(!approx::cache_path(&model).exists(), "{index}");
         assert!(summary.get("index_seconds").is_none(), "{index}");
+        assert_eq!(summary["index"], serde_json::json!({"kind": "exact"}));
     }
     let (model, summary) = train("approx.safetensors", "approx");
     assert!(summary["index_seconds"].as_f64().unwrap() >= 0.0);
     let cache = approx::cache_path(&model);
+    // The summary says which index, where, how big, how long it took.
+    let index = &summary["index"];
+    assert_eq!(index["kind"], "approx");
+    assert_eq!(index["path"], cache.display().to_string());
+    assert_eq!(index["items"], 300);
+    assert_eq!(index["from"], "built");
+    assert_eq!(index["bytes"], fs::metadata(&cache).unwrap().len());
+    assert!(index["seconds"].as_f64().unwrap() >= 0.0);
+    // And in text.
+    let text_model = dir.path().join("text.safetensors");
+    let text = train_one_epoch(data.to_str().unwrap(), &text_model, &["--index", "approx"]);
+    let line = format!(
+        "approximate index over 300 items written to {}",
+        approx::cache_path(&text_model).display()
+    );
+    assert!(text.contains(&line), "{text}");
+    let text = train_one_epoch(data.to_str().unwrap(), &text_model, &["--index", "exact"]);
+    assert!(
+        text.contains("index: exact (recommend and serve score every item"),
+        "{text}"
+    );
     let rec = Recommender::load(&model).unwrap();
     let bytes = fs::read(&cache).unwrap();
     assert!(

@@ -728,3 +728,59 @@ fn a_config_file_is_a_regular_file_of_bounded_size() {
     }
     assert!(!model.exists());
 }
+
+/// An index train was asked for and could not write is a failure that
+/// names the file and the cause, not a silent exit 0. The disk is made
+/// full for the index alone with a file-size limit (`ulimit -f`, which
+/// binds root as well, unlike a read-only folder): set between the model
+/// file's size and the index's, the model is written and the index's
+/// write fails with EFBIG, as a full disk fails a write part-way.
+#[test]
+fn an_index_that_cannot_be_written_fails_train_naming_the_path_and_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    // 3000 items at dimension 2: the graph's file outgrows the model's.
+    let data = synth_data(dir.path(), 200, 3000, 6000, 1);
+    let model = dir.path().join("m.safetensors");
+    let cache = dir.path().join("m.safetensors.index");
+    let train = ["--embedding-dim", "2", "--index", "approx"];
+    train_one_epoch(data.to_str().unwrap(), &model, &train);
+    let (model_len, index_len) = (
+        fs::metadata(&model).unwrap().len(),
+        fs::metadata(&cache).unwrap().len(),
+    );
+    assert!(
+        index_len > model_len + (64 << 10),
+        "{model_len} {index_len}"
+    );
+    fs::remove_file(&model).unwrap();
+    fs::remove_file(&cache).unwrap();
+    let blocks = (model_len + index_len) / 2 / 512;
+    let cmd = format!(
+        "trap '' XFSZ; ulimit -f {blocks} && exec '{}' --quiet train '{}' --out '{}' --epochs 1 {}",
+        env!("CARGO_BIN_EXE_seqrec"),
+        data.display(),
+        model.display(),
+        train.join(" ")
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &cmd])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let want = format!(
+        "error: --index approx: the model was written to {}, but its approximate index could not be: {}: File too large",
+        model.display(),
+        cache.display()
+    );
+    assert!(err.starts_with(&want), "{err}");
+    assert!(model.exists() && !cache.exists());
+    let names: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with(".seqrec-")),
+        "{names:?}"
+    );
+}

@@ -119,6 +119,7 @@ pub fn evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
             args.search_list,
             &args.model,
             quiet,
+            true,
         )?;
     }
     let data = args

@@ -200,14 +200,17 @@ pub fn run(cli: Cli) -> Result<()> {
 /// Puts `rec` on the top-K `choice` asks for (the approximate index searched
 /// with `search_list`, or its default), saying on stderr (unless
 /// `quiet`) when the approximate graph is built, how long that took and
-/// whether it was cached beside `model`.
+/// whether it was cached beside `model` (unless `quiet`, or `announce` is
+/// false: the caller reports it). Returns how the graph was got (`None`:
+/// exact top-K).
 pub fn use_index(
     rec: &mut crate::retrieval::recommender::Recommender,
     choice: crate::retrieval::approx::IndexChoice,
     search_list: Option<crate::retrieval::approx::SearchList>,
     model: &std::path::Path,
     quiet: bool,
-) -> Result<()> {
+    announce: bool,
+) -> Result<Option<crate::retrieval::approx::IndexSource>> {
     use crate::retrieval::approx::{self, ApproxSettings, IndexSource};
     let cache = approx::cache_path(model);
     let started = std::time::Instant::now();
@@ -220,10 +223,10 @@ pub fn use_index(
     spinner.enable_steady_tick(std::time::Duration::from_millis(200));
     let source = rec.use_index(choice, Some(&cache), ApproxSettings::searching(search_list))?;
     spinner.finish_and_clear();
-    if quiet {
-        return Ok(());
+    if quiet || !announce {
+        return Ok(source);
     }
-    match source {
+    match &source {
         Some(IndexSource::BuiltAndCached) => eprintln!(
             "built the approximate index over {} items in {:.1} s, cached at {}",
             rec.item_count(),
@@ -238,7 +241,7 @@ pub fn use_index(
         ),
         Some(IndexSource::Cache) | None => {}
     }
-    Ok(())
+    Ok(source)
 }
 
 #[cfg(test)]

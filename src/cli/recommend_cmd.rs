@@ -189,7 +189,14 @@ pub fn recommend(args: RecommendArgs, quiet: bool) -> Result<()> {
     }
     let mut rec = Recommender::load(&args.model)?;
     if !args.parity && !args.demo {
-        super::use_index(&mut rec, args.index, args.search_list, &args.model, quiet)?;
+        super::use_index(
+            &mut rec,
+            args.index,
+            args.search_list,
+            &args.model,
+            quiet,
+            true,
+        )?;
     }
     if args.demo {
         let (watched, recommended) = demo(&rec)?;

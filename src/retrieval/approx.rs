@@ -228,6 +228,15 @@ pub enum IndexChoice {
 pub const AUTO_MIN_ITEMS: usize = 100_000;
 
 impl IndexChoice {
+    /// As the flag takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            IndexChoice::Exact => "exact",
+            IndexChoice::Approx => "approx",
+            IndexChoice::Auto => "auto",
+        }
+    }
+
     /// Whether a catalogue of `items` items uses the graph.
     pub fn approximate(self, items: usize) -> bool {
         match self {
