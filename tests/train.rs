@@ -729,6 +729,36 @@ fn a_config_file_is_a_regular_file_of_bounded_size() {
     assert!(!model.exists());
 }
 
+/// `evaluate --threads` is checked before the model and data are read
+/// (train's `threads` is checked with the settings, serve's at start).
+#[test]
+fn evaluate_threads_are_bounded_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m");
+    // No model there: the bound is said first.
+    let err = fails(&["evaluate", m.to_str().unwrap(), "--threads", "5000"]);
+    assert!(
+        err.contains("--threads: expected 0 (one per core) to 1024, found 5000"),
+        "{err}"
+    );
+    assert!(!err.contains("cannot read"), "{err}");
+    let err = fails(&["train", "--print-config", "--threads", "5000"]);
+    assert!(
+        err.contains("threads: expected 0 (one per core) to 1024"),
+        "{err}"
+    );
+    let err = fails(&["serve", m.to_str().unwrap(), "--score-threads", "5000"]);
+    assert!(
+        err.contains("--score-threads: expected 0 (the default) to 1024"),
+        "{err}"
+    );
+    let err = fails(&["serve", m.to_str().unwrap(), "--io-threads", "5000"]);
+    assert!(
+        err.contains("--io-threads: expected 0 (the default) to 1024"),
+        "{err}"
+    );
+}
+
 /// An index train was asked for and could not write is a failure that
 /// names the file and the cause, not a silent exit 0. The disk is made
 /// full for the index alone with a file-size limit (`ulimit -f`, which
