@@ -683,6 +683,75 @@ fn a_resumed_model_is_replaced_only_by_the_model_that_continues_it() {
     assert_ne!(fs::read(&m).unwrap(), before);
 }
 
+/// Devices, FIFOs and links to them are refused as outputs before any
+/// training, and left as they were: the rename that puts a file in place
+/// would replace them (`--out /dev/null`, as root, replaced /dev/null).
+#[test]
+fn outputs_that_are_no_regular_file_are_refused_before_training_and_left_alone() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_dataset(dir.path(), 20);
+    let fifo = dir.path().join("out.fifo");
+    mkfifo(&fifo);
+    let null_png = dir.path().join("null.png");
+    std::os::unix::fs::symlink("/dev/null", &null_png).unwrap();
+    let model = dir.path().join("m.safetensors");
+    // The approximate index goes beside the model, as MODEL.index.
+    let cached = dir.path().join("c.safetensors");
+    mkfifo(&dir.path().join("c.safetensors.index"));
+    let (fifo_s, png_s, model_s) = (
+        fifo.to_str().unwrap(),
+        null_png.to_str().unwrap(),
+        model.to_str().unwrap(),
+    );
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (
+            vec!["--out", "/dev/null"],
+            "--out /dev/null: is a character device; seqrec writes only regular files".into(),
+        ),
+        (
+            vec!["--out", "/dev/full"],
+            "--out /dev/full: is a character device".into(),
+        ),
+        (
+            vec!["--out", fifo_s],
+            format!("--out {fifo_s}: is a FIFO (named pipe); seqrec writes only regular files"),
+        ),
+        (
+            vec!["--out", model_s, "--log", fifo_s],
+            format!("--log {fifo_s}: is a FIFO (named pipe)"),
+        ),
+        (
+            vec!["--out", model_s, "--plot", png_s],
+            format!("--plot {png_s}: is a character device"),
+        ),
+        (
+            vec!["--out", cached.to_str().unwrap(), "--index", "auto"],
+            format!(
+                "the index cache {}.index: is a FIFO (named pipe)",
+                cached.display()
+            ),
+        ),
+    ];
+    for (flags, want) in cases {
+        let mut args = vec!["train", data.to_str().unwrap(), "--epochs", "1"];
+        args.extend(flags);
+        let (out, finished) = seqrec_within(&args, 60);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(finished && !out.status.success(), "{args:?}: {err}");
+        assert!(err.contains(&want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        // Refused before any training: no epoch line was printed.
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("epoch"));
+    }
+    for dev in ["/dev/null", "/dev/full"] {
+        assert!(fs::metadata(dev).unwrap().file_type().is_char_device());
+    }
+    assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(fs::symlink_metadata(&null_png).unwrap().is_symlink());
+    assert!(!model.exists() && !cached.exists());
+}
+
 #[test]
 fn a_config_file_is_a_regular_file_of_bounded_size() {
     let dir = tempfile::tempdir().unwrap();
@@ -813,4 +882,41 @@ fn an_index_that_cannot_be_written_fails_train_naming_the_path_and_cause() {
         !names.iter().any(|n| n.starts_with(".seqrec-")),
         "{names:?}"
     );
+}
+
+/// The library's save (what Python's `Model.save` calls) writes only a
+/// regular file: a FIFO or a device at the path is refused and left.
+#[test]
+fn the_library_saves_a_model_only_as_a_regular_file() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_dataset(dir.path(), 10);
+    let model = dir.path().join("m");
+    small_train(&data, &model, &["--epochs", "1"]);
+    let trained = io::load(&model).unwrap();
+    let fifo = dir.path().join("saved.fifo");
+    mkfifo(&fifo);
+    for target in [fifo.as_path(), Path::new("/dev/null")] {
+        let err = io::save(target, &trained).unwrap_err().to_string();
+        let kind = if target == fifo {
+            "a FIFO (named pipe)"
+        } else {
+            "a character device"
+        };
+        assert_eq!(
+            err,
+            format!(
+                "{}: cannot write the model file: is {kind}, not a regular file; seqrec writes only regular files",
+                target.display()
+            )
+        );
+    }
+    assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(fs::metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    // A regular file is replaced as before.
+    io::save(&dir.path().join("copy"), &trained).unwrap();
+    io::save(&model, &trained).unwrap();
 }
