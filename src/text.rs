@@ -42,15 +42,36 @@ pub fn printable(value: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// How many characters of a library's message about an input (a parser's
+/// error, which may quote what it read) are shown.
+pub const MESSAGE_CHARS: usize = 4 * SHOWN_CHARS;
+
+/// A message made from input (a parser's error naming a value it read):
+/// escaped and bounded as `escaped`, to `MESSAGE_CHARS` characters.
+pub fn message(value: &str) -> String {
+    bounded_to(value.chars(), "", MESSAGE_CHARS, || {
+        format!("{} characters", value.chars().count())
+    })
+}
+
 /// The first `SHOWN_CHARS` of `chars`, escaped, between `quote`s; when
 /// there are more, `…` and the whole length (`total`) follow.
 fn bounded(
-    mut chars: impl Iterator<Item = char>,
+    chars: impl Iterator<Item = char>,
     quote: &str,
     total: impl FnOnce() -> String,
 ) -> String {
+    bounded_to(chars, quote, SHOWN_CHARS, total)
+}
+
+fn bounded_to(
+    mut chars: impl Iterator<Item = char>,
+    quote: &str,
+    limit: usize,
+    total: impl FnOnce() -> String,
+) -> String {
     let mut out = String::from(quote);
-    for c in chars.by_ref().take(SHOWN_CHARS) {
+    for c in chars.by_ref().take(limit) {
         out.extend(c.escape_debug());
     }
     if chars.next().is_some() {
@@ -112,6 +133,17 @@ mod tests {
         assert_eq!(p, "Evil\\u{1b}[2J (1999)\\u{9b}");
         let long = "t".repeat(1000);
         assert_eq!(printable(&long).len(), 1000);
+    }
+
+    #[test]
+    fn a_message_from_input_is_escaped_and_bounded_more_loosely() {
+        assert_eq!(
+            message("unknown variant `\u{1b}[2J`"),
+            "unknown variant `\\u{1b}[2J`"
+        );
+        let long = "m".repeat(10_000);
+        let m = message(&long);
+        assert!(m.starts_with(&"m".repeat(MESSAGE_CHARS)) && m.ends_with("(10000 characters)"));
     }
 
     #[test]

@@ -763,3 +763,61 @@ fn train_refuses_sparse_ids_cleanly_and_trains_them_renumbered() {
         dir.path().to_str().unwrap(),
     ]);
 }
+
+/// Data that is a device or a FIFO is named for what it is (`data stats
+/// /dev/zero` said "no such file"), and never read without end or waited
+/// on: the data itself, a file of a MovieLens folder, a title file.
+#[test]
+fn data_that_is_no_regular_file_is_refused_at_once_and_said_what_it_is() {
+    use common::{mkfifo, seqrec_within};
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("log.csv");
+    mkfifo(&fifo);
+    let ml = dir.path().join("ml");
+    fs::create_dir(&ml).unwrap();
+    mkfifo(&ml.join("ratings.dat"));
+    let log = dir.path().join("events.csv");
+    fs::write(&log, "user_id,item_id,timestamp\nu,a,1\nu,b,2\nu,c,3\n").unwrap();
+    let titles_fifo = dir.path().join("titles.csv");
+    mkfifo(&titles_fifo);
+    let show = |p: &Path| p.display().to_string();
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            vec!["/dev/zero".into()],
+            "/dev/zero: is a character device, not a regular file or a folder".into(),
+        ),
+        (
+            vec![show(&fifo)],
+            format!(
+                "{}: is a FIFO (named pipe), not a regular file or a folder",
+                show(&fifo)
+            ),
+        ),
+        (
+            vec![show(&ml)],
+            format!(
+                "{}: is a FIFO (named pipe), not a regular file",
+                show(&ml.join("ratings.dat"))
+            ),
+        ),
+        (
+            vec![show(&log), "--titles-file".into(), "/dev/zero".into()],
+            "/dev/zero: is a character device, not a regular file".into(),
+        ),
+        (
+            vec![show(&log), "--titles-file".into(), show(&titles_fifo)],
+            format!(
+                "{}: is a FIFO (named pipe), not a regular file",
+                show(&titles_fifo)
+            ),
+        ),
+    ];
+    for (data, want) in cases {
+        let mut args = vec!["data", "stats"];
+        args.extend(data.iter().map(String::as_str));
+        let (out, finished) = seqrec_within(&args, 30);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(finished && !out.status.success(), "{args:?}: {err}");
+        assert!(err.contains(&want), "{args:?}: {err}");
+    }
+}

@@ -503,10 +503,32 @@ fn train_builds_the_index_serving_will_use_when_asked_or_past_the_threshold() {
         let (model, summary) = train(&format!("{index}.safetensors"), index);
         assert!(!approx::cache_path(&model).exists(), "{index}");
         assert!(summary.get("index_seconds").is_none(), "{index}");
+        assert_eq!(summary["index"], serde_json::json!({"kind": "exact"}));
     }
     let (model, summary) = train("approx.safetensors", "approx");
     assert!(summary["index_seconds"].as_f64().unwrap() >= 0.0);
     let cache = approx::cache_path(&model);
+    // The summary says which index, where, how big, how long it took.
+    let index = &summary["index"];
+    assert_eq!(index["kind"], "approx");
+    assert_eq!(index["path"], cache.display().to_string());
+    assert_eq!(index["items"], 300);
+    assert_eq!(index["from"], "built");
+    assert_eq!(index["bytes"], fs::metadata(&cache).unwrap().len());
+    assert!(index["seconds"].as_f64().unwrap() >= 0.0);
+    // And in text.
+    let text_model = dir.path().join("text.safetensors");
+    let text = train_one_epoch(data.to_str().unwrap(), &text_model, &["--index", "approx"]);
+    let line = format!(
+        "approximate index over 300 items written to {}",
+        approx::cache_path(&text_model).display()
+    );
+    assert!(text.contains(&line), "{text}");
+    let text = train_one_epoch(data.to_str().unwrap(), &text_model, &["--index", "exact"]);
+    assert!(
+        text.contains("index: exact (recommend and serve score every item"),
+        "{text}"
+    );
     let rec = Recommender::load(&model).unwrap();
     let bytes = fs::read(&cache).unwrap();
     assert!(
@@ -578,4 +600,160 @@ fn train_builds_the_index_serving_will_use_when_asked_or_past_the_threshold() {
             "{stderr}"
         );
     }
+}
+
+/// `export` and `recommend --output` write only regular files, and never
+/// an input: the model, its index cache, or the data the model records it
+/// was trained on (`export M --items DATA/ratings.dat` replaced it).
+#[test]
+fn export_and_recommend_write_no_input_and_nothing_but_a_regular_file() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth_data(dir.path(), 60, 80, 2000, 2);
+    let model = dir.path().join("m.safetensors");
+    train_one_epoch(
+        data.to_str().unwrap(),
+        &model,
+        &["--embedding-dim", "4", "--index", "approx"],
+    );
+    let cache = seqrec::retrieval::approx::cache_path(&model);
+    let ratings = data.join("ratings.dat");
+    let movies = data.join("movies.dat");
+    let fifo = dir.path().join("out.fifo");
+    mkfifo(&fifo);
+    let input = dir.path().join("in.csv");
+    fs::write(&input, "id,history\na,1 2 3\n").unwrap();
+    let before: Vec<Vec<u8>> = [&model, &cache, &ratings, &movies, &input]
+        .iter()
+        .map(|p| fs::read(p).unwrap())
+        .collect();
+    let m = model.to_str().unwrap();
+    let show = |p: &Path| p.display().to_string();
+    let mut cases: Vec<(Vec<String>, String)> = Vec::new();
+    for (flag, target, want) in [
+        (
+            "--items",
+            show(&ratings),
+            format!("is the input {}", show(&ratings)),
+        ),
+        (
+            "--items",
+            show(&cache),
+            format!("is the input {}", show(&cache)),
+        ),
+        ("--queries", show(&movies), "is the input".to_string()),
+        ("--queries", m.to_string(), "is the input".to_string()),
+        (
+            "--items",
+            "/dev/null".into(),
+            "is a character device".into(),
+        ),
+        ("--items", show(&fifo), "is a FIFO (named pipe)".into()),
+    ] {
+        cases.push((
+            vec!["export".into(), m.into(), flag.into(), target.clone()],
+            format!("{flag} {target}: {want}"),
+        ));
+    }
+    for (target, want) in [
+        (show(&ratings), "is the input"),
+        (show(&cache), "is the input"),
+        (show(&input), "is the input"),
+        ("/dev/null".to_string(), "is a character device"),
+        (show(&fifo), "is a FIFO (named pipe)"),
+    ] {
+        cases.push((
+            vec![
+                "recommend".into(),
+                m.into(),
+                "--input".into(),
+                show(&input),
+                "--output".into(),
+                target.clone(),
+            ],
+            format!("--output {target}: {want}"),
+        ));
+    }
+    for (args, want) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (out, finished) = seqrec_within(&args, 60);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(finished && !out.status.success(), "{args:?}: {err}");
+        assert!(err.contains(&want), "{args:?}: {err}");
+    }
+    let after: Vec<Vec<u8>> = [&model, &cache, &ratings, &movies, &input]
+        .iter()
+        .map(|p| fs::read(p).unwrap())
+        .collect();
+    assert!(before == after, "an input changed");
+    assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(fs::metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
+}
+
+/// `recommend --input` is a regular file (a FIFO was waited on, /dev/zero
+/// read until a 4 GiB allocation aborted), and a FIFO at the index cache
+/// is neither waited on nor replaced: the graph is built and used.
+#[test]
+fn recommend_reads_only_regular_files_and_never_waits_on_a_fifo_cache() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth_data(dir.path(), 60, 80, 2000, 3);
+    let model = dir.path().join("m.safetensors");
+    train_one_epoch(data.to_str().unwrap(), &model, &["--embedding-dim", "4"]);
+    let m = model.to_str().unwrap();
+    let fifo = dir.path().join("in.fifo");
+    mkfifo(&fifo);
+    let output = dir.path().join("out.csv");
+    for (input, want) in [
+        (
+            "/dev/zero".to_string(),
+            "--input /dev/zero: is a character device, not a regular file".to_string(),
+        ),
+        (
+            fifo.display().to_string(),
+            format!(
+                "--input {}: is a FIFO (named pipe), not a regular file",
+                fifo.display()
+            ),
+        ),
+    ] {
+        let args = [
+            "recommend",
+            m,
+            "--input",
+            &input,
+            "--output",
+            output.to_str().unwrap(),
+        ];
+        let (out, finished) = seqrec_within(&args, 30);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(finished && !out.status.success(), "{input}: {err}");
+        assert!(err.contains(&want), "{input}: {err}");
+    }
+    assert!(!output.exists());
+
+    let cache = seqrec::retrieval::approx::cache_path(&model);
+    mkfifo(&cache);
+    let args = [
+        "recommend",
+        m,
+        "--index",
+        "approx",
+        "--history",
+        "1,2,3",
+        "--json",
+    ];
+    let (out, finished) = seqrec_within(&args, 60);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(finished && out.status.success(), "{err}");
+    assert!(
+        err.contains("not cached") && err.contains("is a FIFO (named pipe)"),
+        "{err}"
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["items"].as_array().unwrap().len(), 10);
+    assert!(fs::metadata(&cache).unwrap().file_type().is_fifo());
 }

@@ -1625,3 +1625,44 @@ fn a_client_that_reads_an_answer_too_slowly_is_cut_off() {
     server.wait_for_log("error writing a body to connection");
     drop(reader);
 }
+
+/// A FIFO where the model's index cache goes (MODEL.index): the graph is
+/// built and served from memory, and the FIFO is neither waited on nor
+/// replaced, at start, on a reload by the admin route or SIGHUP, or at
+/// shutdown.
+#[test]
+fn a_fifo_at_the_index_cache_holds_up_neither_start_reload_nor_shutdown() {
+    use std::os::unix::fs::FileTypeExt;
+    let m = models();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.safetensors");
+    std::fs::copy(&m.a, &model).unwrap();
+    let cache = dir.path().join("model.safetensors.index");
+    let c_path = std::ffi::CString::new(cache.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads the NUL-terminated path it is given.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let started = Instant::now();
+    let (mut server, _token) = Server::start_with_token(
+        &model,
+        "fifo-cache-token",
+        &["--admin", "--index", "approx", "--shutdown-grace-s", "60"],
+    );
+    let line = server.wait_for_log("not cached");
+    assert!(line.contains("is a FIFO (named pipe)"), "{line}");
+    let (_, v) = server.get("/v1/model");
+    assert_eq!(v["index"]["kind"], "approx", "{v}");
+
+    let (s, v) = server.post("/v1/admin/reload", &json!({}));
+    assert_eq!((s, &v["model"]["generation"]), (200, &json!(2)), "{v}");
+    server.signal(libc::SIGHUP);
+    wait_for_generation(&server, 3);
+    let (s, v) = server.post("/v1/recommend", &json!({"history": [1, 2], "k": 3}));
+    assert_eq!((s, ids(&v).len()), (200, 3), "{v}");
+
+    server.signal(libc::SIGTERM);
+    let exit = server.wait_exit();
+    assert!(exit.success(), "{exit}");
+    // Far below the 60 s grace: nothing was left waiting on the FIFO.
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(std::fs::metadata(&cache).unwrap().file_type().is_fifo());
+}

@@ -499,3 +499,51 @@ fn synth_never_writes_over_files_it_did_not_write_unless_forced() {
     synth_cli(&other, &["--force"]).unwrap();
     assert_eq!(read(&other.join("notes\x1b[31m.txt")), b"mine");
 }
+
+/// Even `--force` replaces only regular files: a FIFO or a link to a
+/// device named ratings.dat is refused before the data is made, and left;
+/// a synth.json that is a FIFO is not waited on.
+#[test]
+fn synth_replaces_only_regular_files_even_when_forced() {
+    use std::os::unix::fs::FileTypeExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = |path: &Path| {
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads the NUL-terminated path it is given.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    };
+    let out = tmp.path().join("out");
+    fs::create_dir(&out).unwrap();
+    fifo(&out.join("ratings.dat"));
+    let err = synth_cli(&out, &["--force"]).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "out_dir {}: is a FIFO (named pipe); seqrec writes only regular files (it would replace this one), give a file name",
+            out.join("ratings.dat").display()
+        )
+    );
+    assert!(fs::metadata(out.join("ratings.dat"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert!(!out.join("movies.dat").exists());
+
+    let linked = tmp.path().join("linked");
+    fs::create_dir(&linked).unwrap();
+    std::os::unix::fs::symlink("/dev/null", linked.join("movies.dat")).unwrap();
+    let err = synth_cli(&linked, &["--force"]).unwrap_err().to_string();
+    assert!(err.contains("is a character device"), "{err}");
+    assert!(fs::symlink_metadata(linked.join("movies.dat"))
+        .unwrap()
+        .is_symlink());
+
+    // A folder of synth's own files but a FIFO as synth.json: refused as
+    // not synth's, at once.
+    let own = tmp.path().join("own");
+    synth_cli(&own, &[]).unwrap();
+    fs::remove_file(own.join("synth.json")).unwrap();
+    fifo(&own.join("synth.json"));
+    let err = synth_cli(&own, &[]).unwrap_err().to_string();
+    assert!(err.contains("did not write"), "{err}");
+}

@@ -801,3 +801,241 @@ fn model_files_of_an_older_seqrec_load_and_resume_with_their_moments() {
         assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap(), "{name}");
     }
 }
+
+/// Devices, FIFOs and links to them are refused as outputs before any
+/// training, and left as they were: the rename that puts a file in place
+/// would replace them (`--out /dev/null`, as root, replaced /dev/null).
+#[test]
+fn outputs_that_are_no_regular_file_are_refused_before_training_and_left_alone() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_dataset(dir.path(), 20);
+    let fifo = dir.path().join("out.fifo");
+    mkfifo(&fifo);
+    let null_png = dir.path().join("null.png");
+    std::os::unix::fs::symlink("/dev/null", &null_png).unwrap();
+    let model = dir.path().join("m.safetensors");
+    // The approximate index goes beside the model, as MODEL.index.
+    let cached = dir.path().join("c.safetensors");
+    mkfifo(&dir.path().join("c.safetensors.index"));
+    let (fifo_s, png_s, model_s) = (
+        fifo.to_str().unwrap(),
+        null_png.to_str().unwrap(),
+        model.to_str().unwrap(),
+    );
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (
+            vec!["--out", "/dev/null"],
+            "--out /dev/null: is a character device; seqrec writes only regular files".into(),
+        ),
+        (
+            vec!["--out", "/dev/full"],
+            "--out /dev/full: is a character device".into(),
+        ),
+        (
+            vec!["--out", fifo_s],
+            format!("--out {fifo_s}: is a FIFO (named pipe); seqrec writes only regular files"),
+        ),
+        (
+            vec!["--out", model_s, "--log", fifo_s],
+            format!("--log {fifo_s}: is a FIFO (named pipe)"),
+        ),
+        (
+            vec!["--out", model_s, "--plot", png_s],
+            format!("--plot {png_s}: is a character device"),
+        ),
+        (
+            vec!["--out", cached.to_str().unwrap(), "--index", "auto"],
+            format!(
+                "the index cache {}.index: is a FIFO (named pipe)",
+                cached.display()
+            ),
+        ),
+    ];
+    for (flags, want) in cases {
+        let mut args = vec!["train", data.to_str().unwrap(), "--epochs", "1"];
+        args.extend(flags);
+        let (out, finished) = seqrec_within(&args, 60);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(finished && !out.status.success(), "{args:?}: {err}");
+        assert!(err.contains(&want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        // Refused before any training: no epoch line was printed.
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("epoch"));
+    }
+    for dev in ["/dev/null", "/dev/full"] {
+        assert!(fs::metadata(dev).unwrap().file_type().is_char_device());
+    }
+    assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(fs::symlink_metadata(&null_png).unwrap().is_symlink());
+    assert!(!model.exists() && !cached.exists());
+}
+
+#[test]
+fn a_config_file_is_a_regular_file_of_bounded_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_dataset(dir.path(), 10);
+    let fifo = dir.path().join("config.toml");
+    mkfifo(&fifo);
+    let big = dir.path().join("big.toml");
+    fs::write(&big, "#".repeat(2 << 20)).unwrap();
+    let model = dir.path().join("m");
+    for (config, want) in [
+        (
+            "/dev/zero".to_string(),
+            "--config /dev/zero: is a character device, not a regular file".to_string(),
+        ),
+        (
+            fifo.display().to_string(),
+            format!(
+                "--config {}: is a FIFO (named pipe), not a regular file",
+                fifo.display()
+            ),
+        ),
+        (
+            big.display().to_string(),
+            format!(
+                "--config {}: 2097152 bytes, larger than the 1 MiB a config file may be",
+                big.display()
+            ),
+        ),
+    ] {
+        let args = [
+            "train",
+            data.to_str().unwrap(),
+            "--out",
+            model.to_str().unwrap(),
+            "--config",
+            &config,
+        ];
+        // /dev/zero was read without end (3 GB in 2 s), a FIFO waited on.
+        let (out, finished) = seqrec_within(&args, 30);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(finished && !out.status.success(), "{config}: {err}");
+        assert!(err.contains(&want), "{config}: {err}");
+    }
+    assert!(!model.exists());
+}
+
+/// `evaluate --threads` is checked before the model and data are read
+/// (train's `threads` is checked with the settings, serve's at start).
+#[test]
+fn evaluate_threads_are_bounded_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m");
+    // No model there: the bound is said first.
+    let err = fails(&["evaluate", m.to_str().unwrap(), "--threads", "5000"]);
+    assert!(
+        err.contains("--threads: expected 0 (one per core) to 1024, found 5000"),
+        "{err}"
+    );
+    assert!(!err.contains("cannot read"), "{err}");
+    let err = fails(&["train", "--print-config", "--threads", "5000"]);
+    assert!(
+        err.contains("threads: expected 0 (one per core) to 1024"),
+        "{err}"
+    );
+    let err = fails(&["serve", m.to_str().unwrap(), "--score-threads", "5000"]);
+    assert!(
+        err.contains("--score-threads: expected 0 (the default) to 1024"),
+        "{err}"
+    );
+    let err = fails(&["serve", m.to_str().unwrap(), "--io-threads", "5000"]);
+    assert!(
+        err.contains("--io-threads: expected 0 (the default) to 1024"),
+        "{err}"
+    );
+}
+
+/// An index train was asked for and could not write is a failure that
+/// names the file and the cause, not a silent exit 0. The disk is made
+/// full for the index alone with a file-size limit (`ulimit -f`, which
+/// binds root as well, unlike a read-only folder): set between the model
+/// file's size and the index's, the model is written and the index's
+/// write fails with EFBIG, as a full disk fails a write part-way.
+#[test]
+fn an_index_that_cannot_be_written_fails_train_naming_the_path_and_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    // 3000 items at dimension 2: the graph's file outgrows the model's.
+    let data = synth_data(dir.path(), 200, 3000, 6000, 1);
+    let model = dir.path().join("m.safetensors");
+    let cache = dir.path().join("m.safetensors.index");
+    let train = ["--embedding-dim", "2", "--index", "approx"];
+    train_one_epoch(data.to_str().unwrap(), &model, &train);
+    let (model_len, index_len) = (
+        fs::metadata(&model).unwrap().len(),
+        fs::metadata(&cache).unwrap().len(),
+    );
+    assert!(
+        index_len > model_len + (64 << 10),
+        "{model_len} {index_len}"
+    );
+    fs::remove_file(&model).unwrap();
+    fs::remove_file(&cache).unwrap();
+    let blocks = (model_len + index_len) / 2 / 512;
+    let cmd = format!(
+        "trap '' XFSZ; ulimit -f {blocks} && exec '{}' --quiet train '{}' --out '{}' --epochs 1 {}",
+        env!("CARGO_BIN_EXE_seqrec"),
+        data.display(),
+        model.display(),
+        train.join(" ")
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &cmd])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let want = format!(
+        "error: --index approx: the model was written to {}, but its approximate index could not be: {}: File too large",
+        model.display(),
+        cache.display()
+    );
+    assert!(err.starts_with(&want), "{err}");
+    assert!(model.exists() && !cache.exists());
+    let names: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with(".seqrec-")),
+        "{names:?}"
+    );
+}
+
+/// The library's save (what Python's `Model.save` calls) writes only a
+/// regular file: a FIFO or a device at the path is refused and left.
+#[test]
+fn the_library_saves_a_model_only_as_a_regular_file() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_dataset(dir.path(), 10);
+    let model = dir.path().join("m");
+    small_train(&data, &model, &["--epochs", "1"]);
+    let trained = io::load(&model).unwrap();
+    let fifo = dir.path().join("saved.fifo");
+    mkfifo(&fifo);
+    for target in [fifo.as_path(), Path::new("/dev/null")] {
+        let err = io::save(target, &trained).unwrap_err().to_string();
+        let kind = if target == fifo {
+            "a FIFO (named pipe)"
+        } else {
+            "a character device"
+        };
+        assert_eq!(
+            err,
+            format!(
+                "{}: cannot write the model file: is {kind}, not a regular file; seqrec writes only regular files",
+                target.display()
+            )
+        );
+    }
+    assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(fs::metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    // A regular file is replaced as before.
+    io::save(&dir.path().join("copy"), &trained).unwrap();
+    io::save(&model, &trained).unwrap();
+}

@@ -97,6 +97,12 @@ pub fn evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
     if args.search_list.is_some() && args.index != EvalIndex::Approx {
         bail!("--search-list: the approximate index's setting, only with --index approx");
     }
+    // Checked before the model and data are read, not after.
+    let threads = args.threads.unwrap_or(0);
+    crate::workers::count("--threads", threads)?;
+    if let Some(w) = crate::workers::oversubscription_warning("--threads", threads) {
+        eprintln!("{w}");
+    }
     let saved = crate::checkpoint::load_for_inference(&args.model)?.artifact;
     let mut args = args;
     args.data.default_to(&saved.data);
@@ -119,6 +125,7 @@ pub fn evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
             args.search_list,
             &args.model,
             quiet,
+            true,
         )?;
     }
     let data = args
@@ -126,10 +133,6 @@ pub fn evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
         .data_settings()
         .map_err(super::explain_data_error)?;
     let ds = args.data.load(quiet).map_err(super::explain_data_error)?;
-    let threads = args.threads.unwrap_or(0);
-    if let Some(w) = crate::workers::oversubscription_warning("--threads", threads) {
-        eprintln!("{w}");
-    }
     let t0 = Instant::now();
     let report = eval::evaluate_dataset(&rec, &ds, data.min_sequence_len, &ks, threads)?;
     if args.json {

@@ -47,9 +47,17 @@ pub fn export(args: ExportArgs, quiet: bool) -> Result<()> {
     .into_iter()
     .filter_map(|(flag, path)| Some((flag, path?)))
     .collect();
-    crate::files::check_outputs(&outputs, &[args.model.as_path()])?;
+    // The model and its cache now; the data it records it was trained on
+    // once its file says which (before a byte is written).
+    let model_files = super::model_files(&args.model);
+    let inputs: Vec<&Path> = model_files.iter().map(PathBuf::as_path).collect();
+    crate::files::check_outputs(&outputs, &inputs)?;
     let started = Instant::now();
-    let rec = Recommender::load(&args.model)?;
+    let saved = crate::checkpoint::load_for_inference(&args.model)?.artifact;
+    let data_files = super::recorded_data_files(&saved.dataset);
+    let data: Vec<&Path> = data_files.iter().map(PathBuf::as_path).collect();
+    crate::files::check_outputs(&outputs, &data)?;
+    let rec = Recommender::new(saved);
     let items = match &args.items {
         Some(path) => Some(export::write_items(&rec, path).context("--items")?),
         None => None,

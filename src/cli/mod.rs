@@ -200,14 +200,17 @@ pub fn run(cli: Cli) -> Result<()> {
 /// Puts `rec` on the top-K `choice` asks for (the approximate index searched
 /// with `search_list`, or its default), saying on stderr (unless
 /// `quiet`) when the approximate graph is built, how long that took and
-/// whether it was cached beside `model`.
+/// whether it was cached beside `model` (unless `quiet`, or `announce` is
+/// false: the caller reports it). Returns how the graph was got (`None`:
+/// exact top-K).
 pub fn use_index(
     rec: &mut crate::retrieval::recommender::Recommender,
     choice: crate::retrieval::approx::IndexChoice,
     search_list: Option<crate::retrieval::approx::SearchList>,
     model: &std::path::Path,
     quiet: bool,
-) -> Result<()> {
+    announce: bool,
+) -> Result<Option<crate::retrieval::approx::IndexSource>> {
     use crate::retrieval::approx::{self, ApproxSettings, IndexSource};
     let cache = approx::cache_path(model);
     let started = std::time::Instant::now();
@@ -220,10 +223,10 @@ pub fn use_index(
     spinner.enable_steady_tick(std::time::Duration::from_millis(200));
     let source = rec.use_index(choice, Some(&cache), ApproxSettings::searching(search_list))?;
     spinner.finish_and_clear();
-    if quiet {
-        return Ok(());
+    if quiet || !announce {
+        return Ok(source);
     }
-    match source {
+    match &source {
         Some(IndexSource::BuiltAndCached) => eprintln!(
             "built the approximate index over {} items in {:.1} s, cached at {}",
             rec.item_count(),
@@ -238,7 +241,27 @@ pub fn use_index(
         ),
         Some(IndexSource::Cache) | None => {}
     }
-    Ok(())
+    Ok(source)
+}
+
+/// The files a command that reads `model` must not write over: the model
+/// file and its index cache (`MODEL.index`).
+pub fn model_files(model: &std::path::Path) -> Vec<std::path::PathBuf> {
+    vec![
+        model.to_path_buf(),
+        crate::retrieval::approx::cache_path(model),
+    ]
+}
+
+/// The files of the data a model records it was trained on, where they
+/// are found from here (a folder's ratings and titles files, or the file):
+/// an export or a batch of answers must not replace them either.
+pub fn recorded_data_files(dataset: &str) -> Vec<std::path::PathBuf> {
+    let mut data = DataOptions::defaults();
+    match data.default_source_to(dataset) {
+        Ok(()) => data.input_files(),
+        Err(_) => Vec::new(),
+    }
 }
 
 #[cfg(test)]

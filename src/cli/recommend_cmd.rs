@@ -187,9 +187,34 @@ pub fn recommend(args: RecommendArgs, quiet: bool) -> Result<()> {
     if args.demo && (args.k != 10 || args.exclude_seen || args.parity) {
         bail!("--demo repeats the reference's demo (10 items, retrieval as the reference's); it takes no --k, --exclude-seen or --parity");
     }
-    let mut rec = Recommender::load(&args.model)?;
+    // `--output` is checked before any work: against the input, the model
+    // and its cache now, the data the model was trained on once read.
+    let output = match (&args.input, &args.output) {
+        (Some(_), Some(out)) => Some(out.as_path()),
+        _ => None,
+    };
+    let mut inputs = super::model_files(&args.model);
+    inputs.extend(args.input.clone());
+    if let Some(output) = output {
+        let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+        crate::files::check_output("--output", output, &inputs)?;
+    }
+    let saved = crate::checkpoint::load_for_inference(&args.model)?.artifact;
+    if let Some(output) = output {
+        let data = super::recorded_data_files(&saved.dataset);
+        let data: Vec<&Path> = data.iter().map(PathBuf::as_path).collect();
+        crate::files::check_output("--output", output, &data)?;
+    }
+    let mut rec = Recommender::new(saved);
     if !args.parity && !args.demo {
-        super::use_index(&mut rec, args.index, args.search_list, &args.model, quiet)?;
+        super::use_index(
+            &mut rec,
+            args.index,
+            args.search_list,
+            &args.model,
+            quiet,
+            true,
+        )?;
     }
     if args.demo {
         let (watched, recommended) = demo(&rec)?;
@@ -246,15 +271,27 @@ pub fn recommend(args: RecommendArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
+/// The largest `--input` file: millions of histories, whose answers are
+/// held in memory until written.
+pub const MAX_INPUT_BYTES: u64 = 1 << 30;
+
 /// `--input FILE --output FILE`: one answer per input row, written atomically.
 fn batch_file(rec: &Recommender, args: &RecommendArgs, input: &Path, output: &Path) -> Result<()> {
-    if output != Path::new("-") {
-        crate::files::check_outputs(&[("--output", output)], &[input, &args.model])?;
+    // A regular file of at most `MAX_INPUT_BYTES` (a FIFO or /dev/zero is
+    // refused, not waited on or read without end), streamed.
+    let (file, len) = crate::files::open_regular(input)
+        .map_err(|e| anyhow::anyhow!("--input {}: {e}", input.display()))?;
+    if len > MAX_INPUT_BYTES {
+        bail!(
+            "--input {}: {len} bytes, larger than the {} a file of histories may be; split it",
+            input.display(),
+            crate::files::size_text(MAX_INPUT_BYTES)
+        );
     }
+    use std::io::Read;
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
-        .from_path(input)
-        .with_context(|| format!("{}: cannot read", input.display()))?;
+        .from_reader(file.take(MAX_INPUT_BYTES));
     let headers = rdr
         .headers()
         .with_context(|| format!("{}:1: unreadable header", input.display()))?

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -14,7 +14,7 @@ use super::recommend_cmd::{demo, print_demo};
 use crate::checkpoint;
 use crate::data::DataOptions;
 use crate::eval;
-use crate::retrieval::approx::IndexChoice;
+use crate::retrieval::approx::{IndexChoice, IndexSource};
 use crate::retrieval::recommender::Recommender;
 use crate::train::{self, Event, Settings, TrainedModel};
 
@@ -87,12 +87,53 @@ struct Summary {
     /// Building (or reading) the approximate index; absent without one.
     #[serde(skip_serializing_if = "Option::is_none")]
     index_seconds: Option<f64>,
+    /// The index `recommend` and `serve` will use.
+    index: IndexReport,
     step_ms_median: f64,
     /// The median step's time per label it trained on (a label is a
     /// window in window training, a step of a history in sequence
     /// training): the cost of one trained position.
     us_per_trained_position: f64,
     peak_memory_mib: Option<f64>,
+}
+
+/// The top-K the model will be served with: `exact` (no graph), or the
+/// approximate graph and where it was cached.
+#[derive(Serialize)]
+struct IndexReport {
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    items: Option<usize>,
+    /// The cache file's size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seconds: Option<f64>,
+    /// `built`, or `cache` when the file already held this model's graph.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<&'static str>,
+}
+
+impl IndexReport {
+    fn line(&self) -> String {
+        match (&self.path, self.items, self.bytes, self.seconds) {
+            (Some(path), Some(items), Some(bytes), Some(seconds)) => format!(
+                "approximate index over {items} items {} {path} ({:.1} MiB) in {seconds:.2} s",
+                if self.from == Some("cache") {
+                    "read from"
+                } else {
+                    "written to"
+                },
+                bytes as f64 / (1 << 20) as f64
+            ),
+            _ => {
+                "index: exact (recommend and serve score every item; --index approx builds a graph)"
+                    .into()
+            }
+        }
+    }
 }
 
 /// The per-epoch figures the plot draws.
@@ -154,8 +195,8 @@ fn resolve_settings(args: &TrainArgs, base: Settings) -> Result<Settings> {
         None => base,
     };
     if let Some(path) = &args.config {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read the config file", path.display()))?;
+        let text = crate::files::read_text(path, train::config::MAX_CONFIG_BYTES, "a config file")
+            .map_err(|e| anyhow::anyhow!("--config {e}"))?;
         settings = settings
             .overlay_toml(&text)
             .with_context(|| format!("{}: not a valid seqrec config", path.display()))?;
@@ -294,6 +335,20 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         super::plot::check_path(plot)?;
     }
     crate::files::check_outputs(&outputs, &inputs)?;
+    // The graph is cached beside the model as MODEL.index: checked as an
+    // output too, so that a FIFO, a device or an input there is said now.
+    let cache = crate::retrieval::approx::cache_path(&args.out);
+    if args.index != IndexChoice::Exact {
+        let mut all = outputs.clone();
+        all.push(("the index cache", &cache));
+        crate::files::check_outputs(&all, &inputs).map_err(|e| {
+            anyhow::Error::new(e).context(format!(
+                "--index {}: the approximate index is cached beside the model file, as MODEL.index; \
+                 move what is there, give another --out, or pass --index exact",
+                args.index.name()
+            ))
+        })?;
+    }
     if let Some(resumed) = &args.resume {
         // Only the model may replace the model it continues.
         let others: Vec<(&str, &Path)> = outputs
@@ -351,13 +406,43 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
     let eval_seconds = t_eval.elapsed().as_secs_f64();
     // After the evaluation, which is exact: the graph is for serving.
     let t_index = Instant::now();
-    session
+    let source = session
         .pool
-        .install(|| super::use_index(&mut rec, args.index, None, &args.out, quiet))?;
+        .install(|| super::use_index(&mut rec, args.index, None, &args.out, quiet, false))?;
     let index_seconds = rec
         .approx_index()
         .is_some()
         .then(|| t_index.elapsed().as_secs_f64());
+    // The graph was asked for (or the catalogue is past auto's threshold)
+    // so that serving need not build it: not writing it is a failure.
+    if let Some(IndexSource::BuiltNotCached(why)) = &source {
+        bail!(
+            "--index {}: the model was written to {}, but its approximate index could not be: {why}",
+            args.index.name(),
+            args.out.display()
+        );
+    }
+    let index = match (&source, rec.approx_index()) {
+        (Some(source), Some(graph)) => IndexReport {
+            kind: "approx",
+            path: Some(cache.display().to_string()),
+            items: Some(graph.items()),
+            bytes: std::fs::metadata(&cache).ok().map(|m| m.len()),
+            seconds: index_seconds,
+            from: Some(match source {
+                IndexSource::Cache => "cache",
+                _ => "built",
+            }),
+        },
+        _ => IndexReport {
+            kind: "exact",
+            path: None,
+            items: None,
+            bytes: None,
+            seconds: None,
+            from: None,
+        },
+    };
     if let Some(path) = &args.plot {
         super::plot::draw(path, &lines_for_plot(&lines)).context("--plot")?;
     }
@@ -377,6 +462,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
         save_seconds,
         eval_seconds,
         index_seconds,
+        index,
         step_ms_median,
         us_per_trained_position,
         peak_memory_mib: peak_memory_mib(),
@@ -399,6 +485,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> Result<()> {
             "model written to {} in {:.2} s; evaluated in {:.2} s",
             summary.model, summary.save_seconds, summary.eval_seconds
         );
+        println!("{}", summary.index.line());
         if let Some(best) = best_epoch {
             println!("kept the parameters of epoch {best} (best validation NDCG@10)");
         }

@@ -11,7 +11,6 @@
 //! keeps its unit. A bad row is an error naming the file, the row (from 1)
 //! and the column, or with `skip_bad_lines` it is counted and left out.
 
-use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
@@ -92,7 +91,7 @@ pub fn sniff(path: &Path) -> Result<Option<ColumnarKind>, DataError> {
         source,
     };
     let mut head = Vec::with_capacity(8);
-    File::open(path)
+    super::table::open_data(path)
         .map_err(io)?
         .take(8)
         .read_to_end(&mut head)
@@ -183,7 +182,7 @@ fn for_each_batch(
         (ColumnarKind::ArrowFile, Some(b)) => ipc_file_stream_start(b),
         (ColumnarKind::ArrowFile, None) => {
             let mut head = Vec::with_capacity(MAX_IPC_FILE_PADDING);
-            File::open(file)
+            super::table::open_data(file)
                 .map_err(io)?
                 .take(MAX_IPC_FILE_PADDING as u64)
                 .read_to_end(&mut head)
@@ -196,7 +195,7 @@ fn for_each_batch(
         Ok(match bytes {
             Some(b) => Box::new(b.get(skip..).unwrap_or_default()),
             None => {
-                let mut f = File::open(file).map_err(io)?;
+                let mut f = super::table::open_data(file).map_err(io)?;
                 f.seek(SeekFrom::Start(skip as u64)).map_err(io)?;
                 Box::new(BufReader::new(f))
             }
@@ -207,9 +206,10 @@ fn for_each_batch(
         let batches: Batches = match kind {
             ColumnarKind::Parquet => {
                 // Parquet is read from its file (its footer comes first).
-                let builder =
-                    ParquetRecordBatchReaderBuilder::try_new(File::open(file).map_err(io)?)
-                        .map_err(|e| fail(e.to_string()))?;
+                let builder = ParquetRecordBatchReaderBuilder::try_new(
+                    super::table::open_data(file).map_err(io)?,
+                )
+                .map_err(|e| fail(e.to_string()))?;
                 let roots = find_columns(file, builder.schema(), wanted)?;
                 let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
                 Box::new(

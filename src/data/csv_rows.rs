@@ -12,7 +12,7 @@ use std::path::Path;
 use super::table::{io_err, utf8_or_latin1, DataError};
 
 fn csv_reader(path: &Path, delimiter: u8) -> Result<csv::Reader<File>, DataError> {
-    let file = File::open(path).map_err(io_err(path))?;
+    let file = super::table::open_data(path).map_err(io_err(path))?;
     Ok(csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .has_headers(true)
@@ -120,7 +120,7 @@ pub(super) fn for_each_record(
 /// at the record's end outside quotes.
 fn quote_left_open(path: &Path, start: u64, delimiter: u8) -> Result<bool, DataError> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut file = File::open(path).map_err(io_err(path))?;
+    let mut file = super::table::open_data(path).map_err(io_err(path))?;
     file.seek(SeekFrom::Start(start)).map_err(io_err(path))?;
     let (mut in_quotes, mut field_start, mut just_closed, mut started) =
         (false, true, false, false);

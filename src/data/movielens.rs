@@ -6,7 +6,6 @@
 //! A malformed line is an error naming file, line and what was expected, or,
 //! with `skip_bad_lines`, it is counted and left out.
 
-use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
@@ -25,7 +24,7 @@ fn for_each_line(
     path: &Path,
     mut f: impl FnMut(usize, &[u8]) -> Result<(), DataError>,
 ) -> Result<(), DataError> {
-    let file = File::open(path).map_err(io_err(path))?;
+    let file = super::table::open_data(path).map_err(io_err(path))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut buf = Vec::with_capacity(256);
     let mut line_no = 0usize;

@@ -19,6 +19,12 @@ use super::table::{
 pub enum SourceError {
     #[error("{}: no such file or folder", path.display())]
     NotFound { path: PathBuf },
+    /// A device, FIFO or socket: data is read from a file or a folder.
+    #[error(
+        "{}: is {kind}, not a regular file or a folder; give the interaction file or the MovieLens folder",
+        path.display()
+    )]
+    NotAFile { path: PathBuf, kind: &'static str },
     #[error("{}: cannot list the folder", path.display())]
     ListFolder {
         path: PathBuf,
@@ -159,8 +165,14 @@ pub fn detect(path: &Path) -> Result<(Format, PathBuf)> {
         };
     }
     if !path.is_dir() {
-        return Err(SourceError::NotFound {
-            path: path.to_path_buf(),
+        return Err(match std::fs::metadata(path) {
+            Ok(meta) => SourceError::NotAFile {
+                path: path.to_path_buf(),
+                kind: crate::files::kind_of(&meta),
+            },
+            Err(_) => SourceError::NotFound {
+                path: path.to_path_buf(),
+            },
         });
     }
     if let Some(f) = probe(path) {
@@ -204,11 +216,13 @@ impl Format {
     }
 }
 
-/// The MovieLens release in `dir`, by its ratings file.
+/// The MovieLens release in `dir`, by its ratings file. Whatever is at
+/// that name counts: one that is no regular file (a FIFO) is refused by
+/// its reader, which says so, instead of the folder seeming empty.
 fn probe(dir: &Path) -> Option<Format> {
     Format::MOVIELENS.into_iter().find(|f| {
         f.files()
-            .is_some_and(|(ratings, _)| dir.join(ratings).is_file())
+            .is_some_and(|(ratings, _)| dir.join(ratings).exists())
     })
 }
 
@@ -218,7 +232,7 @@ pub fn read_path(path: &Path, generic: &GenericFormat, opts: &ReadOptions) -> Re
     let (mut interactions, mut catalog) = match format {
         Format::MovieLensDat => {
             let movies = dir.join("movies.dat");
-            let cat = if movies.is_file() {
+            let cat = if movies.exists() {
                 movielens::read_ml1m_movies(&movies, opts)?
             } else {
                 Catalog::default()
@@ -230,7 +244,7 @@ pub fn read_path(path: &Path, generic: &GenericFormat, opts: &ReadOptions) -> Re
         }
         Format::MovieLens100k => {
             let items = dir.join("u.item");
-            let cat = if items.is_file() {
+            let cat = if items.exists() {
                 movielens::read_ml100k_items(&items, opts)?
             } else {
                 Catalog::default()
@@ -242,7 +256,7 @@ pub fn read_path(path: &Path, generic: &GenericFormat, opts: &ReadOptions) -> Re
         }
         Format::MovieLensCsv => {
             let movies = dir.join("movies.csv");
-            let cat = if movies.is_file() {
+            let cat = if movies.exists() {
                 movielens::read_movielens_csv_movies(&movies, opts)?
             } else {
                 Catalog::default()

@@ -65,6 +65,9 @@ pub enum SynthError {
     NotOurs { path: PathBuf, files: Vec<String> },
     #[error("cannot encode the summary as JSON")]
     Json(#[from] serde_json::Error),
+    /// A file to be written is a FIFO, a device or a folder.
+    #[error(transparent)]
+    Output(#[from] crate::files::OutputError),
 }
 
 type Result<T, E = SynthError> = std::result::Result<T, E>;
@@ -855,7 +858,8 @@ pub fn check_out_dir(out_dir: &Path) -> Result<()> {
         }
     }
     let made_by_synth = || {
-        fs::read(out_dir.join("synth.json"))
+        // Bounded, and never waiting on a FIFO: a summary is a few KiB.
+        crate::files::read_bounded(&out_dir.join("synth.json"), 1 << 20, "a synth.json")
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .and_then(|v| {
@@ -897,6 +901,11 @@ pub fn generate(cfg: &SynthConfig, out_dir: &Path, show_progress: bool) -> Resul
         return Err(SynthError::NotAFolder {
             path: out_dir.to_path_buf(),
         });
+    }
+    // Even with `force`, only regular files are replaced: a FIFO or a
+    // device named ratings.dat is said now, before the data is made.
+    for name in WRITTEN_FILES {
+        crate::files::check_output("out_dir", &out_dir.join(name), &[])?;
     }
 
     let world = World::build(&cfg);

@@ -115,6 +115,13 @@ fn delimiter_hint(d: u8) -> String {
     }
 }
 
+/// Opens a data file for reading: a regular file only, refused at once
+/// (never waited on, never read without end) when it is a FIFO, a device
+/// or a folder (`files::open_regular`).
+pub(super) fn open_data(path: &Path) -> std::io::Result<std::fs::File> {
+    crate::files::open_regular(path).map(|(file, _)| file)
+}
+
 pub(super) fn io_err(file: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
     move |source| DataError::Io {
         file: file.to_path_buf(),

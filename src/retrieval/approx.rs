@@ -228,6 +228,15 @@ pub enum IndexChoice {
 pub const AUTO_MIN_ITEMS: usize = 100_000;
 
 impl IndexChoice {
+    /// As the flag takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            IndexChoice::Exact => "exact",
+            IndexChoice::Approx => "approx",
+            IndexChoice::Auto => "auto",
+        }
+    }
+
     /// Whether a catalogue of `items` items uses the graph.
     pub fn approximate(self, items: usize) -> bool {
         match self {
@@ -445,6 +454,9 @@ impl ApproxIndex {
         if Sha256::digest(graph_bytes).as_slice() != &bytes[40..72] {
             return Err(damaged("checksum mismatch"));
         }
+        // usearch trusts every offset, level and neighbour of the bytes it
+        // is given; a file that matches its checksum may still be forged.
+        check_graph(graph_bytes, cands, s).map_err(|why| damaged(&why))?;
         let graph = Index::new(&options(cands.dim, s)).map_err(|e| damaged(&e.to_string()))?;
         let pages = match s.memory {
             GraphMemory::Heap => {
@@ -493,15 +505,23 @@ impl ApproxIndex {
                 IndexSource::BuiltNotCached("no cache path".into()),
             ));
         };
-        let stale = match read_regular_file(path, cache_limit(cands, s)) {
+        // A FIFO or device at the path is refused at once (never waited
+        // on or read without end), as is a file larger than any graph of
+        // this model; either way the graph is built.
+        let limit = cache_limit(cands, s);
+        let stale = match files::read_bounded(path, limit, "an index cache of this model") {
             Ok(bytes) => match Self::from_bytes(&bytes, cands, s, path) {
                 Ok(index) => return Ok((index, IndexSource::Cache)),
                 Err(e) => Some(e.to_string()),
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => Some(format!("{}: {e}", path.display())),
+            Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => None,
+            Err(e) => Some(e.to_string()),
         };
         let index = Self::build(cands, s)?;
+        // A FIFO, device or folder at the path: said once, never replaced.
+        if let (Some(stale), Some(_)) = (&stale, files::not_a_regular_file(path)) {
+            return Ok((index, IndexSource::BuiltNotCached(stale.clone())));
+        }
         let written = index.to_bytes().map_err(|e| e.to_string()).and_then(|b| {
             files::write_atomically(path, &b).map_err(|e| format!("{}: {e}", path.display()))
         });
@@ -590,24 +610,185 @@ impl ApproxIndex {
     }
 }
 
-/// Reads a cache file: a regular file only (a FIFO would block), and at
-/// most `limit` bytes (more is refused before it is read).
-fn read_regular_file(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let file = std::fs::File::open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
+/// usearch's serialized graph (its version 2 format, as `Index::save_to_buffer`
+/// writes it for an `IndexOptions` of ours), checked in full before usearch
+/// reads it: usearch trusts the file's counts, levels and neighbour slots
+/// and reads memory wherever they point, so a forged file could crash the
+/// process. Passing means every count matches the model and settings,
+/// every node lies within the bytes, each node's neighbour lists are no
+/// longer than the graph allows, and every neighbour is a node that exists
+/// on that level. The layout (usearch's `index_dense.hpp` and `index.hpp`):
+///
+/// - `u32` rows, `u32` bytes per vector, then the rows' vectors;
+/// - a 64-byte head: `usearch`, the version (3 `u16`), the metric, scalar,
+///   key and slot kinds (a byte each), the present and deleted counts and
+///   the dimensions (`u64` each), `multi` (a byte), zeros;
+/// - the graph's header: its size, connectivity, base connectivity, top
+///   level and entry slot (`u64` each);
+/// - each node's level (`i16`), then the nodes: key (`u64`), level (`i16`),
+///   then per level from 0 up a `u32` count and the level's capacity of
+///   `u32` slots (twice the connectivity on level 0).
+fn check_graph(bytes: &[u8], cands: Candidates, s: ApproxSettings) -> Result<(), String> {
+    struct Reader<'a> {
+        bytes: &'a [u8],
+        at: usize,
     }
-    if meta.len() > limit {
-        return Err(std::io::Error::other(format!(
-            "{} bytes, more than a graph of this model can take ({limit})",
-            meta.len()
-        )));
+    impl Reader<'_> {
+        fn take(&mut self, n: usize, what: &str) -> Result<&[u8], String> {
+            let end = self
+                .at
+                .checked_add(n)
+                .filter(|&end| end <= self.bytes.len())
+                .ok_or_else(|| format!("the graph ends inside {what}"))?;
+            let out = &self.bytes[self.at..end];
+            self.at = end;
+            Ok(out)
+        }
+        fn u64(&mut self, what: &str) -> Result<u64, String> {
+            let b = self.take(8, what)?;
+            Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        }
+        fn u32(&mut self, what: &str) -> Result<u32, String> {
+            let b = self.take(4, what)?;
+            Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        }
+        fn u16(&mut self, what: &str) -> Result<u16, String> {
+            let b = self.take(2, what)?;
+            Ok(u16::from_le_bytes(b.try_into().expect("2 bytes")))
+        }
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(limit).read_to_end(&mut bytes)?;
-    Ok(bytes)
+    let expect = |what: &str, found: u64, want: u64| {
+        if found == want {
+            Ok(())
+        } else {
+            Err(format!("{what} is {found}, expected {want}"))
+        }
+    };
+    let items = allowed_ids(cands).len();
+    let vector_bytes = cands.dim * s.precision.bytes();
+    let mut r = Reader { bytes, at: 0 };
+
+    // The vectors.
+    expect(
+        "the vector count",
+        r.u32("the vector count")?.into(),
+        items as u64,
+    )?;
+    expect(
+        "the bytes per vector",
+        r.u32("the vector size")?.into(),
+        vector_bytes as u64,
+    )?;
+    let matrix = items
+        .checked_mul(vector_bytes)
+        .ok_or("the vectors overflow")?;
+    r.take(matrix, "the vectors")?;
+
+    // The head.
+    let head_start = r.at;
+    if r.take(7, "the head")? != b"usearch" {
+        return Err("no usearch head".into());
+    }
+    expect("the format's major version", r.u16("the head")?.into(), 2)?;
+    // Before 2.10 the kinds were numbered otherwise (usearch converts them).
+    let minor = r.u16("the head")?;
+    if minor < 10 {
+        return Err(format!("format version 2.{minor}, expected 2.10 or later"));
+    }
+    r.u16("the head")?;
+    let kinds = r.take(4, "the head")?;
+    let scalar = match s.precision {
+        GraphPrecision::F16 => 12,
+        GraphPrecision::F32 => 11,
+    };
+    // Inner product, the precision's scalar, u64 keys, u32 slots.
+    if kinds != [b'i', scalar, 14, 15] {
+        return Err(format!(
+            "metric and types {kinds:?}, expected {:?}",
+            [b'i', scalar, 14, 15]
+        ));
+    }
+    expect("the present count", r.u64("the head")?, items as u64)?;
+    expect("the deleted count", r.u64("the head")?, 0)?;
+    expect("the dimensions", r.u64("the head")?, cands.dim as u64)?;
+    expect("multi", r.take(1, "the head")?[0].into(), 0)?;
+    r.at = head_start;
+    r.take(64, "the head")?;
+
+    // The graph's header.
+    let size = r.u64("the graph header")?;
+    expect("the node count", size, items as u64)?;
+    let connectivity = r.u64("the graph header")?;
+    expect("the connectivity", connectivity, s.connectivity as u64)?;
+    let base = r.u64("the graph header")?;
+    expect("the base connectivity", base, 2 * s.connectivity as u64)?;
+    let max_level = r.u64("the graph header")?;
+    let entry = r.u64("the graph header")?;
+    if items == 0 {
+        return match r.at == bytes.len() {
+            true => Ok(()),
+            false => Err("bytes after an empty graph".into()),
+        };
+    }
+    if max_level > i16::MAX as u64 {
+        return Err(format!("top level {max_level}, more than a level can be"));
+    }
+    if entry >= size {
+        return Err(format!("entry node {entry} of {size}"));
+    }
+
+    // The levels, then the nodes, whose sizes follow from the levels.
+    let (connectivity, base) = (connectivity as usize, base as usize);
+    let levels: Vec<usize> = r
+        .take(items * 2, "the levels")?
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .map(|l| usize::try_from(l).unwrap_or(usize::MAX))
+        .collect();
+    if let Some(i) = levels.iter().position(|&l| l > max_level as usize) {
+        return Err(format!("node {i} is on a level above the top one"));
+    }
+    if levels[entry as usize] != max_level as usize {
+        return Err("the entry node is not on the top level".into());
+    }
+    let capacity = |level: usize| if level == 0 { base } else { connectivity };
+    let mut seen = vec![false; cands.count()];
+    for (i, &level) in levels.iter().enumerate() {
+        let key = r.u64("a node")?;
+        let id = u32::try_from(key)
+            .ok()
+            .filter(|&id| (id as usize) < cands.count() && cands.allows(id))
+            .ok_or_else(|| format!("node {i}'s key {key} is no item of the model"))?;
+        if std::mem::replace(&mut seen[id as usize], true) {
+            return Err(format!("item {id} is in the graph twice"));
+        }
+        let own = i16::from_le_bytes(r.take(2, "a node")?.try_into().expect("2 bytes"));
+        if usize::try_from(own).ok() != Some(level) {
+            return Err(format!("node {i}'s level differs from the level list"));
+        }
+        for l in 0..=level {
+            let count = r.u32("a neighbour list")? as usize;
+            let slots = r.take(capacity(l) * 4, "a neighbour list")?;
+            if count > capacity(l) {
+                return Err(format!(
+                    "node {i} has {count} neighbours on level {l}, more than {}",
+                    capacity(l)
+                ));
+            }
+            for b in slots[..count * 4].chunks_exact(4) {
+                let n = u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize;
+                if levels.get(n).is_none_or(|&nl| nl < l) {
+                    return Err(format!(
+                        "node {i} links on level {l} to {n}, no node of that level"
+                    ));
+                }
+            }
+        }
+    }
+    if r.at != bytes.len() {
+        return Err(format!("{} bytes after the graph", bytes.len() - r.at));
+    }
+    Ok(())
 }
 
 /// The most bytes a cache file for `cands` may have: the vectors, the links
@@ -939,6 +1120,214 @@ mod tests {
                 "{found} of 400 exact neighbours found, built in {built_in:?}"
             );
         }
+    }
+
+    /// `file` (a cache file's bytes) with its graph's length and checksum
+    /// made to match its graph again: a forgery the checksum cannot see.
+    pub(crate) fn resealed(mut file: Vec<u8>) -> Vec<u8> {
+        let len = (file.len() - HEADER) as u64;
+        let sum = Sha256::digest(&file[HEADER..]);
+        file[40..72].copy_from_slice(&sum);
+        file[72..80].copy_from_slice(&len.to_le_bytes());
+        file
+    }
+
+    /// Where each node of a cache file's graph starts, and its level.
+    fn nodes(file: &[u8], items: usize, dim: usize) -> Vec<(usize, usize)> {
+        let g = HEADER + 8 + items * dim * 2 + 64;
+        let (conn, base) = (16, 32);
+        let mut at = g + 40 + 2 * items;
+        (0..items)
+            .map(|i| {
+                let p = g + 40 + 2 * i;
+                let level = i16::from_le_bytes([file[p], file[p + 1]]) as usize;
+                let node = (at, level);
+                at += 10 + 4 + 4 * base + level * (4 + 4 * conn);
+                node
+            })
+            .collect()
+    }
+
+    /// Loads `file` in both memories: it must be refused as damaged, or
+    /// load and answer queries with allowed ids only.
+    fn loads_or_is_refused(f: &Fixture, file: &[u8]) -> bool {
+        let path = Path::new("forged.index");
+        let mut loaded = false;
+        for memory in [GraphMemory::Heap, GraphMemory::HugePages] {
+            let s = ApproxSettings {
+                memory,
+                ..ApproxSettings::default()
+            };
+            match ApproxIndex::from_bytes(file, f.cands(), s, path) {
+                Ok(index) => {
+                    loaded = true;
+                    for q in 0..4 {
+                        let query = &f.table[q * 97 * f.d..(q * 97 + 1) * f.d];
+                        for found in [
+                            index.search(f.cands(), query, 10, &[]),
+                            index.search(f.cands(), query, 10, &[1, 2, 4, 5, 6]),
+                        ] {
+                            assert_eq!(found.len(), 10);
+                            assert!(found.iter().all(|s| f.allowed[s.id as usize]));
+                        }
+                    }
+                }
+                Err(IndexError::Damaged { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        loaded
+    }
+
+    #[test]
+    fn a_forged_cache_never_reaches_usearch_unchecked() {
+        let f = Fixture::new(11);
+        let d = f.d;
+        let index = ApproxIndex::build(f.cands(), ApproxSettings::default()).unwrap();
+        let good = index.to_bytes().unwrap();
+        let items = index.items();
+        assert!(loads_or_is_refused(&f, &good), "the real graph loads");
+        let nodes = nodes(&good, items, d);
+        let graph = HEADER + 8 + items * d * 2 + 64;
+        let refused = |file: Vec<u8>, why: &str| {
+            let file = resealed(file);
+            let e = ApproxIndex::from_bytes(
+                &file,
+                f.cands(),
+                ApproxSettings::default(),
+                Path::new("m.index"),
+            );
+            match e {
+                Err(IndexError::Damaged { why: w, .. }) => assert!(w.contains(why), "{w}"),
+                other => panic!("{why}: {:?}", other.map(|_| ())),
+            }
+            assert!(!loads_or_is_refused(&f, &file));
+        };
+        let set_u32 = |at: usize, v: u32| {
+            let mut b = good.clone();
+            b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+            b
+        };
+        let set_u64 = |at: usize, v: u64| {
+            let mut b = good.clone();
+            b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+            b
+        };
+        // A neighbour slot past the last node: usearch would read far
+        // outside its node table.
+        let (first, _) = nodes[0];
+        let count = u32::from_le_bytes(good[first + 10..first + 14].try_into().unwrap());
+        assert!(count > 0);
+        refused(
+            set_u32(first + 14, items as u32 + 5),
+            "no node of that level",
+        );
+        refused(set_u32(first + 14, u32::MAX), "no node of that level");
+        // A neighbour count beyond the list.
+        refused(set_u32(first + 10, 33), "more than 32");
+        refused(set_u32(first + 10, u32::MAX), "neighbours on level 0");
+        // On an upper level, a link to a node that is not on it.
+        let (upper, _) = *nodes.iter().find(|(_, l)| *l >= 1).unwrap();
+        let ground = nodes.iter().position(|(_, l)| *l == 0).unwrap();
+        let upper_list = upper + 10 + 4 + 4 * 32;
+        let mut b = set_u32(upper_list, 1);
+        b[upper_list + 4..upper_list + 8].copy_from_slice(&(ground as u32).to_le_bytes());
+        refused(b, "no node of that level");
+        // A node whose own level disagrees with the level list.
+        let mut b = good.clone();
+        b[first + 8] = b[first + 8].wrapping_add(1);
+        refused(b, "level differs");
+        // A level list entry raised: the nodes no longer fit.
+        let mut b = good.clone();
+        b[graph + 40] = 0xff;
+        b[graph + 41] = 0x7f;
+        refused(b, "above the top one");
+        // Huge counts in the heads.
+        refused(set_u32(HEADER, u32::MAX), "the vector count");
+        refused(set_u64(graph, u64::MAX), "the node count");
+        refused(set_u64(graph + 8, 1 << 40), "the connectivity");
+        refused(set_u64(graph + 24, u64::MAX), "top level");
+        refused(set_u64(graph + 32, u64::MAX), "entry node");
+        refused(
+            set_u64(HEADER + 8 + items * d * 2 + 33, 1 << 33),
+            "the dimensions",
+        );
+        // A key that is no item, and one item twice.
+        refused(set_u64(first, 3), "no item of the model");
+        let (second, _) = nodes[1];
+        let key = u64::from_le_bytes(good[second..second + 8].try_into().unwrap());
+        refused(set_u64(first, key), "twice");
+        // Cut anywhere, or grown.
+        for cut in [
+            HEADER + 4,
+            graph + 10,
+            graph + 40 + items,
+            first + 11,
+            good.len() - 1,
+        ] {
+            refused(good[..cut].to_vec(), "ends inside");
+        }
+        let mut longer = good.clone();
+        longer.extend_from_slice(&[0; 16]);
+        refused(longer, "bytes after the graph");
+
+        // Random flips with the checksum made right: each is refused, or
+        // loads a graph that still answers (a flipped vector value or a
+        // neighbour moved to another node of its level is a valid graph).
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let (mut accepted, tries) = (0, 300);
+        for _ in 0..tries {
+            let mut b = good.clone();
+            for _ in 0..rng.random_range(1..4) {
+                let at = rng.random_range(HEADER..b.len());
+                b[at] ^= 1 << rng.random_range(0..8);
+            }
+            accepted += loads_or_is_refused(&f, &resealed(b)) as usize;
+        }
+        assert!(
+            accepted < tries,
+            "every flip accepted: the check checks nothing"
+        );
+    }
+
+    #[test]
+    fn a_forged_cache_file_is_rebuilt_from_the_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("m.safetensors.index");
+        let f = Fixture::new(13);
+        let s = ApproxSettings::default();
+        let (index, _) = ApproxIndex::load_or_build(Some(&cache), f.cands(), s).unwrap();
+        let good = std::fs::read(&cache).unwrap();
+        let (first, _) = nodes(&good, index.items(), f.d)[0];
+        let mut forged = good.clone();
+        forged[first + 14..first + 18].copy_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(&cache, resealed(forged)).unwrap();
+        let (_, source) = ApproxIndex::load_or_build(Some(&cache), f.cands(), s).unwrap();
+        assert_eq!(source, IndexSource::BuiltAndCached);
+        let (_, source) = ApproxIndex::load_or_build(Some(&cache), f.cands(), s).unwrap();
+        assert_eq!(source, IndexSource::Cache);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_at_the_cache_path_is_neither_waited_on_nor_replaced() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("m.safetensors.index");
+        crate::files::tests::mkfifo(&cache);
+        let f = Fixture::new(14);
+        let started = std::time::Instant::now();
+        let (_, source) =
+            ApproxIndex::load_or_build(Some(&cache), f.cands(), ApproxSettings::default()).unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        let IndexSource::BuiltNotCached(why) = source else {
+            panic!("{source:?}");
+        };
+        assert!(
+            why.contains("is a FIFO (named pipe), not a regular file"),
+            "{why}"
+        );
+        assert!(std::fs::metadata(&cache).unwrap().file_type().is_fifo());
     }
 
     #[test]

@@ -238,6 +238,10 @@ pub struct Settings {
 }
 
 /// The named starting points of `Settings::preset`.
+/// The largest config file (`--config`) read: a file of every key is a
+/// few KiB; anything near this is not a config file.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 pub const PRESETS: [&str; 3] = ["parity", "best", "sasrec"];
 
 impl Settings {
@@ -337,9 +341,32 @@ impl Settings {
     /// Overlays the keys of a TOML table (one flat namespace: the model's
     /// keys and the training's): keys it does not name keep their value, an
     /// unknown key is an error that names it.
+    ///
+    /// The file is the user's: a message says where in it (line and
+    /// column) and quotes nothing of it unescaped or unbounded.
     pub fn overlay_toml(&self, text: &str) -> Result<Settings, SettingError> {
-        let file: toml::Table =
-            toml::from_str(text).map_err(|e| setting_error("config", e.to_string()))?;
+        let file: toml::Table = toml::from_str(text).map_err(|e| {
+            let at = match e.span() {
+                Some(span) => {
+                    let before = &text.as_bytes()[..span.start.min(text.len())];
+                    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+                    let line_start = before
+                        .iter()
+                        .rposition(|&b| b == b'\n')
+                        .map_or(0, |i| i + 1);
+                    let column = String::from_utf8_lossy(&before[line_start..])
+                        .chars()
+                        .count()
+                        + 1;
+                    format!("line {line}, column {column}: ")
+                }
+                None => String::new(),
+            };
+            setting_error(
+                "config",
+                format!("{at}{}", crate::text::message(e.message())),
+            )
+        })?;
         self.overlay(file)
     }
 
@@ -353,14 +380,16 @@ impl Settings {
             } else if train.contains_key(&key) {
                 &mut train
             } else {
-                return Err(setting_error(&key, "unknown key"));
+                return Err(setting_error(&crate::text::escaped(&key), "unknown key"));
             };
             part.insert(key, value);
         }
-        let model =
-            ModelOptions::deserialize(model).map_err(|e| setting_error("config", e.to_string()))?;
-        let train =
-            TrainConfig::deserialize(train).map_err(|e| setting_error("config", e.to_string()))?;
+        // A value of the wrong type or out of the choices is quoted in the
+        // message: escaped and bounded.
+        let shown =
+            |e: toml::de::Error| setting_error("config", crate::text::message(&e.to_string()));
+        let model = ModelOptions::deserialize(model).map_err(shown)?;
+        let train = TrainConfig::deserialize(train).map_err(shown)?;
         Ok(Settings { model, train })
     }
 
@@ -448,6 +477,20 @@ mod tests {
         assert_eq!(err.key, "epoch");
         let err = best.overlay_toml("epochs = \"three\"\n").unwrap_err();
         assert!(err.to_string().contains("epochs"), "{err}");
+        // The file's text is quoted escaped, and where it is said by line.
+        for (text, want) in [
+            ("epochs = 3\nfoo\x1b[2J = 3\n", "config: line 2, column 4: "),
+            ("padding = \"\x1b[2Jleft\"\n", "config: line 1, column 12: "),
+            ("padding = \"\\u001b[2Jleft\"\n", "config: "),
+            ("\"\\u001b[2J\" = 1\n", "\\u{1b}[2J: unknown key"),
+        ] {
+            let err = best.overlay_toml(text).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{text:?}: {err}");
+            assert!(!err.contains('\x1b'), "{text:?}: {err}");
+        }
+        let long = format!("padding = \"{}\"\n", "x".repeat(100_000));
+        let err = best.overlay_toml(&long).unwrap_err().to_string();
+        assert!(err.len() < 1000, "{} bytes", err.len());
         // What `--print-config` prints reads back as the same settings.
         let text = s.to_toml().unwrap();
         assert_eq!(Settings::default().overlay_toml(&text).unwrap(), s);

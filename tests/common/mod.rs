@@ -72,3 +72,34 @@ pub fn train_one_epoch(data: &str, out: &std::path::Path, extra: &[&str]) -> Str
     args.extend_from_slice(extra);
     ok(&args)
 }
+
+/// A FIFO (named pipe) at `path`.
+pub fn mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads the NUL-terminated path it is given.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// Runs `seqrec args`, killed if it has not finished within `seconds`
+/// (a read that waits on a FIFO): its output, and whether it finished.
+pub fn seqrec_within(args: &[&str], seconds: u64) -> (Output, bool) {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_seqrec"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the seqrec binary runs");
+    let started = std::time::Instant::now();
+    let mut finished = true;
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(seconds) {
+            let _ = child.kill();
+            finished = false;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (child.wait_with_output().unwrap(), finished)
+}

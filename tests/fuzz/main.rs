@@ -1,6 +1,8 @@
 //! Fuzz targets: every reader (each format, then the sequences built from
 //! what it read), the model-file loader (then a recommendation from what
-//! it loaded), and the HTTP server (raw requests to `seqrec serve`). Each runs for
+//! it loaded), the approximate index's cache file (then searches of the
+//! graph it gave), the config file (`--config`), and the HTTP server (raw
+//! requests to `seqrec serve`). Each runs for
 //! `SEQREC_FUZZ_SECONDS` (default 5) from real seed files; see harness.rs.
 //!
 //! Briefly (CI):  cargo test --release --test fuzz -- --nocapture
@@ -395,4 +397,135 @@ fn fuzz_http_requests() {
         }
     });
     eprintln!("fuzz http: the server's resident memory peaked at {peak_rss:.0} MiB");
+}
+
+/// A cache file (`MODEL.index`) with its graph's length and SHA-256 set
+/// to match the graph again, as a forger would: the mutations then reach
+/// the check of the graph itself, not just the checksum.
+fn resealed(mut file: Vec<u8>) -> Vec<u8> {
+    use sha2::Digest;
+    const HEADER: usize = 80;
+    if file.len() < HEADER {
+        return file;
+    }
+    let len = (file.len() - HEADER) as u64;
+    let sum = sha2::Sha256::digest(&file[HEADER..]);
+    file[40..72].copy_from_slice(&sum);
+    file[72..80].copy_from_slice(&len.to_le_bytes());
+    file
+}
+
+#[test]
+fn fuzz_index_cache_files() {
+    use rand::{Rng, SeedableRng};
+    use seqrec::retrieval::approx::{ApproxIndex, ApproxSettings, GraphMemory, IndexError};
+    use seqrec::retrieval::Candidates;
+    // 800 items of dimension 8 (every 5th id no item): a graph of several
+    // levels, small enough to mutate fast.
+    let (n, d) = (800, 8);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let table: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let allowed: Vec<bool> = (0..n).map(|i| i > 0 && i % 5 != 2).collect();
+    let cands = Candidates {
+        embeddings: &table,
+        dim: d,
+        allowed: Some(&allowed),
+    };
+    let good = ApproxIndex::build(cands, ApproxSettings::default())
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    let seeds = seeds(vec![], vec![good.clone(), good[..good.len() / 3].to_vec()]);
+    let u32s: Vec<[u8; 4]> = [0u32, 1, 31, 32, 33, 799, 800, u32::MAX]
+        .iter()
+        .map(|v| v.to_le_bytes())
+        .collect();
+    let mut dict: Vec<&[u8]> = u32s.iter().map(|b| &b[..]).collect();
+    dict.extend([&b"usearch"[..], b"\xff\x7f", b"\0\0\0\0\0\0\0\x80"]);
+    let path = Path::new("fuzz.index");
+    let mut count = 0usize;
+    harness::fuzz("index_cache", &seeds, &dict, |bytes| {
+        count += 1;
+        // Most inputs resealed (past the checksum), some as they are.
+        let file = if count.is_multiple_of(4) {
+            bytes.to_vec()
+        } else {
+            resealed(bytes.to_vec())
+        };
+        let memory = if count.is_multiple_of(2) {
+            GraphMemory::Heap
+        } else {
+            GraphMemory::HugePages
+        };
+        let s = ApproxSettings {
+            memory,
+            ..ApproxSettings::default()
+        };
+        let index = ApproxIndex::from_bytes(&file, cands, s, path)?;
+        // What loads must answer: allowed ids, never more than asked.
+        for q in 0..3 {
+            let query = &table[(q * 101 + 7) * d..(q * 101 + 8) * d];
+            let found = index.search(cands, query, 10, &[3, 4, (q * 13) as u32]);
+            assert_eq!(found.len(), 10);
+            assert!(found.iter().all(|s| allowed[s.id as usize]));
+        }
+        Ok::<(), IndexError>(())
+    });
+}
+
+#[test]
+fn fuzz_config_files() {
+    use seqrec::train::Settings;
+    let defaults = Settings::default();
+    let mut written: Vec<Vec<u8>> = vec![defaults.to_toml().unwrap().into_bytes()];
+    for preset in seqrec::train::PRESETS {
+        let settings = defaults.preset(preset).unwrap();
+        written.push(settings.to_toml().unwrap().into_bytes());
+    }
+    let seeds = seeds(
+        vec![
+            b"epochs = 3\nbatch_size = 64\npadding = \"left\"\nmask_padding = true\n",
+            b"# a comment\n[table]\nkey = [1, 2, { a = \"b\" }]\n\"quoted key\" = 1e309\n",
+        ],
+        written,
+    );
+    let keys: Vec<&[u8]> = vec![
+        b" = ",
+        b"\"",
+        b"'''",
+        b"[[",
+        b"]]",
+        b"{ ",
+        b"\\u001b",
+        b"threads",
+        b"learning_rate",
+        b"true",
+        b"1979-05-27T07:32:00Z",
+    ];
+    harness::fuzz(
+        "config",
+        &seeds,
+        &keys,
+        file_target("config.toml", |p| -> Result<(), String> {
+            let limit = seqrec::train::config::MAX_CONFIG_BYTES;
+            let text =
+                seqrec::files::read_text(p, limit, "a config file").map_err(|e| e.to_string())?;
+            let settings = Settings::default().overlay_toml(&text).map_err(|e| {
+                // Whatever the file holds, its message is one bounded,
+                // escaped line.
+                let m = e.to_string();
+                assert!(!m.chars().any(char::is_control), "{m:?}");
+                assert!(m.len() < 4096, "{} bytes", m.len());
+                m
+            })?;
+            settings.validate().map_err(|e| e.to_string())?;
+            // What was read prints as a config that reads back the same.
+            let printed = settings.to_toml().map_err(|e| e.to_string())?;
+            assert_eq!(
+                Settings::default().overlay_toml(&printed).unwrap(),
+                settings
+            );
+            Ok(())
+        }),
+    );
 }
