@@ -92,11 +92,14 @@ pub fn quoted_bytes(bytes: &[u8]) -> String {
 /// "error: ..." and a "caused by" line per cause, leaving out a cause
 /// whose words the lines above already say (many messages name their
 /// cause, which is also kept as their `source`). The command line prints
-/// it; Python raises it.
+/// it; Python raises it. Every control character of a message is escaped
+/// (`printable`): a message may hold a path or value as given, and a
+/// newline in a file name must not fake an `error:` line, nor an escape
+/// code drive the terminal; the report's own line breaks are the only ones.
 pub fn error_report(e: &anyhow::Error) -> String {
-    let mut out = format!("error: {e}");
+    let mut out = format!("error: {}", printable(&e.to_string()));
     for cause in e.chain().skip(1) {
-        let cause = cause.to_string();
+        let cause = printable(&cause.to_string()).into_owned();
         if !out.contains(&cause) {
             out.push_str(&format!("\n  caused by: {cause}"));
         }
@@ -107,6 +110,21 @@ pub fn error_report(e: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_report_escapes_what_its_messages_hold() {
+        let path = "m\nerror: all is well\u{1b}[2J.safetensors";
+        let e = anyhow::anyhow!(std::io::Error::other("denied"))
+            .context(format!("{path}: cannot read the model file"));
+        let report = error_report(&e);
+        assert_eq!(
+            report,
+            "error: m\\nerror: all is well\\u{1b}[2J.safetensors: cannot read the model \
+             file\n  caused by: denied"
+        );
+        assert_eq!(report.lines().count(), 2);
+        assert!(!report.replace('\n', "").chars().any(char::is_control));
+    }
 
     #[test]
     fn short_values_are_quoted_whole() {

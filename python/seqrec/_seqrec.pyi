@@ -25,6 +25,7 @@ def train(
     data: Data | None = None,
     *,
     preset: Literal["parity", "best", "sasrec"] | None = None,
+    config: str | os.PathLike | None = None,
     resume: Model | str | os.PathLike | None = None,
     quiet: bool = False,
     progress: Callable[..., None] | None = None,

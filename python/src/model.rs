@@ -5,7 +5,7 @@
 //! `seqrec recommend` does: the optimiser's state stays in the file.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use numpy::ndarray::ArrayView2;
@@ -14,7 +14,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString};
 use seqrec::checkpoint::{self, FileStamp, SavedModel, TrainingRecord};
-use seqrec::data::DataSettings;
+use seqrec::data::{DataOptions, DataSettings};
 use seqrec::eval;
 use seqrec::model::Artifact;
 use seqrec::retrieval::recommender::{QueryError, Recommender};
@@ -517,6 +517,10 @@ impl Model {
     /// from (which holds the optimiser's state `load` leaves unread), so
     /// that file must not have changed since.
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        // Never over the data the model was trained on.
+        let inputs = DataOptions::recorded_input_files(&self.dataset);
+        let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+        guarded(|| Ok(seqrec::files::check_output("path", &path, &inputs)?))?;
         py.detach(|| {
             guarded(|| match &self.origin {
                 Origin::Trained(trained) => Ok(checkpoint::save(&path, trained)?),

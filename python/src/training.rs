@@ -4,6 +4,7 @@
 //! watches for Ctrl-C (`interruptible`), and the closing evaluation.
 
 use std::ops::ControlFlow;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use pyo3::types::{PyBool, PyDict, PyString};
 use seqrec::checkpoint;
 use seqrec::eval;
 use seqrec::retrieval::recommender::Recommender;
+use seqrec::train::config::ConfigFileError;
 use seqrec::train::{Event, Settings, TrainedModel};
 
 use crate::args::{path_argument, short_repr, type_name};
@@ -59,16 +61,23 @@ fn toml_value(key: &str, value: &Bound<'_, PyAny>) -> PyResult<toml::Value> {
 }
 
 /// `base` (the defaults, or the settings of the model a run continues),
-/// then the preset, then the keyword arguments (as `seqrec train` applies
-/// its flags), checked.
+/// then the preset, then the config file, then the keyword arguments (as
+/// `seqrec train` applies its flags), checked.
 fn resolve_settings(
     base: Settings,
     preset: Option<&str>,
+    config: Option<&Path>,
     table: toml::Table,
 ) -> anyhow::Result<Settings> {
     let mut settings = base;
     if let Some(name) = preset {
         settings = settings.preset(name)?;
+    }
+    if let Some(path) = config {
+        settings = settings.overlay_config_file(path).map_err(|e| match e {
+            ConfigFileError::Read(e) => anyhow!("config: {e}"),
+            invalid => invalid.into(),
+        })?;
     }
     settings = settings.overlay(table)?;
     settings
@@ -159,6 +168,10 @@ fn interruptible<T: Send>(
 /// `seed`, `tower`, `context_len`, ...), over the defaults or `preset`
 /// ("parity", "best" or "sasrec").
 ///
+/// `config` is a config file (`seqrec train --config`, the TOML that
+/// `seqrec train --print-config` writes), applied after the preset and
+/// before the keywords.
+///
 /// `resume` continues a model (a `Model`, or a model file's path) on the
 /// same data, as `seqrec train --resume` does: its settings are the base,
 /// `epochs` more epochs are trained, and the optimiser goes on from its
@@ -171,11 +184,13 @@ fn interruptible<T: Send>(
 /// KeyboardInterrupt (nothing is kept). Raises `SeqrecError` with seqrec's
 /// message.
 #[pyfunction]
-#[pyo3(signature = (data=None, *, preset=None, resume=None, quiet=false, progress=None, **settings))]
+#[pyo3(signature = (data=None, *, preset=None, config=None, resume=None, quiet=false, progress=None, **settings))]
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     py: Python<'_>,
     data: Option<&Bound<'_, PyAny>>,
     preset: Option<&str>,
+    config: Option<&Bound<'_, PyAny>>,
     resume: Option<&Bound<'_, PyAny>>,
     quiet: bool,
     progress: Option<Py<PyAny>>,
@@ -189,6 +204,10 @@ pub fn train(
             )));
         }
     }
+    let config = config
+        .filter(|c| !c.is_none())
+        .map(|c| path_argument("config", c))
+        .transpose()?;
     let data_options = PyDict::new(py);
     let mut table = toml::Table::new();
     if let Some(settings) = settings {
@@ -207,7 +226,7 @@ pub fn train(
     let base = resumed
         .as_ref()
         .map_or_else(Settings::default, TrainedModel::settings_to_continue);
-    let settings = guarded(|| resolve_settings(base, preset, table))?;
+    let settings = guarded(|| resolve_settings(base, preset, config.as_deref(), table))?;
     if let Some(w) = seqrec::workers::oversubscription_warning("threads", settings.train.threads) {
         let warnings = py.import("warnings")?;
         warnings.call_method1("warn", (w.trim_start_matches("warning: "),))?;

@@ -4,7 +4,8 @@ for known users and by titles, stop on Ctrl-C, and check every argument."""
 from __future__ import annotations
 
 import _thread
-import shutil
+import os
+import stat
 import threading
 
 import numpy as np
@@ -140,3 +141,40 @@ def test_training_threads_are_bounded(ratings_csv):
         seqrec.train(str(ratings_csv), threads=10**6, quiet=True)
     with pytest.raises(seqrec.SeqrecError, match="epochs: .* out of range"):
         seqrec.train(str(ratings_csv), epochs=2**70, quiet=True)
+
+
+def test_a_config_file_sits_between_the_preset_and_the_keywords(ratings_csv, tmp_path, cli):
+    config = tmp_path / "run.toml"
+    config.write_text('epochs = 2\nembedding_dim = 16\nlearning_rate = 0.01\n')
+    model = seqrec.train(str(ratings_csv), config=config, preset="best", learning_rate=0.02, quiet=True, seed=5, threads=1)
+    settings = model.settings
+    assert (settings["epochs"], settings["embedding_dim"]) == (2, 16)
+    assert settings["learning_rate"] == pytest.approx(0.02)
+    assert settings["padding"] == "left"  # the preset's
+    # The CLI reads the same file the same way.
+    printed = cli("train", ratings_csv, "--preset", "best", "--config", config, "--learning-rate", "0.02", "--seed", "5", "--threads", "1", "--print-config")
+    assert "embedding_dim = 16" in printed and "epochs = 2" in printed
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochs = 2\nbogus = 1\n")
+    with pytest.raises(seqrec.SeqrecError, match="bad.toml: not a valid seqrec config: bogus"):
+        seqrec.train(str(ratings_csv), config=bad, quiet=True)
+    with pytest.raises(seqrec.SeqrecError, match="^config: /dev/zero: is a character device"):
+        seqrec.train(str(ratings_csv), config="/dev/zero", quiet=True)
+    with pytest.raises(TypeError, match="^config: expected a path"):
+        seqrec.train(str(ratings_csv), config=3, quiet=True)
+
+
+def test_save_writes_only_a_regular_file_and_never_the_training_data(tmp_path):
+    data = write_csv(tmp_path / "ratings.csv", interactions(users=40, items=20, seed=4))
+    model = seqrec.train(str(data), epochs=1, **QUICK)
+    before = data.read_bytes()
+    with pytest.raises(seqrec.SeqrecError, match="is the input"):
+        model.save(data)
+    assert data.read_bytes() == before
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(seqrec.SeqrecError, match="FIFO"):
+        model.save(fifo)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    with pytest.raises(seqrec.SeqrecError, match="folder"):
+        model.save(tmp_path)

@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use crate::data::DataOptions;
 use crate::export::{self, Written};
 use crate::retrieval::recommender::Recommender;
 
@@ -54,7 +55,7 @@ pub fn export(args: ExportArgs, quiet: bool) -> Result<()> {
     crate::files::check_outputs(&outputs, &inputs)?;
     let started = Instant::now();
     let saved = crate::checkpoint::load_for_inference(&args.model)?.artifact;
-    let data_files = super::recorded_data_files(&saved.dataset);
+    let data_files = DataOptions::recorded_input_files(&saved.dataset);
     let data: Vec<&Path> = data_files.iter().map(PathBuf::as_path).collect();
     crate::files::check_outputs(&outputs, &data)?;
     let rec = Recommender::new(saved);

@@ -253,17 +253,6 @@ pub fn model_files(model: &std::path::Path) -> Vec<std::path::PathBuf> {
     ]
 }
 
-/// The files of the data a model records it was trained on, where they
-/// are found from here (a folder's ratings and titles files, or the file):
-/// an export or a batch of answers must not replace them either.
-pub fn recorded_data_files(dataset: &str) -> Vec<std::path::PathBuf> {
-    let mut data = DataOptions::defaults();
-    match data.default_source_to(dataset) {
-        Ok(()) => data.input_files(),
-        Err(_) => Vec::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,13 +1,14 @@
 //! `seqrec recommend MODEL ...`: the top K for a history (ids, titles or a
 //! known user), for a whole file of histories, or the reference's demo.
 
-use crate::retrieval::approx::{IndexChoice, SearchList};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 
+use crate::data::DataOptions;
+use crate::retrieval::approx::{IndexChoice, SearchList};
 use crate::retrieval::recommender::Recommender;
 use crate::retrieval::Scored;
 use crate::text::printable;
@@ -201,7 +202,7 @@ pub fn recommend(args: RecommendArgs, quiet: bool) -> Result<()> {
     }
     let saved = crate::checkpoint::load_for_inference(&args.model)?.artifact;
     if let Some(output) = output {
-        let data = super::recorded_data_files(&saved.dataset);
+        let data = DataOptions::recorded_input_files(&saved.dataset);
         let data: Vec<&Path> = data.iter().map(PathBuf::as_path).collect();
         crate::files::check_output("--output", output, &data)?;
     }

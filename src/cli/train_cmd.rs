@@ -16,6 +16,7 @@ use crate::data::DataOptions;
 use crate::eval;
 use crate::retrieval::approx::{IndexChoice, IndexSource};
 use crate::retrieval::recommender::Recommender;
+use crate::train::config::ConfigFileError;
 use crate::train::{self, Event, Settings, TrainedModel};
 
 // Switches take `--NAME` or `--NAME=true` to turn on and `--NAME=false` to
@@ -195,11 +196,10 @@ fn resolve_settings(args: &TrainArgs, base: Settings) -> Result<Settings> {
         None => base,
     };
     if let Some(path) = &args.config {
-        let text = crate::files::read_text(path, train::config::MAX_CONFIG_BYTES, "a config file")
-            .map_err(|e| anyhow::anyhow!("--config {e}"))?;
-        settings = settings
-            .overlay_toml(&text)
-            .with_context(|| format!("{}: not a valid seqrec config", path.display()))?;
+        settings = settings.overlay_config_file(path).map_err(|e| match e {
+            ConfigFileError::Read(e) => anyhow::anyhow!("--config {e}"),
+            invalid => invalid.into(),
+        })?;
     }
     let mut flags = toml::Table::try_from(&args.model)?;
     flags.extend(toml::Table::try_from(&args.train)?);

@@ -156,6 +156,18 @@ impl DataOptions {
         Ok(())
     }
 
+    /// The files of the data a model records it was trained on (its
+    /// `dataset`), where they are found from here (a folder's ratings and
+    /// titles files, or the file): what writes beside a model (an export,
+    /// a batch of answers, Python's `save`) must not replace them either.
+    pub fn recorded_input_files(dataset: &str) -> Vec<PathBuf> {
+        let mut data = DataOptions::defaults();
+        match data.default_source_to(dataset) {
+            Ok(()) => data.input_files(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// The files the data is read from: the file given, or the ratings and
     /// titles files of the MovieLens folder given (or of the named
     /// dataset's cache folder), and the title file. Outputs are checked

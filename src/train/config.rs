@@ -237,11 +237,24 @@ pub struct Settings {
     pub train: TrainConfig,
 }
 
-/// The named starting points of `Settings::preset`.
 /// The largest config file (`--config`) read: a file of every key is a
 /// few KiB; anything near this is not a config file.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
+/// What is wrong with a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// Missing, not a regular file, too large, not text.
+    #[error(transparent)]
+    Read(#[from] crate::files::ReadError),
+    #[error("{}: not a valid seqrec config: {error}", .path.display())]
+    Invalid {
+        path: std::path::PathBuf,
+        error: SettingError,
+    },
+}
+
+/// The named starting points of `Settings::preset`.
 pub const PRESETS: [&str; 3] = ["parity", "best", "sasrec"];
 
 impl Settings {
@@ -336,6 +349,18 @@ impl Settings {
                 format!("unknown preset {other:?}: expected parity, best or sasrec"),
             )),
         }
+    }
+
+    /// Overlays the config file at `path` (`overlay_toml`), a regular file
+    /// of at most `MAX_CONFIG_BYTES`: `seqrec train --config` and Python's
+    /// `train(config=...)`.
+    pub fn overlay_config_file(&self, path: &std::path::Path) -> Result<Settings, ConfigFileError> {
+        let text = crate::files::read_text(path, MAX_CONFIG_BYTES, "a config file")?;
+        self.overlay_toml(&text)
+            .map_err(|error| ConfigFileError::Invalid {
+                path: path.to_path_buf(),
+                error,
+            })
     }
 
     /// Overlays the keys of a TOML table (one flat namespace: the model's
