@@ -357,6 +357,34 @@ impl Parsed {
     }
 }
 
+/// The most optimiser steps a model file may record: 2^53, beyond any run
+/// (a step a microsecond for 285 years), and where a count stops being
+/// exact as the f64 AdamW's bias correction takes (one more step than
+/// `u64::MAX` would wrap to 0 and divide by zero).
+const MAX_OPTIMIZER_STEP: u64 = 1 << 53;
+
+/// A renumbered catalogue's keys: one per embedding row, every item's its
+/// own (an item's id is looked up by its key, and the answers carry it).
+fn check_item_keys(keys: &[String], is_item: &[bool]) -> Result<(), String> {
+    if keys.len() != is_item.len() {
+        return Err(format!(
+            "item_keys has {} keys for a vocabulary of {}",
+            keys.len(),
+            is_item.len()
+        ));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(keys.len());
+    for (id, key) in keys.iter().enumerate() {
+        if is_item[id] && !seen.insert(key.as_str()) {
+            return Err(format!(
+                "item_keys: the key {} is given to two items (the second is item {id})",
+                quoted(key)
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn parse(bytes: &[u8], moments: Moments) -> Result<Parsed, String> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| {
         format!(
@@ -417,6 +445,16 @@ fn parse(bytes: &[u8], moments: Moments) -> Result<Parsed, String> {
             "catalogue has {} titles for a vocabulary of {}",
             meta.titles.len(),
             spec.vocab_size
+        ));
+    }
+    if let Some(keys) = &meta.item_keys {
+        check_item_keys(keys, &meta.is_item)?;
+    }
+    if meta.optimizer_step > MAX_OPTIMIZER_STEP {
+        return Err(format!(
+            "optimizer_step: expected at most {MAX_OPTIMIZER_STEP} (no run takes more steps), \
+             found {}",
+            meta.optimizer_step
         ));
     }
     let mut params = Params::zeros(&spec);
@@ -1054,6 +1092,34 @@ mod tests {
         assert!(err.contains("6 titles for a vocabulary of 7"), "{err}");
         let bad_padding = edit(&bytes, r#"\"left\""#, r#"\"up!!\""#);
         assert!(from_bytes(&bad_padding).is_err());
+        let mut endless = small_model();
+        endless.optimizer.step = u64::MAX;
+        let err = from_bytes(&to_bytes(&endless).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("optimizer_step: expected at most 9007199254740992"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn item_keys_must_name_every_row_once() {
+        let mut model = small_model();
+        let keys: Vec<String> = ["", "a", "b", "c", "d", "e"].map(String::from).into();
+        model.artifact.catalog.keys = Some(keys.clone());
+        let bytes = to_bytes(&model).unwrap();
+        assert!(from_bytes(&bytes).is_ok());
+        // Fewer keys than rows: items without a key answered "" before.
+        let short = edit(&bytes, r#",\"d\",\"e\"]"#, "]            ");
+        let err = from_bytes(&short).unwrap_err().to_string();
+        assert!(err.contains("item_keys has 4 keys for a vocabulary of 6"), "{err}");
+        let twice = edit(&bytes, r#"\"d\""#, r#"\"a\""#);
+        let err = from_bytes(&twice).unwrap_err().to_string();
+        assert!(
+            err.contains(r#"item_keys: the key "a" is given to two items (the second is item 4)"#),
+            "{err}"
+        );
     }
 
     /// A safetensors file without tensors whose seqrec metadata is `json`.
