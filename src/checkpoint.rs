@@ -1113,7 +1113,10 @@ mod tests {
         // Fewer keys than rows: items without a key answered "" before.
         let short = edit(&bytes, r#",\"d\",\"e\"]"#, "]            ");
         let err = from_bytes(&short).unwrap_err().to_string();
-        assert!(err.contains("item_keys has 4 keys for a vocabulary of 6"), "{err}");
+        assert!(
+            err.contains("item_keys has 4 keys for a vocabulary of 6"),
+            "{err}"
+        );
         let twice = edit(&bytes, r#"\"d\""#, r#"\"a\""#);
         let err = from_bytes(&twice).unwrap_err().to_string();
         assert!(

@@ -216,6 +216,58 @@ fn integer_ids_read_as_their_text_and_timestamps_keep_their_order() {
     assert_eq!(parquet.interactions.timestamps, ms);
 }
 
+/// A null inside a dictionary of integers (pandas writes a missing value of
+/// a categorical of ints so) is a missing id, as a null row is: read as the
+/// 0 beneath it, it became item "0" silently.
+#[test]
+fn a_null_in_a_dictionary_of_ints_is_a_missing_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = 6;
+    // Nullable fields, as pandas writes them (the keys have no nulls of
+    // their own, so `batch` would declare the column required).
+    let log = RecordBatch::try_from_iter_with_nullable(vec![
+        (
+            "user_id",
+            Arc::new(Int64Array::from_iter_values((0..rows).map(|r| r / 3))) as ArrayRef,
+            true,
+        ),
+        (
+            "item_id",
+            Arc::new(
+                DictionaryArray::<Int32Type>::try_new(
+                    Int32Array::from(vec![0, 1, 2, 0, 1, 1]),
+                    Arc::new(Int64Array::from(vec![Some(100), None, Some(300)])),
+                )
+                .unwrap(),
+            ),
+            true,
+        ),
+        (
+            "timestamp",
+            Arc::new(Int64Array::from_iter_values(0..rows)),
+            true,
+        ),
+    ])
+    .unwrap();
+    let path = dir.path().join("nulls.parquet");
+    write_parquet(&path, &[log]);
+    let err = error(&path, &GenericFormat::default(), &ReadOptions::default());
+    assert!(
+        err.contains("row 2") && err.contains(r#"column "item_id" is empty (null)"#),
+        "{err}"
+    );
+    let skipping = ReadOptions {
+        skip_bad_lines: true,
+        ..ReadOptions::default()
+    };
+    let ds = read_path(&path, &GenericFormat::default(), &skipping).unwrap();
+    // Rows 2, 5 and 6 point at the null: three rows are left, none of
+    // them item "0".
+    assert_eq!(ds.interactions.items.len(), 3);
+    let keys = ds.catalog.keys.clone().unwrap();
+    assert!(!keys.iter().any(|k| k == "0"), "{keys:?}");
+}
+
 #[test]
 fn every_string_layout_reads_alike() {
     let dir = tempfile::tempdir().unwrap();

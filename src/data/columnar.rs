@@ -464,8 +464,17 @@ enum Id<'a> {
     Text(&'a str),
 }
 
-fn id_at<'a>(col: &dyn Array, values: &'a Values, i: usize, name: &str) -> Result<Id<'a>, String> {
-    if col.is_null(i) {
+/// Whether each row of `col` holds no value: its own nulls, and for a
+/// dictionary also the rows whose key points at a null value (Arrow's
+/// logical nulls; a null inside a dictionary of ints would otherwise read
+/// as the 0 beneath it).
+fn null_test(col: &dyn Array) -> impl Fn(usize) -> bool {
+    let nulls = col.logical_nulls();
+    move |i| nulls.as_ref().is_some_and(|n| n.is_null(i))
+}
+
+fn id_at<'a>(null: bool, values: &'a Values, i: usize, name: &str) -> Result<Id<'a>, String> {
+    if null {
         return Err(format!("column {} is empty (null)", quoted(name)));
     }
     match values {
@@ -478,8 +487,8 @@ fn id_at<'a>(col: &dyn Array, values: &'a Values, i: usize, name: &str) -> Resul
     }
 }
 
-fn time_at(col: &dyn Array, values: &Values, i: usize, name: &str) -> Result<i64, String> {
-    if col.is_null(i) {
+fn time_at(null: bool, values: &Values, i: usize, name: &str) -> Result<i64, String> {
+    if null {
         return Err(format!("column {} is empty (null)", quoted(name)));
     }
     let found = match values {
@@ -502,8 +511,8 @@ fn time_at(col: &dyn Array, values: &Values, i: usize, name: &str) -> Result<i64
     ))
 }
 
-fn rating_at(col: &dyn Array, values: &Values, i: usize, name: &str) -> Result<f32, String> {
-    if col.is_null(i) {
+fn rating_at(null: bool, values: &Values, i: usize, name: &str) -> Result<f32, String> {
+    if null {
         return Err(format!("column {} is empty (null)", quoted(name)));
     }
     let value = match values {
@@ -566,10 +575,15 @@ fn read_log(
         let users = ids(path, user_col, &fmt.user_col)?;
         let item_values = ids(path, item_col, &fmt.item_col)?;
         let time_values = times(path, time_col, &fmt.time_col)?;
+        let (user_null, item_null, time_null) = (
+            null_test(user_col),
+            null_test(item_col),
+            null_test(time_col),
+        );
         let rating = match &fmt.rating_col {
             Some(name) => {
                 let col = column(path, batch, name, "rating_col")?;
-                Some((col, ratings(path, col, name)?, name.as_str()))
+                Some((null_test(col), ratings(path, col, name)?, name.as_str()))
             }
             None => None,
         };
@@ -577,11 +591,11 @@ fn read_log(
             c.out.lines_read += 1;
             let row = rows_before + i + 1;
             let parsed = (|| {
-                let user = id_at(user_col, &users, i, &fmt.user_col)?;
-                let item = id_at(item_col, &item_values, i, &fmt.item_col)?;
-                let time = time_at(time_col, &time_values, i, &fmt.time_col)?;
+                let user = id_at(user_null(i), &users, i, &fmt.user_col)?;
+                let item = id_at(item_null(i), &item_values, i, &fmt.item_col)?;
+                let time = time_at(time_null(i), &time_values, i, &fmt.time_col)?;
                 let r = match &rating {
-                    Some((col, values, name)) => Some(rating_at(*col, values, i, name)?),
+                    Some((null, values, name)) => Some(rating_at(null(i), values, i, name)?),
                     None => None,
                 };
                 Ok::<_, String>((user, item, time, r))
@@ -657,8 +671,9 @@ pub fn read_titles(
         let keys = ids(path, key_col, &fmt.title_item_col)?;
         let titles = text_of(title_col)
             .ok_or_else(|| wrong_type(path, &fmt.title_col, "strings", title_col.data_type()))?;
+        let (key_null, title_null) = (null_test(key_col), null_test(title_col));
         for i in 0..batch.num_rows() {
-            let key = match id_at(key_col, &keys, i, &fmt.title_item_col) {
+            let key = match id_at(key_null(i), &keys, i, &fmt.title_item_col) {
                 Ok(Id::Int(v)) => v.to_string(),
                 Ok(Id::Text(s)) => s.to_string(),
                 Err(_) if opts.skip_bad_lines => continue,
@@ -670,7 +685,7 @@ pub fn read_titles(
                     })
                 }
             };
-            if !title_col.is_null(i) {
+            if !title_null(i) {
                 set_title(&key, titles.at(i).to_string());
             }
         }
