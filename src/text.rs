@@ -47,11 +47,30 @@ pub fn printable(value: &str) -> std::borrow::Cow<'_, str> {
 pub const MESSAGE_CHARS: usize = 4 * SHOWN_CHARS;
 
 /// A message made from input (a parser's error naming a value it read):
-/// escaped and bounded as `escaped`, to `MESSAGE_CHARS` characters.
+/// escaped as `escaped`, and when longer than `MESSAGE_CHARS` characters,
+/// its start and its end with `…` between: a library's message often says
+/// what is wrong last (the column, the field, the cause), after a long
+/// preamble.
 pub fn message(value: &str) -> String {
-    bounded_to(value.chars(), "", MESSAGE_CHARS, || {
-        format!("{} characters", value.chars().count())
-    })
+    let total = value.chars().count();
+    if total <= MESSAGE_CHARS {
+        return escaped_all(value.chars());
+    }
+    let tail = MESSAGE_CHARS / 3;
+    let head = MESSAGE_CHARS - tail;
+    let tail_start = value
+        .char_indices()
+        .nth(total - tail)
+        .map_or(value.len(), |(at, _)| at);
+    format!(
+        "{}…{} ({total} characters)",
+        escaped_all(value.chars().take(head)),
+        escaped_all(value[tail_start..].chars())
+    )
+}
+
+fn escaped_all(chars: impl Iterator<Item = char>) -> String {
+    chars.flat_map(char::escape_debug).collect()
 }
 
 /// The first `SHOWN_CHARS` of `chars`, escaped, between `quote`s; when
@@ -161,7 +180,22 @@ mod tests {
         );
         let long = "m".repeat(10_000);
         let m = message(&long);
-        assert!(m.starts_with(&"m".repeat(MESSAGE_CHARS)) && m.ends_with("(10000 characters)"));
+        assert!(
+            m.starts_with(&"m".repeat(MESSAGE_CHARS * 2 / 3)) && m.ends_with("(10000 characters)")
+        );
+        assert!(m.chars().count() < MESSAGE_CHARS + 30, "{m}");
+        // What a long message says last is kept: here, which column.
+        let arrow = format!("Parser error: {} in column \"item_id\"", "z".repeat(2_000));
+        let m = message(&arrow);
+        assert!(m.starts_with("Parser error: zzz"), "{m}");
+        assert!(
+            m.contains("…") && m.contains("in column \\\"item_id\\\" (2034 characters)"),
+            "{m}"
+        );
+        assert_eq!(
+            message(&"a".repeat(MESSAGE_CHARS)),
+            "a".repeat(MESSAGE_CHARS)
+        );
     }
 
     #[test]

@@ -268,6 +268,32 @@ fn a_null_in_a_dictionary_of_ints_is_a_missing_id() {
     assert!(!keys.iter().any(|k| k == "0"), "{keys:?}");
 }
 
+/// A wanted column the file holds twice was read from the first silently.
+#[test]
+fn a_column_the_file_holds_twice_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = string_log();
+    let mut fields: Vec<_> = log.schema().fields().iter().cloned().collect();
+    let mut columns = log.columns().to_vec();
+    let item = log.schema().index_of("item_id").unwrap();
+    fields.push(fields[item].clone());
+    columns.push(columns[item].clone());
+    let doubled =
+        RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns).unwrap();
+    for (name, write) in [
+        ("twice.parquet", write_parquet as fn(&Path, &[RecordBatch])),
+        ("twice.arrow", write_ipc_file),
+    ] {
+        let path = dir.path().join(name);
+        write(&path, std::slice::from_ref(&doubled));
+        let err = error(&path, &GenericFormat::default(), &ReadOptions::default());
+        assert!(
+            err.contains(r#"column "item_id" appears 2 times (the item_col setting)"#),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn every_string_layout_reads_alike() {
     let dir = tempfile::tempdir().unwrap();

@@ -288,6 +288,9 @@ fn recommend_by_ids_titles_user_file_and_demo() {
         (vec!["--user", "nobody"], "unknown user"),
         (vec!["--history", "5", "--k", "0"], "--k"),
         (vec![], "give exactly one of"),
+        // An answer for one history goes to the terminal: --output alone
+        // was ignored silently.
+        (vec!["--history", "5", "--output", "x.jsonl"], "--input"),
     ] {
         let mut a = vec!["recommend", model.as_str()];
         a.extend(args);

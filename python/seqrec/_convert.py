@@ -30,6 +30,33 @@ def _is_instance(data: Any, module: str, name: str) -> bool:
     return mod is not None and isinstance(data, getattr(mod, name))
 
 
+def _check_pandas(frame: Any) -> None:
+    """What pyarrow would refuse in its own words, said in seqrec's: a
+    column name given twice, a column of mixed Python types."""
+    from ._seqrec import SeqrecError
+
+    names = [str(c) for c in frame.columns]
+    doubled = sorted({n for n in names if names.count(n) > 1})
+    if doubled:
+        raise SeqrecError(
+            f"data: the DataFrame has columns named {', '.join(map(repr, doubled))} more "
+            "than once; seqrec reads columns by name, so rename all but one"
+        )
+    import pandas
+
+    for name in frame.columns:
+        column = frame[name]
+        if column.dtype != object:
+            continue
+        kind = pandas.api.types.infer_dtype(column, skipna=True)
+        if kind.startswith("mixed"):
+            types = sorted({type(v).__name__ for v in column.dropna().head(10_000)})
+            raise SeqrecError(
+                f"data: column {str(name)!r} mixes values of types {', '.join(types)}; "
+                f"give it one type (e.g. df[{str(name)!r}].astype(str))"
+            )
+
+
 def _to_table(data: Any) -> Tuple[Any, str]:
     pa = _pyarrow()
     if isinstance(data, pa.Table):
@@ -37,6 +64,7 @@ def _to_table(data: Any) -> Tuple[Any, str]:
     if isinstance(data, pa.RecordBatch):
         return pa.Table.from_batches([data]), "pyarrow RecordBatch"
     if _is_instance(data, "pandas", "DataFrame"):
+        _check_pandas(data)
         return pa.Table.from_pandas(data, preserve_index=False), "pandas DataFrame"
     if _is_instance(data, "polars", "DataFrame"):
         return data.to_arrow(), "polars DataFrame"

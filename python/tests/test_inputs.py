@@ -72,6 +72,21 @@ def test_a_missing_dataframe_column_is_named(rows):
         seqrec.train(df, user_col="customer", **SETTINGS)
 
 
+def test_mixed_types_and_doubled_columns_are_said_in_seqrecs_words(rows):
+    data = columns(rows)
+    mixed = pd.DataFrame({**data, "item_id": [str(i) if n % 2 else i for n, i in enumerate(data["item_id"])]})
+    with pytest.raises(seqrec.SeqrecError, match=r"^data: column 'item_id' mixes values of types int, str"):
+        seqrec.train(mixed, **SETTINGS)
+    doubled = pd.concat([pd.DataFrame(data), pd.DataFrame({"item_id": data["item_id"]})], axis=1)
+    with pytest.raises(seqrec.SeqrecError, match=r"^data: the DataFrame has columns named 'item_id' more than once"):
+        seqrec.train(doubled, **SETTINGS)
+    # An Arrow table may hold a name twice too: the engine names it.
+    table = pa.table(data)
+    table = table.append_column("item_id", table.column("item_id"))
+    with pytest.raises(seqrec.SeqrecError, match='column "item_id" appears 2 times'):
+        seqrec.train(table, **SETTINGS)
+
+
 @pytest.mark.parametrize("kind", ["pandas", "polars", "table", "batch"])
 def test_every_frame_becomes_one_arrow_stream_of_the_same_rows(rows, kind):
     from seqrec._convert import arrow_ipc_stream

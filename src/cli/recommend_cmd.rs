@@ -40,7 +40,7 @@ pub struct RecommendArgs {
     #[arg(long, value_name = "FILE", requires = "output")]
     pub input: Option<PathBuf>,
     /// Where `--input`'s answers go: `.jsonl`/`.json` for JSON lines, else CSV.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", requires = "input")]
     pub output: Option<PathBuf>,
     /// The reference's demo: the first test user's watched titles, then the recommended titles.
     #[arg(long)]

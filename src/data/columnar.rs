@@ -138,7 +138,7 @@ fn no_such_column(file: &Path, schema: &Schema, name: &str, setting: &'static st
 }
 
 /// The positions in `schema` of the columns `wanted` (name, setting), each
-/// once, or the first missing one as an error.
+/// once, or the first missing (or doubled) one as an error.
 fn find_columns(
     file: &Path,
     schema: &Schema,
@@ -149,6 +149,15 @@ fn find_columns(
         let Some(i) = schema.fields().iter().position(|f| f.name() == name) else {
             return Err(no_such_column(file, schema, name, setting));
         };
+        let count = schema.fields().iter().filter(|f| f.name() == name).count();
+        if count > 1 {
+            return Err(DataError::DuplicateColumn {
+                file: file.to_path_buf(),
+                column: name.to_string(),
+                setting: Some(setting),
+                count,
+            });
+        }
         if !found.contains(&i) {
             found.push(i);
         }

@@ -69,6 +69,20 @@ pub enum DataError {
         setting: Option<&'static str>,
         columns: Vec<String>,
     },
+    /// A column wanted by name that the file holds more than once (pandas
+    /// and Arrow allow it): which one is meant cannot be told.
+    #[error(
+        "{}: column {} appears {count} times{}; seqrec reads columns by name, so rename all but one",
+        file.display(),
+        quoted(column),
+        setting.map(|s| format!(" (the {s} setting)")).unwrap_or_default()
+    )]
+    DuplicateColumn {
+        file: PathBuf,
+        column: String,
+        setting: Option<&'static str>,
+        count: usize,
+    },
     /// A column of a type the reader cannot take as what it stands for.
     #[error("{}: column {}: {msg}", file.display(), quoted(column))]
     ColumnType {
@@ -77,7 +91,7 @@ pub enum DataError {
         msg: String,
     },
     /// A file that its format's reader refused as a whole.
-    #[error("{}: not a readable {format} file: {}", file.display(), escaped(msg))]
+    #[error("{}: not a readable {format} file: {}", file.display(), crate::text::message(msg))]
     Unreadable {
         file: PathBuf,
         format: &'static str,
