@@ -1487,6 +1487,65 @@ fn errors_before_the_router_are_json_too() {
     assert_eq!(server.get("/healthz").0, 200);
 }
 
+/// Many long unknown ids make a short error: the first 20, each cut after
+/// 80 characters, and the count of the rest (the whole list echoed made a
+/// 900 KB answer). Titles, batches and `skip_unknown` with nothing left
+/// are bounded the same way.
+#[test]
+fn an_error_lists_at_most_20_unknown_ids_each_cut_short() {
+    let m = models();
+    let server = Server::start(&m.a, &["--max-history", "2000"]);
+    let long = "z".repeat(400);
+    let ids: Vec<Value> = (0..1500).map(|i| json!(format!("{i}-{long}"))).collect();
+    let bodies = [
+        ("/v1/recommend", json!({"history": ids}), "unknown_items"),
+        ("/v1/recommend", json!({"titles": ids}), "unknown_titles"),
+        (
+            "/v1/recommend",
+            json!({"history": ids, "skip_unknown": true}),
+            "empty_history",
+        ),
+        (
+            "/v1/recommend/batch",
+            json!({"requests": [{"history": [1]}, {"history": ids}]}),
+            "unknown_items",
+        ),
+    ];
+    for (path, body, code) in bodies {
+        let sent = body.to_string().len();
+        let (s, raw_len, v) = {
+            let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            s.write_all(&raw_request(
+                "POST",
+                path,
+                body.to_string().as_bytes(),
+                "Connection: close\r\n",
+            ))
+            .unwrap();
+            let (status, _, answer) = read_response(&mut BufReader::new(s)).unwrap();
+            let v: Value = serde_json::from_slice(&answer).unwrap();
+            (status, answer.len(), v)
+        };
+        assert!(sent > 600_000, "{sent}");
+        assert_eq!((s, &v["error"]["code"]), (400, &json!(code)), "{path}");
+        let shown = v["error"]["unknown"].as_array().unwrap();
+        assert_eq!(shown.len(), 20, "{path}");
+        assert_eq!(v["error"]["unknown_more"], 1480, "{path}");
+        for (i, id) in shown.iter().enumerate() {
+            let id = id.as_str().unwrap();
+            assert!(id.starts_with(&format!("{i}-zzz")), "{id}");
+            assert!(id.ends_with('…') && id.chars().count() == 81, "{id}");
+        }
+        assert!(raw_len < 8_000, "{path}: an answer of {raw_len} bytes");
+    }
+    // A few short ones are listed whole.
+    let (s, v) = server.post("/v1/recommend", &json!({"history": [1, "nope", 999999]}));
+    assert_eq!(s, 400);
+    assert_eq!(v["error"]["unknown"], json!(["nope", 999999]));
+    assert_eq!(v["error"]["unknown_more"], 0);
+}
+
 /// A client that shuts down its sending side once its request is written
 /// (`nc -N`, some proxies) still gets every answer; hyper's default dropped
 /// about one in thirty (found by tests/fuzz).

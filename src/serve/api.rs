@@ -17,6 +17,12 @@ use crate::text::{escaped, quoted};
 pub const MAX_K: usize = 1000;
 /// `k` when a request does not give one.
 pub const DEFAULT_K: usize = 10;
+/// The most unknown ids, titles or users an error lists in `unknown`; the
+/// rest are counted in `unknown_more`.
+pub const UNKNOWN_LISTED: usize = 20;
+/// The most characters of one unknown id or title an error echoes; a
+/// longer one is cut and ends in `…`.
+pub const UNKNOWN_CHARS: usize = 80;
 
 /// An answer that is not a success: `{"error": {"code", "message", ...}}`.
 #[derive(Debug, Clone)]
@@ -24,8 +30,9 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    /// The ids, titles or user that were not found, as the client sent them.
-    pub unknown: Option<Vec<Value>>,
+    /// The ids, titles or user that were not found, as the client sent
+    /// them, bounded (`set_unknown`), and how many more were not listed.
+    pub unknown: Option<(Vec<Value>, usize)>,
     /// The request's index in a batch.
     pub index: Option<usize>,
     /// Seconds to wait before trying again (`Retry-After`), for 503.
@@ -60,12 +67,32 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
+    /// Lists what was not found: the first `UNKNOWN_LISTED`, each string cut
+    /// after `UNKNOWN_CHARS` characters, and the count of the rest. A
+    /// request of many long unknown ids cannot make a long answer.
+    pub fn set_unknown(&mut self, all: &[Value]) {
+        let shown = all
+            .iter()
+            .take(UNKNOWN_LISTED)
+            .map(|v| match v {
+                Value::String(s) if s.chars().nth(UNKNOWN_CHARS).is_some() => {
+                    let mut cut: String = s.chars().take(UNKNOWN_CHARS).collect();
+                    cut.push('…');
+                    Value::String(cut)
+                }
+                other => other.clone(),
+            })
+            .collect();
+        self.unknown = Some((shown, all.len().saturating_sub(UNKNOWN_LISTED)));
+    }
+
     pub fn body(&self) -> Value {
         let mut e = Map::new();
         e.insert("code".into(), Value::from(self.code));
         e.insert("message".into(), Value::from(self.message.as_str()));
-        if let Some(u) = &self.unknown {
-            e.insert("unknown".into(), Value::Array(u.clone()));
+        if let Some((shown, more)) = &self.unknown {
+            e.insert("unknown".into(), Value::Array(shown.clone()));
+            e.insert("unknown_more".into(), Value::from(*more));
         }
         if let Some(i) = self.index {
             e.insert("index".into(), Value::from(i));
@@ -382,8 +409,8 @@ fn lookup(rec: &Recommender, id: &Value) -> Option<u32> {
 }
 
 fn list_for_message(unknown: &[Value]) -> String {
-    let shown: Vec<String> = unknown.iter().take(20).map(show).collect();
-    let more = unknown.len().saturating_sub(20);
+    let shown: Vec<String> = unknown.iter().take(UNKNOWN_LISTED).map(show).collect();
+    let more = unknown.len().saturating_sub(UNKNOWN_LISTED);
     if more > 0 {
         format!("{} and {more} more", shown.join(", "))
     } else {
@@ -416,7 +443,7 @@ pub fn resolve(q: &Query, rec: &Recommender, at: &str) -> Result<Resolved, ApiEr
                                 quoted(u)
                             ),
                         );
-                        e.unknown = Some(vec![Value::from(u.as_str())]);
+                        e.set_unknown(&[Value::from(u.as_str())]);
                         Err(e)
                     }
                 };
@@ -453,7 +480,7 @@ pub fn resolve(q: &Query, rec: &Recommender, at: &str) -> Result<Resolved, ApiEr
                 list_for_message(&unknown)
             ),
         );
-        e.unknown = Some(unknown);
+        e.set_unknown(&unknown);
         return Err(e);
     }
     if found.is_empty() {
@@ -464,7 +491,7 @@ pub fn resolve(q: &Query, rec: &Recommender, at: &str) -> Result<Resolved, ApiEr
                 list_for_message(&unknown)
             ),
         );
-        e.unknown = Some(unknown);
+        e.set_unknown(&unknown);
         return Err(e);
     }
     Ok(Resolved {
@@ -639,6 +666,36 @@ mod tests {
         let e = parse_batch(json!({"requests": [{}]}), 1, 5).unwrap_err();
         assert_eq!(e.code, "missing_field");
         assert!(e.message.starts_with("requests[0]: "), "{}", e.message);
+    }
+
+    #[test]
+    fn an_error_lists_a_bounded_number_of_unknown_ids_each_cut_short() {
+        let long = "x".repeat(5000);
+        let all: Vec<Value> = (0..50)
+            .map(|i| {
+                if i % 2 == 0 {
+                    Value::from(format!("{i}{long}"))
+                } else {
+                    Value::from(i)
+                }
+            })
+            .collect();
+        let mut e = ApiError::bad("unknown_items", "");
+        e.set_unknown(&all);
+        let body = e.body();
+        let shown = body["error"]["unknown"].as_array().unwrap();
+        assert_eq!(shown.len(), UNKNOWN_LISTED);
+        assert_eq!(body["error"]["unknown_more"], 30);
+        assert_eq!(shown[1], json!(1));
+        let first = shown[0].as_str().unwrap();
+        assert_eq!(first.chars().count(), UNKNOWN_CHARS + 1);
+        assert!(first.starts_with("0xxx") && first.ends_with('…'), "{first}");
+        assert!(body.to_string().len() < 2000, "{body}");
+        // A short list is whole, and says none was left out.
+        e.set_unknown(&[json!("a"), json!(7)]);
+        let body = e.body();
+        assert_eq!(body["error"]["unknown"], json!(["a", 7]));
+        assert_eq!(body["error"]["unknown_more"], 0);
     }
 
     #[test]
