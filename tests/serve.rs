@@ -1546,6 +1546,58 @@ fn an_error_lists_at_most_20_unknown_ids_each_cut_short() {
     assert_eq!(v["error"]["unknown_more"], 0);
 }
 
+/// A key given twice is refused with 400 naming it, in a request, in a
+/// batch's request and in the batch itself; serde_json alone kept the last
+/// (`{"history":[1],"history":[2]}` was a request for item 2).
+#[test]
+fn a_field_given_twice_is_refused_naming_it() {
+    let m = models();
+    let server = Server::start(&m.a, &[]);
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "/v1/recommend",
+            r#"{"history":[1],"history":[2]}"#,
+            "history",
+        ),
+        (
+            "/v1/recommend",
+            r#"{"history":[1,2],"k":3,"exclude_seen":true,"k":5}"#,
+            "k",
+        ),
+        (
+            "/v1/recommend/batch",
+            r#"{"requests":[{"history":[1]},{"history":[2],"k":2,"k":3}]}"#,
+            "requests[1].k",
+        ),
+        (
+            "/v1/recommend/batch",
+            r#"{"requests":[{"history":[1]}],"requests":[{"history":[2]}]}"#,
+            "requests",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let msg = expect_error(
+            request(server.port, "POST", path, body.as_bytes()),
+            400,
+            "duplicate_field",
+        );
+        assert!(
+            msg.starts_with(&format!(
+                "{field}: given twice in one object (at line 1, column "
+            )),
+            "{msg}"
+        );
+    }
+    // The same key in two objects is fine.
+    let (s, v) = request(
+        server.port,
+        "POST",
+        "/v1/recommend/batch",
+        br#"{"requests":[{"history":[1],"k":2},{"history":[2],"k":2}]}"#,
+    );
+    assert_eq!(s, 200, "{v}");
+}
+
 /// A client that shuts down its sending side once its request is written
 /// (`nc -N`, some proxies) still gets every answer; hyper's default dropped
 /// about one in thirty (found by tests/fuzz).
