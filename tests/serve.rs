@@ -1598,6 +1598,88 @@ fn a_field_given_twice_is_refused_naming_it() {
     assert_eq!(s, 200, "{v}");
 }
 
+/// A body in a transfer coding other than chunked alone (`gzip, chunked`,
+/// which hyper read as chunked, handing gzip bytes on as JSON) gets 501
+/// with a JSON error naming the header, before the body is read, and the
+/// connection is closed; chunked alone is read as before, and chunked not
+/// last is hyper's 400.
+#[test]
+fn a_transfer_coding_other_than_chunked_gets_501() {
+    let m = models();
+    let server = Server::start(&m.a, &[]);
+    let port = server.port;
+    let chunked = |te: &str, body: &[u8]| {
+        let mut raw = format!(
+            "POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{te}\r\n"
+        )
+        .into_bytes();
+        raw.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+        raw.extend_from_slice(body);
+        raw.extend_from_slice(b"\r\n0\r\n\r\n");
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(&raw).unwrap();
+        until_closed(&mut s).expect("the connection stayed open")
+    };
+    // Gzip's magic bytes, not JSON: the body must not be parsed at all.
+    let gzip = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03";
+    for te in [
+        "Transfer-Encoding: gzip, chunked\r\n",
+        "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked, chunked\r\n",
+        "Transfer-Encoding: gzip, chunked\r\nContent-Length: 10\r\n",
+    ] {
+        let raw = chunked(te, gzip);
+        let (status, headers, v) = json_error_in(&raw);
+        assert_eq!(
+            (status, &v["error"]["code"]),
+            (501, &json!("transfer_coding_not_implemented")),
+            "{te:?}: {v}"
+        );
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.starts_with("Transfer-Encoding: \""), "{msg}");
+        assert!(
+            headers.contains(&("connection".to_string(), "close".to_string())),
+            "{headers:?}"
+        );
+        // One answer, then the close.
+        assert_eq!(raw.windows(9).filter(|w| w == b"HTTP/1.1 ").count(), 1);
+    }
+    let (status, _, v) = json_error_in(&chunked("Transfer-Encoding: gzip, chunked\r\n", gzip));
+    assert_eq!(status, 501);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"gzip, chunked\""),
+        "{v}"
+    );
+    // On any route, before the token or the route is looked at.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: br, chunked\r\n\r\n0\r\n\r\n",
+    )
+    .unwrap();
+    let (status, _, _) = json_error_in(&until_closed(&mut s).unwrap());
+    assert_eq!(status, 501);
+    // Chunked not last: the body's length is unknown, 400 (RFC 9112 6.3).
+    let (status, _, v) = json_error_in(&chunked("Transfer-Encoding: chunked, gzip\r\n", b"{}"));
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (400, &json!("malformed_request"))
+    );
+    // Chunked alone, in any case, is read.
+    let good = br#"{"history": [1, 2], "k": 3}"#;
+    for te in [
+        "Transfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: Chunked\r\n",
+    ] {
+        let raw = chunked(&format!("{te}Connection: close\r\n"), good);
+        let (status, _, body) = read_response(&mut BufReader::new(&raw[..])).unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    assert_eq!(server.get("/healthz").0, 200);
+}
+
 /// A client that shuts down its sending side once its request is written
 /// (`nc -N`, some proxies) still gets every answer; hyper's default dropped
 /// about one in thirty (found by tests/fuzz).

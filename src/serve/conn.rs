@@ -19,6 +19,11 @@
 //!   `Content-Length`, too many headers) with an empty body before any
 //!   router sees it; `TimedIo` puts a JSON body in that answer, so every
 //!   error the service sends is JSON.
+//! - A request with a transfer coding other than `chunked` alone (`gzip,
+//!   chunked`: hyper decodes the chunks and would hand the router gzip
+//!   bytes as if plain) is answered 501 before any body is read, and the
+//!   connection closed. One whose last coding is not `chunked` is hyper's
+//!   400: its body's length cannot be known.
 
 use std::future::Future;
 use std::io;
@@ -29,6 +34,8 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::Router;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
@@ -39,6 +46,7 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 use tracing::{debug, warn};
 
+use super::api::ApiError;
 use crate::text::quoted;
 
 /// What bounds a connection.
@@ -432,6 +440,40 @@ fn parse_error_answer(hyper_answer: &[u8], head: &[u8]) -> (Vec<u8>, usize) {
     (json_answer(status, reason, code, &message, ""), 0)
 }
 
+/// Refuses a request whose body has a transfer coding other than `chunked`
+/// alone: hyper reads `gzip, chunked` as chunked and would hand on gzip
+/// bytes as if plain; no coding but chunked is decoded here. (One whose
+/// last coding is not chunked never gets here: hyper answers 400.)
+pub(crate) fn check_transfer_coding(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let values: Vec<&[u8]> = headers
+        .get_all(axum::http::header::TRANSFER_ENCODING)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    let mut codings = values
+        .iter()
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(|c| c.trim_ascii())
+        .filter(|c| !c.is_empty());
+    let plain = match (codings.next(), codings.next()) {
+        (None, _) => true,
+        (Some(only), None) => only.eq_ignore_ascii_case(b"chunked"),
+        _ => false,
+    };
+    if plain {
+        return Ok(());
+    }
+    let sent = values.join(&b", "[..]);
+    Err(ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "transfer_coding_not_implemented",
+        format!(
+            "Transfer-Encoding: {}: this server decodes no transfer coding but chunked alone; send the body as it is, with Content-Length or Transfer-Encoding: chunked",
+            quoted(&String::from_utf8_lossy(&sent))
+        ),
+    ))
+}
+
 /// What is wrong with a request header hyper refused, as far as one can
 /// tell from its first `HEAD_KEPT` bytes.
 fn describe_bad_head(head: &[u8]) -> String {
@@ -475,6 +517,8 @@ fn describe_bad_head(head: &[u8]) -> String {
                 )
             } else if lengths.windows(2).any(|w| w[0] != w[1]) {
                 "Content-Length: given more than once, with different values".to_string()
+            } else if chunked && req.version == Some(0) {
+                "Transfer-Encoding: not allowed in HTTP/1.0; send Content-Length".to_string()
             } else if chunked && !lengths.is_empty() {
                 "give Content-Length or Transfer-Encoding, not both".to_string()
             } else if chunked {
@@ -502,7 +546,18 @@ async fn serve_conn(tcp: TcpStream, app: Router, limits: Limits, mut stop: watch
         let busy = Busy::new(for_requests.clone());
         let mut app = app.clone();
         async move {
-            let answer = app.call(req).await?;
+            let answer = match check_transfer_coding(req.headers()) {
+                Ok(()) => app.call(req).await?,
+                Err(e) => {
+                    // The body is left unread: the connection closes after.
+                    let mut r = e.into_response();
+                    r.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                    r
+                }
+            };
             Ok::<_, std::convert::Infallible>(answer.map(|body| Tracked { body, _busy: busy }))
         }
     });
@@ -642,5 +697,54 @@ mod tests {
         let body: serde_json::Value =
             serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
         assert_eq!(body["error"]["code"], "header_too_large");
+        let m = describe_bad_head(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(m.contains("not allowed in HTTP/1.0"), "{m}");
+    }
+
+    #[test]
+    fn only_chunked_alone_passes_as_a_transfer_coding() {
+        use axum::http::{header::TRANSFER_ENCODING, HeaderMap, HeaderValue};
+        let check = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(TRANSFER_ENCODING, HeaderValue::from_static(v));
+            }
+            check_transfer_coding(&h)
+        };
+        for ok in [
+            &[][..],
+            &["chunked"],
+            &["Chunked"],
+            &[" chunked "],
+            &[", chunked,"],
+        ] {
+            assert!(check(ok).is_ok(), "{ok:?}");
+        }
+        for refused in [
+            &["gzip, chunked"][..],
+            &["gzip", "chunked"],
+            &["chunked, chunked"],
+            &["deflate,chunked"],
+            &["chunked;ext=1"],
+        ] {
+            let e = check(refused).unwrap_err();
+            assert_eq!(
+                (e.status.as_u16(), e.code),
+                (501, "transfer_coding_not_implemented")
+            );
+            assert!(
+                e.message.starts_with("Transfer-Encoding: \""),
+                "{}",
+                e.message
+            );
+        }
+        let e = check(&["gzip", "chunked"]).unwrap_err();
+        assert!(e.message.contains("\"gzip, chunked\""), "{}", e.message);
+        let mut h = HeaderMap::new();
+        let long = format!("{}chunked", "x-\u{9b}[2J, ".repeat(2000));
+        h.insert(TRANSFER_ENCODING, HeaderValue::from_str(&long).unwrap());
+        let e = check_transfer_coding(&h).unwrap_err();
+        assert!(e.message.len() < 400, "{}", e.message);
+        assert!(!e.message.chars().any(|c| c.is_control()), "{}", e.message);
     }
 }
