@@ -1680,6 +1680,68 @@ fn a_transfer_coding_other_than_chunked_gets_501() {
     assert_eq!(server.get("/healthz").0, 200);
 }
 
+/// An HTTP/2 client (prior knowledge: the connection preface first), which
+/// the server closed without a word, gets 505 with a JSON error saying the
+/// server speaks HTTP/1.1, then the close; so does a request line of
+/// HTTP/2.0, and the preface after a keep-alive request.
+#[test]
+fn an_http2_preface_gets_505_json_then_the_close() {
+    let m = models();
+    let server = Server::start(&m.a, &[]);
+    let port = server.port;
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    // The preface and an empty SETTINGS frame, as h2 clients send them.
+    let mut h2 = PREFACE.to_vec();
+    h2.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let check = |raw: &[u8]| {
+        let (status, headers, v) = json_error_in(raw);
+        assert_eq!(
+            (status, &v["error"]["code"]),
+            (505, &json!("http_version_not_supported")),
+            "{v}"
+        );
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("HTTP/1.1 only"), "{msg}");
+        assert!(
+            headers.contains(&("connection".to_string(), "close".to_string())),
+            "{headers:?}"
+        );
+    };
+    for parts in [
+        vec![h2.clone()],
+        vec![PREFACE.to_vec()],
+        vec![b"PRI * HTTP/".to_vec(), h2[11..].to_vec()],
+        vec![b"PRI * HTTP/2.0\r\n".to_vec()],
+    ] {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        for p in &parts {
+            s.write_all(p).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let raw = until_closed(&mut s).expect("the connection stayed open");
+        check(&raw);
+        let msg = json_error_in(&raw).2["error"]["message"].to_string();
+        assert!(msg.contains("HTTP/2 preface"), "{msg}");
+    }
+    // A request line asking for HTTP/2.0.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let raw = until_closed(&mut s).expect("the connection stayed open");
+    check(&raw);
+    // After a keep-alive request: the answer, then the 505.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    assert_eq!(read_response(&mut r).unwrap().0, 200);
+    s.write_all(&h2).unwrap();
+    let (status, _, _) = read_response(&mut r).unwrap();
+    assert_eq!(status, 505);
+    assert_eq!(server.get("/healthz").0, 200);
+}
+
 /// A client that shuts down its sending side once its request is written
 /// (`nc -N`, some proxies) still gets every answer; hyper's default dropped
 /// about one in thirty (found by tests/fuzz).

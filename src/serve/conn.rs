@@ -18,7 +18,11 @@
 //! - hyper answers a request it cannot parse (bad request line, bad
 //!   `Content-Length`, too many headers) with an empty body before any
 //!   router sees it; `TimedIo` puts a JSON body in that answer, so every
-//!   error the service sends is JSON.
+//!   error the service sends is JSON. A request line of another major
+//!   version (`GET / HTTP/2.0`) is answered 505 instead of hyper's 400.
+//! - A connection that opens with the HTTP/2 preface (`PRI * HTTP/2.0`),
+//!   which hyper would close without a word, is answered 505 with a JSON
+//!   body by `TimedIo` itself, and closed.
 //! - A request with a transfer coding other than `chunked` alone (`gzip,
 //!   chunked`: hyper decodes the chunks and would hand the router gzip
 //!   bytes as if plain) is answered 501 before any body is read, and the
@@ -64,6 +68,17 @@ const REFUSING: usize = 64;
 
 /// How much of a request's header is kept to say what was wrong with it.
 const HEAD_KEPT: usize = 16 * 1024;
+
+/// How an HTTP/2 connection preface begins: `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`.
+/// hyper takes the bytes before the last for the start of a request line
+/// and waits; `TimedIo` keeps from it the read that completes them.
+const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2";
+
+/// What a connection refused by `TimedIo` itself may still send, read and
+/// dropped so that closing does not reset the connection before the client
+/// has read the answer: at most this many bytes, for at most `DRAIN_TIME`.
+const DRAIN_BYTES: usize = 64 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(1);
 
 /// What a connection's task and its reader share.
 #[derive(Default)]
@@ -207,6 +222,19 @@ struct TimedIo {
     head: Vec<u8>,
     /// The answer written instead of hyper's, and how much of it is sent.
     replacement: Option<(Vec<u8>, usize)>,
+    /// Refusing the connection without hyper (an HTTP/2 preface).
+    refusing: Option<Refusing>,
+}
+
+/// Where `TimedIo` is in refusing a connection on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusing {
+    /// Sending the answer (in `replacement`).
+    Answer,
+    /// Shutting the write side.
+    Shutdown,
+    /// Reading what the client sent, `drained` bytes so far.
+    Drain { drained: usize },
 }
 
 impl TimedIo {
@@ -222,6 +250,47 @@ impl TimedIo {
             write_deadline: None,
             head: Vec::new(),
             replacement: None,
+            refusing: None,
+        }
+    }
+
+    /// Refuses the connection: the answer in `replacement` is sent, the
+    /// write side shut and what the client sends read for a while, then
+    /// hyper is given the end of the stream (it has no request to answer).
+    fn poll_refuse(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if self.deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            match self.refusing {
+                None => return Poll::Ready(Ok(())),
+                Some(Refusing::Answer) => match self.poll_replacement(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(())) => self.refusing = Some(Refusing::Shutdown),
+                    Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                },
+                Some(Refusing::Shutdown) => match Pin::new(&mut self.tcp).poll_shutdown(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(())) => self.refusing = Some(Refusing::Drain { drained: 0 }),
+                    Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                },
+                Some(Refusing::Drain { drained }) => {
+                    let mut scratch = [0u8; 4096];
+                    let mut sink = ReadBuf::new(&mut scratch);
+                    match Pin::new(&mut self.tcp).poll_read(cx, &mut sink) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(())) if !sink.filled().is_empty() => {
+                            let drained = drained + sink.filled().len();
+                            if drained >= DRAIN_BYTES {
+                                return Poll::Ready(Ok(()));
+                            }
+                            self.refusing = Some(Refusing::Drain { drained });
+                        }
+                        // The client's end, or an error: done.
+                        Poll::Ready(_) => return Poll::Ready(Ok(())),
+                    }
+                }
+            }
         }
     }
 
@@ -279,6 +348,9 @@ impl AsyncRead for TimedIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.refusing.is_some() {
+            return this.poll_refuse(cx);
+        }
         // A request's body has its own timeout (408 `body_timeout`).
         if this.state.busy.load(Ordering::Acquire) > 0 {
             let r = Pin::new(&mut this.tcp).poll_read(cx, buf);
@@ -314,6 +386,17 @@ impl AsyncRead for TimedIo {
                     }
                     let room = HEAD_KEPT.saturating_sub(this.head.len());
                     this.head.extend_from_slice(&got[..got.len().min(room)]);
+                    if this.head.starts_with(H2_PREFACE_START) {
+                        // hyper has seen at most "PRI * HTTP/", which it
+                        // takes for the start of a request: it gets none
+                        // of this read, and the end of the stream once the
+                        // answer is sent.
+                        buf.set_filled(before);
+                        this.replacement = Some((http2_answer(), 0));
+                        this.refusing = Some(Refusing::Answer);
+                        this.deadline.as_mut().reset(Instant::now() + DRAIN_TIME);
+                        return this.poll_refuse(cx);
+                    }
                 }
                 Poll::Ready(Ok(()))
             }
@@ -435,9 +518,48 @@ fn parse_error_answer(hyper_answer: &[u8], head: &[u8]) -> (Vec<u8>, usize) {
             "uri_too_long",
             "the request's path is too long".to_string(),
         ),
-        _ => ("Bad Request", "malformed_request", describe_bad_head(head)),
+        _ => {
+            if let Some(line) = other_http_version(head) {
+                return (
+                    json_answer(
+                        505,
+                        "HTTP Version Not Supported",
+                        "http_version_not_supported",
+                        &format!(
+                            "the request line {} is not HTTP/1.1: this server speaks HTTP/1.1 only",
+                            quoted(&line)
+                        ),
+                        "",
+                    ),
+                    0,
+                );
+            }
+            ("Bad Request", "malformed_request", describe_bad_head(head))
+        }
     };
     (json_answer(status, reason, code, &message, ""), 0)
+}
+
+/// The request line, when it names an HTTP version of another major
+/// version than 1 (`GET / HTTP/2.0`, `GET / HTTP/3`).
+fn other_http_version(head: &[u8]) -> Option<String> {
+    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let line = String::from_utf8_lossy(&head[..line_end]);
+    let line = line.trim_end_matches('\r');
+    let version = line.split(' ').nth(2)?;
+    let major = version.strip_prefix("HTTP/")?.bytes().next()?;
+    (major.is_ascii_digit() && major != b'1').then(|| line.to_string())
+}
+
+/// The answer to a connection that opens with the HTTP/2 preface.
+fn http2_answer() -> Vec<u8> {
+    json_answer(
+        505,
+        "HTTP Version Not Supported",
+        "http_version_not_supported",
+        "the connection began with the HTTP/2 preface (\"PRI * HTTP/2.0\"): this server speaks HTTP/1.1 only; send HTTP/1.1 requests (no HTTP/2 with prior knowledge)",
+        "",
+    )
 }
 
 /// Refuses a request whose body has a transfer coding other than `chunked`
@@ -746,5 +868,34 @@ mod tests {
         let e = check_transfer_coding(&h).unwrap_err();
         assert!(e.message.len() < 400, "{}", e.message);
         assert!(!e.message.chars().any(|c| c.is_control()), "{}", e.message);
+    }
+
+    #[test]
+    fn another_http_version_is_answered_505() {
+        for line in [
+            &b"GET / HTTP/2.0\r\n\r\n"[..],
+            b"GET / HTTP/3\r\n",
+            b"PRI * HTTP/2.0\r\n",
+        ] {
+            let (answer, _) = parse_error_answer(b"HTTP/1.1 400 Bad Request\r\n", line);
+            let text = String::from_utf8(answer).unwrap();
+            assert!(
+                text.starts_with("HTTP/1.1 505 HTTP Version Not Supported\r\n"),
+                "{text}"
+            );
+            assert!(text.contains("\"http_version_not_supported\""), "{text}");
+        }
+        for line in [
+            &b"GET / HTTP/1.2\r\n"[..],
+            b"GET / HTTX/2\r\n",
+            b"GET /\r\n",
+            b"",
+        ] {
+            let (answer, _) = parse_error_answer(b"HTTP/1.1 400 Bad Request\r\n", line);
+            assert!(answer.starts_with(b"HTTP/1.1 400 "), "{line:?}");
+        }
+        let text = String::from_utf8(http2_answer()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 505 "), "{text}");
+        assert!(text.contains("connection: close\r\n"), "{text}");
     }
 }

@@ -173,8 +173,8 @@ pub fn seeds(token: &str) -> Vec<Vec<u8>> {
 }
 
 /// The statuses the server may answer besides 2xx and 4xx: shed load, a
-/// transfer coding it does not decode.
-pub const SERVER_REFUSALS: &[u16] = &[501, 503];
+/// transfer coding it does not decode, an HTTP version it does not speak.
+pub const SERVER_REFUSALS: &[u16] = &[501, 503, 505];
 
 pub const TOKENS: &[&[u8]] = &[
     b"\r\n",
