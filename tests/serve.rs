@@ -1487,6 +1487,261 @@ fn errors_before_the_router_are_json_too() {
     assert_eq!(server.get("/healthz").0, 200);
 }
 
+/// Many long unknown ids make a short error: the first 20, each cut after
+/// 80 characters, and the count of the rest (the whole list echoed made a
+/// 900 KB answer). Titles, batches and `skip_unknown` with nothing left
+/// are bounded the same way.
+#[test]
+fn an_error_lists_at_most_20_unknown_ids_each_cut_short() {
+    let m = models();
+    let server = Server::start(&m.a, &["--max-history", "2000"]);
+    let long = "z".repeat(400);
+    let ids: Vec<Value> = (0..1500).map(|i| json!(format!("{i}-{long}"))).collect();
+    let bodies = [
+        ("/v1/recommend", json!({"history": ids}), "unknown_items"),
+        ("/v1/recommend", json!({"titles": ids}), "unknown_titles"),
+        (
+            "/v1/recommend",
+            json!({"history": ids, "skip_unknown": true}),
+            "empty_history",
+        ),
+        (
+            "/v1/recommend/batch",
+            json!({"requests": [{"history": [1]}, {"history": ids}]}),
+            "unknown_items",
+        ),
+    ];
+    for (path, body, code) in bodies {
+        let sent = body.to_string().len();
+        let (s, raw_len, v) = {
+            let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            s.write_all(&raw_request(
+                "POST",
+                path,
+                body.to_string().as_bytes(),
+                "Connection: close\r\n",
+            ))
+            .unwrap();
+            let (status, _, answer) = read_response(&mut BufReader::new(s)).unwrap();
+            let v: Value = serde_json::from_slice(&answer).unwrap();
+            (status, answer.len(), v)
+        };
+        assert!(sent > 600_000, "{sent}");
+        assert_eq!((s, &v["error"]["code"]), (400, &json!(code)), "{path}");
+        let shown = v["error"]["unknown"].as_array().unwrap();
+        assert_eq!(shown.len(), 20, "{path}");
+        assert_eq!(v["error"]["unknown_more"], 1480, "{path}");
+        for (i, id) in shown.iter().enumerate() {
+            let id = id.as_str().unwrap();
+            assert!(id.starts_with(&format!("{i}-zzz")), "{id}");
+            assert!(id.ends_with('…') && id.chars().count() == 81, "{id}");
+        }
+        assert!(raw_len < 8_000, "{path}: an answer of {raw_len} bytes");
+    }
+    // A few short ones are listed whole.
+    let (s, v) = server.post("/v1/recommend", &json!({"history": [1, "nope", 999999]}));
+    assert_eq!(s, 400);
+    assert_eq!(v["error"]["unknown"], json!(["nope", 999999]));
+    assert_eq!(v["error"]["unknown_more"], 0);
+}
+
+/// A key given twice is refused with 400 naming it, in a request, in a
+/// batch's request and in the batch itself; serde_json alone kept the last
+/// (`{"history":[1],"history":[2]}` was a request for item 2).
+#[test]
+fn a_field_given_twice_is_refused_naming_it() {
+    let m = models();
+    let server = Server::start(&m.a, &[]);
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "/v1/recommend",
+            r#"{"history":[1],"history":[2]}"#,
+            "history",
+        ),
+        (
+            "/v1/recommend",
+            r#"{"history":[1,2],"k":3,"exclude_seen":true,"k":5}"#,
+            "k",
+        ),
+        (
+            "/v1/recommend/batch",
+            r#"{"requests":[{"history":[1]},{"history":[2],"k":2,"k":3}]}"#,
+            "requests[1].k",
+        ),
+        (
+            "/v1/recommend/batch",
+            r#"{"requests":[{"history":[1]}],"requests":[{"history":[2]}]}"#,
+            "requests",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let msg = expect_error(
+            request(server.port, "POST", path, body.as_bytes()),
+            400,
+            "duplicate_field",
+        );
+        assert!(
+            msg.starts_with(&format!(
+                "{field}: given twice in one object (at line 1, column "
+            )),
+            "{msg}"
+        );
+    }
+    // The same key in two objects is fine.
+    let (s, v) = request(
+        server.port,
+        "POST",
+        "/v1/recommend/batch",
+        br#"{"requests":[{"history":[1],"k":2},{"history":[2],"k":2}]}"#,
+    );
+    assert_eq!(s, 200, "{v}");
+}
+
+/// A body in a transfer coding other than chunked alone (`gzip, chunked`,
+/// which hyper read as chunked, handing gzip bytes on as JSON) gets 501
+/// with a JSON error naming the header, before the body is read, and the
+/// connection is closed; chunked alone is read as before, and chunked not
+/// last is hyper's 400.
+#[test]
+fn a_transfer_coding_other_than_chunked_gets_501() {
+    let m = models();
+    let server = Server::start(&m.a, &[]);
+    let port = server.port;
+    let chunked = |te: &str, body: &[u8]| {
+        let mut raw = format!(
+            "POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{te}\r\n"
+        )
+        .into_bytes();
+        raw.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+        raw.extend_from_slice(body);
+        raw.extend_from_slice(b"\r\n0\r\n\r\n");
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(&raw).unwrap();
+        until_closed(&mut s).expect("the connection stayed open")
+    };
+    // Gzip's magic bytes, not JSON: the body must not be parsed at all.
+    let gzip = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03";
+    for te in [
+        "Transfer-Encoding: gzip, chunked\r\n",
+        "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked, chunked\r\n",
+        "Transfer-Encoding: gzip, chunked\r\nContent-Length: 10\r\n",
+    ] {
+        let raw = chunked(te, gzip);
+        let (status, headers, v) = json_error_in(&raw);
+        assert_eq!(
+            (status, &v["error"]["code"]),
+            (501, &json!("transfer_coding_not_implemented")),
+            "{te:?}: {v}"
+        );
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.starts_with("Transfer-Encoding: \""), "{msg}");
+        assert!(
+            headers.contains(&("connection".to_string(), "close".to_string())),
+            "{headers:?}"
+        );
+        // One answer, then the close.
+        assert_eq!(raw.windows(9).filter(|w| w == b"HTTP/1.1 ").count(), 1);
+    }
+    let (status, _, v) = json_error_in(&chunked("Transfer-Encoding: gzip, chunked\r\n", gzip));
+    assert_eq!(status, 501);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"gzip, chunked\""),
+        "{v}"
+    );
+    // On any route, before the token or the route is looked at.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: br, chunked\r\n\r\n0\r\n\r\n",
+    )
+    .unwrap();
+    let (status, _, _) = json_error_in(&until_closed(&mut s).unwrap());
+    assert_eq!(status, 501);
+    // Chunked not last: the body's length is unknown, 400 (RFC 9112 6.3).
+    let (status, _, v) = json_error_in(&chunked("Transfer-Encoding: chunked, gzip\r\n", b"{}"));
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (400, &json!("malformed_request"))
+    );
+    // Chunked alone, in any case, is read.
+    let good = br#"{"history": [1, 2], "k": 3}"#;
+    for te in [
+        "Transfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: Chunked\r\n",
+    ] {
+        let raw = chunked(&format!("{te}Connection: close\r\n"), good);
+        let (status, _, body) = read_response(&mut BufReader::new(&raw[..])).unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    assert_eq!(server.get("/healthz").0, 200);
+}
+
+/// An HTTP/2 client (prior knowledge: the connection preface first), which
+/// the server closed without a word, gets 505 with a JSON error saying the
+/// server speaks HTTP/1.1, then the close; so does a request line of
+/// HTTP/2.0, and the preface after a keep-alive request.
+#[test]
+fn an_http2_preface_gets_505_json_then_the_close() {
+    let m = models();
+    let server = Server::start(&m.a, &[]);
+    let port = server.port;
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    // The preface and an empty SETTINGS frame, as h2 clients send them.
+    let mut h2 = PREFACE.to_vec();
+    h2.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let check = |raw: &[u8]| {
+        let (status, headers, v) = json_error_in(raw);
+        assert_eq!(
+            (status, &v["error"]["code"]),
+            (505, &json!("http_version_not_supported")),
+            "{v}"
+        );
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("HTTP/1.1 only"), "{msg}");
+        assert!(
+            headers.contains(&("connection".to_string(), "close".to_string())),
+            "{headers:?}"
+        );
+    };
+    for parts in [
+        vec![h2.clone()],
+        vec![PREFACE.to_vec()],
+        vec![b"PRI * HTTP/".to_vec(), h2[11..].to_vec()],
+        vec![b"PRI * HTTP/2.0\r\n".to_vec()],
+    ] {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        for p in &parts {
+            s.write_all(p).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let raw = until_closed(&mut s).expect("the connection stayed open");
+        check(&raw);
+        let msg = json_error_in(&raw).2["error"]["message"].to_string();
+        assert!(msg.contains("HTTP/2 preface"), "{msg}");
+    }
+    // A request line asking for HTTP/2.0.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let raw = until_closed(&mut s).expect("the connection stayed open");
+    check(&raw);
+    // After a keep-alive request: the answer, then the 505.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    assert_eq!(read_response(&mut r).unwrap().0, 200);
+    s.write_all(&h2).unwrap();
+    let (status, _, _) = read_response(&mut r).unwrap();
+    assert_eq!(status, 505);
+    assert_eq!(server.get("/healthz").0, 200);
+}
+
 /// A client that shuts down its sending side once its request is written
 /// (`nc -N`, some proxies) still gets every answer; hyper's default dropped
 /// about one in thirty (found by tests/fuzz).

@@ -6,6 +6,9 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use std::cell::RefCell;
+
+use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -17,6 +20,12 @@ use crate::text::{escaped, quoted};
 pub const MAX_K: usize = 1000;
 /// `k` when a request does not give one.
 pub const DEFAULT_K: usize = 10;
+/// The most unknown ids, titles or users an error lists in `unknown`; the
+/// rest are counted in `unknown_more`.
+pub const UNKNOWN_LISTED: usize = 20;
+/// The most characters of one unknown id or title an error echoes; a
+/// longer one is cut and ends in `…`.
+pub const UNKNOWN_CHARS: usize = 80;
 
 /// An answer that is not a success: `{"error": {"code", "message", ...}}`.
 #[derive(Debug, Clone)]
@@ -24,8 +33,9 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    /// The ids, titles or user that were not found, as the client sent them.
-    pub unknown: Option<Vec<Value>>,
+    /// The ids, titles or user that were not found, as the client sent
+    /// them, bounded (`set_unknown`), and how many more were not listed.
+    pub unknown: Option<(Vec<Value>, usize)>,
     /// The request's index in a batch.
     pub index: Option<usize>,
     /// Seconds to wait before trying again (`Retry-After`), for 503.
@@ -60,12 +70,32 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
+    /// Lists what was not found: the first `UNKNOWN_LISTED`, each string cut
+    /// after `UNKNOWN_CHARS` characters, and the count of the rest. A
+    /// request of many long unknown ids cannot make a long answer.
+    pub fn set_unknown(&mut self, all: &[Value]) {
+        let shown = all
+            .iter()
+            .take(UNKNOWN_LISTED)
+            .map(|v| match v {
+                Value::String(s) if s.chars().nth(UNKNOWN_CHARS).is_some() => {
+                    let mut cut: String = s.chars().take(UNKNOWN_CHARS).collect();
+                    cut.push('…');
+                    Value::String(cut)
+                }
+                other => other.clone(),
+            })
+            .collect();
+        self.unknown = Some((shown, all.len().saturating_sub(UNKNOWN_LISTED)));
+    }
+
     pub fn body(&self) -> Value {
         let mut e = Map::new();
         e.insert("code".into(), Value::from(self.code));
         e.insert("message".into(), Value::from(self.message.as_str()));
-        if let Some(u) = &self.unknown {
-            e.insert("unknown".into(), Value::Array(u.clone()));
+        if let Some((shown, more)) = &self.unknown {
+            e.insert("unknown".into(), Value::Array(shown.clone()));
+            e.insert("unknown_more".into(), Value::from(*more));
         }
         if let Some(i) = self.index {
             e.insert("index".into(), Value::from(i));
@@ -121,7 +151,10 @@ fn show(v: &Value) -> String {
     }
 }
 
-/// Parses a body as JSON, saying where it is malformed.
+/// Parses a body as JSON, saying where it is malformed. A key given twice
+/// in one object, at any depth, is refused (`duplicate_field`, naming it
+/// by its path): serde_json's `Value` would keep the last silently. The
+/// depth limit is serde_json's own (128), and the body is bounded before.
 pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ApiError::bad(
@@ -129,7 +162,24 @@ pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
             "the request body is empty: expected a JSON object",
         ));
     }
-    serde_json::from_slice(body).map_err(|e| {
+    let duplicate = RefCell::new(Duplicate::default());
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = ValueSeed(&duplicate)
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v));
+    parsed.map_err(|e| {
+        let duplicate = duplicate.into_inner();
+        if duplicate.found {
+            return ApiError::bad(
+                "duplicate_field",
+                format!(
+                    "{}: given twice in one object (at line {}, column {}): send each field once",
+                    duplicate.path(),
+                    e.line(),
+                    e.column()
+                ),
+            );
+        }
         let what = match e.classify() {
             serde_json::error::Category::Eof => "the JSON ends early",
             _ => "malformed JSON",
@@ -143,6 +193,139 @@ pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
             format!("{what} at line {}, column {}: {text}", e.line(), e.column()),
         )
     })
+}
+
+/// One step of the path to a value: an object's key or an array's index.
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// A key found twice, and its path, filled innermost first as the parse
+/// unwinds.
+#[derive(Default)]
+struct Duplicate {
+    found: bool,
+    steps: Vec<Step>,
+}
+
+impl Duplicate {
+    /// The path as a field is named in messages (`requests[1].k`), each key
+    /// escaped and bounded; a path deeper than 8 shows its two ends.
+    fn path(&self) -> String {
+        let mut steps: Vec<String> = self
+            .steps
+            .iter()
+            .rev()
+            .map(|s| match s {
+                Step::Key(k) => format!(".{}", escaped(k)),
+                Step::Index(i) => format!("[{i}]"),
+            })
+            .collect();
+        if steps.len() > 8 {
+            let last = steps.split_off(steps.len() - 4);
+            steps.truncate(4);
+            steps.push(".…".into());
+            steps.extend(last);
+        }
+        let path = steps.concat();
+        path.strip_prefix('.').map(str::to_string).unwrap_or(path)
+    }
+}
+
+/// Reads any JSON value as serde_json's `Value` does, but sees every key
+/// of an object and refuses one given twice.
+#[derive(Clone, Copy)]
+struct ValueSeed<'a>(&'a RefCell<Duplicate>);
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        loop {
+            match seq.next_element_seed(self) {
+                Ok(Some(v)) => out.push(v),
+                Ok(None) => return Ok(Value::Array(out)),
+                Err(e) => {
+                    let mut d = self.0.borrow_mut();
+                    if d.found {
+                        d.steps.push(Step::Index(out.len()));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                let mut d = self.0.borrow_mut();
+                d.found = true;
+                d.steps.push(Step::Key(key));
+                return Err(A::Error::custom("a key given twice"));
+            }
+            match map.next_value_seed(self) {
+                Ok(v) => {
+                    out.insert(key, v);
+                }
+                Err(e) => {
+                    let mut d = self.0.borrow_mut();
+                    if d.found {
+                        d.steps.push(Step::Key(key));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 fn invalid_type(field: &str, expected: &str, found: &Value) -> ApiError {
@@ -382,8 +565,8 @@ fn lookup(rec: &Recommender, id: &Value) -> Option<u32> {
 }
 
 fn list_for_message(unknown: &[Value]) -> String {
-    let shown: Vec<String> = unknown.iter().take(20).map(show).collect();
-    let more = unknown.len().saturating_sub(20);
+    let shown: Vec<String> = unknown.iter().take(UNKNOWN_LISTED).map(show).collect();
+    let more = unknown.len().saturating_sub(UNKNOWN_LISTED);
     if more > 0 {
         format!("{} and {more} more", shown.join(", "))
     } else {
@@ -416,7 +599,7 @@ pub fn resolve(q: &Query, rec: &Recommender, at: &str) -> Result<Resolved, ApiEr
                                 quoted(u)
                             ),
                         );
-                        e.unknown = Some(vec![Value::from(u.as_str())]);
+                        e.set_unknown(&[Value::from(u.as_str())]);
                         Err(e)
                     }
                 };
@@ -453,7 +636,7 @@ pub fn resolve(q: &Query, rec: &Recommender, at: &str) -> Result<Resolved, ApiEr
                 list_for_message(&unknown)
             ),
         );
-        e.unknown = Some(unknown);
+        e.set_unknown(&unknown);
         return Err(e);
     }
     if found.is_empty() {
@@ -464,7 +647,7 @@ pub fn resolve(q: &Query, rec: &Recommender, at: &str) -> Result<Resolved, ApiEr
                 list_for_message(&unknown)
             ),
         );
-        e.unknown = Some(unknown);
+        e.set_unknown(&unknown);
         return Err(e);
     }
     Ok(Resolved {
@@ -639,6 +822,104 @@ mod tests {
         let e = parse_batch(json!({"requests": [{}]}), 1, 5).unwrap_err();
         assert_eq!(e.code, "missing_field");
         assert!(e.message.starts_with("requests[0]: "), "{}", e.message);
+    }
+
+    #[test]
+    fn an_error_lists_a_bounded_number_of_unknown_ids_each_cut_short() {
+        let long = "x".repeat(5000);
+        let all: Vec<Value> = (0..50)
+            .map(|i| {
+                if i % 2 == 0 {
+                    Value::from(format!("{i}{long}"))
+                } else {
+                    Value::from(i)
+                }
+            })
+            .collect();
+        let mut e = ApiError::bad("unknown_items", "");
+        e.set_unknown(&all);
+        let body = e.body();
+        let shown = body["error"]["unknown"].as_array().unwrap();
+        assert_eq!(shown.len(), UNKNOWN_LISTED);
+        assert_eq!(body["error"]["unknown_more"], 30);
+        assert_eq!(shown[1], json!(1));
+        let first = shown[0].as_str().unwrap();
+        assert_eq!(first.chars().count(), UNKNOWN_CHARS + 1);
+        assert!(first.starts_with("0xxx") && first.ends_with('…'), "{first}");
+        assert!(body.to_string().len() < 2000, "{body}");
+        // A short list is whole, and says none was left out.
+        e.set_unknown(&[json!("a"), json!(7)]);
+        let body = e.body();
+        assert_eq!(body["error"]["unknown"], json!(["a", 7]));
+        assert_eq!(body["error"]["unknown_more"], 0);
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_by_its_path() {
+        let cases: &[(&[u8], &str)] = &[
+            (br#"{"history":[1],"history":[2]}"#, "history: given twice"),
+            (br#"{"k":3,"history":[1],"k":3}"#, "k: given twice"),
+            (
+                br#"{"requests":[{"history":[1]},{"k":1,"history":[2],"k":2}]}"#,
+                "requests[1].k: given twice",
+            ),
+            (
+                br#"{"requests":[],"requests":[{"history":[1]}]}"#,
+                "requests: given twice",
+            ),
+            (br#"[{}, [{"a":{"b":1,"b":1}}]]"#, "[1][0].a.b: given twice"),
+            (
+                b"{\"x\":{\"\\u001b[31m\":1,\"\\u001b[31m\":2}}",
+                "x.\\u{1b}[31m: given twice",
+            ),
+        ];
+        for (body, want) in cases {
+            let e = parse_json(body).unwrap_err();
+            assert_eq!(e.code, "duplicate_field", "{}", e.message);
+            assert!(e.message.starts_with(want), "{}", e.message);
+            assert!(e.message.contains("line 1, column"), "{}", e.message);
+        }
+        // A deep path shows its two ends, and a long key is cut.
+        let mut deep = String::new();
+        for _ in 0..40 {
+            deep.push_str("{\"a\":");
+        }
+        let long = "k".repeat(10_000);
+        deep.push_str(&format!("{{\"{long}\":1,\"{long}\":1}}"));
+        deep.push_str(&"}".repeat(40));
+        let e = parse_json(deep.as_bytes()).unwrap_err();
+        assert_eq!(e.code, "duplicate_field");
+        assert!(
+            e.message.starts_with("a.a.a.a.….a.a.a.kkk"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.len() < 300, "{}", e.message);
+        // The same key in different objects is no duplicate.
+        let v = parse_json(br#"{"requests":[{"history":[1]},{"history":[2]}]}"#).unwrap();
+        assert_eq!(v, json!({"requests":[{"history":[1]},{"history":[2]}]}));
+    }
+
+    #[test]
+    fn json_without_duplicates_parses_as_serde_json_does() {
+        let bodies: &[&[u8]] = &[
+            br#"{"history":[1,"2",-3,4.5,1.7976931348623157e308,18446744073709551615,18446744073709551616],"k":null}"#,
+            br#"{"t":"\u00e9\ud83d\ude00","b":[true,false,{}],"n":-0.0,"f":0.1}"#,
+            b"  [1, 2]  ",
+            b"\"just a string\"",
+        ];
+        for body in bodies {
+            let want: Value = serde_json::from_slice(body).unwrap();
+            assert_eq!(parse_json(body).unwrap(), want);
+        }
+        // Deeper than serde_json's limit of 128 is refused, not recursed into.
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let e = parse_json(deep.as_bytes()).unwrap_err();
+        assert_eq!(e.code, "malformed_json");
+        assert!(e.message.contains("recursion limit"), "{}", e.message);
+        let e = parse_json(b"{\"a\":1} x").unwrap_err();
+        assert_eq!(e.code, "malformed_json");
+        assert!(e.message.contains("trailing characters"), "{}", e.message);
     }
 
     #[test]

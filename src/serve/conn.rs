@@ -18,7 +18,16 @@
 //! - hyper answers a request it cannot parse (bad request line, bad
 //!   `Content-Length`, too many headers) with an empty body before any
 //!   router sees it; `TimedIo` puts a JSON body in that answer, so every
-//!   error the service sends is JSON.
+//!   error the service sends is JSON. A request line of another major
+//!   version (`GET / HTTP/2.0`) is answered 505 instead of hyper's 400.
+//! - A connection that opens with the HTTP/2 preface (`PRI * HTTP/2.0`),
+//!   which hyper would close without a word, is answered 505 with a JSON
+//!   body by `TimedIo` itself, and closed.
+//! - A request with a transfer coding other than `chunked` alone (`gzip,
+//!   chunked`: hyper decodes the chunks and would hand the router gzip
+//!   bytes as if plain) is answered 501 before any body is read, and the
+//!   connection closed. One whose last coding is not `chunked` is hyper's
+//!   400: its body's length cannot be known.
 
 use std::future::Future;
 use std::io;
@@ -29,6 +38,8 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::Router;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
@@ -39,6 +50,7 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 use tracing::{debug, warn};
 
+use super::api::ApiError;
 use crate::text::quoted;
 
 /// What bounds a connection.
@@ -56,6 +68,17 @@ const REFUSING: usize = 64;
 
 /// How much of a request's header is kept to say what was wrong with it.
 const HEAD_KEPT: usize = 16 * 1024;
+
+/// How an HTTP/2 connection preface begins: `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`.
+/// hyper takes the bytes before the last for the start of a request line
+/// and waits; `TimedIo` keeps from it the read that completes them.
+const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2";
+
+/// What a connection refused by `TimedIo` itself may still send, read and
+/// dropped so that closing does not reset the connection before the client
+/// has read the answer: at most this many bytes, for at most `DRAIN_TIME`.
+const DRAIN_BYTES: usize = 64 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(1);
 
 /// What a connection's task and its reader share.
 #[derive(Default)]
@@ -199,6 +222,19 @@ struct TimedIo {
     head: Vec<u8>,
     /// The answer written instead of hyper's, and how much of it is sent.
     replacement: Option<(Vec<u8>, usize)>,
+    /// Refusing the connection without hyper (an HTTP/2 preface).
+    refusing: Option<Refusing>,
+}
+
+/// Where `TimedIo` is in refusing a connection on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusing {
+    /// Sending the answer (in `replacement`).
+    Answer,
+    /// Shutting the write side.
+    Shutdown,
+    /// Reading what the client sent, `drained` bytes so far.
+    Drain { drained: usize },
 }
 
 impl TimedIo {
@@ -214,6 +250,47 @@ impl TimedIo {
             write_deadline: None,
             head: Vec::new(),
             replacement: None,
+            refusing: None,
+        }
+    }
+
+    /// Refuses the connection: the answer in `replacement` is sent, the
+    /// write side shut and what the client sends read for a while, then
+    /// hyper is given the end of the stream (it has no request to answer).
+    fn poll_refuse(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if self.deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            match self.refusing {
+                None => return Poll::Ready(Ok(())),
+                Some(Refusing::Answer) => match self.poll_replacement(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(())) => self.refusing = Some(Refusing::Shutdown),
+                    Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                },
+                Some(Refusing::Shutdown) => match Pin::new(&mut self.tcp).poll_shutdown(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(())) => self.refusing = Some(Refusing::Drain { drained: 0 }),
+                    Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                },
+                Some(Refusing::Drain { drained }) => {
+                    let mut scratch = [0u8; 4096];
+                    let mut sink = ReadBuf::new(&mut scratch);
+                    match Pin::new(&mut self.tcp).poll_read(cx, &mut sink) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(())) if !sink.filled().is_empty() => {
+                            let drained = drained + sink.filled().len();
+                            if drained >= DRAIN_BYTES {
+                                return Poll::Ready(Ok(()));
+                            }
+                            self.refusing = Some(Refusing::Drain { drained });
+                        }
+                        // The client's end, or an error: done.
+                        Poll::Ready(_) => return Poll::Ready(Ok(())),
+                    }
+                }
+            }
         }
     }
 
@@ -271,6 +348,9 @@ impl AsyncRead for TimedIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.refusing.is_some() {
+            return this.poll_refuse(cx);
+        }
         // A request's body has its own timeout (408 `body_timeout`).
         if this.state.busy.load(Ordering::Acquire) > 0 {
             let r = Pin::new(&mut this.tcp).poll_read(cx, buf);
@@ -306,6 +386,17 @@ impl AsyncRead for TimedIo {
                     }
                     let room = HEAD_KEPT.saturating_sub(this.head.len());
                     this.head.extend_from_slice(&got[..got.len().min(room)]);
+                    if this.head.starts_with(H2_PREFACE_START) {
+                        // hyper has seen at most "PRI * HTTP/", which it
+                        // takes for the start of a request: it gets none
+                        // of this read, and the end of the stream once the
+                        // answer is sent.
+                        buf.set_filled(before);
+                        this.replacement = Some((http2_answer(), 0));
+                        this.refusing = Some(Refusing::Answer);
+                        this.deadline.as_mut().reset(Instant::now() + DRAIN_TIME);
+                        return this.poll_refuse(cx);
+                    }
                 }
                 Poll::Ready(Ok(()))
             }
@@ -427,9 +518,82 @@ fn parse_error_answer(hyper_answer: &[u8], head: &[u8]) -> (Vec<u8>, usize) {
             "uri_too_long",
             "the request's path is too long".to_string(),
         ),
-        _ => ("Bad Request", "malformed_request", describe_bad_head(head)),
+        _ => {
+            if let Some(line) = other_http_version(head) {
+                return (
+                    json_answer(
+                        505,
+                        "HTTP Version Not Supported",
+                        "http_version_not_supported",
+                        &format!(
+                            "the request line {} is not HTTP/1.1: this server speaks HTTP/1.1 only",
+                            quoted(&line)
+                        ),
+                        "",
+                    ),
+                    0,
+                );
+            }
+            ("Bad Request", "malformed_request", describe_bad_head(head))
+        }
     };
     (json_answer(status, reason, code, &message, ""), 0)
+}
+
+/// The request line, when it names an HTTP version of another major
+/// version than 1 (`GET / HTTP/2.0`, `GET / HTTP/3`).
+fn other_http_version(head: &[u8]) -> Option<String> {
+    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let line = String::from_utf8_lossy(&head[..line_end]);
+    let line = line.trim_end_matches('\r');
+    let version = line.split(' ').nth(2)?;
+    let major = version.strip_prefix("HTTP/")?.bytes().next()?;
+    (major.is_ascii_digit() && major != b'1').then(|| line.to_string())
+}
+
+/// The answer to a connection that opens with the HTTP/2 preface.
+fn http2_answer() -> Vec<u8> {
+    json_answer(
+        505,
+        "HTTP Version Not Supported",
+        "http_version_not_supported",
+        "the connection began with the HTTP/2 preface (\"PRI * HTTP/2.0\"): this server speaks HTTP/1.1 only; send HTTP/1.1 requests (no HTTP/2 with prior knowledge)",
+        "",
+    )
+}
+
+/// Refuses a request whose body has a transfer coding other than `chunked`
+/// alone: hyper reads `gzip, chunked` as chunked and would hand on gzip
+/// bytes as if plain; no coding but chunked is decoded here. (One whose
+/// last coding is not chunked never gets here: hyper answers 400.)
+pub(crate) fn check_transfer_coding(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let values: Vec<&[u8]> = headers
+        .get_all(axum::http::header::TRANSFER_ENCODING)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    let mut codings = values
+        .iter()
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(|c| c.trim_ascii())
+        .filter(|c| !c.is_empty());
+    let plain = match (codings.next(), codings.next()) {
+        (None, _) => true,
+        (Some(only), None) => only.eq_ignore_ascii_case(b"chunked"),
+        _ => false,
+    };
+    if plain {
+        return Ok(());
+    }
+    let sent = values.join(&b", "[..]);
+    Err(ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "transfer_coding_not_implemented",
+        format!(
+            "Transfer-Encoding: {}: this server decodes no transfer coding but chunked alone; send the body as it is, with Content-Length or Transfer-Encoding: chunked",
+            quoted(&String::from_utf8_lossy(&sent))
+        ),
+    ))
 }
 
 /// What is wrong with a request header hyper refused, as far as one can
@@ -475,6 +639,8 @@ fn describe_bad_head(head: &[u8]) -> String {
                 )
             } else if lengths.windows(2).any(|w| w[0] != w[1]) {
                 "Content-Length: given more than once, with different values".to_string()
+            } else if chunked && req.version == Some(0) {
+                "Transfer-Encoding: not allowed in HTTP/1.0; send Content-Length".to_string()
             } else if chunked && !lengths.is_empty() {
                 "give Content-Length or Transfer-Encoding, not both".to_string()
             } else if chunked {
@@ -502,7 +668,18 @@ async fn serve_conn(tcp: TcpStream, app: Router, limits: Limits, mut stop: watch
         let busy = Busy::new(for_requests.clone());
         let mut app = app.clone();
         async move {
-            let answer = app.call(req).await?;
+            let answer = match check_transfer_coding(req.headers()) {
+                Ok(()) => app.call(req).await?,
+                Err(e) => {
+                    // The body is left unread: the connection closes after.
+                    let mut r = e.into_response();
+                    r.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                    r
+                }
+            };
             Ok::<_, std::convert::Infallible>(answer.map(|body| Tracked { body, _busy: busy }))
         }
     });
@@ -642,5 +819,83 @@ mod tests {
         let body: serde_json::Value =
             serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
         assert_eq!(body["error"]["code"], "header_too_large");
+        let m = describe_bad_head(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(m.contains("not allowed in HTTP/1.0"), "{m}");
+    }
+
+    #[test]
+    fn only_chunked_alone_passes_as_a_transfer_coding() {
+        use axum::http::{header::TRANSFER_ENCODING, HeaderMap, HeaderValue};
+        let check = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(TRANSFER_ENCODING, HeaderValue::from_static(v));
+            }
+            check_transfer_coding(&h)
+        };
+        for ok in [
+            &[][..],
+            &["chunked"],
+            &["Chunked"],
+            &[" chunked "],
+            &[", chunked,"],
+        ] {
+            assert!(check(ok).is_ok(), "{ok:?}");
+        }
+        for refused in [
+            &["gzip, chunked"][..],
+            &["gzip", "chunked"],
+            &["chunked, chunked"],
+            &["deflate,chunked"],
+            &["chunked;ext=1"],
+        ] {
+            let e = check(refused).unwrap_err();
+            assert_eq!(
+                (e.status.as_u16(), e.code),
+                (501, "transfer_coding_not_implemented")
+            );
+            assert!(
+                e.message.starts_with("Transfer-Encoding: \""),
+                "{}",
+                e.message
+            );
+        }
+        let e = check(&["gzip", "chunked"]).unwrap_err();
+        assert!(e.message.contains("\"gzip, chunked\""), "{}", e.message);
+        let mut h = HeaderMap::new();
+        let long = format!("{}chunked", "x-\u{9b}[2J, ".repeat(2000));
+        h.insert(TRANSFER_ENCODING, HeaderValue::from_str(&long).unwrap());
+        let e = check_transfer_coding(&h).unwrap_err();
+        assert!(e.message.len() < 400, "{}", e.message);
+        assert!(!e.message.chars().any(|c| c.is_control()), "{}", e.message);
+    }
+
+    #[test]
+    fn another_http_version_is_answered_505() {
+        for line in [
+            &b"GET / HTTP/2.0\r\n\r\n"[..],
+            b"GET / HTTP/3\r\n",
+            b"PRI * HTTP/2.0\r\n",
+        ] {
+            let (answer, _) = parse_error_answer(b"HTTP/1.1 400 Bad Request\r\n", line);
+            let text = String::from_utf8(answer).unwrap();
+            assert!(
+                text.starts_with("HTTP/1.1 505 HTTP Version Not Supported\r\n"),
+                "{text}"
+            );
+            assert!(text.contains("\"http_version_not_supported\""), "{text}");
+        }
+        for line in [
+            &b"GET / HTTP/1.2\r\n"[..],
+            b"GET / HTTX/2\r\n",
+            b"GET /\r\n",
+            b"",
+        ] {
+            let (answer, _) = parse_error_answer(b"HTTP/1.1 400 Bad Request\r\n", line);
+            assert!(answer.starts_with(b"HTTP/1.1 400 "), "{line:?}");
+        }
+        let text = String::from_utf8(http2_answer()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 505 "), "{text}");
+        assert!(text.contains("connection: close\r\n"), "{text}");
     }
 }

@@ -744,7 +744,7 @@ async fn item(State(app): State<Shared>, id: Result<Path<String>, PathRejection>
                 "unknown_item",
                 format!("item {} is not in the model's catalogue", quoted(&id)),
             );
-            e.unknown = Some(vec![Value::from(id)]);
+            e.set_unknown(&[Value::from(id)]);
             return Err(e);
         };
         let body = json!({

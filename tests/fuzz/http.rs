@@ -169,13 +169,35 @@ pub fn seeds(token: &str) -> Vec<Vec<u8>> {
         post("/v1/admin/reload", ""),
         b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/model HTTP/1.1\r\nHost: x\r\n\r\n"
             .to_vec(),
+        // Refused, each its own way: a key given twice (400), a transfer
+        // coding besides chunked (501), HTTP/2 (505).
+        post(
+            "/v1/recommend/batch",
+            r#"{"requests":[{"history":[1],"k":2,"k":3}],"requests":[]}"#,
+        ),
+        format!(
+            "POST /v1/recommend HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: gzip, chunked\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n"
+        )
+        .into_bytes(),
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0".to_vec(),
     ]
 }
+
+/// The statuses the server may answer besides 2xx and 4xx: shed load, a
+/// transfer coding it does not decode, an HTTP version it does not speak.
+pub const SERVER_REFUSALS: &[u16] = &[501, 503, 505];
 
 pub const TOKENS: &[&[u8]] = &[
     b"\r\n",
     b"Content-Length: ",
     b"Transfer-Encoding: chunked\r\n",
+    b"Transfer-Encoding: gzip, chunked\r\n",
+    b"Transfer-Encoding: gzip\r\n",
+    b", chunked",
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    b"HTTP/2.0",
+    b"\"history\":[1],\"history\":",
+    b",\"k\":1,\"k\":2",
     b"Connection: close\r\n",
     b"Expect: 100-continue\r\n",
     b"\"k\":",
