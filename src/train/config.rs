@@ -400,21 +400,35 @@ impl Settings {
         let mut model = to_table(&self.model)?;
         let mut train = to_table(&self.train)?;
         for (key, value) in table {
-            let part = if model.contains_key(&key) {
+            let in_model = model.contains_key(&key);
+            let part = if in_model {
                 &mut model
             } else if train.contains_key(&key) {
                 &mut train
             } else {
                 return Err(setting_error(&crate::text::escaped(&key), "unknown key"));
             };
+            // Each value is tried alone, so its error names its key; a
+            // value of the wrong type or out of the choices is quoted in
+            // the message, escaped and bounded.
+            let mut alone = part.clone();
+            alone.insert(key.clone(), value.clone());
+            let wrong = |e: toml::de::Error| {
+                setting_error(
+                    &crate::text::escaped(&key),
+                    crate::text::message(e.message()),
+                )
+            };
+            if in_model {
+                ModelOptions::deserialize(alone).map_err(wrong)?;
+            } else {
+                TrainConfig::deserialize(alone).map_err(wrong)?;
+            }
             part.insert(key, value);
         }
-        // A value of the wrong type or out of the choices is quoted in the
-        // message: escaped and bounded.
-        let shown =
-            |e: toml::de::Error| setting_error("config", crate::text::message(&e.to_string()));
-        let model = ModelOptions::deserialize(model).map_err(shown)?;
-        let train = TrainConfig::deserialize(train).map_err(shown)?;
+        let whole = |e: toml::de::Error| setting_error("config", crate::text::message(e.message()));
+        let model = ModelOptions::deserialize(model).map_err(whole)?;
+        let train = TrainConfig::deserialize(train).map_err(whole)?;
         Ok(Settings { model, train })
     }
 
@@ -506,7 +520,8 @@ mod tests {
         for (text, want) in [
             ("epochs = 3\nfoo\x1b[2J = 3\n", "config: line 2, column 4: "),
             ("padding = \"\x1b[2Jleft\"\n", "config: line 1, column 12: "),
-            ("padding = \"\\u001b[2Jleft\"\n", "config: "),
+            // A value the file holds escaped: the key it was given for.
+            ("padding = \"\\u001b[2Jleft\"\n", "padding: "),
             ("\"\\u001b[2J\" = 1\n", "\\u{1b}[2J: unknown key"),
         ] {
             let err = best.overlay_toml(text).unwrap_err().to_string();
