@@ -90,7 +90,10 @@ def survives(call, tried: dict, name: str):
         raise
 
 
-def test_random_arguments_never_escape_as_other_errors(fuzz_data, tmp_path):
+def test_random_arguments_never_escape_as_other_errors(fuzz_data, tmp_path, monkeypatch):
+    # Random names are valid file names too: whatever `save` writes lands
+    # in this test's folder, not the caller's.
+    monkeypatch.chdir(tmp_path)
     rng = random.Random(SEED)
     model = seqrec.train(str(fuzz_data), epochs=1, seed=1, threads=1, quiet=True)
     saved = tmp_path / "m.safetensors"
