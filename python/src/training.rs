@@ -119,25 +119,31 @@ fn model_to_resume(resume: &Bound<'_, PyAny>) -> PyResult<TrainedModel> {
 /// signal handlers only on the main thread, between bytecodes, so a run on
 /// the caller's thread would see Ctrl-C only once it ended. A handler that
 /// raises (KeyboardInterrupt) sets the flag `work` is given, and its error
-/// comes back beside `work`'s result.
+/// comes back beside `work`'s result. Where no thread can be started, the
+/// work runs here, as before (Ctrl-C then waits for its end).
 fn interruptible<T: Send>(
     py: Python<'_>,
     work: impl FnOnce(&AtomicBool) -> T + Send,
 ) -> (T, Option<PyErr>) {
     let stop = AtomicBool::new(false);
+    let work = std::sync::Mutex::new(Some(work));
+    let take = || work.lock().ok().and_then(|mut w| w.take());
     py.detach(|| {
         std::thread::scope(|scope| {
             let (done, finished) = mpsc::channel::<()>();
             let stop = &stop;
-            let run = std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name("seqrec-train".into())
                 .stack_size(RUN_STACK)
                 .spawn_scoped(scope, move || {
-                    let out = work(stop);
+                    let out = take().map(|work| work(stop));
                     let _ = done.send(());
                     out
-                })
-                .expect("spawning the training thread");
+                });
+            let Ok(run) = spawned else {
+                let work = take().expect("the work was not taken by a thread never started");
+                return (work(stop), None);
+            };
             let mut signal = None;
             while let Err(mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(SIGNAL_INTERVAL)
             {
@@ -150,7 +156,8 @@ fn interruptible<T: Send>(
             }
             let out = run
                 .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                .expect("the training thread ran the work");
             (out, signal)
         })
     })
