@@ -294,7 +294,11 @@ fn bad_option_values_are_clear_errors() {
         (vec!["--lr-schedule", "exponential"], "lr-schedule"),
         (
             vec!["--loss", "gbce"],
-            "gbce learns against sampled negatives",
+            "gbce and bce learn against sampled negatives",
+        ),
+        (
+            vec!["--loss", "bce"],
+            "gbce and bce learn against sampled negatives",
         ),
         (vec!["--full-softmax", "--negatives", "5"], "full_softmax"),
         (vec!["--exclude-history-in-loss"], "exclude_history_in_loss"),

@@ -442,6 +442,7 @@ fn loss_backward_matches_finite_differences() {
         (false, false, 1, false, Some((1.0f32, 0, 0.0f32))),
         (true, true, 2, true, Some((0.3, 40, -1.7))),
         (false, true, 1, true, Some((0.05, 60, 0.4))),
+        (true, true, 2, true, Some((1.0, 40, 0.0))),
     ] {
         let ids_opt = use_ids.then_some(ids.as_slice());
         let bias_opt = use_bias.then_some(bias.as_slice());
@@ -459,15 +460,21 @@ fn loss_backward_matches_finite_differences() {
             column_ids: ids_opt,
             column_bias: use_bias.then_some(bias_f32.as_slice()),
             positives: use_positives.then_some(positives.as_slice()),
+            // β = 1 without an offset is plain BCE: checked through its own
+            // implementation against the same f64 reference.
             kind: gbce.map_or(
                 loss::LossKind::Softmax(loss::Softmax),
                 |(beta, first_negative, logit_offset)| {
-                    loss::LossKind::Gbce(loss::Gbce {
-                        t: 0.0,
-                        beta,
-                        first_negative,
-                        logit_offset,
-                    })
+                    if beta == 1.0 && logit_offset == 0.0 {
+                        loss::LossKind::Bce(loss::Bce { first_negative })
+                    } else {
+                        loss::LossKind::Gbce(loss::Gbce {
+                            t: 0.0,
+                            beta,
+                            first_negative,
+                            logit_offset,
+                        })
+                    }
                 },
             ),
         };

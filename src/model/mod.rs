@@ -35,7 +35,7 @@ pub use columns::logq_column_bias;
 pub use dropout::{dropout_backward, dropout_forward, dropout_mask, dropout_mask_rows};
 pub use embedding::{SparseRows, TouchedRows};
 pub use encoder::QueryEncoder;
-pub use loss::{Gbce, LossKind, RowLoss, Softmax};
+pub use loss::{Bce, Gbce, LossKind, RowLoss, Softmax};
 pub use params::{orthogonal, Gradient, Grads, Params, TensorDef};
 pub use spec::{Activation, ModelOptions, ModelSpec, Padding, QueryTower, SpecError, TowerSpec};
 pub use step::{Model, StepOptions};

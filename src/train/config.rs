@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::optimizer::{AdamWConfig, AnyOptimizer, OptimizerKind};
-use crate::model::{Gbce, LossKind, ModelOptions, Padding, Softmax, SpecError};
+use crate::model::{Bce, Gbce, LossKind, ModelOptions, Padding, Softmax, SpecError};
 use crate::settings::{finite_non_negative, positive, probability, settings_group, unit_interval};
 
 settings_group! {
@@ -68,7 +68,7 @@ settings_group! {
         patience: usize = 0, flag(value_name = "N");
         /// Learn from every step of a history (predict item t+1 from items ..t), one row per piece of context_len items of a user's history, instead of one row per label.
         sequence_training: bool = false, flag(value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true");
-        /// The loss: softmax cross-entropy (the reference's) or gbce (gSASRec's calibrated binary cross-entropy).
+        /// The loss: softmax cross-entropy (the reference's), gbce (gSASRec's calibrated binary cross-entropy) or bce (plain binary cross-entropy, the SASRec paper's).
         loss: Loss = Loss::Softmax, flag(value_enum);
         /// gBCE's calibration t in [0, 1] (0: plain BCE; 1 fully corrects for the negatives being a sample of the catalogue).
         gbce_t: f32 = 0.75, check(unit_interval), flag(value_name = "T");
@@ -98,6 +98,8 @@ pub enum Loss {
     Softmax,
     /// gSASRec's generalised binary cross-entropy.
     Gbce,
+    /// Plain binary cross-entropy (the SASRec paper's).
+    Bce,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -156,6 +158,7 @@ impl TrainConfig {
         match self.loss {
             Loss::Softmax => LossKind::Softmax(Softmax),
             Loss::Gbce => LossKind::Gbce(Gbce::calibrated(self.gbce_t)),
+            Loss::Bce => LossKind::Bce(Bce::default()),
         }
     }
 
@@ -200,11 +203,11 @@ impl TrainConfig {
                 "early stopping needs validation = true",
             ));
         }
-        if self.loss == Loss::Gbce && self.negatives == 0 && !self.full_softmax {
+        if self.loss != Loss::Softmax && self.negatives == 0 && !self.full_softmax {
             return Err(setting_error(
                 "loss",
-                "gbce learns against sampled negatives: give negatives (e.g. 256, with \
-                 negative_alpha = 0 for gSASRec's uniform sample) or full_softmax = true",
+                "gbce and bce learn against sampled negatives: give negatives (e.g. 256, with \
+                 negative_alpha = 0 for a uniform sample) or full_softmax = true",
             ));
         }
         if self.exclude_history_in_loss && !self.sequence_training && !self.full_softmax {

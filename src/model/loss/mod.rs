@@ -6,19 +6,21 @@
 //!
 //! A loss is one implementation of `RowLoss` in a file of its own: what it
 //! fixes from the step's columns (`for_columns`) and one row of logits to
-//! its loss and gradient (`row`). `softmax` (the reference's) and `gbce`
-//! are here. A new loss is a file implementing `RowLoss`, an arm of
+//! its loss and gradient (`row`). `softmax` (the reference's), `gbce` and
+//! `bce` are here. A new loss is a file implementing `RowLoss`, an arm of
 //! `LossKind` and of `with_loss!` below, and a value of the `loss` setting
 //! (`train::config`) that names it.
 //!
 //! `model::columns::LossBuffers::loss` runs the chosen loss over a batch.
 
+pub mod bce;
 pub mod gbce;
 pub mod softmax;
 
 use rayon::prelude::*;
 
 use crate::kernels::{add_assign, matmul, Mat, Output};
+pub use bce::Bce;
 pub use gbce::{gbce_beta, gbce_prior_offset, Gbce};
 pub use softmax::Softmax;
 
@@ -72,6 +74,7 @@ pub trait RowLoss: Copy + Send + Sync {
 pub enum LossKind {
     Softmax(Softmax),
     Gbce(Gbce),
+    Bce(Bce),
 }
 
 impl Default for LossKind {
@@ -86,6 +89,7 @@ macro_rules! with_loss {
         match $kind {
             LossKind::Softmax($loss) => $body,
             LossKind::Gbce($loss) => $body,
+            LossKind::Bce($loss) => $body,
         }
     };
 }
@@ -95,6 +99,7 @@ impl LossKind {
         match self {
             LossKind::Softmax(l) => LossKind::Softmax(l.for_columns(columns)),
             LossKind::Gbce(l) => LossKind::Gbce(l.for_columns(columns)),
+            LossKind::Bce(l) => LossKind::Bce(l.for_columns(columns)),
         }
     }
 
