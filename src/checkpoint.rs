@@ -706,14 +706,23 @@ pub fn copy_model_file(from: &Path, stamp: &FileStamp, to: &Path) -> Result<(), 
             return Ok(());
         }
     }
-    let mut bytes = Vec::with_capacity(stamp.len as usize);
-    file.take(stamp.len)
-        .read_to_end(&mut bytes)
-        .map_err(read_error)?;
-    crate::files::write_atomically(to, &bytes).map_err(|error| CheckpointError::Write {
+    // Streamed, not read whole: a model of millions of items is gigabytes.
+    let write_error = |error| CheckpointError::Write {
         path: to.to_path_buf(),
         error,
-    })
+    };
+    let mut tmp = crate::files::temp_file_beside(to).map_err(write_error)?;
+    let copied = std::io::copy(&mut file.take(stamp.len), tmp.as_file_mut()).map_err(read_error)?;
+    if copied != stamp.len {
+        return Err(CheckpointError::Invalid {
+            path: from.to_path_buf(),
+            reason: FormatError(format!(
+                "the model file ended after {copied} of its {} bytes while it was copied",
+                stamp.len
+            )),
+        });
+    }
+    crate::files::persist(tmp, to).map_err(write_error)
 }
 
 fn load_with<T>(
