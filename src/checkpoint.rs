@@ -553,20 +553,7 @@ fn read_optimizer_state(st: &SafeTensors) -> Result<StoredTensors, String> {
 /// instead of blocking or reading without end; the open does not wait for
 /// a FIFO's writer.
 fn open_model_file(path: &Path) -> std::io::Result<(std::fs::File, FileStamp)> {
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NONBLOCK);
-    }
-    let file = options.open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other(
-            "not a regular file (a model file is what `seqrec train --out` writes)",
-        ));
-    }
+    let (file, meta) = crate::files::open_regular_with_metadata(path)?;
     Ok((file, FileStamp::of(&meta)))
 }
 

@@ -226,6 +226,14 @@ fn refuse_unless_regular(path: &Path) -> std::io::Result<()> {
 /// a device (`/dev/zero`) or a folder is refused at once, whatever was
 /// swapped in after a check by name.
 pub fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
+    open_regular_with_metadata(path).map(|(file, meta)| (file, meta.len()))
+}
+
+/// `open_regular`, with the opened file's metadata (its identity and times
+/// as well as its length).
+pub fn open_regular_with_metadata(
+    path: &Path,
+) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
@@ -241,7 +249,7 @@ pub fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
             format!("is {}, not a regular file", kind_of(&meta)),
         ));
     }
-    Ok((file, meta.len()))
+    Ok((file, meta))
 }
 
 /// Why a file could not be read whole.
